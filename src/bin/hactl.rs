@@ -1,0 +1,5 @@
+//! `hactl`: the operator's command line.
+
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("hactl: not wired up yet")
+}

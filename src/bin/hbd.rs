@@ -1,0 +1,5 @@
+//! `hbd`: the cluster daemon.
+
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("hbd: not wired up yet")
+}

@@ -1,0 +1,93 @@
+//! Diagnostics: every configuration problem names the file, the line and the fix.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The configuration is still used; something is ignored or deprecated.
+    Warning,
+    /// The configuration is refused.
+    Error,
+}
+
+/// One problem found in a configuration file, printed as `file:line: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// File the problem is in.
+    pub file: PathBuf,
+    /// 1-based line, when the problem has one.
+    pub line: Option<usize>,
+    /// Warning or error.
+    pub severity: Severity,
+    /// What is wrong, and how to fix it.
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// An error at `file:line`.
+    pub fn error(file: &Path, line: Option<usize>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: file.to_path_buf(),
+            line,
+            severity: Severity::Error,
+            message: message.into(),
+        }
+    }
+
+    /// A warning at `file:line`.
+    pub fn warning(file: &Path, line: Option<usize>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: file.to_path_buf(),
+            line,
+            severity: Severity::Warning,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::Warning => "warning: ",
+            Severity::Error => "",
+        };
+        match self.line {
+            Some(line) => write!(
+                f,
+                "{}:{}: {}{}",
+                self.file.display(),
+                line,
+                sev,
+                self.message
+            ),
+            None => write!(f, "{}: {}{}", self.file.display(), sev, self.message),
+        }
+    }
+}
+
+/// A refused configuration: every error found (and the warnings seen on the way).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", render(.diagnostics))]
+pub struct ConfigError {
+    /// All diagnostics, errors and warnings, in file order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl ConfigError {
+    /// Only the errors.
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+    }
+}
+
+fn render(diags: &[Diagnostic]) -> String {
+    diags
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,323 @@
+//! The validated configuration model.
+//!
+//! Every front door (native YAML, an unchanged Linux-HA directory, later ldirectord.cf and
+//! keepalived.conf) produces this one type; the rest of hbd never sees raw text. A value of
+//! [`Config`] is always valid: the parsers refuse to build one that breaks a rule heartbeat
+//! enforces (deadtime > 2 × keepalive, initdead ≥ deadtime, the local node listed, …).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// UDP port heartbeat uses when `udpport` is absent (IANA "ha-cluster"; heartbeat `UDPPORT`).
+pub const DEFAULT_UDP_PORT: u16 = 694;
+/// Serial speed used when `baud` is absent (heartbeat config.c default).
+pub const DEFAULT_BAUD: u32 = 19200;
+/// Serial speeds heartbeat accepts (`StringToBaud`).
+pub const VALID_BAUDS: [u32; 7] = [9600, 19200, 38400, 57600, 115200, 230400, 460800];
+/// Extra forwarding hops above the node count (heartbeat config.c default; only fills `ttl`).
+pub const DEFAULT_HOPFUDGE: u32 = 1;
+/// Cluster name when none is given (heartbeat config.c default).
+pub const DEFAULT_CLUSTER_NAME: &str = "linux-ha";
+
+/// Everything one hbd node needs to run, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Cluster name (`cluster`), informational.
+    pub cluster_name: String,
+    /// Cluster members, lower-cased as heartbeat does, in file order.
+    pub nodes: Vec<String>,
+    /// Liveness timers.
+    pub timing: Timing,
+    /// Default UDP port for `ucast`/`bcast` media (`udpport`).
+    pub udp_port: u16,
+    /// Heartbeat media; a peer is alive while any of them carries its heartbeats.
+    pub media: Vec<MediumSpec>,
+    /// Keys for signing and verifying heartbeat frames.
+    pub auth: AuthKeys,
+    /// Wire form of outbound UDP frames (heartbeat `msgfmt`).
+    pub msgfmt: MsgFormat,
+    /// Extra hops above node count, only used to fill the `ttl` field (heartbeat `hopfudge`).
+    pub hopfudge: u32,
+    /// Whether groups return to their preferred node (heartbeat `auto_failback`).
+    pub auto_failback: AutoFailback,
+    /// Independent ping nodes (`ping`), each a pseudo-member.
+    pub ping_nodes: Vec<IpAddr>,
+    /// Ping groups (`ping_group`): one pseudo-member, up while any address answers.
+    pub ping_groups: Vec<PingGroup>,
+    /// Resource groups, from haresources or YAML, in file order.
+    pub groups: Vec<GroupSpec>,
+    /// Where log lines go.
+    pub logging: Logging,
+    /// Programs kept running beside the daemon (`respawn`).
+    pub respawn: Vec<RespawnSpec>,
+    /// Who may use the client API (`apiauth`); kept for compatibility and `hactl convert`.
+    pub apiauth: Vec<ApiAuth>,
+    /// Kernel watchdog device kicked while the daemon is healthy (`watchdog`).
+    pub watchdog: Option<PathBuf>,
+}
+
+/// Liveness timers, all held as [`Duration`] (heartbeat keeps milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Interval between heartbeats (`keepalive`).
+    pub keepalive: Duration,
+    /// Silence after which a node is declared dead (`deadtime`).
+    pub deadtime: Duration,
+    /// Silence after which a late heartbeat is logged (`warntime`).
+    pub warntime: Duration,
+    /// Dead time used right after start, until every node has been heard (`initdead`).
+    pub initdead: Duration,
+    /// Dead time for ping nodes (`deadping`).
+    pub deadping: Duration,
+}
+
+impl Timing {
+    /// heartbeat's computed defaults for everything but keepalive and deadtime (config.c
+    /// `init_config`): warntime = deadtime/2; initdead = deadtime if deadtime > 10 s, 12 s if
+    /// deadtime < 6 s, else 2 × deadtime; deadping = deadtime.
+    pub fn with_defaults(keepalive: Duration, deadtime: Duration) -> Timing {
+        let initdead = if deadtime > Duration::from_secs(10) {
+            deadtime
+        } else if deadtime < Duration::from_secs(6) {
+            Duration::from_secs(12)
+        } else {
+            deadtime * 2
+        };
+        Timing {
+            keepalive,
+            deadtime,
+            warntime: deadtime / 2,
+            initdead,
+            deadping: deadtime,
+        }
+    }
+}
+
+impl Default for Timing {
+    /// heartbeat's compiled defaults: keepalive 1 s, deadtime 30 s.
+    fn default() -> Self {
+        Timing::with_defaults(Duration::from_secs(1), Duration::from_secs(30))
+    }
+}
+
+/// One heartbeat medium.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediumSpec {
+    /// UDP unicast to one peer (`ucast IFACE PEER`). A line whose peer address is local is
+    /// skipped at run time, so both nodes can share one file.
+    Ucast {
+        /// Interface the sockets are bound to.
+        interface: String,
+        /// Peer address.
+        peer: IpAddr,
+        /// Destination and listening port.
+        port: u16,
+    },
+    /// UDP multicast (`mcast IFACE GROUP PORT TTL LOOP`).
+    Mcast {
+        /// Interface that joins the group and sends.
+        interface: String,
+        /// Multicast group.
+        group: IpAddr,
+        /// Group port.
+        port: u16,
+        /// Multicast TTL (hop limit).
+        ttl: u8,
+        /// Whether our own datagrams loop back to us.
+        loopback: bool,
+    },
+    /// UDP broadcast on an interface (`bcast IFACE`).
+    Bcast {
+        /// Interface whose broadcast address is used.
+        interface: String,
+        /// Destination and listening port.
+        port: u16,
+    },
+    /// A serial line (`serial DEV`, `baud N`).
+    Serial {
+        /// Character device.
+        device: PathBuf,
+        /// Line speed.
+        baud: u32,
+    },
+}
+
+impl MediumSpec {
+    /// Short name used for the link in status output and logs, like heartbeat's link names.
+    pub fn link_name(&self) -> String {
+        match self {
+            MediumSpec::Ucast {
+                interface, peer, ..
+            } => format!("ucast:{interface}:{peer}"),
+            MediumSpec::Mcast {
+                interface, group, ..
+            } => format!("mcast:{interface}:{group}"),
+            MediumSpec::Bcast { interface, .. } => format!("bcast:{interface}"),
+            MediumSpec::Serial { device, .. } => format!("serial:{}", device.display()),
+        }
+    }
+}
+
+/// The authkeys contents: which key signs, and every key accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthKeys {
+    /// Key index used to sign outbound frames (`auth N`).
+    pub active: u8,
+    /// Every configured key by index (0–15); several allow rolling key changes.
+    pub keys: BTreeMap<u8, AuthKey>,
+}
+
+impl AuthKeys {
+    /// The key that signs outbound frames; present by construction.
+    pub fn active_key(&self) -> &AuthKey {
+        &self.keys[&self.active]
+    }
+}
+
+/// One authentication key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthKey {
+    /// Digest method.
+    pub method: AuthMethod,
+    /// Secret bytes (empty for `crc`).
+    pub secret: Vec<u8>,
+}
+
+impl fmt::Debug for AuthKey {
+    /// Never prints the secret: configs end up in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthKey")
+            .field("method", &self.method)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Frame digest methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    /// CRC-32/POSIX, unkeyed: integrity only (heartbeat `crc`).
+    Crc,
+    /// HMAC-MD5 (heartbeat `md5`).
+    Md5,
+    /// HMAC-SHA1 (heartbeat `sha1`).
+    Sha1,
+    /// HMAC-SHA256, hbd's default for new configs.
+    Sha256,
+}
+
+impl AuthMethod {
+    /// The name used in authkeys and YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Crc => "crc",
+            AuthMethod::Md5 => "md5",
+            AuthMethod::Sha1 => "sha1",
+            AuthMethod::Sha256 => "sha256",
+        }
+    }
+}
+
+/// Outbound frame form (heartbeat `msgfmt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MsgFormat {
+    /// Netstring frame that also carries heartbeat's inner classic `auth` field (default).
+    #[default]
+    Classic,
+    /// Netstring frame without the inner field.
+    Netstring,
+}
+
+/// Failback policy (heartbeat `auto_failback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoFailback {
+    /// Groups go back to their preferred node when it returns.
+    On,
+    /// Groups stay where they are until failure or an operator move.
+    Off,
+    /// heartbeat's pre-nice_failback mode: each node always owns its preferred groups.
+    Legacy,
+}
+
+impl AutoFailback {
+    /// The word used in ha.cf and YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoFailback::On => "on",
+            AutoFailback::Off => "off",
+            AutoFailback::Legacy => "legacy",
+        }
+    }
+}
+
+/// A ping group: one pseudo-member that is up while any address answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingGroup {
+    /// Group name, used as the pseudo-node name.
+    pub name: String,
+    /// Member addresses.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// One resource group (one haresources line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSpec {
+    /// Node the group prefers (the line's first field, lower-cased).
+    pub preferred: String,
+    /// Resources, started left to right and stopped right to left. Never empty.
+    pub resources: Vec<ResourceSpec>,
+}
+
+impl GroupSpec {
+    /// The group's key: its first resource as written, as heartbeat names groups.
+    pub fn name(&self) -> &str {
+        &self.resources[0].spec
+    }
+}
+
+/// One resource of a group, e.g. `IPaddr::192.168.136.10/24/eth0` or `ldirectord`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceSpec {
+    /// The resource as written in haresources (a bare address is kept bare here).
+    pub spec: String,
+    /// Resource type or script name: text before the first `::`; `IPaddr` for a bare address.
+    pub kind: String,
+    /// `::`-separated arguments; for a bare address, the address itself.
+    pub args: Vec<String>,
+}
+
+/// Where log lines go, besides stderr.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Logging {
+    /// `logfile`: normal messages appended here.
+    pub file: Option<PathBuf>,
+    /// `debugfile`: debug messages appended here.
+    pub debug_file: Option<PathBuf>,
+    /// `logfacility`: syslog facility, `None` when unset or `none`.
+    pub facility: Option<String>,
+    /// `debug`: 0–255.
+    pub debug_level: u8,
+}
+
+/// A program kept running beside the daemon (`respawn USER PATH [ARGS]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RespawnSpec {
+    /// User it runs as.
+    pub user: String,
+    /// Program and arguments.
+    pub command: Vec<String>,
+}
+
+/// An `apiauth CLIENT [uid=…] [gid=…]` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiAuth {
+    /// Client name.
+    pub client: String,
+    /// Allowed users.
+    pub uids: Vec<String>,
+    /// Allowed groups.
+    pub gids: Vec<String>,
+}

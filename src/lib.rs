@@ -1,0 +1,14 @@
+//! hbd: a cluster resource manager for LVS director pairs, in the line of Linux-HA
+//! heartbeat + ldirectord.
+//!
+//! The library holds all logic; `hbd` (daemon) and `hactl` (CLI) are thin binaries over it.
+//! Protocols and decisions are plain data and pure functions; tasks around them own the
+//! sockets and timers (see docs/architecture.md).
+//!
+//! * [`config`]: one validated model from YAML or an unchanged Linux-HA directory.
+//! * [`membership`]: heartbeat wire format, authentication, replay protection, liveness.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod membership;

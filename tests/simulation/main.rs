@@ -1,0 +1,1 @@
+//! Deterministic simulation tests on a paused tokio clock.
