@@ -7,8 +7,14 @@
 //!
 //! * [`config`]: one validated model from YAML or an unchanged Linux-HA directory.
 //! * [`membership`]: heartbeat wire format, authentication, replay protection, liveness.
+//! * [`net`]: rtnetlink addresses, gratuitous ARP, unsolicited NA, sysctl.
+//! * [`resources`]: resource groups, VIPs and scripts.
+//! * [`dataplane`]: virtual services through IPVS or nftables.
 
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod dataplane;
 pub mod membership;
+pub mod net;
+pub mod resources;

@@ -1,8 +1,16 @@
 //! Membership: heartbeat frames, authentication, replay protection and liveness.
 //!
 //! * [`message`]: heartbeat's ordered field list.
+//! * [`auth`]: frame digests (crc, HMAC-MD5, HMAC-SHA1, HMAC-SHA256).
+//! * [`wire`]: netstring and classic framing.
+//! * [`seqtrack`]: generation and sequence checks that drop replayed and stale frames.
+//! * [`generation`]: the per-start generation number and node uuid persisted in the state dir.
 //!
 //! The codec follows shared/wire/HEARTBEAT-WIRE.md byte for byte so hbd can pair with a real
 //! heartbeat 3.0.6 node.
 
+pub mod auth;
+pub mod generation;
 pub mod message;
+pub mod seqtrack;
+pub mod wire;

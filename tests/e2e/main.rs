@@ -1,1 +1,5 @@
-//! Root end-to-end tests in network namespaces.
+//! Root end-to-end tests in network namespaces. They fail loudly when not run as root.
+
+mod dataplane;
+mod net;
+mod netns;
