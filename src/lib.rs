@@ -6,7 +6,10 @@
 //! sockets and timers (see docs/architecture.md).
 //!
 //! * [`config`]: one validated model from YAML or an unchanged Linux-HA directory.
+//! * [`control`]: the JSON control socket `hactl` talks to.
+//! * [`daemon`]: the node task and the process around it.
 //! * [`membership`]: heartbeat wire format, authentication, replay protection, liveness.
+//! * [`media`]: UDP ucast/mcast/bcast media and an in-memory network for simulation.
 //! * [`net`]: rtnetlink addresses, gratuitous ARP, unsolicited NA, sysctl.
 //! * [`resources`]: resource groups, VIPs and scripts.
 //! * [`dataplane`]: virtual services through IPVS or nftables.
@@ -14,7 +17,10 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod dataplane;
+pub mod media;
 pub mod membership;
 pub mod net;
 pub mod resources;

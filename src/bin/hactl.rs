@@ -1,5 +1,191 @@
-//! `hactl`: the operator's command line.
+//! `hactl`: the operator's command line. Exit codes: 0 ok, 1 refused or failed, 2 usage,
+//! 3 daemon unreachable.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("hactl: not wired up yet")
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hbd::config;
+use hbd::control::DEFAULT_SOCKET;
+use hbd::control::client::{self, ClientError};
+use hbd::control::protocol::{Request, StatusReport};
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_UNREACHABLE: u8 = 3;
+
+/// Control and inspect a running hbd.
+#[derive(Debug, Parser)]
+#[command(name = "hactl", version)]
+struct Args {
+    /// Control socket of the daemon.
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show nodes, links and groups.
+    Status {
+        /// Print the daemon's JSON report instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the YAML equivalent of a Linux-HA directory (ha.cf, haresources, authkeys).
+    Convert {
+        /// The Linux-HA directory.
+        #[arg(long, value_name = "DIR")]
+        ha_dir: PathBuf,
+        /// Node name to validate for, instead of `uname -n`.
+        #[arg(long, value_name = "NAME")]
+        node_name: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match args.command {
+        Command::Status { json } => status(&args.socket, json),
+        Command::Convert { ha_dir, node_name } => convert(&ha_dir, node_name),
+    }
+}
+
+fn call(
+    socket: &std::path::Path,
+    request: Request,
+) -> Result<hbd::control::protocol::Response, ExitCode> {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hactl: cannot start the async runtime: {e}");
+            return Err(ExitCode::from(EXIT_FAILED));
+        }
+    };
+    match runtime.block_on(client::call(socket, &request, client::DEFAULT_TIMEOUT)) {
+        Ok(r) => Ok(r),
+        Err(e @ (ClientError::Unreachable { .. } | ClientError::Timeout(..))) => {
+            eprintln!("hactl: {e}");
+            Err(ExitCode::from(EXIT_UNREACHABLE))
+        }
+        Err(e) => {
+            eprintln!("hactl: {e}");
+            Err(ExitCode::from(EXIT_FAILED))
+        }
+    }
+}
+
+fn status(socket: &std::path::Path, json: bool) -> ExitCode {
+    let response = match call(socket, Request::Status) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let Some(report) = response.status.filter(|_| response.ok) else {
+        eprintln!(
+            "hactl: {}",
+            response
+                .error
+                .unwrap_or_else(|| "no status in the answer".into())
+        );
+        return ExitCode::from(EXIT_FAILED);
+    };
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("hactl: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+    } else {
+        print!("{}", render_status(&report));
+    }
+    ExitCode::SUCCESS
+}
+
+fn render_status(r: &StatusReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Node {} ({}), generation {}",
+        r.node, r.state, r.generation
+    );
+    let _ = writeln!(out, "Nodes:");
+    for n in &r.nodes {
+        let who = if n.local { " (this node)" } else { "" };
+        let heard = n
+            .last_heard_ms
+            .map(|ms| format!(", heard {ms} ms ago"))
+            .unwrap_or_default();
+        let late = if n.late_heartbeats > 0 {
+            format!(
+                ", {} late heartbeat(s), longest gap {} ms",
+                n.late_heartbeats, n.longest_gap_ms
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "  {:<20} {:<6}{who}{heard}{late}", n.name, n.state);
+        for l in &n.links {
+            let _ = writeln!(out, "      link {:<40} {}", l.name, l.status);
+        }
+    }
+    let _ = writeln!(out, "Groups:");
+    if r.groups.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for g in &r.groups {
+        let _ = writeln!(
+            out,
+            "  {:<30} preferred {:<14} owner {:<14} {}",
+            g.name,
+            g.preferred,
+            g.owner.as_deref().unwrap_or("-"),
+            g.state
+        );
+        for res in &g.resources {
+            let _ = writeln!(out, "      {:<40} {}", res.spec, res.state);
+        }
+    }
+    let c = &r.counters;
+    let _ = writeln!(
+        out,
+        "Frames: {} accepted, {} duplicate, {} bad auth, {} malformed, {} oversize, {} replayed/stale, {} unknown node, {} send errors",
+        c.accepted,
+        c.duplicates,
+        c.bad_auth,
+        c.malformed,
+        c.oversize,
+        c.replayed,
+        c.unknown_node,
+        c.send_errors
+    );
+    out
+}
+
+fn convert(dir: &std::path::Path, node_name: Option<String>) -> ExitCode {
+    let node = node_name.unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().to_lowercase())
+            .unwrap_or_default()
+    });
+    match config::load_ha_dir(dir, &node) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("{w}");
+            }
+            print!("{}", config::to_yaml(&loaded.config));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            for d in &err.diagnostics {
+                eprintln!("{d}");
+            }
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
 }

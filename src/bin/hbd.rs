@@ -1,5 +1,117 @@
-//! `hbd`: the cluster daemon.
+//! `hbd`: the cluster daemon. Runs in the foreground and logs to stderr (journald picks it
+//! up under systemd).
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("hbd: not wired up yet")
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{ArgGroup, Parser};
+use hbd::config::{self, Loaded, Severity};
+use hbd::control::DEFAULT_SOCKET;
+use hbd::daemon::{self, DEFAULT_STATE_DIR, DaemonOptions};
+
+/// Cluster resource manager for LVS director pairs (heartbeat + ldirectord successor).
+#[derive(Debug, Parser)]
+#[command(name = "hbd", version)]
+#[command(group(ArgGroup::new("source").required(true).args(["config", "ha_dir"])))]
+struct Args {
+    /// Native YAML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Unchanged Linux-HA directory holding ha.cf, haresources and authkeys.
+    #[arg(long, value_name = "DIR")]
+    ha_dir: Option<PathBuf>,
+    /// Check the configuration, print every problem as file:line, and exit (0 = valid).
+    #[arg(long)]
+    check_config: bool,
+    /// Node name to use instead of `uname -n`.
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
+    /// Directory for the generation number, node uuid and peer generations.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Control socket path.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging();
+    let node_name = match args.node_name.clone() {
+        Some(n) => n.to_lowercase(),
+        None => match nix::unistd::gethostname() {
+            Ok(h) => h.to_string_lossy().to_lowercase(),
+            Err(e) => {
+                eprintln!("hbd: cannot read the host name ({e}); pass --node-name");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    let loaded = match (&args.config, &args.ha_dir) {
+        (Some(file), _) => config::load_yaml(file, &node_name),
+        (None, Some(dir)) => config::load_ha_dir(dir, &node_name),
+        (None, None) => unreachable!("clap requires one source"),
+    };
+    let Loaded { config, warnings } = match loaded {
+        Ok(l) => l,
+        Err(err) => {
+            for d in &err.diagnostics {
+                if args.check_config {
+                    println!("{d}");
+                } else {
+                    eprintln!("{d}");
+                }
+            }
+            let errors = err.errors().count();
+            eprintln!("hbd: configuration refused ({errors} error(s))");
+            return ExitCode::from(1);
+        }
+    };
+    if args.check_config {
+        for w in &warnings {
+            println!("{w}");
+        }
+        println!(
+            "configuration OK for node {node_name}: {} node(s), {} medium/media, {} group(s)",
+            config.nodes.len(),
+            config.media.len(),
+            config.groups.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    for w in warnings.iter().filter(|w| w.severity == Severity::Warning) {
+        tracing::warn!("{w}");
+    }
+    let options = DaemonOptions {
+        node_name,
+        state_dir: args.state_dir,
+        socket: args.socket,
+    };
+    match run(config, options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hbd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(config: config::Config, options: DaemonOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(daemon::run(config, options))?;
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HBD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }

@@ -1,0 +1,123 @@
+//! The daemon: turns a validated configuration into a running node.
+//!
+//! It prepares the state directory (generation, uuid, peer generations), opens the media
+//! and the control socket, starts the [`node::Node`] task and stops it on SIGTERM/SIGINT.
+
+pub mod node;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::control::server;
+use crate::media::udp;
+use crate::membership::generation;
+use node::{Node, NodeIdentity, NodeSetup};
+
+/// Default state directory (generation, uuid, peer generations).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/hbd";
+
+/// Inbound frames queued between the media and the node task; beyond this a frame is lost.
+const INBOUND_QUEUE: usize = 4096;
+
+/// Where this node keeps its files and who it is.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Our node name.
+    pub node_name: String,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Control socket path.
+    pub socket: PathBuf,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The state directory is unusable.
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        /// Directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Generation or uuid files are unusable.
+    #[error(transparent)]
+    Generation(#[from] generation::GenerationError),
+    /// A medium could not be opened.
+    #[error(transparent)]
+    Media(#[from] udp::MediaError),
+    /// No medium could be opened at all.
+    #[error("no heartbeat medium could be opened (skipped: {0}); check the media lines")]
+    NoMedia(String),
+    /// The control socket could not be opened.
+    #[error(transparent)]
+    Control(#[from] server::ControlError),
+    /// Signal handlers could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs the node until SIGTERM or SIGINT.
+pub async fn run(config: Config, options: DaemonOptions) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&options.state_dir).map_err(|source| DaemonError::StateDir {
+        path: options.state_dir.clone(),
+        source,
+    })?;
+    let generation = generation::next_generation(&options.state_dir)?;
+    let uuid = generation::load_or_create_uuid(&options.state_dir)?;
+    let peer_generations = generation::load_peer_generations(&options.state_dir)?;
+
+    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+    let opened = udp::open_all(&config.media, &udp::local_addresses(), inbound_tx)?;
+    for (medium, reason) in &opened.skipped {
+        tracing::info!(%medium, "medium skipped: {reason}");
+    }
+    if opened.media.is_empty() {
+        let skipped: Vec<String> = opened
+            .skipped
+            .iter()
+            .map(|(m, r)| format!("{m}: {r}"))
+            .collect();
+        return Err(DaemonError::NoMedia(skipped.join("; ")));
+    }
+
+    let (control_tx, control_rx) = mpsc::channel(64);
+    let control_task = server::serve(&options.socket, control_tx).await?;
+
+    let setup = NodeSetup {
+        config: Arc::new(config),
+        identity: NodeIdentity {
+            name: options.node_name.clone(),
+            uuid,
+            generation,
+        },
+        media: opened.media,
+        peer_generations,
+        state_dir: Some(options.state_dir.clone()),
+        report_load: true,
+        observer: None,
+    };
+    let node = Node::new(setup, tokio::time::Instant::now());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let node_task = tokio::spawn(node.run(inbound_rx, control_rx, shutdown_rx));
+
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    let _ = shutdown_tx.send(true);
+    let _ = node_task.await;
+    control_task.abort();
+    for task in opened.tasks {
+        task.abort();
+    }
+    let _ = std::fs::remove_file(&options.socket);
+    Ok(())
+}

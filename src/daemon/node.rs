@@ -1,0 +1,611 @@
+//! The node task: one actor that owns membership state and every decision.
+//!
+//! It sends our `status` heartbeat every keepalive on every medium, verifies and
+//! de-duplicates what arrives ([`wire`], [`SeqTrack`]), feeds [`Liveness`] and answers
+//! control requests. It sleeps until the next thing it must do (next heartbeat or the next
+//! liveness deadline), so a peer is declared dead at exactly its deadtime.
+//!
+//! The task does no socket I/O itself: frames arrive on a channel and leave through
+//! [`Transmit`] handles, so the same code runs over UDP in the daemon and over the in-memory
+//! network in the simulation tests, on a paused clock.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::control::protocol::{
+    Counters, GroupReport, LinkReport, NodeReport, Request, ResourceReport, Response, StatusReport,
+};
+use crate::control::server::ControlCall;
+use crate::media::{Inbound, Medium};
+use crate::membership::generation;
+use crate::membership::liveness::{LinkState, Liveness, LivenessEvent, PeerState, fmt_ms};
+use crate::membership::message::Message;
+use crate::membership::seqtrack::{SeqTrack, SeqVerdict};
+use crate::membership::wire::{self, Envelope, WireError};
+
+/// Who this node is on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    /// Node name (`uname -n` or `--node-name`), lower-cased.
+    pub name: String,
+    /// 16-byte node uuid (`srcuuid`).
+    pub uuid: [u8; 16],
+    /// This start's generation (`hg`), higher than every earlier start's.
+    pub generation: u64,
+}
+
+/// Everything a node task needs.
+pub struct NodeSetup {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// Our identity.
+    pub identity: NodeIdentity,
+    /// Open media; an [`Inbound::link`] indexes this list.
+    pub media: Vec<Medium>,
+    /// Highest generation seen from each peer in earlier runs, so frames replayed from an
+    /// older generation are dropped even right after we restart.
+    pub peer_generations: BTreeMap<String, u64>,
+    /// Where to persist peer generations; `None` keeps them in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// Whether to report the load average (`ld`) from /proc/loadavg.
+    pub report_load: bool,
+    /// Where to copy every [`NodeEvent`], timestamped (simulation tests, later the
+    /// resource manager); `None` for nobody.
+    pub observer: Option<mpsc::UnboundedSender<(Instant, NodeEvent)>>,
+}
+
+/// Something that happened in the node, as seen by an observer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A liveness change.
+    Liveness(LivenessEvent),
+    /// A peer restarted: its frames carry a higher generation.
+    PeerRestarted {
+        /// Peer name.
+        node: String,
+        /// Its new generation.
+        generation: u64,
+    },
+    /// A frame was dropped.
+    Dropped {
+        /// Why: `oversize`, `authentication failed`, `malformed`, `unknown node`, `replay`
+        /// or `stale`.
+        reason: &'static str,
+    },
+}
+
+/// Rate limit for repeated drop reasons: at most one log line per reason per interval, so a
+/// flood of forged packets cannot flood the log.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the load average in our heartbeats is refreshed.
+const LOAD_REFRESH: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct DropLog {
+    seen: BTreeMap<&'static str, (Instant, u64)>,
+}
+
+impl DropLog {
+    /// Returns how many were suppressed since the last line if a line should be logged now.
+    fn allow(&mut self, reason: &'static str, now: Instant) -> Option<u64> {
+        match self.seen.get_mut(reason) {
+            Some((last, suppressed))
+                if now.saturating_duration_since(*last) < DROP_LOG_INTERVAL =>
+            {
+                *suppressed += 1;
+                None
+            }
+            Some((last, suppressed)) => {
+                let n = *suppressed;
+                *last = now;
+                *suppressed = 0;
+                Some(n)
+            }
+            None => {
+                self.seen.insert(reason, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+/// The node actor's state.
+pub struct Node {
+    config: Arc<Config>,
+    identity: NodeIdentity,
+    media: Vec<Medium>,
+    liveness: Liveness,
+    seqtracks: Vec<SeqTrack>,
+    peer_generations: Vec<Option<u64>>,
+    state_dir: Option<PathBuf>,
+    report_load: bool,
+    load: (Option<Instant>, String),
+    next_seq: u64,
+    next_heartbeat: Instant,
+    counters: Counters,
+    drop_log: DropLog,
+    ttl: u32,
+    observer: Option<mpsc::UnboundedSender<(Instant, NodeEvent)>>,
+}
+
+impl Node {
+    /// Builds the node at `now`; nothing is sent until [`Node::run`].
+    pub fn new(setup: NodeSetup, now: Instant) -> Node {
+        let config = setup.config;
+        let peers: Vec<String> = config
+            .nodes
+            .iter()
+            .filter(|n| **n != setup.identity.name)
+            .cloned()
+            .collect();
+        let link_names: Vec<String> = setup.media.iter().map(|m| m.name.clone()).collect();
+        let liveness = Liveness::new(config.timing, &peers, &link_names, now);
+        let seqtracks = peers
+            .iter()
+            .map(|p| match setup.peer_generations.get(p) {
+                Some(g) => SeqTrack::with_min_generation(*g),
+                None => SeqTrack::new(),
+            })
+            .collect();
+        let peer_generations = peers
+            .iter()
+            .map(|p| setup.peer_generations.get(p).copied())
+            .collect();
+        let node_count = config.nodes.len() + config.ping_nodes.len() + config.ping_groups.len();
+        let ttl = config.hopfudge + u32::try_from(node_count).unwrap_or(u32::MAX);
+        Node {
+            identity: setup.identity,
+            media: setup.media,
+            liveness,
+            seqtracks,
+            peer_generations,
+            state_dir: setup.state_dir,
+            report_load: setup.report_load,
+            load: (None, "n/a".to_string()),
+            next_seq: 1,
+            next_heartbeat: now,
+            counters: Counters::default(),
+            drop_log: DropLog::default(),
+            ttl,
+            observer: setup.observer,
+            config,
+        }
+    }
+
+    /// Runs until `shutdown` turns true or every input closes.
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut control: mpsc::Receiver<ControlCall>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        tracing::info!(
+            node = %self.identity.name,
+            generation = self.identity.generation,
+            links = ?self.liveness.link_names(),
+            keepalive = %fmt_ms(self.config.timing.keepalive),
+            deadtime = %fmt_ms(self.config.timing.deadtime),
+            "node starting"
+        );
+        let mut control_open = true;
+        loop {
+            let now = Instant::now();
+            self.on_timer(now);
+            let wake = match self.liveness.next_deadline() {
+                Some(d) => d.min(self.next_heartbeat),
+                None => self.next_heartbeat,
+            };
+            tokio::select! {
+                biased;
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                frame = inbound.recv() => match frame {
+                    Some(frame) => self.on_frame(Instant::now(), frame),
+                    None => break,
+                },
+                call = control.recv(), if control_open => match call {
+                    Some(call) => {
+                        let response = self.on_request(Instant::now(), &call.request);
+                        let _ = call.reply.send(response);
+                    }
+                    None => control_open = false,
+                },
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+        tracing::info!(node = %self.identity.name, "node stopped");
+    }
+
+    /// Sends a heartbeat if one is due and applies passed liveness deadlines.
+    fn on_timer(&mut self, now: Instant) {
+        if now >= self.next_heartbeat {
+            self.send_status(now);
+            let keepalive = self.config.timing.keepalive;
+            self.next_heartbeat += keepalive;
+            if self.next_heartbeat <= now {
+                // We were not scheduled for more than a keepalive: resume from now rather
+                // than sending a burst.
+                self.next_heartbeat = now + keepalive;
+            }
+        }
+        let events = self.liveness.on_tick(now);
+        self.apply_events(now, events);
+    }
+
+    fn notify(&mut self, now: Instant, event: NodeEvent) {
+        if let Some(observer) = &self.observer
+            && observer.send((now, event)).is_err()
+        {
+            self.observer = None;
+        }
+    }
+
+    fn apply_events(&mut self, now: Instant, events: Vec<LivenessEvent>) {
+        let mut local_changed = false;
+        for event in events {
+            log_event(&event);
+            self.notify(now, NodeEvent::Liveness(event.clone()));
+            if matches!(event, LivenessEvent::LocalActive { .. }) {
+                local_changed = true;
+            }
+        }
+        if local_changed {
+            // heartbeat sends a status at once when its own state changes.
+            self.send_status(now);
+        }
+    }
+
+    fn current_load(&mut self, now: Instant) -> String {
+        if !self.report_load {
+            return "n/a".to_string();
+        }
+        let stale = self
+            .load
+            .0
+            .is_none_or(|at| now.saturating_duration_since(at) >= LOAD_REFRESH);
+        if stale {
+            let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+            let line = text.lines().next().unwrap_or("n/a").trim().to_string();
+            self.load = (Some(now), if line.is_empty() { "n/a".into() } else { line });
+        }
+        self.load.1.clone()
+    }
+
+    fn send_status(&mut self, now: Instant) {
+        let mut msg = Message::with_type("status");
+        msg.add_str("st", self.liveness.local_state().as_str());
+        msg.add_str(
+            "dt",
+            &format!("{:x}", self.config.timing.deadtime.as_millis()),
+        );
+        msg.add_str("protocol", "1");
+        self.send(now, msg);
+    }
+
+    /// Stamps the envelope on `msg` and sends it on every medium.
+    fn send(&mut self, now: Instant, mut msg: Message) {
+        let is_ns = msg.msg_type().is_some_and(|t| t.starts_with("NS_"));
+        let seq = if is_ns {
+            None
+        } else {
+            let s = self.next_seq;
+            self.next_seq += 1;
+            Some(s)
+        };
+        let load = if is_ns {
+            None
+        } else {
+            Some(self.current_load(now))
+        };
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1)
+            .max(1);
+        let env = Envelope {
+            src: self.identity.name.clone(),
+            srcuuid: self.identity.uuid,
+            seq,
+            generation: self.identity.generation,
+            ts,
+            load,
+            ttl: self.ttl,
+            dest_uuid: None,
+        };
+        wire::stamp(&mut msg, &env);
+        let frame = wire::encode(&msg, &self.config.auth, self.config.msgfmt);
+        for medium in &self.media {
+            if let Err(e) = medium.tx.send(&frame) {
+                self.counters.send_errors += 1;
+                if let Some(suppressed) = self.drop_log.allow("send", now) {
+                    tracing::warn!(link = %medium.name, error = %e, suppressed, "heartbeat send failed");
+                }
+            }
+        }
+    }
+
+    fn drop_frame(&mut self, now: Instant, reason: &'static str, inbound: &Inbound, detail: &str) {
+        self.notify(now, NodeEvent::Dropped { reason });
+        if let Some(suppressed) = self.drop_log.allow(reason, now) {
+            let link = self
+                .media
+                .get(inbound.link)
+                .map(|m| m.name.as_str())
+                .unwrap_or("?");
+            let from = inbound
+                .from
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "-".to_string());
+            tracing::warn!(%link, %from, suppressed, "dropped frame: {reason}: {detail}");
+        }
+    }
+
+    /// Verifies, de-duplicates and applies one received frame. Never panics on any input.
+    pub fn on_frame(&mut self, now: Instant, inbound: Inbound) {
+        if inbound.frame.len() > wire::MAX_FRAME_LEN {
+            self.counters.oversize += 1;
+            let detail = format!("{} bytes", inbound.frame.len());
+            self.drop_frame(now, "oversize", &inbound, &detail);
+            return;
+        }
+        let msg = match wire::decode(&inbound.frame, &self.config.auth) {
+            Ok(m) => m,
+            Err(e @ (WireError::BadDigest { .. } | WireError::UnknownKeyIndex { .. })) => {
+                self.counters.bad_auth += 1;
+                self.drop_frame(now, "authentication failed", &inbound, &e.to_string());
+                return;
+            }
+            Err(e) => {
+                self.counters.malformed += 1;
+                self.drop_frame(now, "malformed", &inbound, &e.to_string());
+                return;
+            }
+        };
+        let env = match wire::read_envelope(&msg) {
+            Ok(env) => env,
+            Err(e) => {
+                self.counters.malformed += 1;
+                self.drop_frame(now, "malformed", &inbound, &e.to_string());
+                return;
+            }
+        };
+        if env.src == self.identity.name {
+            // Our own multicast looped back.
+            return;
+        }
+        let Some(peer) = self.liveness.peer_index(&env.src) else {
+            self.counters.unknown_node += 1;
+            let detail = format!("node '{}' is not in the cluster", env.src);
+            self.drop_frame(now, "unknown node", &inbound, &detail);
+            return;
+        };
+        let msg_type = msg.msg_type().unwrap_or("").to_string();
+        let Some(seq) = env.seq else {
+            // NS_* messages sit outside sequencing; hbd peers do not need them yet.
+            self.counters.accepted += 1;
+            let events = self.liveness.on_packet(now, peer, inbound.link, None);
+            self.apply_events(now, events);
+            return;
+        };
+        let is_status = msg_type == "status";
+        let peer_dead = self.liveness.peers()[peer].state == PeerState::Dead;
+        let verdict = self.seqtracks[peer].check(env.generation, seq, is_status, peer_dead);
+        match verdict {
+            SeqVerdict::Replay => {
+                self.counters.replayed += 1;
+                let detail = format!(
+                    "generation {:x} from '{}' is older than {:x}: attempted replay",
+                    env.generation,
+                    env.src,
+                    self.peer_generations[peer].unwrap_or(0)
+                );
+                self.drop_frame(now, "replay", &inbound, &detail);
+                return;
+            }
+            SeqVerdict::Stale => {
+                self.counters.replayed += 1;
+                let detail = format!("old sequence {seq:x} from '{}'", env.src);
+                self.drop_frame(now, "stale", &inbound, &detail);
+                return;
+            }
+            SeqVerdict::Duplicate => {
+                self.counters.duplicates += 1;
+                let events = self.liveness.on_packet(now, peer, inbound.link, Some(seq));
+                self.apply_events(now, events);
+                return;
+            }
+            SeqVerdict::Restart => {
+                tracing::info!(
+                    node = %env.src,
+                    from = ?self.peer_generations[peer].map(|g| format!("{g:x}")),
+                    to = %format!("{:x}", env.generation),
+                    "node restarted (new generation)"
+                );
+                self.liveness.on_restart(peer);
+                self.notify(
+                    now,
+                    NodeEvent::PeerRestarted {
+                        node: env.src.clone(),
+                        generation: env.generation,
+                    },
+                );
+            }
+            SeqVerdict::Accept | SeqVerdict::Late | SeqVerdict::Gap { .. } => {}
+        }
+        self.remember_generation(peer, &env.src, env.generation);
+        self.counters.accepted += 1;
+        let events = if is_status {
+            let st = msg.get_str("st").unwrap_or("up").to_string();
+            let dt = msg
+                .get("dt")
+                .and_then(wire::parse_hex_u64)
+                .map(Duration::from_millis);
+            self.liveness
+                .on_status(now, peer, inbound.link, Some(seq), &st, dt)
+        } else {
+            self.liveness.on_packet(now, peer, inbound.link, Some(seq))
+        };
+        self.apply_events(now, events);
+    }
+
+    fn remember_generation(&mut self, peer: usize, name: &str, generation: u64) {
+        if self.peer_generations[peer].is_some_and(|g| g >= generation) {
+            return;
+        }
+        self.peer_generations[peer] = Some(generation);
+        if let Some(dir) = &self.state_dir
+            && let Err(e) = generation::store_peer_generation(dir, name, generation)
+        {
+            tracing::warn!(node = %name, error = %e, "cannot persist peer generation");
+        }
+    }
+
+    /// Answers one control request.
+    pub fn on_request(&self, now: Instant, request: &Request) -> Response {
+        match request {
+            Request::Status => Response {
+                ok: true,
+                error: None,
+                status: Some(self.status_report(now)),
+            },
+        }
+    }
+
+    /// The status report `hactl status` prints.
+    pub fn status_report(&self, now: Instant) -> StatusReport {
+        let link_names = self.liveness.link_names();
+        let mut nodes = vec![NodeReport {
+            name: self.identity.name.clone(),
+            status: "up".to_string(),
+            state: self.liveness.local_state().as_str().to_string(),
+            local: true,
+            last_heard_ms: None,
+            deadtime_ms: millis(self.config.timing.deadtime),
+            late_heartbeats: 0,
+            longest_gap_ms: 0,
+            links: link_names
+                .iter()
+                .map(|n| LinkReport {
+                    name: n.clone(),
+                    status: "up".to_string(),
+                })
+                .collect(),
+        }];
+        for p in self.liveness.peers() {
+            let status = match p.state {
+                PeerState::Init => "init",
+                PeerState::Up | PeerState::Active => "up",
+                PeerState::Dead => "dead",
+            };
+            nodes.push(NodeReport {
+                name: p.name.clone(),
+                status: status.to_string(),
+                state: p.state.as_str().to_string(),
+                local: false,
+                last_heard_ms: p
+                    .last_status
+                    .map(|t| millis(now.saturating_duration_since(t))),
+                deadtime_ms: millis(p.deadtime),
+                late_heartbeats: p.late_heartbeats,
+                longest_gap_ms: millis(p.longest_gap),
+                links: p
+                    .links
+                    .iter()
+                    .zip(link_names)
+                    .map(|(l, name)| LinkReport {
+                        name: name.clone(),
+                        status: match l.state {
+                            LinkState::Init => "init",
+                            LinkState::Up => "up",
+                            LinkState::Dead => "dead",
+                        }
+                        .to_string(),
+                    })
+                    .collect(),
+            });
+        }
+        let groups = self
+            .config
+            .groups
+            .iter()
+            .map(|g| GroupReport {
+                name: g.name().to_string(),
+                preferred: g.preferred.clone(),
+                owner: None,
+                state: "stopped".to_string(),
+                resources: g
+                    .resources
+                    .iter()
+                    .map(|r| ResourceReport {
+                        spec: r.spec.clone(),
+                        state: "stopped".to_string(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        StatusReport {
+            node: self.identity.name.clone(),
+            state: self.liveness.local_state().as_str().to_string(),
+            generation: self.identity.generation,
+            nodes,
+            groups,
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn log_event(event: &LivenessEvent) {
+    match event {
+        LivenessEvent::PeerState {
+            node,
+            from,
+            to,
+            reason,
+        } => {
+            if *to == PeerState::Dead {
+                tracing::warn!(%node, from = from.as_str(), to = to.as_str(), "node is dead: {reason}");
+            } else {
+                tracing::info!(%node, from = from.as_str(), to = to.as_str(), "node state: {reason}");
+            }
+        }
+        LivenessEvent::LinkState {
+            node,
+            link,
+            to,
+            reason,
+        } => {
+            if *to == LinkState::Dead {
+                tracing::warn!(%node, %link, "link dead: {reason}");
+            } else {
+                tracing::info!(%node, %link, "link up: {reason}");
+            }
+        }
+        LivenessEvent::LateHeartbeat {
+            node,
+            interval,
+            warntime,
+        } => tracing::warn!(
+            %node,
+            "late heartbeat: {} since the previous one (warntime {})",
+            fmt_ms(*interval),
+            fmt_ms(*warntime)
+        ),
+        LivenessEvent::LocalActive { reason } => {
+            tracing::info!("this node is active: {reason}")
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Media: the paths heartbeat frames travel, several at once.
+//!
+//! A medium has a transmit half ([`Transmit`], called from the node's task, never blocking)
+//! and a receive half that pushes [`Inbound`] frames into the node's channel, tagged with the
+//! link index the frame arrived on. A peer is alive while any medium carries its heartbeats.
+//!
+//! * [`udp`]: ucast, mcast and bcast over UDP (heartbeat's port 694 by default), each bound to
+//!   its interface.
+//! * [`memory`]: an in-memory network for deterministic simulation, with cuts and taps.
+
+pub mod memory;
+pub mod udp;
+
+use std::net::SocketAddr;
+
+/// A frame received on a link.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// Index of the link (medium) it arrived on.
+    pub link: usize,
+    /// The raw frame.
+    pub frame: Vec<u8>,
+    /// Sender address, when the medium has one.
+    pub from: Option<SocketAddr>,
+}
+
+/// Sends one frame on a medium without blocking; a frame that cannot be sent at once is
+/// dropped and reported, since a heartbeat late is as good as lost.
+pub trait Transmit: Send + Sync {
+    /// Sends `frame` to every peer this medium reaches.
+    fn send(&self, frame: &[u8]) -> std::io::Result<()>;
+}
+
+/// An open medium: its link name and its transmit half. The receive half runs as a task
+/// that stops when the node's inbound channel closes.
+pub struct Medium {
+    /// Link name shown in status and logs.
+    pub name: String,
+    /// Transmit half.
+    pub tx: Box<dyn Transmit>,
+}
+
+impl std::fmt::Debug for Medium {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Medium").field("name", &self.name).finish()
+    }
+}

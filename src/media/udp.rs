@@ -1,0 +1,459 @@
+//! UDP media: `ucast`, `mcast` and `bcast`, as heartbeat's plugins (HEARTBEAT-WIRE.md §1).
+//!
+//! * Every socket is bound to its interface (`SO_BINDTODEVICE`), so a heartbeat path is
+//!   really that cable and not whatever route the kernel picks.
+//! * `ucast` and `bcast` media on the same interface and port share one receive socket
+//!   bound to `INADDR_ANY:port` (several sockets with `SO_REUSEPORT` would split the
+//!   datagrams between them); a frame is attributed to the `ucast` link whose peer sent it,
+//!   else to the `bcast` link. `IP_MULTICAST_ALL` is cleared on it so multicast heartbeats on
+//!   the same port are not counted twice.
+//! * `mcast` receives on a socket bound to `group:port` that joins the group on its
+//!   interface; the send socket sets the interface, TTL and loop.
+//! * A `ucast` line whose peer address is one of ours is skipped, so both nodes can share
+//!   one ha.cf (heartbeat does the same).
+//!
+//! Sending never blocks: [`Transmit::send`] uses `try_send_to`; a full socket buffer drops
+//! the frame, which is what a late heartbeat amounts to anyway.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{Inbound, Medium, Transmit};
+use crate::config::MediumSpec;
+
+/// Largest datagram read; heartbeat's MAXMSG is 256 KiB, our frames are ~300 bytes.
+const RECV_BUFFER: usize = 64 * 1024;
+
+/// Why a medium could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// The interface does not exist.
+    #[error("medium {medium}: no interface named '{interface}'")]
+    NoSuchInterface {
+        /// Link name.
+        medium: String,
+        /// Interface name.
+        interface: String,
+    },
+    /// The interface has no IPv4 broadcast address.
+    #[error("medium {medium}: interface '{interface}' has no IPv4 broadcast address")]
+    NoBroadcast {
+        /// Link name.
+        medium: String,
+        /// Interface name.
+        interface: String,
+    },
+    /// A socket operation failed.
+    #[error("medium {medium}: {what}: {source}")]
+    Socket {
+        /// Link name.
+        medium: String,
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The medium type is not built yet.
+    #[error("medium {medium}: {reason}")]
+    Unsupported {
+        /// Link name.
+        medium: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The outcome of opening every configured medium.
+pub struct OpenedMedia {
+    /// Open media, in config order; a frame's `link` indexes this list.
+    pub media: Vec<Medium>,
+    /// Receive tasks; abort them on shutdown.
+    pub tasks: Vec<JoinHandle<()>>,
+    /// Media skipped on purpose, with the reason (e.g. a ucast line to ourselves).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Opens every UDP medium of `specs`, skipping `ucast` lines whose peer is in `local_addrs`
+/// and serial lines (reported in `skipped`). Received frames go to `inbound`.
+pub fn open_all(
+    specs: &[MediumSpec],
+    local_addrs: &[IpAddr],
+    inbound: mpsc::Sender<Inbound>,
+) -> Result<OpenedMedia, MediaError> {
+    let mut media = Vec::new();
+    let mut tasks = Vec::new();
+    let mut skipped = Vec::new();
+    // (interface, port, is_v6) -> attribution table for the shared receive socket.
+    let mut shared: BTreeMap<(String, u16, bool), Attribution> = BTreeMap::new();
+
+    for spec in specs {
+        let name = spec.link_name();
+        match spec {
+            MediumSpec::Ucast {
+                interface,
+                peer,
+                port,
+            } => {
+                if local_addrs.contains(peer) {
+                    skipped.push((name, format!("{peer} is a local address")));
+                    continue;
+                }
+                let link = media.len();
+                let tx = open_send(&name, interface, peer.is_ipv6(), SendKind::Unicast)?;
+                media.push(Medium {
+                    name: name.clone(),
+                    tx: Box::new(UdpTx {
+                        socket: tx,
+                        dest: SocketAddr::new(*peer, *port),
+                    }),
+                });
+                shared
+                    .entry((interface.clone(), *port, peer.is_ipv6()))
+                    .or_default()
+                    .ucast
+                    .push((*peer, link));
+            }
+            MediumSpec::Bcast { interface, port } => {
+                let broadcast =
+                    broadcast_address(interface).ok_or_else(|| MediaError::NoBroadcast {
+                        medium: name.clone(),
+                        interface: interface.clone(),
+                    })?;
+                let link = media.len();
+                let tx = open_send(&name, interface, false, SendKind::Broadcast)?;
+                media.push(Medium {
+                    name: name.clone(),
+                    tx: Box::new(UdpTx {
+                        socket: tx,
+                        dest: SocketAddr::new(IpAddr::V4(broadcast), *port),
+                    }),
+                });
+                shared
+                    .entry((interface.clone(), *port, false))
+                    .or_default()
+                    .bcast = Some(link);
+            }
+            MediumSpec::Mcast {
+                interface,
+                group,
+                port,
+                ttl,
+                loopback,
+            } => {
+                let link = media.len();
+                let tx = open_send(
+                    &name,
+                    interface,
+                    group.is_ipv6(),
+                    SendKind::Multicast {
+                        ttl: *ttl,
+                        loopback: *loopback,
+                    },
+                )?;
+                media.push(Medium {
+                    name: name.clone(),
+                    tx: Box::new(UdpTx {
+                        socket: tx,
+                        dest: SocketAddr::new(*group, *port),
+                    }),
+                });
+                let rx = open_mcast_receive(&name, interface, *group, *port)?;
+                tasks.push(tokio::spawn(receive_loop(
+                    rx,
+                    Attribution {
+                        ucast: Vec::new(),
+                        bcast: Some(link),
+                    },
+                    inbound.clone(),
+                )));
+            }
+            MediumSpec::Serial { .. } => {
+                skipped.push((name, "serial media are not supported yet".to_string()));
+            }
+        }
+    }
+
+    for ((interface, port, v6), attribution) in shared {
+        let medium = format!("udp:{interface}:{port}");
+        let rx = open_shared_receive(&medium, &interface, port, v6)?;
+        tasks.push(tokio::spawn(receive_loop(rx, attribution, inbound.clone())));
+    }
+
+    Ok(OpenedMedia {
+        media,
+        tasks,
+        skipped,
+    })
+}
+
+/// Every address configured on this host (in this network namespace).
+pub fn local_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|a| a.address)
+        .filter_map(|sa| {
+            if let Some(v4) = sa.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                sa.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect()
+}
+
+fn interface_ipv4(interface: &str) -> Option<Ipv4Addr> {
+    nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter(|a| a.interface_name == interface)
+        .filter_map(|a| a.address)
+        .find_map(|b| b.as_sockaddr_in().map(|s| s.ip()))
+}
+
+fn broadcast_address(interface: &str) -> Option<Ipv4Addr> {
+    nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter(|a| a.interface_name == interface)
+        .filter_map(|a| a.broadcast)
+        .find_map(|b| b.as_sockaddr_in().map(|s| s.ip()))
+}
+
+/// Which link a frame received on a shared socket belongs to.
+#[derive(Debug, Default, Clone)]
+struct Attribution {
+    ucast: Vec<(IpAddr, usize)>,
+    bcast: Option<usize>,
+}
+
+impl Attribution {
+    fn link_for(&self, from: IpAddr) -> Option<usize> {
+        self.ucast
+            .iter()
+            .find(|(peer, _)| *peer == from)
+            .map(|(_, link)| *link)
+            .or(self.bcast)
+            .or_else(|| self.ucast.first().map(|(_, link)| *link))
+    }
+}
+
+async fn receive_loop(socket: UdpSocket, attribution: Attribution, inbound: mpsc::Sender<Inbound>) {
+    let mut buf = vec![0u8; RECV_BUFFER];
+    loop {
+        let (len, from) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat receive failed");
+                continue;
+            }
+        };
+        let Some(link) = attribution.link_for(from.ip()) else {
+            continue;
+        };
+        let frame = Inbound {
+            link,
+            frame: buf[..len].to_vec(),
+            from: Some(from),
+        };
+        if inbound.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+enum SendKind {
+    Unicast,
+    Broadcast,
+    Multicast { ttl: u8, loopback: bool },
+}
+
+fn sock_err(medium: &str, what: &'static str) -> impl FnOnce(std::io::Error) -> MediaError {
+    let medium = medium.to_string();
+    move |source| MediaError::Socket {
+        medium,
+        what,
+        source,
+    }
+}
+
+fn if_index(medium: &str, interface: &str) -> Result<u32, MediaError> {
+    nix::net::if_::if_nametoindex(interface).map_err(|_| MediaError::NoSuchInterface {
+        medium: medium.to_string(),
+        interface: interface.to_string(),
+    })
+}
+
+fn new_socket(medium: &str, interface: &str, v6: bool) -> Result<Socket, MediaError> {
+    if_index(medium, interface)?;
+    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(sock_err(medium, "creating socket"))?;
+    socket
+        .bind_device(Some(interface.as_bytes()))
+        .map_err(sock_err(medium, "binding to device"))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(sock_err(medium, "setting non-blocking"))?;
+    Ok(socket)
+}
+
+fn open_send(
+    medium: &str,
+    interface: &str,
+    v6: bool,
+    kind: SendKind,
+) -> Result<std::net::UdpSocket, MediaError> {
+    let socket = new_socket(medium, interface, v6)?;
+    if !v6 {
+        // IPTOS_LOWDELAY, as heartbeat's ucast plugin.
+        socket
+            .set_tos_v4(0x10)
+            .map_err(sock_err(medium, "setting TOS"))?;
+    }
+    match kind {
+        SendKind::Unicast => {}
+        SendKind::Broadcast => socket
+            .set_broadcast(true)
+            .map_err(sock_err(medium, "enabling broadcast"))?,
+        SendKind::Multicast { ttl, loopback } => {
+            let index = if_index(medium, interface)?;
+            if v6 {
+                socket
+                    .set_multicast_if_v6(index)
+                    .map_err(sock_err(medium, "setting multicast interface"))?;
+                socket
+                    .set_multicast_hops_v6(u32::from(ttl))
+                    .map_err(sock_err(medium, "setting multicast hops"))?;
+                socket
+                    .set_multicast_loop_v6(loopback)
+                    .map_err(sock_err(medium, "setting multicast loop"))?;
+            } else {
+                // SO_BINDTODEVICE already picks the output device; also name the interface
+                // address where there is one, for kernels that consult IP_MULTICAST_IF first.
+                if let Some(addr) = interface_ipv4(interface) {
+                    socket
+                        .set_multicast_if_v4(&addr)
+                        .map_err(sock_err(medium, "setting multicast interface"))?;
+                }
+                socket
+                    .set_multicast_ttl_v4(u32::from(ttl))
+                    .map_err(sock_err(medium, "setting multicast TTL"))?;
+                socket
+                    .set_multicast_loop_v4(loopback)
+                    .map_err(sock_err(medium, "setting multicast loop"))?;
+            }
+        }
+    }
+    Ok(socket.into())
+}
+
+fn open_shared_receive(
+    medium: &str,
+    interface: &str,
+    port: u16,
+    v6: bool,
+) -> Result<UdpSocket, MediaError> {
+    let socket = new_socket(medium, interface, v6)?;
+    socket
+        .set_reuse_address(true)
+        .map_err(sock_err(medium, "setting SO_REUSEADDR"))?;
+    let any: IpAddr = if v6 {
+        Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        socket
+            .set_multicast_all_v4(false)
+            .map_err(sock_err(medium, "clearing IP_MULTICAST_ALL"))?;
+        Ipv4Addr::UNSPECIFIED.into()
+    };
+    socket
+        .bind(&SocketAddr::new(any, port).into())
+        .map_err(sock_err(medium, "binding receive socket"))?;
+    UdpSocket::from_std(socket.into()).map_err(sock_err(medium, "registering receive socket"))
+}
+
+fn open_mcast_receive(
+    medium: &str,
+    interface: &str,
+    group: IpAddr,
+    port: u16,
+) -> Result<UdpSocket, MediaError> {
+    let index = if_index(medium, interface)?;
+    let socket = new_socket(medium, interface, group.is_ipv6())?;
+    socket
+        .set_reuse_address(true)
+        .map_err(sock_err(medium, "setting SO_REUSEADDR"))?;
+    match group {
+        IpAddr::V4(g) => {
+            socket
+                .set_multicast_all_v4(false)
+                .map_err(sock_err(medium, "clearing IP_MULTICAST_ALL"))?;
+            socket
+                .bind(&SocketAddr::new(group, port).into())
+                .map_err(sock_err(medium, "binding multicast socket"))?;
+            socket
+                .join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(index))
+                .map_err(sock_err(medium, "joining multicast group"))?;
+        }
+        IpAddr::V6(g) => {
+            socket
+                .bind(&SocketAddr::new(group, port).into())
+                .map_err(sock_err(medium, "binding multicast socket"))?;
+            socket
+                .join_multicast_v6(&g, index)
+                .map_err(sock_err(medium, "joining multicast group"))?;
+        }
+    }
+    UdpSocket::from_std(socket.into()).map_err(sock_err(medium, "registering receive socket"))
+}
+
+/// Transmit half of one UDP medium.
+struct UdpTx {
+    socket: std::net::UdpSocket,
+    dest: SocketAddr,
+}
+
+impl Transmit for UdpTx {
+    fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        self.socket.send_to(frame, self.dest).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribution_prefers_ucast_peer_then_bcast() {
+        let a = Attribution {
+            ucast: vec![("192.0.2.12".parse().unwrap(), 0)],
+            bcast: Some(1),
+        };
+        assert_eq!(a.link_for("192.0.2.12".parse().unwrap()), Some(0));
+        assert_eq!(a.link_for("192.0.2.13".parse().unwrap()), Some(1));
+        let only_ucast = Attribution {
+            ucast: vec![("192.0.2.12".parse().unwrap(), 2)],
+            bcast: None,
+        };
+        assert_eq!(only_ucast.link_for("192.0.2.99".parse().unwrap()), Some(2));
+    }
+
+    #[tokio::test]
+    async fn unknown_interface_is_a_clear_error() {
+        let (tx, _rx) = mpsc::channel(1);
+        let spec = MediumSpec::Ucast {
+            interface: "nosuchif0".into(),
+            peer: "192.0.2.12".parse().unwrap(),
+            port: 694,
+        };
+        let err = open_all(&[spec], &[], tx).err().expect("must fail");
+        assert!(
+            err.to_string().contains("no interface named 'nosuchif0'"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,320 @@
+//! Membership scenarios: join, death at deadtime, warntime, wrong key, replay, restart with
+//! a higher generation, one of two media lost, three nodes.
+
+use hbd::daemon::node::NodeEvent;
+use hbd::media::memory::MemoryNet;
+use hbd::membership::liveness::{LinkState, LivenessEvent, PeerState};
+
+use crate::harness::*;
+
+#[tokio::test(start_paused = true)]
+async fn two_nodes_join_and_go_active() {
+    let net = MemoryNet::new();
+    let cfg = config(&["a", "b"], 2, fast_timing(), keys("s3cret"));
+    let mut a = SimNode::start(&net, "a", &cfg, 100);
+    let mut b = SimNode::start(&net, "b", &cfg, 200);
+    assert!(
+        a.wait_for(ms(50), peer_became("b", PeerState::Active))
+            .await
+            .is_some()
+    );
+    assert!(
+        b.wait_for(ms(50), peer_became("a", PeerState::Active))
+            .await
+            .is_some()
+    );
+    let st = a.status().await;
+    assert_eq!(st.state, "active");
+    let peer = st.nodes.iter().find(|n| n.name == "b").unwrap();
+    assert_eq!(peer.status, "up");
+    assert!(peer.links.iter().all(|l| l.status == "up"), "{peer:?}");
+    assert_eq!(st.counters.bad_auth, 0);
+    // Each status travels on both links: one copy accepted, the other a duplicate.
+    assert!(st.counters.duplicates > 0);
+    a.kill(&net).await;
+    b.kill(&net).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_peer_is_declared_dead_at_deadtime() {
+    let net = MemoryNet::new();
+    let cfg = config(&["a", "b"], 1, fast_timing(), keys("s3cret"));
+    let mut a = SimNode::start(&net, "a", &cfg, 1);
+    let b = SimNode::start(&net, "b", &cfg, 1);
+    assert!(
+        a.wait_for(ms(50), peer_became("b", PeerState::Active))
+            .await
+            .is_some()
+    );
+    tokio::time::sleep(ms(55)).await;
+    // Cut b's link: its last heartbeat arrived at most one keepalive ago.
+    let cut_at = tokio::time::Instant::now();
+    net.cut("b", &link_name(0));
+    let dead_at = a
+        .wait_for(ms(200), peer_became("b", PeerState::Dead))
+        .await
+        .expect("b declared dead");
+    let after_cut = dead_at - cut_at;
+    assert!(
+        after_cut <= ms(30),
+        "declared dead {after_cut:?} after the cut"
+    );
+    assert!(
+        after_cut >= ms(20),
+        "declared dead too early: {after_cut:?}"
+    );
+    // Exactly deadtime after the last heartbeat: find the reason text.
+    let st = a.status().await;
+    let peer = st.nodes.iter().find(|n| n.name == "b").unwrap();
+    assert_eq!(peer.status, "dead");
+    assert_eq!(peer.links[0].status, "dead");
+    b.kill(&net).await;
+    a.kill(&net).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_heartbeat_is_reported_with_its_interval() {
+    let net = MemoryNet::new();
+    let cfg = config(&["a", "b"], 1, fast_timing(), keys("s3cret"));
+    let mut a = SimNode::start(&net, "a", &cfg, 1);
+    let b = SimNode::start(&net, "b", &cfg, 1);
+    assert!(
+        a.wait_for(ms(50), peer_became("b", PeerState::Active))
+            .await
+            .is_some()
+    );
+    tokio::time::sleep(ms(3)).await;
+    net.cut("b", &link_name(0));
+    tokio::time::sleep(ms(15)).await;
+    net.restore("b", &link_name(0));
+    let mut interval = None;
+    a.wait_for(ms(50), |e| match e {
+        NodeEvent::Liveness(LivenessEvent::LateHeartbeat {
+            node,
+            interval: i,
+            warntime,
+        }) if node == "b" => {
+            assert_eq!(*warntime, ms(20));
+            interval = Some(*i);
+            true
+        }
+        _ => false,
+    })
+    .await
+    .expect("late heartbeat reported");
+    let interval = interval.unwrap();
+    assert!(interval > ms(20) && interval < ms(30), "{interval:?}");
+    let st = a.status().await;
+    let peer = st.nodes.iter().find(|n| n.name == "b").unwrap();
+    assert_eq!(peer.status, "up", "a late heartbeat is not a death");
+    assert_eq!(peer.late_heartbeats, 1);
+    b.kill(&net).await;
+    a.kill(&net).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn peer_with_wrong_key_is_absent_and_counted() {
+    let net = MemoryNet::new();
+    let cfg = config(&["a", "b"], 1, fast_timing(), keys("right"));
+    let wrong = config(&["a", "b"], 1, fast_timing(), keys("wrong"));
+    let mut a = SimNode::start(&net, "a", &cfg, 1);
+    let b = SimNode::start(&net, "b", &wrong, 1);
+    let dead = a
+        .wait_for(ms(300), peer_became("b", PeerState::Dead))
+        .await
+        .expect("b never authenticates, so it dies at initdead");
+    let st = a.status().await;
+    assert!(st.counters.bad_auth > 5, "{:?}", st.counters);
+    assert_eq!(st.counters.accepted, 0);
+    assert_eq!(st.nodes[1].status, "dead");
+    assert!(!a.drain().iter().any(|(_, e)| matches!(
+        e,
+        NodeEvent::Liveness(LivenessEvent::PeerState { to, .. }) if to.is_alive()
+    )));
+    let _ = dead;
+    b.kill(&net).await;
+    a.kill(&net).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn replayed_stream_does_not_revive_a_dead_peer() {
+    let net = MemoryNet::new();
+    let cfg = config(&["a", "b"], 1, fast_timing(), keys("s3cret"));
+    let mut tap = net.tap(&link_name(0));
+    let mut a = SimNode::start(&net, "a", &cfg, 1);
+    let b = SimNode::start(&net, "b", &cfg, 7);
+    assert!(
+        a.wait_for(ms(50), peer_became("b", PeerState::Active))
+            .await
+            .is_some()
+    );
+    tokio::time::sleep(ms(100)).await;
+    b.kill(&net).await;
+    assert!(
+        a.wait_for(ms(100), peer_became("b", PeerState::Dead))
+            .await
+            .is_some()
+    );
+    // Replay everything b ever sent, at the keepalive rate.
+    let mut recorded = Vec::new();
+    while let Ok((from, frame)) = tap.try_recv() {
+        if from == "b" {
+            recorded.push(frame);
+        }
+    }
+    assert!(recorded.len() > 10);
+    for frame in &recorded {
+        net.inject("b", &link_name(0), frame);
+        tokio::time::sleep(ms(10)).await;
+    }
+    let st = a.status().await;
+    assert_eq!(st.nodes[1].status, "dead");
+    assert!(
+        st.counters.replayed as usize >= recorded.len(),
+        "{:?}",
+        st.counters
+    );
+    assert!(!a.drain().iter().any(|(_, e)| matches!(
+        e,
+        NodeEvent::Liveness(LivenessEvent::PeerState { to, .. }) if to.is_alive()
+    )));
+    a.kill(&net).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_with_higher_generation_is_accepted_lower_is_refused() {
+    let net = MemoryNet::new();
+    let cfg = config(&["a", "b"], 1, fast_timing(), keys("s3cret"));
+    let mut a = SimNode::start(&net, "a", &cfg, 1);
+    let b = SimNode::start(&net, "b", &cfg, 10);
+    assert!(
+        a.wait_for(ms(50), peer_became("b", PeerState::Active))
+            .await
+            .is_some()
+    );
+    b.kill(&net).await;
+    assert!(
+        a.wait_for(ms(100), peer_became("b", PeerState::Dead))
+            .await
+            .is_some()
+    );
+    // A node claiming b with an older generation (a replayed or stale boot) is refused.
+    let old = SimNode::start(&net, "b", &cfg, 9);
+    tokio::time::sleep(ms(100)).await;
+    assert_eq!(a.status().await.nodes[1].status, "dead");
+    assert!(a.status().await.counters.replayed > 0);
+    old.kill(&net).await;
+    // The real b restarts with generation + 1: accepted at once.
+    let b2 = SimNode::start(&net, "b", &cfg, 11);
+    let restarted = a
+        .wait_for(
+            ms(100),
+            |e| matches!(e, NodeEvent::PeerRestarted { node, generation: 11 } if node == "b"),
+        )
+        .await;
+    assert!(restarted.is_some());
+    assert!(a.wait_for(ms(100), peer_alive("b")).await.is_some());
+    b2.kill(&net).await;
+    a.kill(&net).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn losing_one_of_two_media_keeps_the_peer_alive() {
+    let net = MemoryNet::new();
+    let cfg = config(&["a", "b"], 2, fast_timing(), keys("s3cret"));
+    let mut a = SimNode::start(&net, "a", &cfg, 1);
+    let b = SimNode::start(&net, "b", &cfg, 1);
+    assert!(
+        a.wait_for(ms(50), peer_became("b", PeerState::Active))
+            .await
+            .is_some()
+    );
+    net.cut("b", &link_name(1));
+    let link_dead = a
+        .wait_for(ms(100), |e| {
+            matches!(e, NodeEvent::Liveness(LivenessEvent::LinkState { node, link, to: LinkState::Dead, .. })
+                if node == "b" && link == "link1")
+        })
+        .await;
+    assert!(link_dead.is_some());
+    tokio::time::sleep(ms(200)).await;
+    let st = a.status().await;
+    let peer = &st.nodes[1];
+    assert_eq!(peer.status, "up");
+    assert_eq!(peer.links[0].status, "up");
+    assert_eq!(peer.links[1].status, "dead");
+    assert!(!a.drain().iter().any(|(_, e)| matches!(
+        e,
+        NodeEvent::Liveness(LivenessEvent::PeerState {
+            to: PeerState::Dead,
+            ..
+        })
+    )));
+    // The link comes back.
+    net.restore("b", &link_name(1));
+    let link_up = a
+        .wait_for(ms(50), |e| {
+            matches!(e, NodeEvent::Liveness(LivenessEvent::LinkState { link, to: LinkState::Up, .. })
+                if link == "link1")
+        })
+        .await;
+    assert!(link_up.is_some());
+    b.kill(&net).await;
+    a.kill(&net).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_nodes_one_dies() {
+    let net = MemoryNet::new();
+    let cfg = config(&["a", "b", "c"], 1, fast_timing(), keys("s3cret"));
+    let mut a = SimNode::start(&net, "a", &cfg, 1);
+    let mut b = SimNode::start(&net, "b", &cfg, 1);
+    let c = SimNode::start(&net, "c", &cfg, 1);
+    for node in [&mut a, &mut b] {
+        let mut seen = 0;
+        node.wait_for(ms(100), |e| {
+            if let NodeEvent::Liveness(LivenessEvent::LocalActive { .. }) = e {
+                seen += 1;
+            }
+            seen == 1
+        })
+        .await
+        .expect("active");
+    }
+    assert_eq!(
+        a.status()
+            .await
+            .nodes
+            .iter()
+            .filter(|n| n.status == "up")
+            .count(),
+        3
+    );
+    c.kill(&net).await;
+    let ta = a.wait_for(ms(100), peer_became("c", PeerState::Dead)).await;
+    let tb = b.wait_for(ms(100), peer_became("c", PeerState::Dead)).await;
+    assert!(ta.is_some() && tb.is_some());
+    let st = b.status().await;
+    assert_eq!(
+        st.nodes.iter().find(|n| n.name == "a").unwrap().status,
+        "up"
+    );
+    a.kill(&net).await;
+    b.kill(&net).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn lone_node_goes_active_after_initdead() {
+    let net = MemoryNet::new();
+    let cfg = config(&["a", "b"], 1, fast_timing(), keys("s3cret"));
+    let start = tokio::time::Instant::now();
+    let mut a = SimNode::start(&net, "a", &cfg, 1);
+    let at = a
+        .wait_for(ms(500), |e| {
+            matches!(e, NodeEvent::Liveness(LivenessEvent::LocalActive { .. }))
+        })
+        .await
+        .expect("active");
+    assert_eq!(at - start, ms(100));
+    a.kill(&net).await;
+}
