@@ -1,0 +1,199 @@
+//! Two real `hbd` daemons in network namespaces: they see each other over ucast and over
+//! mcast, and one is declared dead within deadtime + one keepalive of its link going down.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hbd::control::client;
+use hbd::control::protocol::{Request, StatusReport};
+
+use crate::netns::{NetNs, veth};
+
+const KEEPALIVE_MS: u64 = 100;
+const DEADTIME_MS: u64 = 400;
+
+/// A two-director lab: namespaces `a` (192.0.2.11) and `b` (192.0.2.12) joined by a veth
+/// pair named `eth0` on both sides, and a private work directory.
+struct Pair {
+    a: NetNs,
+    b: NetNs,
+    dir: tempfile::TempDir,
+}
+
+impl Pair {
+    fn new(prefix: &str) -> Pair {
+        let a = NetNs::new(prefix);
+        let b = NetNs::new(prefix);
+        veth(&a, "eth0", &b, "eth0");
+        a.addr_up("eth0", "192.0.2.11/24");
+        b.addr_up("eth0", "192.0.2.12/24");
+        Pair {
+            a,
+            b,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// Writes a Linux-HA directory shared by both nodes with the given media lines.
+    fn write_ha_dir(&self, media: &str) -> PathBuf {
+        let ha = self.dir.path().join("ha.d");
+        std::fs::create_dir_all(&ha).unwrap();
+        std::fs::write(
+            ha.join("ha.cf"),
+            format!(
+                "keepalive {KEEPALIVE_MS}ms\ndeadtime {DEADTIME_MS}ms\nwarntime 200ms\n\
+                 initdead 2\nudpport 694\n{media}\nauto_failback on\nnode n1\nnode n2\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(ha.join("haresources"), "n1 192.0.2.100/24/eth0\n").unwrap();
+        let keys = ha.join("authkeys");
+        std::fs::write(&keys, "auth 2\n2 sha256 e2e-test-key\n").unwrap();
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+        ha
+    }
+
+    fn socket(&self, node: &str) -> PathBuf {
+        self.dir.path().join(node).join("hbd.sock")
+    }
+
+    fn start(&self, ns: &NetNs, node: &str, ha_dir: &Path) {
+        let state = self.dir.path().join(node);
+        std::fs::create_dir_all(&state).unwrap();
+        let log = std::fs::File::create(state.join("log")).unwrap();
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", ns.name(), env!("CARGO_BIN_EXE_hbd"), "--ha-dir"])
+            .arg(ha_dir)
+            .args(["--node-name", node, "--state-dir"])
+            .arg(&state)
+            .arg("--socket")
+            .arg(self.socket(node))
+            .stdin(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn hbd");
+        ns.register_pid(child.id());
+        // The child is reaped by the namespace guard's kill; forget the handle.
+        std::mem::forget(child);
+    }
+
+    fn log(&self, node: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(node).join("log")).unwrap_or_default()
+    }
+}
+
+fn status(socket: &Path) -> Option<StatusReport> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let r = rt
+        .block_on(client::call(socket, &Request::Status, Duration::from_secs(2)))
+        .ok()?;
+    r.status
+}
+
+fn peer_status(report: &StatusReport, peer: &str) -> String {
+    report
+        .nodes
+        .iter()
+        .find(|n| n.name == peer)
+        .map(|n| n.status.clone())
+        .unwrap_or_default()
+}
+
+/// Polls `socket` (every millisecond, at most `limit`) until `peer` has `wanted` status.
+fn wait_peer(socket: &Path, peer: &str, wanted: &str, limit: Duration) -> Option<StatusReport> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(r) = status(socket)
+            && peer_status(&r, peer) == wanted
+        {
+            return Some(r);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+fn see_each_other_then_detect_death(prefix: &str, media: &str) {
+    let pair = Pair::new(prefix);
+    let ha = pair.write_ha_dir(media);
+    pair.start(&pair.a, "n1", &ha);
+    pair.start(&pair.b, "n2", &ha);
+    let s1 = pair.socket("n1");
+    let s2 = pair.socket("n2");
+    let r1 = wait_peer(&s1, "n2", "up", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("n1 never saw n2 up; log:\n{}", pair.log("n1")));
+    let r2 = wait_peer(&s2, "n1", "up", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("n2 never saw n1 up; log:\n{}", pair.log("n2")));
+    for (r, peer) in [(&r1, "n2"), (&r2, "n1")] {
+        let node = r.nodes.iter().find(|n| n.name == peer).unwrap();
+        assert!(!node.links.is_empty());
+        assert!(
+            node.links.iter().all(|l| l.status == "up"),
+            "links: {:?}",
+            node.links
+        );
+        assert_eq!(r.counters.bad_auth, 0);
+        assert_eq!(r.groups.len(), 1);
+        assert_eq!(r.groups[0].state, "stopped");
+    }
+
+    // Cut n1's link and time how long n2 takes to declare it dead.
+    let cut = Instant::now();
+    pair.a.ip(&["link", "set", "eth0", "down"]);
+    let r = wait_peer(&s2, "n1", "dead", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("n2 never declared n1 dead; log:\n{}", pair.log("n2")));
+    let took = cut.elapsed();
+    let bound = Duration::from_millis(DEADTIME_MS + KEEPALIVE_MS);
+    assert!(
+        took <= bound,
+        "n1 declared dead {took:?} after its link went down (bound {bound:?})"
+    );
+    let node = r.nodes.iter().find(|n| n.name == "n1").unwrap();
+    assert!(node.links.iter().all(|l| l.status == "dead"), "{node:?}");
+    assert!(pair.log("n2").contains("node is dead"), "{}", pair.log("n2"));
+
+    // The link comes back: n1 is up again.
+    pair.a.ip(&["link", "set", "eth0", "up"]);
+    wait_peer(&s2, "n1", "up", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("n1 never came back; log:\n{}", pair.log("n2")));
+}
+
+#[test]
+fn two_daemons_over_ucast() {
+    see_each_other_then_detect_death(
+        "hbu",
+        "ucast eth0 192.0.2.11\nucast eth0 192.0.2.12",
+    );
+}
+
+#[test]
+fn two_daemons_over_mcast() {
+    see_each_other_then_detect_death("hbm", "mcast eth0 239.0.2.94 694 1 0");
+}
+
+#[test]
+fn two_daemons_over_bcast() {
+    see_each_other_then_detect_death("hbb", "bcast eth0");
+}
+
+#[test]
+fn hactl_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("none.sock");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .arg("--socket")
+        .arg(&sock)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "daemon unreachable");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .arg("frobnicate")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage error");
+}
