@@ -1,1 +1,1508 @@
-//! (in progress)
+//! heartbeat 3.0.6 frames: the netstring form every UDP/ICMP medium carries and the classic
+//! text form of the serial medium, with their authentication and the envelope fields.
+//!
+//! Implements HEARTBEAT-WIRE.md:
+//! * §3.2 the netstring frame (`###\n` + `len:(T)name=value,`… + `%%%\n` + `len:<n> <hex>,`);
+//! * §3.3 the classic text form (`>>>\n` + `name=value\n` lines + `<<<\n`; `\n` in strings as
+//!   0x13, binary as base64, `(T)` only when the type is not 0, empty values refused);
+//! * §3.5 receiver tolerance (a frame may end at the trailer's `,`; trailing bytes ignored);
+//! * §4.3 what is hashed: the netstring trailer covers the body; the inner `auth` field
+//!   (msgfmt classic) covers the NOHEAD classic text of every field but `auth`;
+//! * §4.4 verification, with hbd's deliberate choice of key (see [`decode`]);
+//! * §5 the envelope fields ([`stamp`]) and §7.1 the fields a received message must carry
+//!   ([`read_envelope`]);
+//! * §8 classic framing for the serial medium ([`encode_classic`], [`decode_classic`]).
+//!
+//! Nested values (`FT_STRUCT`, `FT_LIST`, `FT_COMPRESS`, `FT_UNCOMPRESS`) are opaque: they are
+//! kept as the raw bytes received and written back unchanged. The heartbeat core protocol never
+//! produces them; hbd only carries them so that re-encoding is exact. Whole-message
+//! compression (`_compressed_payload`, §3.4) is likewise not expanded.
+
+use thiserror::Error;
+
+use super::auth;
+use super::message::{Field, FieldType, Message};
+use crate::config::model::{AuthKey, AuthKeys, MsgFormat};
+
+/// Largest frame accepted or worth sending: heartbeat `MAXMSG` (256 KiB, §1).
+pub const MAX_FRAME_LEN: usize = 256 * 1024;
+
+/// Start of a netstring body (`MSG_START_NETSTRING`, §3.2).
+const NETSTRING_START: &[u8] = b"###\n";
+/// End of a netstring body (`MSG_END_NETSTRING`, §3.2).
+const NETSTRING_END: &[u8] = b"%%%\n";
+/// Start of a classic text message (`MSG_START`, §3.3).
+const CLASSIC_START: &[u8] = b">>>\n";
+/// End of a classic text message (`MSG_END`, §3.3).
+const CLASSIC_END: &[u8] = b"<<<\n";
+/// Stands for `\n` inside a string value in classic text (`SPECIAL_SYM`, §3.3).
+const SPECIAL_SYM: u8 = 0x13;
+/// Name of the inner classic authentication field (`F_AUTH`, §4.3b).
+pub const AUTH_FIELD: &str = "auth";
+/// Message types with this prefix carry no `seq`/`ld` and bypass sequencing (`NOSEQ_PREFIX`, §5).
+pub const NOSEQ_PREFIX: &str = "NS_";
+/// Longest decimal netstring length accepted: enough for [`MAX_FRAME_LEN`].
+const MAX_LEN_DIGITS: usize = 7;
+
+/// Why a received frame was refused. Each variant says what was received and where, so
+/// the drop can be logged and counted usefully.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum WireError {
+    /// The frame is larger than heartbeat's `MAXMSG`.
+    #[error("frame of {len} bytes is larger than the {MAX_FRAME_LEN}-byte limit")]
+    TooLong {
+        /// Received length.
+        len: usize,
+    },
+    /// Neither `###\n` nor `>>>\n` at the start.
+    #[error("not a heartbeat frame: starts with \"{start}\"")]
+    NotAFrame {
+        /// The first bytes received, escaped.
+        start: String,
+    },
+    /// A netstring whose length, `:` or closing `,` is wrong or runs past the frame.
+    #[error("malformed netstring at byte {offset}")]
+    BadNetstring {
+        /// Offset of the netstring in the frame.
+        offset: usize,
+    },
+    /// A field whose `(T)` type is not a digit 0–5.
+    #[error("field at byte {offset} has type '{}', expected a digit 0-5", (*.digit as char).escape_default())]
+    BadFieldType {
+        /// Offset of the field in the frame.
+        offset: usize,
+        /// The byte found where the type digit belongs.
+        digit: u8,
+    },
+    /// A netstring field without `(T)`, without `=`, or with an empty or non-UTF-8 name.
+    #[error("malformed field at byte {offset}: expected (T)name=value")]
+    BadField {
+        /// Offset of the field in the frame.
+        offset: usize,
+    },
+    /// The body ends before `%%%\n` (netstring) or `<<<\n` (classic).
+    #[error("frame ends without its end marker")]
+    MissingEnd,
+    /// Nothing follows `%%%\n`: heartbeat drops such frames (§3.5).
+    #[error("netstring frame has no authentication trailer")]
+    MissingTrailer,
+    /// An authentication value that is not `<index> <hexdigest>`.
+    #[error("malformed authentication value \"{value}\", expected \"<index> <hexdigest>\"")]
+    BadAuthValue {
+        /// The value received, escaped.
+        value: String,
+    },
+    /// The frame was signed with a key index not configured here.
+    #[error("frame signed with key index {index}, which is not in authkeys")]
+    UnknownKeyIndex {
+        /// Index received.
+        index: u32,
+    },
+    /// The digest does not match: wrong key, or the frame was altered.
+    #[error("authentication failed for key index {index}: digest mismatch")]
+    BadDigest {
+        /// Index the frame claimed.
+        index: u8,
+    },
+    /// A classic text frame without the inner `auth` field it is verified by.
+    #[error("classic frame has no auth field")]
+    MissingAuth,
+    /// A classic text line that is not `[(T)]name=value`.
+    #[error("malformed classic line {line}: expected [(T)]name=value")]
+    BadClassicLine {
+        /// 1-based line number in the frame (`>>>` is line 1).
+        line: usize,
+    },
+    /// A classic text field with nothing after `=`: heartbeat drops the whole message (§3.3).
+    #[error("classic field \"{name}\" has an empty value")]
+    EmptyValue {
+        /// Field name.
+        name: String,
+    },
+    /// A classic binary value that is not standard padded base64.
+    #[error("classic field \"{name}\" is not valid base64")]
+    BadBase64 {
+        /// Field name.
+        name: String,
+    },
+    /// A field every message must carry is absent (§7.1).
+    #[error("message has no \"{name}\" field")]
+    MissingField {
+        /// Field name.
+        name: &'static str,
+    },
+    /// A required field whose value does not parse (§7.1).
+    #[error("field \"{name}\" has invalid value \"{value}\"")]
+    BadFieldValue {
+        /// Field name.
+        name: &'static str,
+        /// The value received, escaped.
+        value: String,
+    },
+}
+
+/// Escapes up to 64 bytes for an error message.
+fn escaped(bytes: &[u8]) -> String {
+    let mut s: String = bytes
+        .iter()
+        .take(64)
+        .flat_map(|b| std::ascii::escape_default(*b))
+        .map(char::from)
+        .collect();
+    if bytes.len() > 64 {
+        s.push('…');
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// base64 (standard alphabet, padded), as glue `base64.c` writes it for binary classic values.
+
+/// Standard base64 alphabet.
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard padded base64 of `data`.
+fn base64_encode(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(B64[(n >> 18) as usize & 63]);
+        out.push(B64[(n >> 12) as usize & 63]);
+        out.push(if chunk.len() > 1 {
+            B64[(n >> 6) as usize & 63]
+        } else {
+            b'='
+        });
+        out.push(if chunk.len() > 2 {
+            B64[n as usize & 63]
+        } else {
+            b'='
+        });
+    }
+    out
+}
+
+/// Value of one base64 character.
+fn base64_value(c: u8) -> Option<u32> {
+    Some(u32::from(match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => return None,
+    }))
+}
+
+/// Decodes standard padded base64; `None` unless it is exactly what [`base64_encode`] writes.
+fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let groups = text.len() / 4;
+    for (i, g) in text.chunks(4).enumerate() {
+        let pad = g.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && i + 1 != groups) {
+            return None;
+        }
+        let mut n: u32 = 0;
+        for &c in &g[..4 - pad] {
+            n = (n << 6) | base64_value(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        // Non-canonical encodings (stray bits under the padding) are refused.
+        if (pad == 1 && bytes[2] != 0) || (pad == 2 && (bytes[1] != 0 || bytes[2] != 0)) {
+            return None;
+        }
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+/// Appends `netstring(content)` = `len:content,`.
+fn push_netstring(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    out.extend_from_slice(len.to_string().as_bytes());
+    out.push(b':');
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out.push(b',');
+}
+
+/// The netstring body `###\n` + `len:(T)name=value,`… + `%%%\n`, without trailer (§3.2).
+///
+/// This is exactly the input of the trailer digest (§4.3a).
+pub fn encode_body(msg: &Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        8 + msg
+            .fields
+            .iter()
+            .map(|f| f.name.len() + f.value.len() + 12)
+            .sum::<usize>(),
+    );
+    out.extend_from_slice(NETSTRING_START);
+    for f in &msg.fields {
+        let prefix = [b'(', b'0' + f.ftype.digit(), b')'];
+        push_netstring(&mut out, &[&prefix, f.name.as_bytes(), b"=", &f.value]);
+    }
+    out.extend_from_slice(NETSTRING_END);
+    out
+}
+
+/// Appends one classic text line `[(T)]name=value\n` (§3.3).
+fn push_classic_line(out: &mut Vec<u8>, f: &Field) {
+    if f.ftype != FieldType::String {
+        out.extend_from_slice(&[b'(', b'0' + f.ftype.digit(), b')']);
+    }
+    out.extend_from_slice(f.name.as_bytes());
+    out.push(b'=');
+    match f.ftype {
+        FieldType::String => out.extend(
+            f.value
+                .iter()
+                .map(|&b| if b == b'\n' { SPECIAL_SYM } else { b }),
+        ),
+        FieldType::Binary | FieldType::Compress => out.extend(base64_encode(&f.value)),
+        // Opaque nested values are written as carried (see the module doc).
+        FieldType::Struct | FieldType::List | FieldType::Uncompress => {
+            out.extend_from_slice(&f.value)
+        }
+    }
+    out.push(b'\n');
+}
+
+/// The exact bytes the inner `auth` field signs: the NOHEAD classic text of every field
+/// except those named `auth`, each line ending in `\n` (§4.3b, `msg2string_buf`).
+pub fn classic_auth_input(msg: &Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in msg.fields.iter().filter(|f| f.name != AUTH_FIELD) {
+        push_classic_line(&mut out, f);
+    }
+    out
+}
+
+/// The active key, if the authkeys really contain it.
+fn active_key(keys: &AuthKeys) -> Option<&AuthKey> {
+    keys.keys.get(&keys.active)
+}
+
+/// Sets the inner `auth` field to `"<active index> <digest(classic text)>"` with
+/// `ha_msg_mod` semantics: an existing `auth` field is replaced where it stands, otherwise
+/// it is appended last (heartbeat `add_msg_auth`, §4.3b).
+pub fn add_inner_auth(msg: &mut Message, keys: &AuthKeys) {
+    if let Some(key) = active_key(keys) {
+        let value = format!(
+            "{} {}",
+            keys.active,
+            auth::digest(key.method, &key.secret, &classic_auth_input(msg))
+        );
+        msg.set(FieldType::String, AUTH_FIELD, value.into_bytes());
+    }
+}
+
+/// Whether heartbeat would refuse to add the inner auth field (`must_use_netstring`): the
+/// message holds nested or compressed values, which have no faithful classic form.
+fn must_use_netstring(msg: &Message) -> bool {
+    msg.fields.iter().any(|f| {
+        matches!(
+            f.ftype,
+            FieldType::Struct | FieldType::Compress | FieldType::Uncompress
+        )
+    })
+}
+
+/// Encodes `msg` as heartbeat's UDP/ICMP frame, byte-exact with heartbeat 3.0.6 (§3.1, §4.3).
+///
+/// With [`MsgFormat::Classic`] the inner `auth` field is (re)computed first, replacing an
+/// existing one in place or else appended last, unless the message has nested values
+/// (heartbeat omits it then too). The trailer is signed with the ACTIVE key. If the active
+/// index is missing from `keys` (impossible for a validated config) no trailer is written,
+/// as heartbeat does without an auth method, and peers will drop the frame.
+pub fn encode(msg: &Message, keys: &AuthKeys, fmt: MsgFormat) -> Vec<u8> {
+    let mut body = if fmt == MsgFormat::Classic && !must_use_netstring(msg) {
+        let mut m = msg.clone();
+        add_inner_auth(&mut m, keys);
+        encode_body(&m)
+    } else {
+        encode_body(msg)
+    };
+    if let Some(key) = active_key(keys) {
+        let trailer = format!(
+            "{} {}",
+            keys.active,
+            auth::digest(key.method, &key.secret, &body)
+        );
+        push_netstring(&mut body, &[trailer.as_bytes()]);
+    }
+    body
+}
+
+/// Encodes `msg` in classic text form for the serial medium (§8): recomputes the inner
+/// `auth` field with the active key, then writes `>>>\n` lines `<<<\n`, without NUL.
+///
+/// Like heartbeat it writes empty values as `name=`, which receivers refuse; use
+/// [`try_encode_classic`] to be told instead.
+pub fn encode_classic(msg: &Message, keys: &AuthKeys) -> Vec<u8> {
+    let mut m = msg.clone();
+    add_inner_auth(&mut m, keys);
+    let mut out = Vec::from(CLASSIC_START);
+    for f in &m.fields {
+        push_classic_line(&mut out, f);
+    }
+    out.extend_from_slice(CLASSIC_END);
+    out
+}
+
+/// [`encode_classic`], refusing a message a classic receiver would drop (an empty value).
+pub fn try_encode_classic(msg: &Message, keys: &AuthKeys) -> Result<Vec<u8>, WireError> {
+    match msg.fields.iter().find(|f| f.value.is_empty()) {
+        Some(f) => Err(WireError::EmptyValue {
+            name: f.name.clone(),
+        }),
+        None => Ok(encode_classic(msg, keys)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+/// Parses a decimal number of at most `max_digits` digits.
+fn parse_decimal(digits: &[u8], max_digits: usize) -> Option<u64> {
+    if digits.is_empty() || digits.len() > max_digits || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// Reads `len:content,` at `pos`; returns the content range and the position after the `,`
+/// (`peel_netstring`).
+fn peel_netstring(buf: &[u8], pos: usize) -> Result<(usize, usize, usize), WireError> {
+    let bad = WireError::BadNetstring { offset: pos };
+    let rest = buf.get(pos..).ok_or(bad.clone())?;
+    let colon = rest
+        .iter()
+        .take(MAX_LEN_DIGITS + 1)
+        .position(|&b| b == b':')
+        .ok_or(bad.clone())?;
+    let len = parse_decimal(&rest[..colon], MAX_LEN_DIGITS).ok_or(bad.clone())?;
+    let start = pos + colon + 1;
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| start.checked_add(l))
+        .ok_or(bad.clone())?;
+    if buf.get(end) != Some(&b',') {
+        return Err(bad);
+    }
+    Ok((start, end, end + 1))
+}
+
+/// Parses one `(T)name=value` netstring field found at `offset`.
+fn parse_netstring_field(content: &[u8], offset: usize) -> Result<Field, WireError> {
+    let bad = WireError::BadField { offset };
+    if content.len() < 3 || content[0] != b'(' || content[2] != b')' {
+        return Err(bad);
+    }
+    let digit = content[1];
+    let ftype = digit
+        .checked_sub(b'0')
+        .and_then(FieldType::from_digit)
+        .ok_or(WireError::BadFieldType { offset, digit })?;
+    let rest = &content[3..];
+    let eq = rest.iter().position(|&b| b == b'=').ok_or(bad.clone())?;
+    let name = std::str::from_utf8(&rest[..eq]).map_err(|_| bad.clone())?;
+    if name.is_empty() {
+        return Err(bad);
+    }
+    Ok(Field {
+        ftype,
+        name: name.to_string(),
+        value: rest[eq + 1..].to_vec(),
+    })
+}
+
+/// Parses `"<index> <digest>"` (`sscanf("%d %s")`, strictly: one space, no sign).
+fn parse_auth_value(value: &[u8]) -> Result<(u32, &[u8]), WireError> {
+    let bad = || WireError::BadAuthValue {
+        value: escaped(value),
+    };
+    let sp = value.iter().position(|&b| b == b' ').ok_or_else(bad)?;
+    let index = parse_decimal(&value[..sp], 10)
+        .and_then(|i| u32::try_from(i).ok())
+        .ok_or_else(bad)?;
+    let digest = &value[sp + 1..];
+    if digest.is_empty() || digest.iter().any(|b| b.is_ascii_whitespace()) {
+        return Err(bad());
+    }
+    Ok((index, digest))
+}
+
+/// Checks `digest` over `data` with the key configured for `index`.
+fn verify_with_index(
+    keys: &AuthKeys,
+    index: u32,
+    data: &[u8],
+    digest: &[u8],
+) -> Result<(), WireError> {
+    let idx = u8::try_from(index).map_err(|_| WireError::UnknownKeyIndex { index })?;
+    let key = keys
+        .keys
+        .get(&idx)
+        .ok_or(WireError::UnknownKeyIndex { index })?;
+    if auth::verify(key.method, &key.secret, data, digest) {
+        Ok(())
+    } else {
+        Err(WireError::BadDigest { index: idx })
+    }
+}
+
+/// Decodes and authenticates one received frame (§3.2, §3.3, §4.4).
+///
+/// * A netstring frame (`###\n`) is verified by its trailer. The trailer digest is checked
+///   with the key of the index the frame names. heartbeat 3.0.6 (`hb_compute_authentication`)
+///   instead uses the received index's *method* with its locally *active* key; in every
+///   working heartbeat pair both are the same key, and using the received index's key also
+///   lets a cluster roll keys over (accept the new index before switching `auth N`). The
+///   inner `auth` field, if any, is carried as data and not checked, as in heartbeat.
+/// * A classic text frame (`>>>\n`…`<<<\n`, accepted on UDP by heartbeat) is verified by its
+///   inner `auth` field, with the received index's key (`isauthentic`).
+///
+/// Bytes after the trailer (or after `<<<\n`, e.g. the NUL heartbeat appends) are ignored.
+/// Frames over [`MAX_FRAME_LEN`] are refused. Never panics: every malformed input becomes a
+/// [`WireError`].
+pub fn decode(frame: &[u8], keys: &AuthKeys) -> Result<Message, WireError> {
+    if frame.len() > MAX_FRAME_LEN {
+        return Err(WireError::TooLong { len: frame.len() });
+    }
+    if frame.starts_with(NETSTRING_START) {
+        decode_netstring(frame, keys)
+    } else if frame.starts_with(CLASSIC_START) {
+        decode_classic(frame, keys)
+    } else {
+        Err(WireError::NotAFrame {
+            start: escaped(&frame[..frame.len().min(8)]),
+        })
+    }
+}
+
+/// Decodes a netstring frame and checks its trailer (see [`decode`]).
+fn decode_netstring(frame: &[u8], keys: &AuthKeys) -> Result<Message, WireError> {
+    let mut msg = Message::new();
+    let mut pos = NETSTRING_START.len();
+    loop {
+        if frame[pos..].starts_with(NETSTRING_END) {
+            break;
+        }
+        if pos >= frame.len() {
+            return Err(WireError::MissingEnd);
+        }
+        let (start, end, next) = peel_netstring(frame, pos)?;
+        msg.fields
+            .push(parse_netstring_field(&frame[start..end], pos)?);
+        pos = next;
+    }
+    let body_end = pos + NETSTRING_END.len();
+    if body_end >= frame.len() {
+        return Err(WireError::MissingTrailer);
+    }
+    let (start, end, _) = peel_netstring(frame, body_end)?;
+    let (index, digest) = parse_auth_value(&frame[start..end])?;
+    verify_with_index(keys, index, &frame[..body_end], digest)?;
+    Ok(msg)
+}
+
+/// Parses a classic text frame (`>>>\n`…`<<<\n`) without authenticating it.
+fn parse_classic(frame: &[u8]) -> Result<Message, WireError> {
+    if frame.len() > MAX_FRAME_LEN {
+        return Err(WireError::TooLong { len: frame.len() });
+    }
+    if !frame.starts_with(CLASSIC_START) {
+        return Err(WireError::NotAFrame {
+            start: escaped(&frame[..frame.len().min(8)]),
+        });
+    }
+    let mut msg = Message::new();
+    let mut pos = CLASSIC_START.len();
+    let mut line_no = 1;
+    loop {
+        let rest = &frame[pos..];
+        // A line counts only when complete: a frame cut before `<<<\n` is refused.
+        let nl = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(WireError::MissingEnd)?;
+        let line = &rest[..nl];
+        pos += nl + 1;
+        line_no += 1;
+        if line == &CLASSIC_END[..3] {
+            return Ok(msg);
+        }
+        // heartbeat skips stray CR/LF between lines.
+        if line.is_empty() || line == b"\r" {
+            continue;
+        }
+        msg.fields.push(parse_classic_line(line, line_no)?);
+    }
+}
+
+/// Parses one `[(T)]name=value` classic line (`ha_msg_add_nv_depth`).
+fn parse_classic_line(line: &[u8], line_no: usize) -> Result<Field, WireError> {
+    let bad = WireError::BadClassicLine { line: line_no };
+    let eq = line.iter().position(|&b| b == b'=').ok_or(bad.clone())?;
+    let (mut name, value) = (&line[..eq], &line[eq + 1..]);
+    let mut ftype = FieldType::String;
+    if name.len() >= 3 && name[0] == b'(' && name[2] == b')' {
+        let digit = name[1];
+        ftype = digit
+            .checked_sub(b'0')
+            .and_then(FieldType::from_digit)
+            .ok_or(WireError::BadFieldType {
+                offset: line_no,
+                digit,
+            })?;
+        name = &name[3..];
+    }
+    let name = std::str::from_utf8(name).map_err(|_| bad.clone())?;
+    if name.is_empty() {
+        return Err(bad);
+    }
+    if value.is_empty() {
+        return Err(WireError::EmptyValue {
+            name: name.to_string(),
+        });
+    }
+    let value = match ftype {
+        FieldType::String => value
+            .iter()
+            .map(|&b| if b == SPECIAL_SYM { b'\n' } else { b })
+            .collect(),
+        FieldType::Binary | FieldType::Compress => {
+            base64_decode(value).ok_or_else(|| WireError::BadBase64 {
+                name: name.to_string(),
+            })?
+        }
+        FieldType::Struct | FieldType::List | FieldType::Uncompress => value.to_vec(),
+    };
+    Ok(Field {
+        ftype,
+        name: name.to_string(),
+        value,
+    })
+}
+
+/// Decodes a classic text frame (serial medium, §8, or classic UDP) and verifies its inner
+/// `auth` field with the key of the index it names. Bytes after `<<<\n` are ignored.
+/// ([`WireError::BadFieldType`] carries the line number as its offset here.)
+pub fn decode_classic(frame: &[u8], keys: &AuthKeys) -> Result<Message, WireError> {
+    let msg = parse_classic(frame)?;
+    let auth_value = msg.get(AUTH_FIELD).ok_or(WireError::MissingAuth)?;
+    let (index, digest) = parse_auth_value(auth_value)?;
+    verify_with_index(keys, index, &classic_auth_input(&msg), digest)?;
+    Ok(msg)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Envelope (§5, §7.1)
+
+/// The fields heartbeat's master process adds to every outbound message
+/// (`add_control_msg_fields`, §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Local node name (`src`).
+    pub src: String,
+    /// Local node uuid (`srcuuid`, 16 raw bytes).
+    pub srcuuid: [u8; 16],
+    /// Sequence number (`seq`, hex); ignored for `NS_*` messages, which have none.
+    pub seq: Option<u64>,
+    /// This start's generation (`hg`, hex).
+    pub generation: u64,
+    /// Send time, seconds since the epoch (`ts`, hex); kept unchanged on retransmission.
+    pub ts: u64,
+    /// First line of `/proc/loadavg` (`ld`), `n/a` if unreadable; ignored for `NS_*`.
+    pub load: Option<String>,
+    /// `hopfudge + nodecount` (`ttl`, decimal); vestigial but sent.
+    pub ttl: u32,
+    /// Destination node's uuid (`destuuid`), written only if the message has `dest`.
+    pub dest_uuid: Option<[u8; 16]>,
+}
+
+/// Whether a message type bypasses sequencing (`NS_*`, §5).
+pub fn is_unsequenced(msg_type: &str) -> bool {
+    msg_type.starts_with(NOSEQ_PREFIX)
+}
+
+/// Adds the envelope fields in heartbeat's order with `ha_msg_mod` semantics: fields already
+/// present keep their position, missing ones are appended as `destuuid` (only if `dest` is
+/// present), `src`, `srcuuid`, `seq` (not for `NS_*`), `hg`, `ts`, `ld` (not for `NS_*`),
+/// `ttl` (§5). The inner `auth` field is added later by [`encode`].
+pub fn stamp(msg: &mut Message, env: &Envelope) {
+    if msg.get("dest").is_some()
+        && let Some(uuid) = env.dest_uuid
+    {
+        msg.set(FieldType::Binary, "destuuid", uuid.to_vec());
+    }
+    let sequenced = !msg.msg_type().is_some_and(is_unsequenced);
+    msg.set_str("src", &env.src);
+    msg.set(FieldType::Binary, "srcuuid", env.srcuuid.to_vec());
+    if sequenced && let Some(seq) = env.seq {
+        msg.set_str("seq", &format!("{seq:x}"));
+    }
+    msg.set_str("hg", &format!("{:x}", env.generation));
+    msg.set_str("ts", &format!("{:x}", env.ts));
+    if sequenced && let Some(load) = &env.load {
+        msg.set_str("ld", load);
+    }
+    msg.set_str("ttl", &env.ttl.to_string());
+}
+
+/// Parses a `%lx` value as heartbeat writes it: 1–16 hex digits, nothing else.
+pub fn parse_hex_u64(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 16 || !value.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| u64::from_str_radix(s, 16).ok())
+}
+
+/// The envelope of a received message, checked as `process_clustermsg` does (§7.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedEnvelope {
+    /// Message type (`t`).
+    pub msg_type: String,
+    /// Sender node name (`src`).
+    pub src: String,
+    /// Sender uuid, if present and 16 bytes (heartbeat ignores a malformed one).
+    pub srcuuid: Option<[u8; 16]>,
+    /// Sequence number; `None` only for `NS_*` messages.
+    pub seq: Option<u64>,
+    /// Sender generation (`hg`); `None` only for `NS_*` messages without it (e.g. `NS_st`).
+    pub generation: Option<u64>,
+    /// Send time (`ts`), non-zero.
+    pub ts: u64,
+    /// Destination node name (`dest`), if addressed.
+    pub dest: Option<String>,
+    /// Destination uuid, if present and 16 bytes; takes precedence over `dest` (§7.3 step 8).
+    pub dest_uuid: Option<[u8; 16]>,
+}
+
+impl ReceivedEnvelope {
+    /// Whether the message bypasses sequencing (`NS_*`).
+    pub fn is_unsequenced(&self) -> bool {
+        is_unsequenced(&self.msg_type)
+    }
+}
+
+/// A required UTF-8 field.
+fn required_str<'a>(msg: &'a Message, name: &'static str) -> Result<&'a str, WireError> {
+    let v = msg.get(name).ok_or(WireError::MissingField { name })?;
+    std::str::from_utf8(v).map_err(|_| WireError::BadFieldValue {
+        name,
+        value: escaped(v),
+    })
+}
+
+/// An optional hex field; present but malformed is an error.
+fn hex_field(msg: &Message, name: &'static str) -> Result<Option<u64>, WireError> {
+    match msg.get(name) {
+        None => Ok(None),
+        Some(v) => parse_hex_u64(v)
+            .map(Some)
+            .ok_or_else(|| WireError::BadFieldValue {
+                name,
+                value: escaped(v),
+            }),
+    }
+}
+
+/// A 16-byte uuid field, if present with the right length.
+fn uuid_field(msg: &Message, name: &str) -> Option<[u8; 16]> {
+    msg.get(name).and_then(|v| <[u8; 16]>::try_from(v).ok())
+}
+
+/// Reads and checks the envelope of an authenticated message (§7.1, §7.3 step 2): `t`, `src`
+/// and a non-zero hex `ts` are required; `seq` and `hg` (hex) are required except for
+/// `NS_*` types.
+pub fn read_envelope(msg: &Message) -> Result<ReceivedEnvelope, WireError> {
+    let msg_type = required_str(msg, "t")?.to_string();
+    let src = required_str(msg, "src")?.to_string();
+    if src.is_empty() {
+        return Err(WireError::BadFieldValue {
+            name: "src",
+            value: String::new(),
+        });
+    }
+    let ts = hex_field(msg, "ts")?.ok_or(WireError::MissingField { name: "ts" })?;
+    if ts == 0 {
+        return Err(WireError::BadFieldValue {
+            name: "ts",
+            value: "0".to_string(),
+        });
+    }
+    let seq = hex_field(msg, "seq")?;
+    let generation = hex_field(msg, "hg")?;
+    if !is_unsequenced(&msg_type) {
+        if seq.is_none() {
+            return Err(WireError::MissingField { name: "seq" });
+        }
+        if generation.is_none() {
+            return Err(WireError::MissingField { name: "hg" });
+        }
+    }
+    let dest = msg
+        .get("dest")
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    Ok(ReceivedEnvelope {
+        msg_type,
+        src,
+        srcuuid: uuid_field(msg, "srcuuid"),
+        seq,
+        generation,
+        ts,
+        dest,
+        dest_uuid: uuid_field(msg, "destuuid"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::AuthMethod;
+    use std::collections::BTreeMap;
+
+    /// The captured test vectors (copied from shared/wire/captures/testvectors.json).
+    const VECTORS: &str = include_str!("../../tests/fixtures/wire/testvectors.json");
+
+    /// Test-only parser for the simple `auth N` / `N method [key]` text in the vectors.
+    fn authkeys(text: &str) -> AuthKeys {
+        let mut active = None;
+        let mut keys = BTreeMap::new();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words[0] == "auth" {
+                active = Some(words[1].parse().unwrap());
+                continue;
+            }
+            let method = match words[1] {
+                "crc" => AuthMethod::Crc,
+                "md5" => AuthMethod::Md5,
+                "sha1" => AuthMethod::Sha1,
+                "sha256" => AuthMethod::Sha256,
+                m => panic!("method {m}"),
+            };
+            let secret = words
+                .get(2)
+                .map(|k| k.as_bytes().to_vec())
+                .unwrap_or_default();
+            keys.insert(words[0].parse().unwrap(), AuthKey { method, secret });
+        }
+        AuthKeys {
+            active: active.unwrap(),
+            keys,
+        }
+    }
+
+    fn one_key(index: u8, method: AuthMethod, secret: &[u8]) -> AuthKeys {
+        AuthKeys {
+            active: index,
+            keys: BTreeMap::from([(
+                index,
+                AuthKey {
+                    method,
+                    secret: secret.to_vec(),
+                },
+            )]),
+        }
+    }
+
+    struct Vector {
+        name: String,
+        serial: bool,
+        netstring_fmt: bool,
+        payload: Vec<u8>,
+        keys: AuthKeys,
+        fields: Option<Vec<Field>>,
+        trailer_auth: Option<String>,
+        inner_auth: Option<String>,
+        classic_input: Vec<u8>,
+    }
+
+    fn vectors() -> Vec<Vector> {
+        let json: serde_json::Value = serde_json::from_str(VECTORS).unwrap();
+        json.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+                let capture = s("capture").unwrap();
+                let fields = v.get("fields").map(|fs| {
+                    fs.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|f| {
+                            let ftype =
+                                FieldType::from_digit(f[0].as_u64().unwrap() as u8).unwrap();
+                            let raw = f[2].as_str().unwrap();
+                            let value = if ftype == FieldType::Binary {
+                                hex::decode(raw).unwrap()
+                            } else {
+                                raw.as_bytes().to_vec()
+                            };
+                            Field {
+                                ftype,
+                                name: f[1].as_str().unwrap().to_string(),
+                                value,
+                            }
+                        })
+                        .collect()
+                });
+                Vector {
+                    name: format!(
+                        "{capture}#{}",
+                        v.get("frame").map_or(0, |f| f.as_u64().unwrap())
+                    ),
+                    serial: s("medium").as_deref() == Some("serial"),
+                    netstring_fmt: capture.starts_with("bcast_crc_netstring"),
+                    payload: hex::decode(s("payload_hex").unwrap()).unwrap(),
+                    keys: authkeys(&s("authkeys").unwrap()),
+                    fields,
+                    trailer_auth: s("trailer_auth"),
+                    inner_auth: s("inner_auth"),
+                    classic_input: hex::decode(s("classic_auth_input_hex").unwrap_or_default())
+                        .unwrap(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn all_captured_vectors_decode_verify_and_reencode_exactly() {
+        let vs = vectors();
+        assert_eq!(vs.len(), 40);
+        let (mut crc, mut md5, mut sha1, mut serial) = (0, 0, 0, 0);
+        for v in &vs {
+            let msg = decode(&v.payload, &v.keys).unwrap_or_else(|e| panic!("{}: {e}", v.name));
+            match v.keys.active_key().method {
+                AuthMethod::Crc => crc += 1,
+                AuthMethod::Md5 => md5 += 1,
+                AuthMethod::Sha1 => sha1 += 1,
+                AuthMethod::Sha256 => {}
+            }
+            if let Some(fields) = &v.fields {
+                assert_eq!(&msg.fields, fields, "{}", v.name);
+            }
+            assert_eq!(
+                msg.get_str(AUTH_FIELD),
+                v.inner_auth.as_deref(),
+                "{}",
+                v.name
+            );
+            if v.inner_auth.is_some() {
+                assert_eq!(classic_auth_input(&msg), v.classic_input, "{}", v.name);
+            }
+            let again = if v.serial {
+                serial += 1;
+                assert!(decode_classic(&v.payload, &v.keys).is_ok());
+                encode_classic(&msg, &v.keys)
+            } else {
+                let fmt = if v.netstring_fmt {
+                    MsgFormat::Netstring
+                } else {
+                    MsgFormat::Classic
+                };
+                // Check the trailer we compute is the captured one.
+                let body = encode_body(&msg);
+                let key = v.keys.active_key();
+                assert_eq!(
+                    Some(format!(
+                        "{} {}",
+                        v.keys.active,
+                        auth::digest(key.method, &key.secret, &body)
+                    )),
+                    v.trailer_auth,
+                    "{}",
+                    v.name
+                );
+                encode(&msg, &v.keys, fmt)
+            };
+            assert_eq!(again, v.payload, "{}", v.name);
+            // Re-encoding with the inner auth stripped gives it back in the same place.
+            if v.inner_auth.is_some() && !v.serial {
+                let mut stripped = msg.clone();
+                stripped.remove(AUTH_FIELD);
+                assert_eq!(encode(&stripped, &v.keys, MsgFormat::Classic), v.payload);
+            }
+        }
+        assert_eq!((crc, md5, sha1, serial), (8, 22, 10, 3));
+    }
+
+    #[test]
+    fn tampered_byte_and_wrong_key_fail() {
+        for v in vectors() {
+            // Flip a byte inside the first field value ("status", "NS_ackmsg", ...).
+            let at = if v.serial { 6 } else { 12 };
+            let mut bad = v.payload.clone();
+            bad[at] ^= 0x01;
+            let index = v.keys.active;
+            assert_eq!(
+                decode(&bad, &v.keys),
+                Err(WireError::BadDigest { index }),
+                "{}",
+                v.name
+            );
+            let mut wrong = v.keys.clone();
+            let key = wrong.keys.get_mut(&index).unwrap();
+            if key.method == AuthMethod::Crc {
+                key.method = AuthMethod::Md5;
+            }
+            key.secret = b"not-the-secret".to_vec();
+            assert_eq!(
+                decode(&v.payload, &wrong),
+                Err(WireError::BadDigest { index }),
+                "{}",
+                v.name
+            );
+            let other = one_key(index.wrapping_add(1) % 16, AuthMethod::Md5, b"x");
+            assert_eq!(
+                decode(&v.payload, &other),
+                Err(WireError::UnknownKeyIndex {
+                    index: u32::from(index)
+                }),
+                "{}",
+                v.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        for v in vectors() {
+            for len in 0..v.payload.len() {
+                assert!(
+                    decode(&v.payload[..len], &v.keys).is_err(),
+                    "{} len {len}",
+                    v.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_ignored() {
+        for v in vectors() {
+            let mut p = v.payload.clone();
+            p.extend_from_slice(b"\0garbage");
+            assert!(decode(&p, &v.keys).is_ok(), "{}", v.name);
+        }
+    }
+
+    #[test]
+    fn oversize_frame_is_refused() {
+        let keys = one_key(1, AuthMethod::Md5, b"k");
+        let mut msg = Message::with_type("status");
+        msg.add(FieldType::Binary, "blob", vec![7; MAX_FRAME_LEN]);
+        let frame = encode(&msg, &keys, MsgFormat::Netstring);
+        assert_eq!(
+            decode(&frame, &keys),
+            Err(WireError::TooLong { len: frame.len() })
+        );
+        assert!(matches!(
+            decode_classic(&vec![b'>'; MAX_FRAME_LEN + 1], &keys),
+            Err(WireError::TooLong { .. })
+        ));
+    }
+
+    /// Fixed-seed xorshift64 for bounded pseudo-random tests.
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn bytes(&mut self, len: usize, alphabet: &[u8]) -> Vec<u8> {
+            (0..len)
+                .map(|_| alphabet[self.below(alphabet.len() as u64) as usize])
+                .collect()
+        }
+    }
+
+    #[test]
+    fn random_garbage_and_mutations_never_panic() {
+        let vs = vectors();
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let all: Vec<u8> = (0..=255).collect();
+        let netstringish = b"###\n%%%<>,:=()0123456789 abcdef\n\x13";
+        for i in 0..20_000 {
+            let frame = match i % 4 {
+                0 => {
+                    let n = rng.below(400) as usize;
+                    rng.bytes(n, &all)
+                }
+                1 => {
+                    let mut f = b"###\n".to_vec();
+                    let n = rng.below(300) as usize;
+                    f.extend(rng.bytes(n, netstringish));
+                    f
+                }
+                2 => {
+                    let mut f = b">>>\n".to_vec();
+                    let n = rng.below(300) as usize;
+                    f.extend(rng.bytes(n, netstringish));
+                    f
+                }
+                _ => {
+                    let v = &vs[rng.below(vs.len() as u64) as usize];
+                    let mut f = v.payload.clone();
+                    for _ in 0..=rng.below(4) {
+                        let at = rng.below(f.len() as u64) as usize;
+                        f[at] = rng.next() as u8;
+                    }
+                    let _ = decode(&f, &v.keys);
+                    continue;
+                }
+            };
+            let keys = &vs[i % vs.len()].keys;
+            let _ = decode(&frame, keys);
+        }
+    }
+
+    fn random_message(rng: &mut XorShift, classic_safe: bool) -> Message {
+        let name_chars = b"abcdefghijklmnopqrstuvwxyz0123456789_-.";
+        let all: Vec<u8> = (0..=255).collect();
+        let text: Vec<u8> = (0x20..0x7f).chain([b'\n', b'\t']).collect();
+        let mut msg = Message::with_type("random");
+        for _ in 0..rng.below(12) {
+            let nlen = 1 + rng.below(10) as usize;
+            let name = String::from_utf8(rng.bytes(nlen, name_chars)).unwrap();
+            if name == AUTH_FIELD {
+                continue;
+            }
+            let vlen = rng.below(40) as usize + usize::from(classic_safe);
+            if rng.below(3) == 0 {
+                let v = rng.bytes(vlen, &all);
+                msg.add(FieldType::Binary, &name, v);
+            } else {
+                let v = rng.bytes(vlen, if classic_safe { &text } else { &all });
+                msg.add(FieldType::String, &name, v);
+            }
+        }
+        msg
+    }
+
+    fn random_keys(rng: &mut XorShift) -> AuthKeys {
+        let method = [
+            AuthMethod::Crc,
+            AuthMethod::Md5,
+            AuthMethod::Sha1,
+            AuthMethod::Sha256,
+        ][rng.below(4) as usize];
+        let secret = if method == AuthMethod::Crc {
+            Vec::new()
+        } else {
+            let n = 1 + rng.below(80) as usize;
+            rng.bytes(n, b"abcdefXYZ0123-_")
+        };
+        one_key(rng.below(16) as u8, method, &secret)
+    }
+
+    #[test]
+    fn random_messages_round_trip() {
+        let mut rng = XorShift(0x0123_4567_89ab_cdef);
+        for _ in 0..2_000 {
+            let keys = random_keys(&mut rng);
+            // Netstring form carries arbitrary bytes.
+            let msg = random_message(&mut rng, false);
+            let frame = encode(&msg, &keys, MsgFormat::Netstring);
+            assert_eq!(decode(&frame, &keys).unwrap(), msg);
+            // msgfmt classic: the decoded message has the inner auth appended.
+            let msg = random_message(&mut rng, true);
+            let frame = encode(&msg, &keys, MsgFormat::Classic);
+            let decoded = decode(&frame, &keys).unwrap();
+            let mut expected = msg.clone();
+            add_inner_auth(&mut expected, &keys);
+            assert_eq!(decoded, expected);
+            assert_eq!(decoded.fields.last().unwrap().name, AUTH_FIELD);
+            // Serial / classic text.
+            let text = try_encode_classic(&msg, &keys).unwrap();
+            assert_eq!(decode(&text, &keys).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn sha256_round_trip() {
+        let keys = one_key(5, AuthMethod::Sha256, b"a-long-sha256-secret");
+        let mut msg = Message::with_type("status");
+        msg.add_str("st", "active");
+        msg.add(
+            FieldType::Binary,
+            "srcuuid",
+            vec![0, b',', b':', b'\n', 0xff],
+        );
+        let frame = encode(&msg, &keys, MsgFormat::Classic);
+        let trailer_start = frame.windows(4).position(|w| w == b"%%%\n").unwrap() + 4;
+        // "66:5 <64 hex>,"
+        assert_eq!(frame.len() - trailer_start, 3 + 2 + 64 + 1);
+        let decoded = decode(&frame, &keys).unwrap();
+        assert_eq!(decoded.get("srcuuid"), msg.get("srcuuid"));
+        assert!(decoded.get_str(AUTH_FIELD).unwrap().starts_with("5 "));
+        assert_eq!(decoded.get_str(AUTH_FIELD).unwrap().len(), 2 + 64);
+    }
+
+    #[test]
+    fn received_key_index_is_used_for_rollover() {
+        // Node A already signs with the new index 2; node B still signs with 1 but knows 2.
+        let mut b_keys = one_key(1, AuthMethod::Sha1, b"old");
+        b_keys.keys.insert(
+            2,
+            AuthKey {
+                method: AuthMethod::Sha256,
+                secret: b"new".to_vec(),
+            },
+        );
+        let a_keys = one_key(2, AuthMethod::Sha256, b"new");
+        let msg = Message::with_type("status");
+        for fmt in [MsgFormat::Classic, MsgFormat::Netstring] {
+            assert!(decode(&encode(&msg, &a_keys, fmt), &b_keys).is_ok());
+        }
+        assert!(decode(&encode_classic(&msg, &a_keys), &b_keys).is_ok());
+    }
+
+    #[test]
+    fn inner_auth_replaced_in_place() {
+        let keys = one_key(1, AuthMethod::Md5, b"k");
+        let mut msg = Message::with_type("x");
+        msg.add_str(AUTH_FIELD, "1 stale");
+        msg.add_str("later", "v");
+        add_inner_auth(&mut msg, &keys);
+        assert_eq!(msg.fields[1].name, AUTH_FIELD);
+        assert_ne!(msg.get_str(AUTH_FIELD), Some("1 stale"));
+        let frame = encode(&msg, &keys, MsgFormat::Classic);
+        assert_eq!(decode(&frame, &keys).unwrap(), msg);
+    }
+
+    #[test]
+    fn nested_values_are_opaque_and_skip_inner_auth() {
+        let keys = one_key(1, AuthMethod::Md5, b"k");
+        let mut child = Message::with_type("inner");
+        child.add_str("a", "b");
+        let mut msg = Message::with_type("crmd");
+        msg.add(FieldType::Struct, "child", encode_body(&child));
+        msg.add(FieldType::List, "list", b"1:a,2:bc,".to_vec());
+        let frame = encode(&msg, &keys, MsgFormat::Classic);
+        let decoded = decode(&frame, &keys).unwrap();
+        assert_eq!(decoded, msg, "no inner auth added, values kept raw");
+    }
+
+    #[test]
+    fn classic_form_details() {
+        let keys = one_key(1, AuthMethod::Md5, b"wirelab-secret");
+        let mut msg = Message::with_type("status");
+        msg.add_str("multi", "line1\nline2");
+        msg.add(FieldType::Binary, "srcuuid", (0u8..16).collect());
+        let text = encode_classic(&msg, &keys);
+        let s = String::from_utf8(text.clone()).unwrap();
+        assert!(s.starts_with(
+            ">>>\nt=status\nmulti=line1\x13line2\n(1)srcuuid=AAECAwQFBgcICQoLDA0ODw==\nauth=1 "
+        ));
+        assert!(s.ends_with("\n<<<\n"));
+        assert_eq!(
+            decode_classic(&text, &keys).unwrap().get("multi"),
+            Some(&b"line1\nline2"[..])
+        );
+        // Empty values are refused both ways.
+        let mut empty = msg.clone();
+        empty.add_str("delnodelist", "");
+        assert_eq!(
+            try_encode_classic(&empty, &keys),
+            Err(WireError::EmptyValue {
+                name: "delnodelist".into()
+            })
+        );
+        assert_eq!(
+            decode_classic(&encode_classic(&empty, &keys), &keys),
+            Err(WireError::EmptyValue {
+                name: "delnodelist".into()
+            })
+        );
+        // Missing auth, bad line, bad base64, bad type digit.
+        assert_eq!(
+            decode(b">>>\nt=x\n<<<\n", &keys),
+            Err(WireError::MissingAuth)
+        );
+        assert_eq!(
+            decode(b">>>\nt=x\nnoequals\n<<<\n", &keys),
+            Err(WireError::BadClassicLine { line: 3 })
+        );
+        assert_eq!(
+            decode(b">>>\n(1)u=@@@@\n<<<\n", &keys),
+            Err(WireError::BadBase64 { name: "u".into() })
+        );
+        assert!(matches!(
+            decode(b">>>\n(9)u=x\n<<<\n", &keys),
+            Err(WireError::BadFieldType { digit: b'9', .. })
+        ));
+        // Stray CR/LF between lines is skipped; classic-over-UDP NUL is ignored.
+        let mut crlf = text.clone();
+        crlf.splice(4..4, b"\r\n\n".iter().copied());
+        crlf.push(0);
+        assert!(decode(&crlf, &keys).is_ok());
+    }
+
+    #[test]
+    fn netstring_errors_name_what_was_received() {
+        let keys = one_key(1, AuthMethod::Crc, b"");
+        assert_eq!(
+            decode(b"hello", &keys),
+            Err(WireError::NotAFrame {
+                start: "hello".into()
+            })
+        );
+        assert_eq!(decode(b"###\n", &keys), Err(WireError::MissingEnd));
+        assert_eq!(decode(b"###\n%%%\n", &keys), Err(WireError::MissingTrailer));
+        assert_eq!(
+            decode(b"###\n5:(0)t=x,%%%\n", &keys),
+            Err(WireError::BadNetstring { offset: 4 })
+        );
+        assert_eq!(
+            decode(b"###\n6:(7)t=x,%%%\n", &keys),
+            Err(WireError::BadFieldType {
+                offset: 4,
+                digit: b'7'
+            })
+        );
+        assert_eq!(
+            decode(b"###\n5:(0)tx,%%%\n", &keys),
+            Err(WireError::BadField { offset: 4 })
+        );
+        assert_eq!(
+            decode(b"###\n4:(0)=,%%%\n", &keys),
+            Err(WireError::BadField { offset: 4 })
+        );
+        assert_eq!(
+            decode(b"###\n%%%\n3:abc,", &keys),
+            Err(WireError::BadAuthValue {
+                value: "abc".into()
+            })
+        );
+        assert_eq!(
+            decode(b"###\n%%%\n12:99999 abcdef,", &keys),
+            Err(WireError::UnknownKeyIndex { index: 99999 })
+        );
+        assert_eq!(
+            decode(b"###\n%%%\n99999999:1 x,", &keys),
+            Err(WireError::BadNetstring { offset: 8 })
+        );
+        let ok = encode(&Message::with_type("t"), &keys, MsgFormat::Netstring);
+        assert!(decode(&ok, &keys).is_ok());
+        // Upper-case hex is refused like heartbeat's strcmp.
+        let upper = String::from_utf8(ok).unwrap();
+        let (body, trailer) = upper.split_at(upper.find("%%%\n").unwrap() + 4);
+        let up = format!("{body}{}", trailer.to_uppercase());
+        if up.as_bytes() != upper.as_bytes() {
+            assert!(matches!(
+                decode(up.as_bytes(), &keys),
+                Err(WireError::BadDigest { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn base64_round_trip_and_strictness() {
+        let mut rng = XorShift(42);
+        let all: Vec<u8> = (0..=255).collect();
+        for len in 0..64 {
+            let data = rng.bytes(len, &all);
+            assert_eq!(base64_decode(&base64_encode(&data)).unwrap(), data);
+        }
+        assert_eq!(base64_encode(b"f"), b"Zg==");
+        assert_eq!(base64_encode(b"foobar"), b"Zm9vYmFy");
+        for bad in [&b"Zg="[..], b"Zh==", b"Z===", b"Zg==Zg==", b"Zm9v!mFy"] {
+            assert_eq!(base64_decode(bad), None, "{bad:?}");
+        }
+    }
+
+    fn captured(name_prefix: &str, frame: u64) -> Message {
+        let json: serde_json::Value = serde_json::from_str(VECTORS).unwrap();
+        let v = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| {
+                v["capture"].as_str().unwrap().starts_with(name_prefix)
+                    && v["frame"].as_u64() == Some(frame)
+            })
+            .unwrap();
+        let keys = authkeys(v["authkeys"].as_str().unwrap());
+        decode(
+            &hex::decode(v["payload_hex"].as_str().unwrap()).unwrap(),
+            &keys,
+        )
+        .unwrap()
+    }
+
+    /// Rebuilds a captured message from its message-specific fields and its envelope.
+    fn restamp(original: &Message, specific: &[&str]) -> Message {
+        let env = read_envelope(original).unwrap();
+        let mut msg = Message::new();
+        for f in original
+            .fields
+            .iter()
+            .filter(|f| specific.contains(&f.name.as_str()))
+        {
+            msg.fields.push(f.clone());
+        }
+        stamp(
+            &mut msg,
+            &Envelope {
+                src: env.src.clone(),
+                srcuuid: env.srcuuid.unwrap(),
+                seq: env.seq.or(Some(99)),
+                generation: env.generation.unwrap(),
+                ts: env.ts,
+                load: original
+                    .get_str("ld")
+                    .map(str::to_string)
+                    .or(Some("n/a".into())),
+                ttl: original.get_str("ttl").unwrap().parse().unwrap(),
+                dest_uuid: env.dest_uuid.or(Some([9; 16])),
+            },
+        );
+        msg
+    }
+
+    #[test]
+    fn stamp_reproduces_captured_envelopes() {
+        let mut status = captured("ucast_md5", 3);
+        status.remove(AUTH_FIELD);
+        assert_eq!(restamp(&status, &["t", "st", "dt", "protocol"]), status);
+
+        // NS_ackmsg: destuuid after the specific fields, no seq, no ld.
+        let mut ack = captured("ucast_md5", 15);
+        ack.remove(AUTH_FIELD);
+        assert_eq!(restamp(&ack, &["t", "dest", "ackseq"]), ack);
+        let env = read_envelope(&ack).unwrap();
+        assert!(env.is_unsequenced());
+        assert_eq!(env.seq, None);
+        assert_eq!(env.dest.as_deref(), Some("node2"));
+
+        // repnodes starts with dest; existing fields keep their place.
+        let mut rep = captured("ucast_md5", 78);
+        rep.remove(AUTH_FIELD);
+        let specific: Vec<&str> = rep
+            .fields
+            .iter()
+            .map(|f| f.name.as_str())
+            .take_while(|n| *n != "destuuid" && *n != "src")
+            .collect();
+        assert_eq!(restamp(&rep, &specific), rep);
+    }
+
+    #[test]
+    fn stamp_without_dest_adds_no_destuuid_and_keeps_positions() {
+        let mut msg = Message::with_type("status");
+        msg.add_str("ts", "1");
+        let env = Envelope {
+            src: "node1".into(),
+            srcuuid: [1; 16],
+            seq: Some(0x1c),
+            generation: 0x6b02_2fab,
+            ts: 0x6b02_2fbd,
+            load: Some("0.00 0.00 0.00 1/1 1".into()),
+            ttl: 3,
+            dest_uuid: Some([2; 16]),
+        };
+        stamp(&mut msg, &env);
+        let names: Vec<&str> = msg.fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["t", "ts", "src", "srcuuid", "seq", "hg", "ld", "ttl"]
+        );
+        assert_eq!(msg.get_str("ts"), Some("6b022fbd"));
+        assert_eq!(msg.get_str("seq"), Some("1c"));
+        assert_eq!(msg.get_str("hg"), Some("6b022fab"));
+        assert_eq!(msg.get_str("ttl"), Some("3"));
+        let r = read_envelope(&msg).unwrap();
+        assert_eq!(
+            (r.seq, r.generation, r.ts, r.srcuuid, r.dest_uuid),
+            (
+                Some(0x1c),
+                Some(0x6b02_2fab),
+                0x6b02_2fbd,
+                Some([1; 16]),
+                None
+            )
+        );
+    }
+
+    #[test]
+    fn read_envelope_requires_heartbeat_fields() {
+        let base = captured("ucast_md5", 3);
+        assert!(read_envelope(&base).is_ok());
+        for (name, expected) in [
+            ("t", WireError::MissingField { name: "t" }),
+            ("src", WireError::MissingField { name: "src" }),
+            ("ts", WireError::MissingField { name: "ts" }),
+            ("seq", WireError::MissingField { name: "seq" }),
+            ("hg", WireError::MissingField { name: "hg" }),
+        ] {
+            let mut m = base.clone();
+            m.remove(name);
+            assert_eq!(read_envelope(&m), Err(expected));
+        }
+        for (name, value) in [
+            ("ts", "0"),
+            ("ts", "zz"),
+            ("seq", "-1"),
+            ("hg", "0x5"),
+            ("seq", ""),
+        ] {
+            let mut m = base.clone();
+            m.set_str(name, value);
+            assert!(
+                matches!(read_envelope(&m), Err(WireError::BadFieldValue { .. })),
+                "{name}={value}"
+            );
+        }
+        // NS_st (ping reply payload) has neither seq nor hg and is fine.
+        let ping = captured("mcast_sha1_ping/ping_icmp", 3);
+        let env = read_envelope(&ping).unwrap();
+        assert_eq!((env.seq, env.generation), (None, None));
+        assert_eq!(env.src, "192.0.2.1");
+    }
+
+    #[test]
+    fn parse_hex_u64_is_strict() {
+        assert_eq!(parse_hex_u64(b"6b022fab"), Some(0x6b02_2fab));
+        assert_eq!(parse_hex_u64(b"FF"), Some(255));
+        assert_eq!(parse_hex_u64(b"ffffffffffffffff"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b" 1",
+            b"1 ",
+            b"0x1",
+            b"-1",
+            b"+1",
+            b"g",
+            b"10000000000000000",
+        ] {
+            assert_eq!(parse_hex_u64(bad), None, "{bad:?}");
+        }
+    }
+}
