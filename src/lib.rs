@@ -8,6 +8,7 @@
 //! * [`config`]: one validated model from YAML or an unchanged Linux-HA directory.
 //! * [`control`]: the JSON control socket `hactl` talks to.
 //! * [`daemon`]: the node task and the process around it.
+//! * [`manager`]: who holds which resource group: placement, acquisition and release rules.
 //! * [`membership`]: heartbeat wire format, authentication, replay protection, liveness.
 //! * [`media`]: UDP ucast/mcast/bcast media and an in-memory network for simulation.
 //! * [`net`]: rtnetlink addresses, gratuitous ARP, unsolicited NA, sysctl.
@@ -19,6 +20,7 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod manager;
 pub mod dataplane;
 pub mod media;
 pub mod membership;

@@ -397,15 +397,20 @@ impl Node {
             self.apply_events(now, events);
             return;
         };
+        let Some(generation) = env.generation else {
+            self.counters.malformed += 1;
+            self.drop_frame(now, "malformed", &inbound, "sequenced frame without hg");
+            return;
+        };
         let is_status = msg_type == "status";
         let peer_dead = self.liveness.peers()[peer].state == PeerState::Dead;
-        let verdict = self.seqtracks[peer].check(env.generation, seq, is_status, peer_dead);
+        let verdict = self.seqtracks[peer].check(generation, seq, is_status, peer_dead);
         match verdict {
             SeqVerdict::Replay => {
                 self.counters.replayed += 1;
                 let detail = format!(
                     "generation {:x} from '{}' is older than {:x}: attempted replay",
-                    env.generation,
+                    generation,
                     env.src,
                     self.peer_generations[peer].unwrap_or(0)
                 );
@@ -428,7 +433,7 @@ impl Node {
                 tracing::info!(
                     node = %env.src,
                     from = ?self.peer_generations[peer].map(|g| format!("{g:x}")),
-                    to = %format!("{:x}", env.generation),
+                    to = %format!("{generation:x}"),
                     "node restarted (new generation)"
                 );
                 self.liveness.on_restart(peer);
@@ -436,13 +441,13 @@ impl Node {
                     now,
                     NodeEvent::PeerRestarted {
                         node: env.src.clone(),
-                        generation: env.generation,
+                        generation,
                     },
                 );
             }
             SeqVerdict::Accept | SeqVerdict::Late | SeqVerdict::Gap { .. } => {}
         }
-        self.remember_generation(peer, &env.src, env.generation);
+        self.remember_generation(peer, &env.src, generation);
         self.counters.accepted += 1;
         let events = if is_status {
             let st = msg.get_str("st").unwrap_or("up").to_string();

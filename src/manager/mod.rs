@@ -1,0 +1,617 @@
+//! The ownership manager: which node holds which resource group, as a pure state machine.
+//!
+//! Both nodes run the same rules on the same shared facts, so they agree without a leader:
+//!
+//! * Every group has a **placement** `(target node, epoch)`. Epoch 0 means "the default":
+//!   the preferred node. Any decision to move a group (peer death, standby, takeover,
+//!   auto_failback, a failed start) writes a new placement with `epoch + 1`; on receipt the
+//!   higher epoch wins, equal epochs with different targets are settled in favour of the
+//!   preferred node.
+//! * Every heartbeat carries our [`GroupReport`]s: whether we hold each group and our
+//!   placement. A node **releases** a group as soon as its placement targets the other node
+//!   (release is always safe). It **acquires** a group only when its placement targets itself
+//!   and either the peer is dead, or the peer's latest report agrees on the very same
+//!   placement and says it does not hold the group. So while the nodes hear each other a
+//!   group is never started on both: the acquirer waits for the holder's word that it let go.
+//! * A planned move therefore costs one message: the holder stops the group and sends its
+//!   report at once; the other node starts the group when that report arrives. A takeover
+//!   request adds the message that asks for it (one round trip).
+//! * If both nodes hold a group (a partition healed), the policy picks the keeper at once on
+//!   both sides: with `auto_failback on|legacy` the preferred node, with `off` the target of
+//!   the newer placement (ties: preferred). The keeper re-announces the VIP (gratuitous ARP),
+//!   the other releases, so the overlap lasts one heartbeat exchange.
+//! * auto_failback: when the preferred node (re)joins, the node holding its groups hands them
+//!   back (`on`, `legacy`) or keeps them (`off`). It is an event at join, so a `standby` sticks
+//!   until the next membership change or command, as with heartbeat.
+//! * Requests that arrive while a group is starting or stopping, or while the nodes disagree
+//!   on a placement, are queued (and shown) and run once the pair is stable.
+//!
+//! Inputs are method calls; outputs are [`Action`]s the node task carries out (start or
+//! stop a group through the resource layer, announce a VIP, send our report now).
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AutoFailback, GroupSpec};
+
+/// Lifecycle of a group on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupPhase {
+    /// Not running here.
+    Stopped,
+    /// Resources are being started, left to right.
+    Starting,
+    /// Every resource runs here.
+    Running,
+    /// Resources are being stopped, right to left.
+    Stopping,
+    /// A start failed and what had started was stopped again; not running here.
+    Failed,
+    /// A stop failed: resources may still run here, so the peer must never start the group.
+    StopFailed,
+}
+
+impl GroupPhase {
+    /// Whether resources of the group may be active on this node.
+    pub fn holds(self) -> bool {
+        matches!(
+            self,
+            GroupPhase::Starting | GroupPhase::Running | GroupPhase::Stopping | GroupPhase::StopFailed
+        )
+    }
+
+    /// Whether an operation is under way.
+    pub fn in_transition(self) -> bool {
+        matches!(self, GroupPhase::Starting | GroupPhase::Stopping)
+    }
+
+    /// Word used in status output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupPhase::Stopped => "stopped",
+            GroupPhase::Starting => "starting",
+            GroupPhase::Running => "running",
+            GroupPhase::Stopping => "stopping",
+            GroupPhase::Failed => "failed",
+            GroupPhase::StopFailed => "stop_failed",
+        }
+    }
+}
+
+/// Where a group should run, and how recent that decision is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// Node that should hold the group.
+    pub target: String,
+    /// Decision counter; higher wins.
+    pub epoch: u64,
+}
+
+/// What one node says about one group in its heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupReport {
+    /// Group key.
+    pub group: String,
+    /// Whether resources of the group may be active on the sender.
+    pub holds: bool,
+    /// Whether the last start failed on the sender.
+    pub failed: bool,
+    /// The sender's placement.
+    pub placement: Placement,
+}
+
+/// Which groups a command is about, relative to the node it runs on (heartbeat's
+/// `hb_standby` / `hb_takeover` argument).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupClass {
+    /// Every group.
+    All,
+    /// Groups whose preferred node is this node.
+    Local,
+    /// Groups whose preferred node is the other node (heartbeat's `foreign` / `failback`).
+    Foreign,
+}
+
+/// An operator's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "class")]
+pub enum Command {
+    /// Move these groups here.
+    Takeover(GroupClass),
+    /// Move these groups to the other node.
+    Standby(GroupClass),
+}
+
+/// What the node task must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start the group (index into the config's groups), left to right.
+    Start(usize),
+    /// Stop the group, right to left.
+    Stop(usize),
+    /// Re-announce the group's addresses (gratuitous ARP / unsolicited NA).
+    Announce(usize),
+    /// Send our heartbeat (with our group reports) now rather than at the next keepalive.
+    SendReport,
+}
+
+/// How a command was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandOutcome {
+    /// Applied now; the groups listed will move.
+    Applied(Vec<String>),
+    /// Nothing to move.
+    NothingToDo(String),
+    /// The pair is unstable: queued, runs when stable.
+    Queued(String),
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// Standby needs a live peer to take the groups.
+    #[error("the peer node is not alive: nobody can take the groups over")]
+    PeerNotAlive,
+    /// This node is not ready yet (initdead running, peer not heard).
+    #[error("this node is still starting (waiting for its peer or initdead)")]
+    NotReady,
+}
+
+/// One group's state here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupState {
+    /// Group key.
+    pub name: String,
+    /// Preferred node.
+    pub preferred: String,
+    /// Lifecycle here.
+    pub phase: GroupPhase,
+    /// Our placement.
+    pub placement: Placement,
+}
+
+/// The manager for one node of a two-node cluster.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    me: String,
+    peer: Option<String>,
+    policy: AutoFailback,
+    groups: Vec<GroupState>,
+    ready: bool,
+    peer_alive: bool,
+    peer_reports: Option<Vec<GroupReport>>,
+    queue: VecDeque<Command>,
+}
+
+impl Manager {
+    /// A manager for node `me` among `nodes`, managing `groups` with `policy`.
+    pub fn new(me: &str, nodes: &[String], groups: &[GroupSpec], policy: AutoFailback) -> Manager {
+        let peer = nodes.iter().find(|n| *n != me).cloned();
+        Manager {
+            me: me.to_string(),
+            peer,
+            policy,
+            groups: groups
+                .iter()
+                .map(|g| GroupState {
+                    name: g.name().to_string(),
+                    preferred: g.preferred.clone(),
+                    phase: GroupPhase::Stopped,
+                    placement: Placement {
+                        target: g.preferred.clone(),
+                        epoch: 0,
+                    },
+                })
+                .collect(),
+            ready: false,
+            peer_alive: false,
+            peer_reports: None,
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// Groups and their state here.
+    pub fn groups(&self) -> &[GroupState] {
+        &self.groups
+    }
+
+    /// Commands waiting for the pair to be stable.
+    pub fn queued(&self) -> impl Iterator<Item = &Command> {
+        self.queue.iter()
+    }
+
+    /// Whether this node has decided who holds what (peer heard, or initdead passed).
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// The node currently believed to hold group `index`.
+    pub fn owner(&self, index: usize) -> Option<String> {
+        let g = &self.groups[index];
+        if g.phase.holds() {
+            return Some(self.me.clone());
+        }
+        let peer = self.peer.as_ref()?;
+        let reports = self.peer_reports.as_ref()?;
+        (self.peer_alive && report_for(reports, &g.name).is_some_and(|r| r.holds))
+            .then(|| peer.clone())
+    }
+
+    /// Our reports, for our heartbeats.
+    pub fn reports(&self) -> Vec<GroupReport> {
+        self.groups
+            .iter()
+            .map(|g| GroupReport {
+                group: g.name.clone(),
+                holds: g.phase.holds(),
+                failed: g.phase == GroupPhase::Failed,
+                placement: g.placement.clone(),
+            })
+            .collect()
+    }
+
+    /// At start, before anything else: group `index` was found (partly) running here, left
+    /// behind by an earlier run. It is held until the rules say otherwise.
+    pub fn adopt_running(&mut self, index: usize) {
+        self.groups[index].phase = GroupPhase::Running;
+    }
+
+    /// We are ready to decide (membership went active: every node heard, or initdead).
+    pub fn on_ready(&mut self) -> Vec<Action> {
+        self.ready = true;
+        self.decide()
+    }
+
+    /// The peer's heartbeats arrive (again). `rejoined` is true when it was dead or never
+    /// heard before: that is when auto_failback hands its groups back.
+    pub fn on_peer_alive(&mut self) -> Vec<Action> {
+        let was_alive = self.peer_alive;
+        self.peer_alive = true;
+        if !was_alive
+            && self.ready
+            && matches!(self.policy, AutoFailback::On | AutoFailback::Legacy)
+            && let Some(peer) = self.peer.clone()
+        {
+            for g in &mut self.groups {
+                if g.preferred == peer && g.placement.target == self.me {
+                    g.placement = Placement {
+                        target: peer.clone(),
+                        epoch: g.placement.epoch + 1,
+                    };
+                }
+            }
+        }
+        self.decide()
+    }
+
+    /// The peer was declared dead: every group it was to hold is ours now.
+    pub fn on_peer_dead(&mut self) -> Vec<Action> {
+        self.peer_alive = false;
+        self.peer_reports = None;
+        if let Some(peer) = self.peer.clone() {
+            for g in &mut self.groups {
+                if g.placement.target == peer {
+                    g.placement = Placement {
+                        target: self.me.clone(),
+                        epoch: g.placement.epoch + 1,
+                    };
+                }
+            }
+        }
+        self.decide()
+    }
+
+    /// The peer's latest group reports arrived (with each of its heartbeats).
+    pub fn on_peer_reports(&mut self, reports: Vec<GroupReport>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for i in 0..self.groups.len() {
+            let Some(theirs) = report_for(&reports, &self.groups[i].name).cloned() else {
+                continue;
+            };
+            let g = &mut self.groups[i];
+            if g.phase.holds() && theirs.holds && g.phase != GroupPhase::StopFailed {
+                // Both hold it: a partition healed, or the peer restarted and took over.
+                let keeper = self.split_brain_keeper(i, &theirs.placement);
+                let g = &mut self.groups[i];
+                let epoch = g.placement.epoch.max(theirs.placement.epoch) + 1;
+                if g.placement.target != keeper || g.placement.epoch != epoch {
+                    g.placement = Placement {
+                        target: keeper.clone(),
+                        epoch,
+                    };
+                    if keeper == self.me {
+                        actions.push(Action::Announce(i));
+                    }
+                }
+                continue;
+            }
+            let mine = &g.placement;
+            let adopt = theirs.placement.epoch > mine.epoch
+                || (theirs.placement.epoch == mine.epoch
+                    && theirs.placement.target != mine.target
+                    && theirs.placement.target == g.preferred);
+            if adopt {
+                g.placement = theirs.placement.clone();
+            }
+        }
+        self.peer_reports = Some(reports);
+        actions.extend(self.decide());
+        actions
+    }
+
+    fn split_brain_keeper(&self, index: usize, theirs: &Placement) -> String {
+        let g = &self.groups[index];
+        match self.policy {
+            AutoFailback::On | AutoFailback::Legacy => g.preferred.clone(),
+            AutoFailback::Off => {
+                if g.placement.epoch > theirs.epoch {
+                    g.placement.target.clone()
+                } else if theirs.epoch > g.placement.epoch {
+                    theirs.target.clone()
+                } else {
+                    g.preferred.clone()
+                }
+            }
+        }
+    }
+
+    /// A start finished.
+    pub fn on_started(&mut self, index: usize, ok: bool) -> Vec<Action> {
+        let g = &mut self.groups[index];
+        if ok {
+            g.phase = GroupPhase::Running;
+        } else {
+            g.phase = GroupPhase::Failed;
+            // Let the peer try, unless it failed there too (no ping-pong).
+            let peer_failed = self
+                .peer_reports
+                .as_ref()
+                .and_then(|r| report_for(r, &g.name))
+                .is_some_and(|r| r.failed);
+            if let (Some(peer), true, false) = (&self.peer, self.peer_alive, peer_failed) {
+                g.placement = Placement {
+                    target: peer.clone(),
+                    epoch: g.placement.epoch + 1,
+                };
+            }
+        }
+        self.decide()
+    }
+
+    /// A stop finished. A failed stop holds the group here, failed, for good: the peer never
+    /// starts it while it may still run here.
+    pub fn on_stopped(&mut self, index: usize, ok: bool) -> Vec<Action> {
+        self.groups[index].phase = if ok {
+            GroupPhase::Stopped
+        } else {
+            GroupPhase::StopFailed
+        };
+        self.decide()
+    }
+
+    /// An operator's command.
+    pub fn on_command(&mut self, command: Command) -> Result<(CommandOutcome, Vec<Action>), CommandError> {
+        if !self.ready {
+            return Err(CommandError::NotReady);
+        }
+        if let Command::Standby(_) = command
+            && !self.peer_alive
+        {
+            return Err(CommandError::PeerNotAlive);
+        }
+        if !self.is_stable() {
+            self.queue.push_back(command);
+            let why = self.instability();
+            return Ok((CommandOutcome::Queued(why), Vec::new()));
+        }
+        let outcome = self.apply_command(command);
+        Ok((outcome, self.decide()))
+    }
+
+    fn apply_command(&mut self, command: Command) -> CommandOutcome {
+        let Some(peer) = self.peer.clone() else {
+            return CommandOutcome::NothingToDo("single-node cluster".into());
+        };
+        let (class, new_target) = match command {
+            Command::Takeover(c) => (c, self.me.clone()),
+            Command::Standby(c) => (c, peer.clone()),
+        };
+        let mut moved = Vec::new();
+        for g in &mut self.groups {
+            let in_class = match class {
+                GroupClass::All => true,
+                GroupClass::Local => g.preferred == self.me,
+                GroupClass::Foreign => g.preferred != self.me,
+            };
+            if !in_class {
+                continue;
+            }
+            // A failed group is retried by an explicit command.
+            if g.phase == GroupPhase::Failed && new_target == self.me {
+                g.phase = GroupPhase::Stopped;
+            }
+            if g.placement.target != new_target {
+                g.placement = Placement {
+                    target: new_target.clone(),
+                    epoch: g.placement.epoch + 1,
+                };
+                moved.push(g.name.clone());
+            }
+        }
+        if moved.is_empty() {
+            CommandOutcome::NothingToDo(format!("the groups already target {new_target}"))
+        } else {
+            CommandOutcome::Applied(moved)
+        }
+    }
+
+    /// Whether no group is in transition and both nodes agree on every placement.
+    pub fn is_stable(&self) -> bool {
+        self.instability().is_empty()
+    }
+
+    /// Why the pair is not stable, in words ("" when stable).
+    pub fn instability(&self) -> String {
+        let mut why = Vec::new();
+        for g in &self.groups {
+            if g.phase.in_transition() {
+                why.push(format!("{} is {}", g.name, g.phase.as_str()));
+            }
+        }
+        if self.peer_alive {
+            match &self.peer_reports {
+                None => why.push("waiting for the peer's first report".into()),
+                Some(reports) => {
+                    for g in &self.groups {
+                        match report_for(reports, &g.name) {
+                            Some(r) if r.placement == g.placement => {
+                                if r.holds && g.placement.target == self.me {
+                                    why.push(format!("{} is being released by the peer", g.name));
+                                }
+                            }
+                            Some(_) => why.push(format!("{}: placement not agreed yet", g.name)),
+                            None => why.push(format!("{}: unknown to the peer", g.name)),
+                        }
+                    }
+                }
+            }
+        }
+        why.join("; ")
+    }
+
+    /// Applies the rules: releases what targets the peer, acquires what targets us when safe,
+    /// runs queued commands once stable.
+    fn decide(&mut self) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if !self.ready {
+            return actions;
+        }
+        let before = self.reports();
+        for i in 0..self.groups.len() {
+            let g = &self.groups[i];
+            let mine = g.placement.target == self.me;
+            match g.phase {
+                GroupPhase::Running if !mine => {
+                    self.groups[i].phase = GroupPhase::Stopping;
+                    actions.push(Action::Stop(i));
+                }
+                GroupPhase::Stopped if mine && self.may_acquire(i) => {
+                    self.groups[i].phase = GroupPhase::Starting;
+                    actions.push(Action::Start(i));
+                }
+                _ => {}
+            }
+        }
+        if !self.queue.is_empty() && self.is_stable() {
+            let queued: Vec<Command> = self.queue.drain(..).collect();
+            for command in queued {
+                self.apply_command(command);
+            }
+            actions.extend(self.decide());
+        }
+        if self.reports() != before || actions.iter().any(|a| !matches!(a, Action::SendReport)) {
+            actions.push(Action::SendReport);
+        }
+        actions.dedup();
+        actions
+    }
+
+    fn may_acquire(&self, index: usize) -> bool {
+        let g = &self.groups[index];
+        if self.peer.is_none() || !self.peer_alive {
+            return true;
+        }
+        let Some(reports) = &self.peer_reports else {
+            return false;
+        };
+        report_for(reports, &g.name).is_some_and(|r| r.placement == g.placement && !r.holds)
+    }
+}
+
+fn report_for<'a>(reports: &'a [GroupReport], group: &str) -> Option<&'a GroupReport> {
+    reports.iter().find(|r| r.group == group)
+}
+
+/// Encodes reports for the `hbd_groups` heartbeat field: `group|holds|failed|target|epoch`
+/// per group, `;`-separated, with `%`, `|` and `;` percent-escaped in names.
+pub fn encode_reports(reports: &[GroupReport]) -> String {
+    reports
+        .iter()
+        .map(|r| {
+            format!(
+                "{}|{}|{}|{}|{}",
+                escape(&r.group),
+                u8::from(r.holds),
+                u8::from(r.failed),
+                escape(&r.placement.target),
+                r.placement.epoch
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Decodes an `hbd_groups` field; `None` if any part is malformed (the whole field is then
+/// ignored, never half-applied).
+pub fn decode_reports(text: &str) -> Option<Vec<GroupReport>> {
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    text.split(';')
+        .map(|item| {
+            let parts: Vec<&str> = item.split('|').collect();
+            let [group, holds, failed, target, epoch] = parts.as_slice() else {
+                return None;
+            };
+            Some(GroupReport {
+                group: unescape(group)?,
+                holds: parse_flag(holds)?,
+                failed: parse_flag(failed)?,
+                placement: Placement {
+                    target: unescape(target)?,
+                    epoch: epoch.parse().ok()?,
+                },
+            })
+        })
+        .collect()
+}
+
+fn parse_flag(s: &str) -> Option<bool> {
+    match s {
+        "0" => Some(false),
+        "1" => Some(true),
+        _ => None,
+    }
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '|' => out.push_str("%7C"),
+            ';' => out.push_str("%3B"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unescape(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('%') {
+        out.push_str(&rest[..pos]);
+        let code = rest.get(pos + 1..pos + 3)?;
+        out.push(char::from(u8::from_str_radix(code, 16).ok()?));
+        rest = &rest[pos + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;

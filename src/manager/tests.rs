@@ -1,0 +1,334 @@
+//! Two managers wired back to back with instant resources: every step checks that no group
+//! is held by both nodes while they hear each other.
+
+use super::*;
+use crate::config::{GroupSpec, ResourceSpec};
+
+fn group(preferred: &str, name: &str) -> GroupSpec {
+    GroupSpec {
+        preferred: preferred.into(),
+        resources: vec![ResourceSpec {
+            spec: name.into(),
+            kind: "IPaddr".into(),
+            args: vec![name.into()],
+        }],
+    }
+}
+
+/// Start results to inject: `fail_start[node][group]`.
+struct Pair {
+    m: [Manager; 2],
+    connected: bool,
+    fail_start: [Vec<bool>; 2],
+    fail_stop: [Vec<bool>; 2],
+    announced: Vec<(usize, usize)>,
+    pending: Vec<(usize, Action)>,
+}
+
+impl Pair {
+    fn new(policy: AutoFailback, groups: &[GroupSpec]) -> Pair {
+        let nodes = vec!["p".to_string(), "b".to_string()];
+        let n = groups.len();
+        Pair {
+            m: [
+                Manager::new("p", &nodes, groups, policy),
+                Manager::new("b", &nodes, groups, policy),
+            ],
+            connected: true,
+            fail_start: [vec![false; n], vec![false; n]],
+            fail_stop: [vec![false; n], vec![false; n]],
+            announced: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, node: usize, actions: Vec<Action>) {
+        self.pending.extend(actions.into_iter().map(|a| (node, a)));
+    }
+
+    fn check_exclusive(&self) {
+        if !self.connected {
+            return;
+        }
+        for g in 0..self.m[0].groups().len() {
+            let both = self.m[0].groups()[g].phase.holds() && self.m[1].groups()[g].phase.holds();
+            assert!(
+                !both,
+                "group {g} held on both nodes: {:?} / {:?}",
+                self.m[0].groups()[g],
+                self.m[1].groups()[g]
+            );
+        }
+    }
+
+    /// Runs pending actions one by one until nothing is left (bounded).
+    fn settle(&mut self) {
+        for _ in 0..1000 {
+            self.check_exclusive();
+            if self.pending.is_empty() {
+                return;
+            }
+            let (node, action) = self.pending.remove(0);
+            let next = match action {
+                Action::Start(g) => {
+                    let ok = !self.fail_start[node][g];
+                    self.m[node].on_started(g, ok)
+                }
+                Action::Stop(g) => {
+                    let ok = !self.fail_stop[node][g];
+                    self.m[node].on_stopped(g, ok)
+                }
+                Action::Announce(g) => {
+                    self.announced.push((node, g));
+                    Vec::new()
+                }
+                Action::SendReport => {
+                    if self.connected {
+                        let reports = self.m[node].reports();
+                        let other = 1 - node;
+                        let actions = self.m[other].on_peer_reports(reports);
+                        self.push(other, actions);
+                    }
+                    Vec::new()
+                }
+            };
+            self.push(node, next);
+        }
+        panic!("did not settle");
+    }
+
+    /// Both nodes start, hear each other and exchange one report each.
+    fn boot(&mut self) {
+        for i in 0..2 {
+            let a = self.m[i].on_peer_alive();
+            self.push(i, a);
+            let a = self.m[i].on_ready();
+            self.push(i, a);
+        }
+        for i in 0..2 {
+            let r = self.m[i].reports();
+            let a = self.m[1 - i].on_peer_reports(r);
+            self.push(1 - i, a);
+        }
+        self.settle();
+    }
+
+    fn phase(&self, node: usize, g: usize) -> GroupPhase {
+        self.m[node].groups()[g].phase
+    }
+
+    fn command(&mut self, node: usize, c: Command) -> CommandOutcome {
+        let (outcome, actions) = self.m[node].on_command(c).expect("accepted");
+        self.push(node, actions);
+        self.settle();
+        outcome
+    }
+
+    fn partition(&mut self) {
+        self.connected = false;
+        for i in 0..2 {
+            let a = self.m[i].on_peer_dead();
+            self.push(i, a);
+        }
+        self.settle();
+    }
+
+    fn heal(&mut self) {
+        self.connected = true;
+        for i in 0..2 {
+            let a = self.m[i].on_peer_alive();
+            self.push(i, a);
+        }
+        // First heartbeats of each side cross.
+        let r0 = self.m[0].reports();
+        let r1 = self.m[1].reports();
+        let a = self.m[1].on_peer_reports(r0);
+        self.push(1, a);
+        let a = self.m[0].on_peer_reports(r1);
+        self.push(0, a);
+    }
+}
+
+#[test]
+fn preferred_node_acquires_on_boot() {
+    let mut p = Pair::new(AutoFailback::On, &[group("p", "vip1"), group("b", "vip2")]);
+    p.boot();
+    assert_eq!(p.phase(0, 0), GroupPhase::Running);
+    assert_eq!(p.phase(1, 0), GroupPhase::Stopped);
+    assert_eq!(p.phase(1, 1), GroupPhase::Running);
+    assert_eq!(p.phase(0, 1), GroupPhase::Stopped);
+    assert_eq!(p.m[1].owner(0).as_deref(), Some("p"));
+}
+
+#[test]
+fn standby_and_takeover_move_groups_without_overlap() {
+    let mut p = Pair::new(AutoFailback::On, &[group("p", "vip1")]);
+    p.boot();
+    let out = p.command(0, Command::Standby(GroupClass::All));
+    assert_eq!(out, CommandOutcome::Applied(vec!["vip1".into()]));
+    assert_eq!(p.phase(0, 0), GroupPhase::Stopped);
+    assert_eq!(p.phase(1, 0), GroupPhase::Running);
+    // Takeover from p brings it back ("local" from p's point of view).
+    p.command(0, Command::Takeover(GroupClass::Local));
+    assert_eq!(p.phase(0, 0), GroupPhase::Running);
+    assert_eq!(p.phase(1, 0), GroupPhase::Stopped);
+    // Takeover from b of p's group ("foreign" from b's point of view).
+    p.command(1, Command::Takeover(GroupClass::Foreign));
+    assert_eq!(p.phase(1, 0), GroupPhase::Running);
+    // Standby local on b does not touch p's group.
+    let out = p.command(1, Command::Standby(GroupClass::Local));
+    assert!(matches!(out, CommandOutcome::NothingToDo(_)), "{out:?}");
+    assert_eq!(p.phase(1, 0), GroupPhase::Running);
+}
+
+#[test]
+fn peer_death_moves_groups_and_failback_follows_policy() {
+    for (policy, back) in [
+        (AutoFailback::On, true),
+        (AutoFailback::Legacy, true),
+        (AutoFailback::Off, false),
+    ] {
+        let mut p = Pair::new(policy, &[group("p", "vip1")]);
+        p.boot();
+        // p dies: b takes over.
+        p.connected = false;
+        let a = p.m[1].on_peer_dead();
+        p.push(1, a);
+        p.settle();
+        assert_eq!(p.phase(1, 0), GroupPhase::Running);
+        // p comes back as a fresh process.
+        let groups = [group("p", "vip1")];
+        p.m[0] = Manager::new("p", &["p".into(), "b".into()], &groups, policy);
+        p.connected = true;
+        let a = p.m[0].on_peer_alive();
+        p.push(0, a);
+        let a = p.m[1].on_peer_alive();
+        p.push(1, a);
+        let r = p.m[1].reports();
+        let a = p.m[0].on_peer_reports(r);
+        p.push(0, a);
+        let a = p.m[0].on_ready();
+        p.push(0, a);
+        p.settle();
+        assert_eq!(p.phase(0, 0) == GroupPhase::Running, back, "{policy:?}");
+        assert_eq!(p.phase(1, 0) == GroupPhase::Running, !back, "{policy:?}");
+    }
+}
+
+#[test]
+fn healed_partition_keeps_one_holder_and_reannounces() {
+    for (policy, keeper) in [(AutoFailback::On, 0), (AutoFailback::Off, 1)] {
+        let mut p = Pair::new(policy, &[group("p", "vip1")]);
+        p.boot();
+        p.partition();
+        assert_eq!(p.phase(0, 0), GroupPhase::Running);
+        assert_eq!(p.phase(1, 0), GroupPhase::Running);
+        p.heal();
+        p.settle();
+        assert_eq!(p.phase(keeper, 0), GroupPhase::Running, "{policy:?}");
+        assert_eq!(p.phase(1 - keeper, 0), GroupPhase::Stopped, "{policy:?}");
+        assert!(p.announced.contains(&(keeper, 0)), "{policy:?}: {:?}", p.announced);
+        assert_eq!(
+            p.m[0].groups()[0].placement,
+            p.m[1].groups()[0].placement,
+            "placements agree"
+        );
+    }
+}
+
+#[test]
+fn failed_start_lets_the_peer_try_without_ping_pong() {
+    let mut p = Pair::new(AutoFailback::On, &[group("p", "vip1")]);
+    p.fail_start[0][0] = true;
+    p.boot();
+    assert_eq!(p.phase(0, 0), GroupPhase::Failed);
+    assert_eq!(p.phase(1, 0), GroupPhase::Running);
+
+    let mut q = Pair::new(AutoFailback::On, &[group("p", "vip1")]);
+    q.fail_start = [vec![true], vec![true]];
+    q.boot();
+    assert_eq!(q.phase(0, 0), GroupPhase::Failed);
+    assert_eq!(q.phase(1, 0), GroupPhase::Failed);
+}
+
+#[test]
+fn failed_stop_holds_the_group_and_the_peer_never_starts_it() {
+    let mut p = Pair::new(AutoFailback::On, &[group("p", "vip1")]);
+    p.boot();
+    p.fail_stop[0][0] = true;
+    p.command(0, Command::Standby(GroupClass::All));
+    assert_eq!(p.phase(0, 0), GroupPhase::StopFailed);
+    assert_eq!(p.phase(1, 0), GroupPhase::Stopped);
+    assert_eq!(p.m[1].owner(0).as_deref(), Some("p"));
+}
+
+#[test]
+fn command_during_transition_is_queued_then_run() {
+    let mut p = Pair::new(AutoFailback::On, &[group("p", "vip1")]);
+    p.boot();
+    // Start a standby but do not let it settle: p is stopping.
+    let (_, actions) = p.m[0].on_command(Command::Standby(GroupClass::All)).unwrap();
+    p.push(0, actions);
+    assert_eq!(p.phase(0, 0), GroupPhase::Stopping);
+    let (outcome, actions) = p.m[0].on_command(Command::Takeover(GroupClass::All)).unwrap();
+    assert!(matches!(outcome, CommandOutcome::Queued(ref why) if why.contains("stopping")), "{outcome:?}");
+    assert_eq!(p.m[0].queued().count(), 1);
+    p.push(0, actions);
+    p.settle();
+    assert_eq!(p.m[0].queued().count(), 0);
+    assert_eq!(p.phase(0, 0), GroupPhase::Running, "queued takeover ran");
+    assert_eq!(p.phase(1, 0), GroupPhase::Stopped);
+}
+
+#[test]
+fn standby_refused_when_peer_dead() {
+    let mut p = Pair::new(AutoFailback::On, &[group("p", "vip1")]);
+    p.boot();
+    p.partition();
+    assert_eq!(
+        p.m[0].on_command(Command::Standby(GroupClass::All)).unwrap_err(),
+        CommandError::PeerNotAlive
+    );
+}
+
+#[test]
+fn adopted_group_is_kept_when_peer_agrees() {
+    let groups = [group("p", "vip1")];
+    let nodes = ["p".to_string(), "b".to_string()];
+    let mut p = Pair::new(AutoFailback::On, &groups);
+    p.m[0] = Manager::new("p", &nodes, &groups, AutoFailback::On);
+    p.m[0].adopt_running(0);
+    p.boot();
+    assert_eq!(p.phase(0, 0), GroupPhase::Running);
+    assert_eq!(p.phase(1, 0), GroupPhase::Stopped);
+}
+
+#[test]
+fn reports_round_trip_and_reject_garbage() {
+    let reports = vec![
+        GroupReport {
+            group: "IPaddr::192.0.2.10/24|x;y%".into(),
+            holds: true,
+            failed: false,
+            placement: Placement {
+                target: "b".into(),
+                epoch: 7,
+            },
+        },
+        GroupReport {
+            group: "lvs".into(),
+            holds: false,
+            failed: true,
+            placement: Placement {
+                target: "p".into(),
+                epoch: 0,
+            },
+        },
+    ];
+    let text = encode_reports(&reports);
+    assert_eq!(decode_reports(&text), Some(reports));
+    assert_eq!(decode_reports(""), Some(vec![]));
+    for bad in ["a|1|0|b", "a|2|0|b|1", "a|1|0|b|x", "a%zz|1|0|b|1", "a%4|1|0|b|1"] {
+        assert_eq!(decode_reports(bad), None, "{bad}");
+    }
+}
