@@ -1,1 +1,418 @@
-//! (in progress)
+//! State persisted in the state directory (`/var/lib/heartbeat` when taking over a heartbeat
+//! node): this node's generation and uuid, and the last generation seen from each peer.
+//!
+//! Implements HEARTBEAT-WIRE.md §7.4 (`hbgenmethod file`: `hb_generation` holds
+//! `"%*lu\n"` with width 15, 16 bytes; +1 per start; `time(NULL)+1` when missing) and §5
+//! (`hb_uuid`: 16 raw bytes), so an existing heartbeat state directory is used unchanged and
+//! peers see the generation keep rising across the switch to hbd.
+//!
+//! hbd adds `peer_generations` (`name generation` per line), which lets
+//! [`super::seqtrack::SeqTrack::with_min_generation`] drop replays of a peer's older runs even
+//! after this node restarts; heartbeat forgets them (§7.4).
+//!
+//! Every write is atomic: a temporary file in the same directory is written and fsynced,
+//! renamed over the target, and the directory is fsynced, so a crash leaves either the old
+//! or the new content. A corrupt file is an error naming the file and the fix, never a
+//! silent reset: a generation that went backwards would make peers drop every frame as a
+//! replay.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+/// This node's generation counter (heartbeat `/var/lib/heartbeat/hb_generation`).
+pub const GENERATION_FILE: &str = "hb_generation";
+/// This node's uuid, 16 raw bytes (heartbeat `/var/lib/heartbeat/hb_uuid`).
+pub const UUID_FILE: &str = "hb_uuid";
+/// Last generation seen per peer (hbd only).
+pub const PEER_GENERATIONS_FILE: &str = "peer_generations";
+/// Width of the right-aligned number in `hb_generation` (heartbeat `"%*lu\n"` with 15).
+const GENERATION_WIDTH: usize = 15;
+
+/// Why persisted membership state could not be read or written.
+#[derive(Debug, Error)]
+pub enum GenerationError {
+    /// The file exists but could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// The file (or its temporary copy, or the directory) could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// File path.
+        path: PathBuf,
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// The file holds something other than what hbd/heartbeat writes.
+    #[error("{} is corrupt: {reason}; {fix}", path.display())]
+    Corrupt {
+        /// File path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+        /// What the operator should do.
+        fix: &'static str,
+    },
+    /// A peer name that cannot be stored in `peer_generations`.
+    #[error("cannot record generation for node name {name:?}: it is empty or contains whitespace")]
+    BadPeerName {
+        /// The name given.
+        name: String,
+    },
+    /// The OS random source failed while creating a uuid.
+    #[error("cannot get random bytes for a new node uuid: {0}")]
+    Random(String),
+}
+
+/// Fix given for a corrupt `hb_generation`.
+const GENERATION_FIX: &str = "it must hold one decimal number, right-aligned in 15 characters \
+    and a newline (e.g. \"     1795305412\\n\"); restore it from a backup, or write a number \
+    larger than any generation this node has used (e.g. the current Unix time), since peers \
+    drop frames with a lower generation as replays";
+/// Fix given for a corrupt `hb_uuid`.
+const UUID_FIX: &str = "it must hold exactly 16 raw bytes; restore it from a backup, or \
+    remove it to make a new uuid (peers will then see this node under a new uuid)";
+/// Fix given for a corrupt `peer_generations`.
+const PEER_FIX: &str = "each line must be \"<node> <decimal generation>\"; correct the line \
+    or remove the file (replays of peers' older runs are then only caught from their next \
+    status on)";
+
+/// Writes `contents` to `dir/name` atomically: temporary file in `dir`, fsync, rename,
+/// fsync of `dir`. The temporary file is removed on failure.
+fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<(), GenerationError> {
+    let target = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| GenerationError::Write { path, source }
+    };
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)
+            .map_err(write_err(&tmp))?;
+        f.write_all(contents).map_err(write_err(&tmp))?;
+        f.sync_all().map_err(write_err(&tmp))?;
+        fs::rename(&tmp, &target).map_err(write_err(&target))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(write_err(dir))
+}
+
+/// Reads `dir/name`, `None` when it does not exist.
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, GenerationError> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(GenerationError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The `hb_generation` contents for `generation`: `"%15lu\n"`.
+pub fn format_generation(generation: u64) -> String {
+    format!("{generation:>GENERATION_WIDTH$}\n")
+}
+
+/// Parses `hb_generation` contents: optional leading spaces, decimal digits, optional
+/// newline (what heartbeat's `sscanf("%lu")` reads back from what it writes).
+fn parse_generation(bytes: &[u8]) -> Result<u64, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "it is not text".to_string())?;
+    let digits = text
+        .strip_suffix('\n')
+        .unwrap_or(text)
+        .trim_start_matches(' ');
+    if digits.is_empty() {
+        return Err("it holds no number".to_string());
+    }
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{:?} is not a decimal number", text.escape_debug()));
+    }
+    digits.parse().map_err(|_| format!("{digits} is too large"))
+}
+
+/// This node's stored generation, `None` if `hb_generation` does not exist.
+pub fn read_generation(state_dir: &Path) -> Result<Option<u64>, GenerationError> {
+    let path = state_dir.join(GENERATION_FILE);
+    read_optional(&path)?
+        .map(|b| {
+            parse_generation(&b).map_err(|reason| GenerationError::Corrupt {
+                path: path.clone(),
+                reason,
+                fix: GENERATION_FIX,
+            })
+        })
+        .transpose()
+}
+
+/// The generation for this start (heartbeat `IncrGeneration`): the stored one + 1, or
+/// `now_secs + 1` when there is none; written back atomically before it is returned.
+pub fn next_generation_at(state_dir: &Path, now_secs: u64) -> Result<u64, GenerationError> {
+    let next = match read_generation(state_dir)? {
+        Some(g) => g.checked_add(1).ok_or_else(|| GenerationError::Corrupt {
+            path: state_dir.join(GENERATION_FILE),
+            reason: format!("{g} cannot be incremented"),
+            fix: GENERATION_FIX,
+        })?,
+        None => now_secs.saturating_add(1),
+    };
+    write_atomic(
+        state_dir,
+        GENERATION_FILE,
+        format_generation(next).as_bytes(),
+    )?;
+    Ok(next)
+}
+
+/// [`next_generation_at`] with the wall clock (seconds since the epoch, as `time(NULL)`).
+pub fn next_generation(state_dir: &Path) -> Result<u64, GenerationError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    next_generation_at(state_dir, now)
+}
+
+/// This node's uuid from `hb_uuid`; a new random (RFC 4122 version 4) one is created and
+/// stored atomically when the file does not exist.
+pub fn load_or_create_uuid(state_dir: &Path) -> Result<[u8; 16], GenerationError> {
+    let path = state_dir.join(UUID_FILE);
+    if let Some(bytes) = read_optional(&path)? {
+        return <[u8; 16]>::try_from(bytes.as_slice()).map_err(|_| GenerationError::Corrupt {
+            path,
+            reason: format!("it holds {} bytes", bytes.len()),
+            fix: UUID_FIX,
+        });
+    }
+    let mut uuid = [0u8; 16];
+    getrandom::fill(&mut uuid).map_err(|e| GenerationError::Random(e.to_string()))?;
+    uuid[6] = (uuid[6] & 0x0f) | 0x40;
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    write_atomic(state_dir, UUID_FILE, &uuid)?;
+    Ok(uuid)
+}
+
+/// The last generation seen from each peer; empty when `peer_generations` does not exist.
+pub fn load_peer_generations(state_dir: &Path) -> Result<BTreeMap<String, u64>, GenerationError> {
+    let path = state_dir.join(PEER_GENERATIONS_FILE);
+    let Some(bytes) = read_optional(&path)? else {
+        return Ok(BTreeMap::new());
+    };
+    let corrupt = |reason: String| GenerationError::Corrupt {
+        path: path.clone(),
+        reason,
+        fix: PEER_FIX,
+    };
+    let text = String::from_utf8(bytes).map_err(|_| corrupt("it is not text".to_string()))?;
+    let mut peers = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [] => {}
+            [name, generation] => {
+                let g = generation.parse().map_err(|_| {
+                    corrupt(format!("line {}: bad generation {generation:?}", i + 1))
+                })?;
+                peers.insert((*name).to_string(), g);
+            }
+            _ => return Err(corrupt(format!("line {}: {line:?}", i + 1))),
+        }
+    }
+    Ok(peers)
+}
+
+/// Records `generation` for `peer` (keeping the higher of the stored and given values) and
+/// rewrites `peer_generations` atomically.
+pub fn store_peer_generation(
+    state_dir: &Path,
+    peer: &str,
+    generation: u64,
+) -> Result<(), GenerationError> {
+    if peer.is_empty() || peer.chars().any(char::is_whitespace) {
+        return Err(GenerationError::BadPeerName {
+            name: peer.to_string(),
+        });
+    }
+    let mut peers = load_peer_generations(state_dir)?;
+    let entry = peers.entry(peer.to_string()).or_insert(generation);
+    *entry = (*entry).max(generation);
+    let text: String = peers.iter().map(|(n, g)| format!("{n} {g}\n")).collect();
+    write_atomic(state_dir, PEER_GENERATIONS_FILE, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// heartbeat's own file from the ucast_md5 capture.
+    const CAPTURED: &[u8] = include_bytes!("../../tests/fixtures/wire/node1.hb_generation");
+
+    fn only_expected_files(dir: &Path, expected: &[&str]) {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(names, want, "no temporary files left behind");
+    }
+
+    #[test]
+    fn format_is_byte_exact_with_heartbeat() {
+        assert_eq!(CAPTURED, b"     1795305412\n");
+        assert_eq!(format_generation(1_795_305_412).as_bytes(), CAPTURED);
+        assert_eq!(format_generation(1).len(), 16);
+        assert_eq!(parse_generation(CAPTURED), Ok(1_795_305_412));
+    }
+
+    #[test]
+    fn increments_the_captured_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(GENERATION_FILE), CAPTURED).unwrap();
+        assert_eq!(next_generation(dir.path()).unwrap(), 1_795_305_413);
+        assert_eq!(
+            fs::read(dir.path().join(GENERATION_FILE)).unwrap(),
+            b"     1795305413\n"
+        );
+        assert_eq!(next_generation(dir.path()).unwrap(), 1_795_305_414);
+        assert_eq!(read_generation(dir.path()).unwrap(), Some(1_795_305_414));
+        only_expected_files(dir.path(), &[GENERATION_FILE]);
+    }
+
+    #[test]
+    fn missing_file_starts_at_time_plus_one() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_generation(dir.path()).unwrap(), None);
+        assert_eq!(
+            next_generation_at(dir.path(), 1_795_305_000).unwrap(),
+            1_795_305_001
+        );
+        assert_eq!(
+            fs::read(dir.path().join(GENERATION_FILE)).unwrap(),
+            b"     1795305001\n"
+        );
+        // The wall-clock variant gives something after the capture date.
+        let other = tempfile::tempdir().unwrap();
+        assert!(next_generation(other.path()).unwrap() > 1_795_305_412);
+        only_expected_files(dir.path(), &[GENERATION_FILE]);
+    }
+
+    #[test]
+    fn tolerant_of_what_sscanf_reads() {
+        assert_eq!(parse_generation(b"5\n"), Ok(5));
+        assert_eq!(parse_generation(b"   42"), Ok(42));
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_naming_file_and_fix() {
+        for bad in [
+            &b""[..],
+            b"\n",
+            b"     12a4\n",
+            b"-5\n",
+            b"\xff\xfe",
+            b"99999999999999999999999\n",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(GENERATION_FILE);
+            fs::write(&path, bad).unwrap();
+            let err = next_generation(dir.path()).unwrap_err();
+            assert!(
+                matches!(err, GenerationError::Corrupt { .. }),
+                "{bad:?}: {err}"
+            );
+            let text = err.to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains("right-aligned"), "{text}");
+            // Never silently reset.
+            assert_eq!(fs::read(&path).unwrap(), bad);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(GENERATION_FILE),
+            format_generation(u64::MAX),
+        )
+        .unwrap();
+        assert!(matches!(
+            next_generation(dir.path()),
+            Err(GenerationError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn unwritable_dir_is_a_write_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nonexistent");
+        let err = next_generation(&missing).unwrap_err();
+        assert!(matches!(err, GenerationError::Write { .. }), "{err}");
+        assert!(err.to_string().contains("nonexistent"));
+    }
+
+    #[test]
+    fn uuid_created_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_uuid(dir.path()).unwrap();
+        assert_eq!(a[6] >> 4, 4, "version 4");
+        assert_eq!(a[8] >> 6, 2, "RFC 4122 variant");
+        assert_eq!(fs::read(dir.path().join(UUID_FILE)).unwrap(), a);
+        assert_eq!(load_or_create_uuid(dir.path()).unwrap(), a);
+        only_expected_files(dir.path(), &[UUID_FILE]);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(load_or_create_uuid(other.path()).unwrap(), a);
+        // heartbeat's own raw uuid is read as is.
+        let raw: [u8; 16] = *b"\xfdEx\xb8\xc9\x9dN_\x8f\xd2\xf5\xd5\x91\x94\xb6F";
+        fs::write(other.path().join(UUID_FILE), raw).unwrap();
+        assert_eq!(load_or_create_uuid(other.path()).unwrap(), raw);
+        fs::write(other.path().join(UUID_FILE), b"short").unwrap();
+        let err = load_or_create_uuid(other.path()).unwrap_err();
+        assert!(err.to_string().contains("5 bytes"), "{err}");
+    }
+
+    #[test]
+    fn peer_generations_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load_peer_generations(dir.path()).unwrap().is_empty());
+        store_peer_generation(dir.path(), "node2", 0x6b02_2fab).unwrap();
+        store_peer_generation(dir.path(), "node1", 7).unwrap();
+        store_peer_generation(dir.path(), "node2", 0x6b02_2fac).unwrap();
+        // A lower value never lowers the stored one.
+        store_peer_generation(dir.path(), "node2", 3).unwrap();
+        let peers = load_peer_generations(dir.path()).unwrap();
+        assert_eq!(
+            peers,
+            BTreeMap::from([("node1".to_string(), 7), ("node2".to_string(), 0x6b02_2fac)])
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join(PEER_GENERATIONS_FILE)).unwrap(),
+            "node1 7\nnode2 1795305388\n"
+        );
+        only_expected_files(dir.path(), &[PEER_GENERATIONS_FILE]);
+        assert!(matches!(
+            store_peer_generation(dir.path(), "two words", 1),
+            Err(GenerationError::BadPeerName { .. })
+        ));
+        fs::write(dir.path().join(PEER_GENERATIONS_FILE), "node1 x\n").unwrap();
+        let err = load_peer_generations(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+}
