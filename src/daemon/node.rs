@@ -254,6 +254,17 @@ impl Node {
         let mut local_changed = false;
         for event in events {
             log_event(&event);
+            if let LivenessEvent::PeerState {
+                node,
+                to: PeerState::Dead,
+                ..
+            } = &event
+                && let Some(i) = self.liveness.peer_index(node)
+            {
+                // From now on a status not newer than the last one is stale, a newer one
+                // is the peer returning after a partition.
+                self.seqtracks[i].mark_dead();
+            }
             self.notify(now, NodeEvent::Liveness(event.clone()));
             if matches!(event, LivenessEvent::LocalActive { .. }) {
                 local_changed = true;
@@ -406,13 +417,11 @@ impl Node {
         let peer_dead = self.liveness.peers()[peer].state == PeerState::Dead;
         let verdict = self.seqtracks[peer].check(generation, seq, is_status, peer_dead);
         match verdict {
-            SeqVerdict::Replay => {
+            SeqVerdict::Replay { known } => {
                 self.counters.replayed += 1;
                 let detail = format!(
-                    "generation {:x} from '{}' is older than {:x}: attempted replay",
-                    generation,
+                    "generation {generation:x} from '{}' is older than {known:x}: attempted replay",
                     env.src,
-                    self.peer_generations[peer].unwrap_or(0)
                 );
                 self.drop_frame(now, "replay", &inbound, &detail);
                 return;
@@ -429,10 +438,10 @@ impl Node {
                 self.apply_events(now, events);
                 return;
             }
-            SeqVerdict::Restart => {
+            SeqVerdict::Restart { previous } => {
                 tracing::info!(
                     node = %env.src,
-                    from = ?self.peer_generations[peer].map(|g| format!("{g:x}")),
+                    from = %format!("{previous:x}"),
                     to = %format!("{generation:x}"),
                     "node restarted (new generation)"
                 );
@@ -445,7 +454,11 @@ impl Node {
                     },
                 );
             }
-            SeqVerdict::Accept | SeqVerdict::Late | SeqVerdict::Gap { .. } => {}
+            SeqVerdict::Accept
+            | SeqVerdict::Rejoin
+            | SeqVerdict::Late
+            | SeqVerdict::Gap { .. }
+            | SeqVerdict::Resync { .. } => {}
         }
         self.remember_generation(peer, &env.src, generation);
         self.counters.accepted += 1;

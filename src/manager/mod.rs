@@ -184,6 +184,7 @@ pub struct Manager {
     peer_alive: bool,
     peer_reports: Option<Vec<GroupReport>>,
     queue: VecDeque<Command>,
+    last_sent: Vec<GroupReport>,
 }
 
 impl Manager {
@@ -210,6 +211,7 @@ impl Manager {
             peer_alive: false,
             peer_reports: None,
             queue: VecDeque::new(),
+            last_sent: Vec::new(),
         }
     }
 
@@ -312,8 +314,14 @@ impl Manager {
                 continue;
             };
             let g = &mut self.groups[i];
-            if g.phase.holds() && theirs.holds && g.phase != GroupPhase::StopFailed {
-                // Both hold it: a partition healed, or the peer restarted and took over.
+            if g.phase.holds()
+                && theirs.holds
+                && g.phase != GroupPhase::StopFailed
+                && theirs.placement != g.placement
+            {
+                // Both hold it and disagree on who should: a partition healed, or the peer
+                // restarted while we had taken over. Both sides compute the same keeper from
+                // the same two placements. (When they agree, the other one is releasing.)
                 let keeper = self.split_brain_keeper(i, &theirs.placement);
                 let g = &mut self.groups[i];
                 let epoch = g.placement.epoch.max(theirs.placement.epoch) + 1;
@@ -489,7 +497,6 @@ impl Manager {
         if !self.ready {
             return actions;
         }
-        let before = self.reports();
         for i in 0..self.groups.len() {
             let g = &self.groups[i];
             let mine = g.placement.target == self.me;
@@ -512,7 +519,10 @@ impl Manager {
             }
             actions.extend(self.decide());
         }
-        if self.reports() != before || actions.iter().any(|a| !matches!(a, Action::SendReport)) {
+        let reports = self.reports();
+        if reports != self.last_sent {
+            // Tell the peer at once: a planned move costs one message, not a keepalive.
+            self.last_sent = reports;
             actions.push(Action::SendReport);
         }
         actions.dedup();

@@ -23,6 +23,8 @@ struct Pair {
     fail_stop: [Vec<bool>; 2],
     announced: Vec<(usize, usize)>,
     pending: Vec<(usize, Action)>,
+    /// Set while a healed partition is being resolved: both may hold until the loser stops.
+    healing: bool,
 }
 
 impl Pair {
@@ -39,6 +41,7 @@ impl Pair {
             fail_stop: [vec![false; n], vec![false; n]],
             announced: Vec::new(),
             pending: Vec::new(),
+            healing: false,
         }
     }
 
@@ -47,7 +50,7 @@ impl Pair {
     }
 
     fn check_exclusive(&self) {
-        if !self.connected {
+        if !self.connected || self.healing {
             return;
         }
         for g in 0..self.m[0].groups().len() {
@@ -66,6 +69,8 @@ impl Pair {
         for _ in 0..1000 {
             self.check_exclusive();
             if self.pending.is_empty() {
+                self.healing = false;
+                self.check_exclusive();
                 return;
             }
             let (node, action) = self.pending.remove(0);
@@ -135,6 +140,7 @@ impl Pair {
 
     fn heal(&mut self) {
         self.connected = true;
+        self.healing = true;
         for i in 0..2 {
             let a = self.m[i].on_peer_alive();
             self.push(i, a);
