@@ -157,6 +157,13 @@ pub(crate) fn parse(text: &str, file: &Path) -> (Option<AuthKeys>, Vec<Diagnosti
                 "key {index}: text after the secret is ignored (a secret cannot contain spaces); remove it"
             )));
         }
+        if words.get(2).is_some_and(|k| k.contains('\u{FFFD}')) {
+            broken = true;
+            diags.push(loc.error(format!(
+                "key {index}: the secret is not valid UTF-8 text; use printable ASCII characters"
+            )));
+            continue;
+        }
         let Some(key) = check_key(index, method, words.get(2).copied(), &loc, &mut diags) else {
             broken = true;
             continue;
@@ -236,6 +243,10 @@ mod tests {
         let (k, d) = run("auth 1\n1 crc\n#2 sha1 x\n");
         assert_eq!(k.expect("valid").active_key().method, AuthMethod::Crc);
         assert!(d[0].starts_with("authkeys:2: warning: key 1 uses crc"));
+
+        let (k, d) = run("auth 1\n1 md5 ab\u{FFFD}c\n");
+        assert!(k.is_none());
+        assert!(d[0].starts_with("authkeys:2: key 1: the secret is not valid UTF-8"));
 
         let (k, _) = run("auth 0\n0 SHA1 k\n");
         assert_eq!(k.expect("valid").active, 0);

@@ -266,6 +266,10 @@ fn broken_reports_everything_at_once() {
     ] {
         assert!(all.contains(want), "missing {want} in\n{all}");
     }
+    assert!(
+        !all.contains("deadping"),
+        "deadping defaults to deadtime: no second error\n{all}"
+    );
     // Printed form: file:line: message, warnings marked.
     let text = e.to_string();
     assert!(text.contains("/ha.cf:13: warning: 'stonith'"), "{text}");
@@ -334,4 +338,22 @@ fn yaml_syntax_error_names_the_line() {
     assert_eq!(e.diagnostics.len(), 1);
     assert!(e.diagnostics[0].line.is_some(), "{e}");
     assert!(load_yaml(&tmp.path().join("missing.yaml"), "a").is_err());
+}
+
+#[test]
+fn documented_yaml_example_loads() {
+    let tmp = copy("yaml", 0o600);
+    let path = tmp.path().join("lvs-pair.yaml");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+    for node in ["loadbalancer", "backup"] {
+        let l = load_yaml(&path, node).unwrap_or_else(|e| panic!("{e}"));
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let c = &l.config;
+        assert_eq!(c.timing.keepalive, Duration::from_millis(10));
+        assert_eq!(c.timing.initdead, Duration::from_secs(1));
+        assert_eq!(c.media.len(), 3);
+        assert_eq!(c.auth.active_key().method, AuthMethod::Sha256);
+        assert_eq!(c.groups[0].resources.len(), 4);
+        round_trip(c, node);
+    }
 }

@@ -451,7 +451,8 @@ fn check_timing(draft: &Draft, main: &Loc, diags: &mut Vec<Diagnostic>) -> Optio
             f(timing.initdead)
         )));
     }
-    if timing.deadping <= keepalive * 2 {
+    // An unset deadping equals deadtime, already checked above: report only an explicit one.
+    if draft.deadping.is_some() && timing.deadping <= keepalive * 2 {
         errors = true;
         diags.push(loc_of(&draft.deadping).error(format!(
             "deadping ({}) must be more than twice keepalive ({}); raise deadping to at least {} or lower keepalive",
