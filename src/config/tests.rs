@@ -357,3 +357,80 @@ fn documented_yaml_example_loads() {
         round_trip(c, node);
     }
 }
+
+#[test]
+fn garbage_never_panics() {
+    // Deterministic pseudo-random lines built from ha.cf-ish words and odd bytes.
+    let words = [
+        "node",
+        "ucast",
+        "mcast",
+        "mcast6",
+        "bcast",
+        "serial",
+        "baud",
+        "udpport",
+        "auth",
+        "1",
+        "md5",
+        "crc",
+        "::",
+        "1.2.3.4",
+        "ff12::1",
+        "\\",
+        "#",
+        "=",
+        "uid=",
+        "gid=,",
+        "é",
+        "\u{FFFD}",
+        "-1",
+        "99999999999999999999",
+        "ping_group",
+        "respawn",
+        "apiauth",
+        "keepalive",
+        "1.5ms",
+        ".",
+        "..",
+        "a::b::",
+        "deadtime",
+        "crm",
+        "",
+        "\t",
+    ];
+    let mut seed: u64 = 0x5eed;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        usize::try_from(seed >> 33).unwrap_or(0)
+    };
+    for _ in 0..300 {
+        let mut text = String::new();
+        for _ in 0..(next() % 8) {
+            for _ in 0..(next() % 7) {
+                text.push_str(words[next() % words.len()]);
+                text.push(if next() % 5 == 0 { '\n' } else { ' ' });
+            }
+            text.push('\n');
+        }
+        let p = Path::new("x");
+        let _ = hacf::parse(&text, p);
+        let _ = authkeys::parse(&text, p);
+        let _ = haresources::parse(&text, p);
+        let _ = yaml::parse_raw(&text, p);
+        let _ = parse_duration(&text);
+    }
+}
+
+#[test]
+fn empty_yaml_is_reported_not_accepted() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (name, text) in [("empty.yaml", ""), ("comments.yaml", "# nothing\n")] {
+        let path = tmp.path().join(name);
+        fs::write(&path, text).expect("write");
+        let e = load_yaml(&path, "a").expect_err("empty");
+        assert!(e.errors().count() >= 1, "{e}");
+    }
+}
