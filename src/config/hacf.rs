@@ -725,7 +725,9 @@ impl State {
                     .first()
                     .map(|s| s.to_ascii_lowercase())
                     .unwrap_or_default();
-                if parse_bool(&v) == Some(false) {
+                if l.args.len() != 1 {
+                    self.err(l, format!("{d} takes one value; hbd does not run Pacemaker, so remove the line or write `{d} off`"));
+                } else if parse_bool(&v) == Some(false) {
                     // Off is what hbd does anyway.
                 } else {
                     self.err(
@@ -1126,7 +1128,7 @@ mod tests {
         let (_, diags) = run(
             "keepalive fast\nkeepalive 1 2\nkeepaliv 2\ncrm respawn\npacemaker on\nbaud 1200\nmcast eth0 10.0.0.1 694 1 0\n\
              mcast eth0 239.0.0.1 694 1\nmcast eth0 239.0.0.1 x 300 2\nucast eth0 peerhost\nucast eth0 2001:db8::1\nauto_failback maybe\n\
-             nice_failback on\nmsgfmt xml\ndebug 300\nlogfacility local9\napiauth x foo=1\nudpport 0\nrealtime maybe\nping_group g\nbogus 1\n",
+             nice_failback on\nmsgfmt xml\ndebug 300\nlogfacility local9\napiauth x foo=1\nudpport 0\nrealtime maybe\nping_group g\nbogus 1\ncrm\n",
         );
         let all = diags.join("\n");
         for want in [
@@ -1151,6 +1153,7 @@ mod tests {
             "ha.cf:19: realtime: 'maybe' is not a boolean",
             "ha.cf:20: ping_group needs at least 2 values",
             "ha.cf:21: unknown directive 'bogus'",
+            "ha.cf:22: crm takes one value",
         ] {
             assert!(all.contains(want), "missing {want} in\n{all}");
         }
