@@ -1,19 +1,34 @@
 //! Configuration: one validated model ([`Config`]), several front doors.
 //!
-//! * native YAML ([`load_yaml`]), documented directive by directive in docs/configuration.md;
+//! * native YAML ([`load_yaml`]), documented key by key in docs/configuration.md;
 //! * an unchanged Linux-HA directory ([`load_ha_dir`]): `ha.cf`, `haresources`, `authkeys`.
 //!
 //! Each front door parses its text into raw structures that mirror the file, then validates
 //! them into [`Config`], collecting every problem as a [`Diagnostic`] that names the file,
-//! the line and the fix, so `hbd --check-config` can print them all at once.
+//! the line and the fix, so `hbd --check-config` can print them all at once. [`to_yaml`]
+//! writes any [`Config`] back as YAML (`hactl convert`).
+//!
+//! Layout: [`time`] (heartbeat's time syntax), `hacf`, `authkeys`, `haresources`, `yaml`
+//! (one parser per format), `validate` (the rules they share). Files are read here only.
 
+mod authkeys;
 pub mod diag;
+mod hacf;
+mod haresources;
 pub mod model;
+pub mod time;
+mod validate;
+mod yaml;
 
 pub use diag::{ConfigError, Diagnostic, Severity};
 pub use model::*;
+pub use time::{format_duration, parse_duration};
+pub use yaml::to_yaml;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+
+use validate::Draft;
 
 /// A configuration that loaded, with the warnings met on the way.
 #[derive(Debug, Clone)]
@@ -24,30 +39,116 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// Reads a configuration file as text. heartbeat files from old systems may hold comments in
+/// legacy encodings, so invalid UTF-8 is replaced rather than refused (a damaged directive
+/// then fails to parse and is reported at its line).
+fn read_text(path: &Path, what: &str, diags: &mut Vec<Diagnostic>) -> Option<String> {
+    match std::fs::read(path) {
+        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) => {
+            diags.push(Diagnostic::error(
+                path,
+                None,
+                format!("cannot read the {what}: {e}; check the path and permissions"),
+            ));
+            None
+        }
+    }
+}
+
+/// Refuses a file holding secrets that group or others may access (heartbeat's rule).
+fn check_secret_mode(path: &Path, diags: &mut Vec<Diagnostic>) {
+    if let Ok(meta) = std::fs::metadata(path)
+        && let Some(d) = authkeys::check_mode(path, meta.mode())
+    {
+        diags.push(d);
+    }
+}
+
+/// Reads and parses an authkeys file, mode check included.
+fn load_authkeys(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<AuthKeys> {
+    let text = read_text(path, "authkeys file", diags)?;
+    check_secret_mode(path, diags);
+    let (keys, d) = authkeys::parse(&text, path);
+    diags.extend(d);
+    keys
+}
+
+/// Ends a load: sorts diagnostics by file and line, and splits errors from warnings.
+fn finish(config: Option<Config>, mut diags: Vec<Diagnostic>) -> Result<Loaded, ConfigError> {
+    diags.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    match config {
+        Some(config) if !diags.iter().any(|d| d.severity == Severity::Error) => Ok(Loaded {
+            config,
+            warnings: diags,
+        }),
+        _ => Err(ConfigError { diagnostics: diags }),
+    }
+}
+
 /// Loads an unchanged Linux-HA directory (`ha.cf`, `haresources`, `authkeys`) for the node
-/// named `local_node`.
+/// named `local_node`. `haresources` is optional (no groups); the other two are required.
+/// Every problem in the three files is reported, not just the first.
 pub fn load_ha_dir(dir: &Path, local_node: &str) -> Result<Loaded, ConfigError> {
-    Err(ConfigError {
-        diagnostics: vec![Diagnostic::error(
-            dir,
-            None,
-            format!("Linux-HA directory loading is not built yet (node {local_node})"),
-        )],
-    })
+    let mut diags = Vec::new();
+    let hacf_path = dir.join("ha.cf");
+    let draft = read_text(&hacf_path, "ha.cf file", &mut diags).map(|text| {
+        let (draft, d) = hacf::parse(&text, &hacf_path);
+        diags.extend(d);
+        draft
+    });
+    let auth = load_authkeys(&dir.join("authkeys"), &mut diags);
+    let hr_path = dir.join("haresources");
+    let groups = if hr_path.exists() {
+        read_text(&hr_path, "haresources file", &mut diags).map(|text| {
+            let (groups, d) = haresources::parse(&text, &hr_path);
+            diags.extend(d);
+            groups
+        })
+    } else {
+        Some(Vec::new())
+    };
+    let config = match draft {
+        Some(mut draft) => {
+            draft.auth = auth;
+            draft.groups = groups.unwrap_or_default();
+            validate::validate(draft, local_node, &mut diags)
+        }
+        None => None,
+    };
+    finish(config, diags)
 }
 
-/// Loads a native YAML configuration for the node named `local_node`.
+/// Loads a native YAML configuration for the node named `local_node`. When the file holds
+/// keys inline it must not be accessible by group or others (like authkeys).
 pub fn load_yaml(path: &Path, local_node: &str) -> Result<Loaded, ConfigError> {
-    Err(ConfigError {
-        diagnostics: vec![Diagnostic::error(
-            path,
-            None,
-            format!("YAML loading is not built yet (node {local_node})"),
-        )],
-    })
+    let mut diags = Vec::new();
+    let Some(text) = read_text(path, "configuration file", &mut diags) else {
+        return finish(None, diags);
+    };
+    let raw = match yaml::parse_raw(&text, path) {
+        Ok(raw) => raw,
+        Err(d) => return finish(None, vec![d]),
+    };
+    let (mut draft, source, d): (Draft, _, _) = yaml::to_draft(raw, path);
+    diags.extend(d);
+    match source {
+        yaml::AuthSource::Inline => check_secret_mode(path, &mut diags),
+        yaml::AuthSource::File(file, loc) => {
+            if file.exists() {
+                draft.auth = load_authkeys(&file, &mut diags);
+            } else {
+                diags.push(loc.error(format!(
+                    "auth.authkeys names {}, which does not exist; fix the path (relative paths are read from the YAML file's directory)",
+                    file.display()
+                )));
+            }
+        }
+        yaml::AuthSource::Missing => {}
+    }
+    let config = validate::validate(draft, local_node, &mut diags);
+    finish(config, diags)
 }
 
-/// The YAML equivalent of a configuration (placeholder until the YAML front door lands).
-pub fn to_yaml(config: &Config) -> String {
-    format!("# {} node(s)\n", config.nodes.len())
-}
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,660 @@
+//! The rules every front door shares: a [`Draft`] (what a file said, with where it said it)
+//! becomes a [`Config`] or a list of diagnostics.
+//!
+//! The rules are heartbeat's (`config.c`): at least one medium; deadtime > 2 × keepalive;
+//! initdead ≥ deadtime; deadping > 2 × keepalive; the local node listed as a `node`; an
+//! authentication key. Unlike heartbeat, timers go down to 1 ms.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::diag::{Diagnostic, Severity};
+use super::model::*;
+use super::time::format_duration;
+
+/// Where a value was written: file and 1-based line (when known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Loc {
+    /// File the value came from.
+    pub file: PathBuf,
+    /// Line, when known.
+    pub line: Option<usize>,
+}
+
+impl Loc {
+    /// A location in `file` at `line`.
+    pub fn new(file: &Path, line: Option<usize>) -> Loc {
+        Loc {
+            file: file.to_path_buf(),
+            line,
+        }
+    }
+
+    /// An error here.
+    pub fn error(&self, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::error(&self.file, self.line, message)
+    }
+
+    /// A warning here.
+    pub fn warning(&self, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::warning(&self.file, self.line, message)
+    }
+}
+
+/// A value with the place it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct At<T> {
+    /// The value.
+    pub value: T,
+    /// Where it was written.
+    pub loc: Loc,
+}
+
+impl<T> At<T> {
+    /// Pairs `value` with `loc`.
+    pub fn new(value: T, loc: Loc) -> At<T> {
+        At { value, loc }
+    }
+}
+
+/// What a configuration said, before the cross-field rules: filled by the ha.cf/authkeys/
+/// haresources front door or by the YAML one.
+#[derive(Debug, Clone)]
+pub(crate) struct Draft {
+    /// File named in diagnostics that have no line (missing media, missing nodes).
+    pub main: PathBuf,
+    /// `cluster`.
+    pub cluster: Option<String>,
+    /// `node` names, lower-cased, in order.
+    pub nodes: Vec<At<String>>,
+    /// `keepalive`.
+    pub keepalive: Option<At<Duration>>,
+    /// `deadtime`.
+    pub deadtime: Option<At<Duration>>,
+    /// `warntime`.
+    pub warntime: Option<At<Duration>>,
+    /// `initdead`.
+    pub initdead: Option<At<Duration>>,
+    /// `deadping`.
+    pub deadping: Option<At<Duration>>,
+    /// Default UDP port.
+    pub udp_port: u16,
+    /// Media, with every port already resolved.
+    pub media: Vec<At<MediumSpec>>,
+    /// Keys; `None` when missing or broken (the error is reported where it was found).
+    pub auth: Option<AuthKeys>,
+    /// `msgfmt`.
+    pub msgfmt: MsgFormat,
+    /// `hopfudge`.
+    pub hopfudge: u32,
+    /// `auto_failback` (or the `nice_failback` it was derived from).
+    pub auto_failback: Option<At<AutoFailback>>,
+    /// `ping`.
+    pub ping_nodes: Vec<At<IpAddr>>,
+    /// `ping_group`.
+    pub ping_groups: Vec<At<PingGroup>>,
+    /// Resource groups.
+    pub groups: Vec<At<GroupSpec>>,
+    /// Logging.
+    pub logging: Logging,
+    /// `respawn`.
+    pub respawn: Vec<RespawnSpec>,
+    /// `apiauth`.
+    pub apiauth: Vec<ApiAuth>,
+    /// `watchdog`.
+    pub watchdog: Option<PathBuf>,
+}
+
+impl Draft {
+    /// An empty draft whose file-level diagnostics name `main`.
+    pub fn new(main: &Path) -> Draft {
+        Draft {
+            main: main.to_path_buf(),
+            cluster: None,
+            nodes: Vec::new(),
+            keepalive: None,
+            deadtime: None,
+            warntime: None,
+            initdead: None,
+            deadping: None,
+            udp_port: DEFAULT_UDP_PORT,
+            media: Vec::new(),
+            auth: None,
+            msgfmt: MsgFormat::Classic,
+            hopfudge: DEFAULT_HOPFUDGE,
+            auto_failback: None,
+            ping_nodes: Vec::new(),
+            ping_groups: Vec::new(),
+            groups: Vec::new(),
+            logging: Logging::default(),
+            respawn: Vec::new(),
+            apiauth: Vec::new(),
+            watchdog: None,
+        }
+    }
+}
+
+/// The shortest keepalive hbd accepts.
+pub(crate) const MIN_TIMER: Duration = Duration::from_millis(1);
+/// heartbeat warns when initdead is shorter than this (config.c).
+const INITDEAD_WARN_BELOW: Duration = Duration::from_secs(10);
+
+/// Checks one medium's values (shared by ha.cf and YAML): multicast groups, TTL, ports, baud.
+pub(crate) fn check_medium(medium: &MediumSpec, loc: &Loc, diags: &mut Vec<Diagnostic>) {
+    let iface_ok = |iface: &str, diags: &mut Vec<Diagnostic>| {
+        if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
+            diags.push(loc.error(format!(
+                "'{iface}' is not a network interface name; use the name shown by `ip link` (e.g. eth0)"
+            )));
+        }
+    };
+    match medium {
+        MediumSpec::Ucast {
+            interface, port, ..
+        }
+        | MediumSpec::Bcast { interface, port } => {
+            iface_ok(interface, diags);
+            if *port == 0 {
+                diags.push(loc.error("UDP port 0 is not usable; use 694 (ha-cluster)"));
+            }
+            if let MediumSpec::Ucast { peer, .. } = medium
+                && (peer.is_multicast() || peer.is_unspecified())
+            {
+                diags.push(loc.error(format!(
+                    "ucast peer {peer} is not a unicast address; give the peer node's address"
+                )));
+            }
+        }
+        MediumSpec::Mcast {
+            interface,
+            group,
+            port,
+            ttl,
+            ..
+        } => {
+            iface_ok(interface, diags);
+            if !group.is_multicast() {
+                diags.push(loc.error(format!(
+                    "mcast group {group} is not a multicast address; use one in 239.192.0.0/14 (IPv4) or ff12::/16 (IPv6)"
+                )));
+            }
+            if *port == 0 {
+                diags.push(loc.error("mcast port 0 is not usable; use 694 (ha-cluster)"));
+            }
+            if *ttl == 0 {
+                diags.push(loc.error(
+                    "mcast ttl 0 would never leave this host; use 1 for the local subnet (1-255)",
+                ));
+            }
+        }
+        MediumSpec::Serial { device, baud } => {
+            if !device.is_absolute() {
+                diags.push(loc.error(format!(
+                    "serial device '{}' is not an absolute path; write e.g. /dev/ttyS0",
+                    device.display()
+                )));
+            }
+            if !VALID_BAUDS.contains(baud) {
+                diags.push(loc.error(format!(
+                    "baud {baud} is not a serial speed heartbeat supports; use one of {}",
+                    bauds_list()
+                )));
+            }
+        }
+    }
+}
+
+/// The valid serial speeds, for messages.
+pub(crate) fn bauds_list() -> String {
+    VALID_BAUDS
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Applies the cross-field rules; returns the [`Config`] when no error was found in `draft`
+/// nor before it (`diags` holds earlier diagnostics, to which new ones are appended).
+pub(crate) fn validate(
+    draft: Draft,
+    local_node: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Config> {
+    let main = Loc::new(&draft.main, None);
+
+    // Media.
+    if draft.media.is_empty() {
+        diags.push(main.error(
+            "no heartbeat media defined; add at least one of ucast, mcast, bcast or serial",
+        ));
+    }
+    for m in &draft.media {
+        check_medium(&m.value, &m.loc, diags);
+    }
+
+    // Nodes.
+    let mut seen = BTreeSet::new();
+    for n in &draft.nodes {
+        if !seen.insert(n.value.clone()) {
+            diags.push(n.loc.warning(format!(
+                "node '{}' is listed twice; remove the duplicate",
+                n.value
+            )));
+        }
+    }
+    let local = local_node.to_ascii_lowercase();
+    if draft.nodes.is_empty() {
+        diags.push(main.error(format!(
+            "no cluster nodes defined; add one `node` line per member, including this node ('{local}')"
+        )));
+    } else if !seen.contains(&local) {
+        let listed: Vec<&str> = draft.nodes.iter().map(|n| n.value.as_str()).collect();
+        diags.push(main.error(format!(
+            "this node '{local}' is not listed as a node (listed: {}); add `node {local}` or run hbd with the right node name (`uname -n`)",
+            listed.join(", ")
+        )));
+    }
+
+    // Timing.
+    let timing = check_timing(&draft, &main, diags);
+
+    // Auto failback: heartbeat defaults to legacy with a startup warning.
+    let auto_failback = match &draft.auto_failback {
+        Some(a) => a.value,
+        None => {
+            diags.push(main.warning(
+                "auto_failback is not set; using heartbeat's default 'legacy'; set auto_failback on or off explicitly",
+            ));
+            AutoFailback::Legacy
+        }
+    };
+
+    // Ping groups: unique names, not clashing with nodes.
+    let mut ping_names = BTreeSet::new();
+    for g in &draft.ping_groups {
+        if g.value.addresses.is_empty() {
+            diags.push(g.loc.error(format!(
+                "ping_group '{}' has no addresses; list at least one address after the name",
+                g.value.name
+            )));
+        }
+        if !ping_names.insert(g.value.name.clone()) {
+            diags.push(g.loc.error(format!(
+                "ping_group '{}' is defined twice; give each group its own name",
+                g.value.name
+            )));
+        }
+        if seen.contains(&g.value.name) {
+            diags.push(g.loc.error(format!(
+                "ping_group '{}' has the same name as a cluster node; rename the group",
+                g.value.name
+            )));
+        }
+    }
+
+    // Groups: preferred node listed, keys unique.
+    let mut keys: Vec<(String, &Loc)> = Vec::new();
+    for g in &draft.groups {
+        if g.value.resources.is_empty() {
+            diags.push(g.loc.error(format!(
+                "resource group for node '{}' has no resources; list the resources after the node name",
+                g.value.preferred
+            )));
+            continue;
+        }
+        if !seen.contains(&g.value.preferred) && !draft.nodes.is_empty() {
+            diags.push(g.loc.error(format!(
+                "preferred node '{}' is not a cluster node; use one of the `node` names ({})",
+                g.value.preferred,
+                draft
+                    .nodes
+                    .iter()
+                    .map(|n| n.value.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let first = &g.value.resources[0];
+        let key = canonical(first);
+        if let Some((_, other)) = keys.iter().find(|(k, _)| *k == key) {
+            diags.push(g.loc.error(format!(
+                "group key '{}' (the first resource) is already used by the group on line {}; \
+                 the first resource names the group and must be unique",
+                first.spec,
+                other.line.map_or_else(|| "?".to_string(), |l| l.to_string())
+            )));
+        } else {
+            keys.push((key, &g.loc));
+        }
+    }
+
+    if draft.auth.is_none() && !diags.iter().any(|d| d.severity == Severity::Error) {
+        diags.push(main.error(
+            "no authentication specified; provide an authkeys file with `auth 1` and `1 sha256 SECRET`",
+        ));
+    }
+
+    if diags.iter().any(|d| d.severity == Severity::Error) {
+        return None;
+    }
+    let timing = timing?;
+    let auth = draft.auth?;
+    Some(Config {
+        cluster_name: draft
+            .cluster
+            .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.to_string()),
+        nodes: dedup(draft.nodes.into_iter().map(|n| n.value)),
+        timing,
+        udp_port: draft.udp_port,
+        media: draft.media.into_iter().map(|m| m.value).collect(),
+        auth,
+        msgfmt: draft.msgfmt,
+        hopfudge: draft.hopfudge,
+        auto_failback,
+        ping_nodes: draft.ping_nodes.into_iter().map(|p| p.value).collect(),
+        ping_groups: draft.ping_groups.into_iter().map(|p| p.value).collect(),
+        groups: draft.groups.into_iter().map(|g| g.value).collect(),
+        logging: draft.logging,
+        respawn: draft.respawn,
+        apiauth: draft.apiauth,
+        watchdog: draft.watchdog,
+    })
+}
+
+/// A resource's identity as heartbeat compares it (a bare address is `IPaddr::address`).
+fn canonical(r: &ResourceSpec) -> String {
+    let mut s = r.kind.clone();
+    for a in &r.args {
+        s.push_str("::");
+        s.push_str(a);
+    }
+    s
+}
+
+fn dedup(names: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// Timers: defaults from the final deadtime, then heartbeat's rules.
+fn check_timing(draft: &Draft, main: &Loc, diags: &mut Vec<Diagnostic>) -> Option<Timing> {
+    let keepalive = draft
+        .keepalive
+        .as_ref()
+        .map_or(Timing::default().keepalive, |k| k.value);
+    let deadtime = draft
+        .deadtime
+        .as_ref()
+        .map_or(Timing::default().deadtime, |d| d.value);
+    let defaults = Timing::with_defaults(keepalive, deadtime);
+    let timing = Timing {
+        keepalive,
+        deadtime,
+        warntime: draft
+            .warntime
+            .as_ref()
+            .map_or(defaults.warntime, |w| w.value),
+        initdead: draft
+            .initdead
+            .as_ref()
+            .map_or(defaults.initdead, |i| i.value),
+        deadping: draft
+            .deadping
+            .as_ref()
+            .map_or(defaults.deadping, |d| d.value),
+    };
+    let loc_of = |a: &Option<At<Duration>>| a.as_ref().map_or(main.clone(), |a| a.loc.clone());
+    let f = format_duration;
+    let before = diags.len();
+    let mut errors = false;
+
+    if keepalive < MIN_TIMER {
+        errors = true;
+        diags.push(loc_of(&draft.keepalive).error(format!(
+            "keepalive ({}) is too short; use at least 1ms",
+            f(keepalive)
+        )));
+    }
+    if deadtime <= keepalive * 2 {
+        errors = true;
+        let (loc, what) = if draft.deadtime.is_some() {
+            (loc_of(&draft.deadtime), "")
+        } else {
+            (loc_of(&draft.keepalive), " (the default)")
+        };
+        diags.push(loc.error(format!(
+            "deadtime{what} ({}) must be more than twice keepalive ({}); raise deadtime to at least {} or lower keepalive",
+            f(deadtime),
+            f(keepalive),
+            f(keepalive * 2 + Duration::from_millis(1)),
+        )));
+    }
+    if timing.initdead < deadtime {
+        errors = true;
+        diags.push(loc_of(&draft.initdead).error(format!(
+            "initdead ({}) must be at least deadtime ({}); raise initdead to {} or more",
+            f(timing.initdead),
+            f(deadtime),
+            f(deadtime)
+        )));
+    }
+    if timing.initdead < INITDEAD_WARN_BELOW && deadtime >= INITDEAD_WARN_BELOW {
+        diags.push(loc_of(&draft.initdead).warning(format!(
+            "initdead ({}) is shorter than 10s; the network may not be up before peers are declared dead",
+            f(timing.initdead)
+        )));
+    }
+    // An unset deadping equals deadtime, already checked above: report only an explicit one.
+    if draft.deadping.is_some() && timing.deadping <= keepalive * 2 {
+        errors = true;
+        diags.push(loc_of(&draft.deadping).error(format!(
+            "deadping ({}) must be more than twice keepalive ({}); raise deadping to at least {} or lower keepalive",
+            f(timing.deadping),
+            f(keepalive),
+            f(keepalive * 2 + Duration::from_millis(1)),
+        )));
+    }
+    if timing.warntime > deadtime {
+        diags.push(loc_of(&draft.warntime).warning(format!(
+            "warntime ({}) is longer than deadtime ({}), so late heartbeats are never reported; set warntime below deadtime",
+            f(timing.warntime),
+            f(deadtime)
+        )));
+    }
+    if timing.warntime < keepalive && draft.warntime.is_some() {
+        diags.push(loc_of(&draft.warntime).warning(format!(
+            "warntime ({}) is shorter than keepalive ({}), so every heartbeat will be reported late; set warntime between keepalive and deadtime",
+            f(timing.warntime),
+            f(keepalive)
+        )));
+    }
+    debug_assert!(diags.len() >= before);
+    if errors { None } else { Some(timing) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn loc(line: usize) -> Loc {
+        Loc::new(Path::new("ha.cf"), Some(line))
+    }
+
+    fn base() -> Draft {
+        let mut d = Draft::new(Path::new("ha.cf"));
+        d.nodes = vec![At::new("a".into(), loc(1)), At::new("b".into(), loc(1))];
+        d.media = vec![At::new(
+            MediumSpec::Bcast {
+                interface: "eth0".into(),
+                port: 694,
+            },
+            loc(2),
+        )];
+        d.auth = Some(AuthKeys {
+            active: 1,
+            keys: BTreeMap::from([(
+                1,
+                AuthKey {
+                    method: AuthMethod::Sha256,
+                    secret: b"k".to_vec(),
+                },
+            )]),
+        });
+        d.auto_failback = Some(At::new(AutoFailback::On, loc(3)));
+        d
+    }
+
+    fn dur(ms: u64, line: usize) -> Option<At<Duration>> {
+        Some(At::new(Duration::from_millis(ms), loc(line)))
+    }
+
+    fn run(d: Draft) -> (Option<Config>, Vec<String>) {
+        let mut diags = Vec::new();
+        let c = validate(d, "A", &mut diags);
+        (c, diags.iter().map(|d| d.to_string()).collect())
+    }
+
+    #[test]
+    fn defaults_follow_final_deadtime() {
+        let mut d = base();
+        d.deadtime = dur(8000, 5);
+        let (c, diags) = run(d);
+        let t = c.expect("valid").timing;
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(t.keepalive, Duration::from_secs(1));
+        assert_eq!(t.warntime, Duration::from_secs(4));
+        assert_eq!(t.initdead, Duration::from_secs(16));
+        assert_eq!(t.deadping, Duration::from_secs(8));
+    }
+
+    #[test]
+    fn millisecond_timers() {
+        let mut d = base();
+        d.keepalive = dur(1, 4);
+        d.deadtime = dur(3, 5);
+        d.initdead = dur(3, 6);
+        let (c, diags) = run(d);
+        assert!(c.is_some(), "{diags:?}");
+    }
+
+    #[test]
+    fn deadtime_rule() {
+        let mut d = base();
+        d.keepalive = dur(300, 4);
+        d.deadtime = dur(500, 12);
+        let (c, diags) = run(d);
+        assert!(c.is_none());
+        assert!(diags.contains(&"ha.cf:12: deadtime (500ms) must be more than twice keepalive (300ms); raise deadtime to at least 601ms or lower keepalive".to_string()), "{diags:?}");
+    }
+
+    #[test]
+    fn initdead_deadping_warntime_rules() {
+        let mut d = base();
+        d.keepalive = dur(1000, 4);
+        d.deadtime = dur(10000, 5);
+        d.initdead = dur(5000, 6);
+        d.deadping = dur(2000, 7);
+        d.warntime = dur(20000, 8);
+        let (c, diags) = run(d);
+        assert!(c.is_none());
+        let all = diags.join("\n");
+        assert!(
+            all.contains("ha.cf:6: initdead (5000ms) must be at least deadtime"),
+            "{all}"
+        );
+        assert!(
+            all.contains("ha.cf:6: warning: initdead (5000ms) is shorter than 10s"),
+            "{all}"
+        );
+        assert!(
+            all.contains("ha.cf:7: deadping (2000ms) must be more than twice keepalive"),
+            "{all}"
+        );
+        assert!(
+            all.contains("ha.cf:8: warning: warntime (20000ms) is longer than deadtime"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn structure_rules() {
+        let mut d = base();
+        d.media.clear();
+        d.nodes = vec![At::new("b".into(), loc(1))];
+        d.auto_failback = None;
+        d.groups = vec![
+            At::new(
+                GroupSpec {
+                    preferred: "c".into(),
+                    resources: vec![ResourceSpec {
+                        spec: "10.0.0.1".into(),
+                        kind: "IPaddr".into(),
+                        args: vec!["10.0.0.1".into()],
+                    }],
+                },
+                Loc::new(Path::new("haresources"), Some(1)),
+            ),
+            At::new(
+                GroupSpec {
+                    preferred: "b".into(),
+                    resources: vec![ResourceSpec {
+                        spec: "IPaddr::10.0.0.1".into(),
+                        kind: "IPaddr".into(),
+                        args: vec!["10.0.0.1".into()],
+                    }],
+                },
+                Loc::new(Path::new("haresources"), Some(3)),
+            ),
+        ];
+        let (c, diags) = run(d);
+        assert!(c.is_none());
+        let all = diags.join("\n");
+        assert!(all.contains("ha.cf: no heartbeat media defined"), "{all}");
+        assert!(all.contains("ha.cf: this node 'a' is not listed"), "{all}");
+        assert!(
+            all.contains("ha.cf: warning: auto_failback is not set"),
+            "{all}"
+        );
+        assert!(
+            all.contains("haresources:1: preferred node 'c' is not a cluster node"),
+            "{all}"
+        );
+        assert!(all.contains("haresources:3: group key 'IPaddr::10.0.0.1' (the first resource) is already used by the group on line 1"), "{all}");
+    }
+
+    #[test]
+    fn medium_checks() {
+        let mut diags = Vec::new();
+        let l = loc(9);
+        check_medium(
+            &MediumSpec::Mcast {
+                interface: "eth0".into(),
+                group: "10.0.0.1".parse().unwrap(),
+                port: 0,
+                ttl: 0,
+                loopback: false,
+            },
+            &l,
+            &mut diags,
+        );
+        check_medium(
+            &MediumSpec::Serial {
+                device: "ttyS0".into(),
+                baud: 1200,
+            },
+            &l,
+            &mut diags,
+        );
+        let all: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        assert_eq!(all.len(), 5, "{all:?}");
+        assert!(all.iter().all(|d| d.starts_with("ha.cf:9: ")));
+    }
+}

@@ -1,0 +1,821 @@
+//! Native YAML configuration: raw serde structures that mirror the file (unknown keys are
+//! refused, every value keeps its line), turned into the same [`Draft`] as ha.cf so the same
+//! rules apply; and [`to_yaml`], the reverse, for `hactl convert`.
+//!
+//! The schema is documented key by key in docs/configuration.md.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use serde_saphyr::Spanned;
+
+use super::authkeys;
+use super::diag::Diagnostic;
+use super::hacf::{check_facility, parse_auto_failback, parse_msgfmt};
+use super::haresources::parse_resource;
+use super::model::*;
+use super::time::{format_duration, parse_duration};
+use super::validate::{At, Draft, Loc};
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    cluster: Option<Spanned<String>>,
+    #[serde(default)]
+    nodes: Vec<Spanned<String>>,
+    timing: Option<RawTiming>,
+    udp_port: Option<Spanned<u16>>,
+    #[serde(default)]
+    media: Vec<Spanned<RawMedium>>,
+    auth: Option<Spanned<RawAuth>>,
+    msgfmt: Option<Spanned<String>>,
+    hopfudge: Option<Spanned<u32>>,
+    auto_failback: Option<Spanned<Word>>,
+    #[serde(default)]
+    ping: Vec<Spanned<String>>,
+    #[serde(default)]
+    ping_groups: Vec<Spanned<RawPingGroup>>,
+    #[serde(default)]
+    groups: Vec<Spanned<RawGroup>>,
+    logging: Option<Spanned<RawLogging>>,
+    #[serde(default)]
+    respawn: Vec<Spanned<RawRespawn>>,
+    #[serde(default)]
+    apiauth: Vec<RawApiAuth>,
+    watchdog: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTiming {
+    keepalive: Option<Spanned<Word>>,
+    deadtime: Option<Spanned<Word>>,
+    warntime: Option<Spanned<Word>>,
+    initdead: Option<Spanned<Word>>,
+    deadping: Option<Spanned<Word>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawMedium {
+    Ucast(RawUcast),
+    Mcast(RawMcast),
+    Bcast(RawBcast),
+    Serial(RawSerial),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUcast {
+    interface: String,
+    peer: String,
+    port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMcast {
+    interface: String,
+    group: String,
+    port: Option<u16>,
+    ttl: Option<u8>,
+    #[serde(rename = "loop")]
+    loopback: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBcast {
+    interface: String,
+    port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSerial {
+    device: PathBuf,
+    baud: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    active: Option<u8>,
+    keys: Option<Vec<Spanned<RawKey>>>,
+    authkeys: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    id: u8,
+    method: String,
+    key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPingGroup {
+    name: String,
+    addresses: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    preferred: String,
+    resources: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    file: Option<PathBuf>,
+    debug_file: Option<PathBuf>,
+    facility: Option<String>,
+    debug: Option<u8>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRespawn {
+    user: String,
+    command: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiAuth {
+    client: String,
+    #[serde(default)]
+    uids: Vec<String>,
+    #[serde(default)]
+    gids: Vec<String>,
+}
+
+/// A scalar kept as text: durations may be written `10ms`, `1.5` or `2`, and
+/// `auto_failback` as `on` or `true`.
+#[derive(Debug, Clone)]
+struct Word(String);
+
+impl<'de> Deserialize<'de> for Word {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Word, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Word;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a word or a number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Word, E> {
+                Ok(Word(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Word, E> {
+                Ok(Word(if v { "on" } else { "off" }.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Word, E> {
+                Ok(Word(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Word, E> {
+                Ok(Word(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Word, E> {
+                Ok(Word(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn line_of<T>(s: &Spanned<T>) -> Option<usize> {
+    let l = s.referenced.line();
+    (l > 0).then(|| usize::try_from(l).unwrap_or(usize::MAX))
+}
+
+/// Parses YAML text into the raw structure, or one diagnostic at the line serde-saphyr names.
+pub(crate) fn parse_raw(text: &str, file: &Path) -> Result<RawConfig, Diagnostic> {
+    let options = serde_saphyr::options! { with_snippet: false };
+    serde_saphyr::from_str_with_options::<RawConfig>(text, options).map_err(|e| {
+        let e = e.without_snippet();
+        let line = e
+            .location()
+            .map(|l| l.line())
+            .filter(|l| *l > 0)
+            .map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+        let mut msg = e.to_string();
+        // serde-saphyr appends " at line L, column C"; the line is in the prefix already.
+        if let Some(i) = msg.find(" at line ") {
+            msg.truncate(i);
+        }
+        Diagnostic::error(
+            file,
+            line,
+            format!("{msg}; see docs/configuration.md for the YAML schema"),
+        )
+    })
+}
+
+/// Where the keys come from.
+pub(crate) enum AuthSource {
+    /// Inline keys: the YAML file itself holds secrets.
+    Inline,
+    /// An authkeys file to read (already resolved against the YAML file's directory).
+    File(PathBuf, Loc),
+    /// None given, or broken (already reported).
+    Missing,
+}
+
+/// Turns the raw structure into a draft; keys are filled inline, or the authkeys file to read
+/// is returned.
+pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let mut d = Draft::new(file);
+    let at = |line: Option<usize>| Loc::new(file, line);
+
+    d.cluster = raw.cluster.map(|c| c.value);
+    for n in &raw.nodes {
+        d.nodes
+            .push(At::new(n.value.to_ascii_lowercase(), at(line_of(n))));
+    }
+    if let Some(t) = raw.timing {
+        for (slot, value, name) in [
+            (&mut d.keepalive, t.keepalive, "keepalive"),
+            (&mut d.deadtime, t.deadtime, "deadtime"),
+            (&mut d.warntime, t.warntime, "warntime"),
+            (&mut d.initdead, t.initdead, "initdead"),
+            (&mut d.deadping, t.deadping, "deadping"),
+        ] {
+            if let Some(v) = value {
+                let loc = at(line_of(&v));
+                match parse_duration(&v.value.0) {
+                    Ok(dur) => *slot = Some(At::new(dur, loc)),
+                    Err(e) => diags.push(loc.error(format!("timing.{name}: {e}"))),
+                }
+            }
+        }
+    }
+    if let Some(p) = &raw.udp_port {
+        if p.value == 0 {
+            diags.push(at(line_of(p)).error("udp_port 0 is not usable; use 694 (ha-cluster)"));
+        } else {
+            d.udp_port = p.value;
+        }
+    }
+    let ip = |text: &str, loc: &Loc, what: &str, diags: &mut Vec<Diagnostic>| match text
+        .parse::<IpAddr>()
+    {
+        Ok(a) => Some(a),
+        Err(_) => {
+            diags.push(loc.error(format!(
+                "{what} '{text}' is not an IP address; hbd does not resolve names, write the address"
+            )));
+            None
+        }
+    };
+    for m in raw.media {
+        let loc = at(line_of(&m));
+        let spec = match m.value {
+            RawMedium::Ucast(u) => {
+                ip(&u.peer, &loc, "ucast peer", &mut diags).map(|peer| MediumSpec::Ucast {
+                    interface: u.interface,
+                    peer,
+                    port: u.port.unwrap_or(d.udp_port),
+                })
+            }
+            RawMedium::Mcast(u) => {
+                ip(&u.group, &loc, "mcast group", &mut diags).map(|group| MediumSpec::Mcast {
+                    interface: u.interface,
+                    group,
+                    port: u.port.unwrap_or(d.udp_port),
+                    ttl: u.ttl.unwrap_or(1),
+                    loopback: u.loopback.unwrap_or(false),
+                })
+            }
+            RawMedium::Bcast(b) => Some(MediumSpec::Bcast {
+                interface: b.interface,
+                port: b.port.unwrap_or(d.udp_port),
+            }),
+            RawMedium::Serial(s) => Some(MediumSpec::Serial {
+                device: s.device,
+                baud: s.baud.unwrap_or(DEFAULT_BAUD),
+            }),
+        };
+        if let Some(spec) = spec {
+            d.media.push(At::new(spec, loc));
+        }
+    }
+
+    let mut source = AuthSource::Missing;
+    match raw.auth {
+        None => diags.push(at(None).error(
+            "no `auth` section; add `auth: { active: 1, keys: [ { id: 1, method: sha256, key: \"SECRET\" } ] }` or `auth: { authkeys: /etc/ha.d/authkeys }`",
+        )),
+        Some(a) => {
+            let loc = at(line_of(&a));
+            let a = a.value;
+            match (a.authkeys, a.keys) {
+                (Some(_), Some(_)) => diags.push(loc.error(
+                    "auth gives both `authkeys` and `keys`; keep one of them",
+                )),
+                (Some(path), None) => {
+                    if a.active.is_some() {
+                        diags.push(loc.error(
+                            "auth.active goes with inline keys; with `authkeys`, the file's `auth N` line chooses the key; remove `active`",
+                        ));
+                    }
+                    let path = if path.is_relative() {
+                        file.parent().unwrap_or(Path::new(".")).join(path)
+                    } else {
+                        path
+                    };
+                    source = AuthSource::File(path, loc);
+                }
+                (None, None) => diags.push(loc.error(
+                    "auth has neither `keys` nor `authkeys`; add `keys: [ { id: 1, method: sha256, key: \"SECRET\" } ]`",
+                )),
+                (None, Some(keys)) => {
+                    if let Some(k) = inline_keys(a.active, &keys, &loc, file, &mut diags) {
+                        d.auth = Some(k);
+                        source = AuthSource::Inline;
+                    }
+                }
+            }
+        }
+    }
+
+    if let Some(m) = raw.msgfmt {
+        match parse_msgfmt(&m.value) {
+            Some(f) => d.msgfmt = f,
+            None => diags.push(at(line_of(&m)).error(format!(
+                "msgfmt '{}' is unknown; use classic or netstring",
+                m.value
+            ))),
+        }
+    }
+    if let Some(h) = raw.hopfudge {
+        if h.value > 255 {
+            diags.push(at(line_of(&h)).error(format!(
+                "hopfudge {} is too large; use a small number such as 1",
+                h.value
+            )));
+        } else {
+            d.hopfudge = h.value;
+        }
+    }
+    if let Some(a) = raw.auto_failback {
+        let loc = at(line_of(&a));
+        match parse_auto_failback(&a.value.0) {
+            Some(v) => d.auto_failback = Some(At::new(v, loc)),
+            None => diags.push(loc.error(format!(
+                "auto_failback '{}' is unknown; use on, off or legacy",
+                a.value.0
+            ))),
+        }
+    }
+    for p in &raw.ping {
+        let loc = at(line_of(p));
+        if let Some(a) = ip(&p.value, &loc, "ping node", &mut diags) {
+            d.ping_nodes.push(At::new(a, loc));
+        }
+    }
+    for g in raw.ping_groups {
+        let loc = at(line_of(&g));
+        let addresses = g
+            .value
+            .addresses
+            .iter()
+            .filter_map(|a| ip(a, &loc, "ping_group address", &mut diags))
+            .collect();
+        d.ping_groups.push(At::new(
+            PingGroup {
+                name: g.value.name.to_ascii_lowercase(),
+                addresses,
+            },
+            loc,
+        ));
+    }
+    for g in raw.groups {
+        let loc = at(line_of(&g));
+        let mut resources = Vec::new();
+        for r in &g.value.resources {
+            match parse_resource(r) {
+                Ok(r) => resources.push(r),
+                Err(e) => diags.push(loc.error(e)),
+            }
+        }
+        d.groups.push(At::new(
+            GroupSpec {
+                preferred: g.value.preferred.to_ascii_lowercase(),
+                resources,
+            },
+            loc,
+        ));
+    }
+    if let Some(l) = raw.logging {
+        let loc = at(line_of(&l));
+        let l = l.value;
+        d.logging.file = l.file;
+        d.logging.debug_file = l.debug_file;
+        d.logging.debug_level = l.debug.unwrap_or(0);
+        if let Some(f) = l.facility {
+            match check_facility(&f) {
+                Ok(f) => d.logging.facility = f,
+                Err(e) => diags.push(loc.error(format!("logging.facility: {e}"))),
+            }
+        }
+    }
+    for r in raw.respawn {
+        let loc = at(line_of(&r));
+        let r = r.value;
+        if r.command.is_empty() {
+            diags.push(loc.error(
+                "respawn entry has an empty command; write `command: [/path/to/program, ARGS...]`",
+            ));
+        } else if Path::new(&r.command[0])
+            .file_name()
+            .is_some_and(|n| n == "ipfail")
+        {
+            diags.push(loc.warning("ipfail is not started: hbd has built-in reachability (ping/ping_groups) and moves groups away from a node that loses its ping nodes; remove this entry"));
+        } else {
+            d.respawn.push(RespawnSpec {
+                user: r.user,
+                command: r.command,
+            });
+        }
+    }
+    d.apiauth = raw
+        .apiauth
+        .into_iter()
+        .map(|a| ApiAuth {
+            client: a.client,
+            uids: a.uids,
+            gids: a.gids,
+        })
+        .collect();
+    d.watchdog = raw.watchdog;
+    (d, source, diags)
+}
+
+fn inline_keys(
+    active: Option<u8>,
+    keys: &[Spanned<RawKey>],
+    auth_loc: &Loc,
+    file: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<AuthKeys> {
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for k in keys {
+        let loc = Loc::new(file, line_of(k));
+        let k = &k.value;
+        if k.id > authkeys::MAX_INDEX {
+            ok = false;
+            diags.push(loc.error(format!(
+                "key id {} is out of range; use a number from 0 to {}",
+                k.id,
+                authkeys::MAX_INDEX
+            )));
+            continue;
+        }
+        let Some(method) = authkeys::parse_method(&k.method) else {
+            ok = false;
+            diags.push(loc.error(format!(
+                "'{}' is not an authentication method; use sha256, sha1, md5 or crc",
+                k.method
+            )));
+            continue;
+        };
+        if k.key
+            .as_deref()
+            .is_some_and(|s| s.chars().any(char::is_whitespace))
+        {
+            ok = false;
+            diags.push(loc.error(format!(
+                "key {}: the secret contains whitespace, which heartbeat's authkeys cannot hold; remove the spaces",
+                k.id
+            )));
+            continue;
+        }
+        let Some(key) = authkeys::check_key(k.id, method, k.key.as_deref(), &loc, diags) else {
+            ok = false;
+            continue;
+        };
+        if out.insert(k.id, key).is_some() {
+            ok = false;
+            diags.push(loc.error(format!(
+                "key id {} is defined twice; give each key its own id",
+                k.id
+            )));
+        }
+    }
+    let active =
+        match active {
+            Some(a) => a,
+            None if out.len() == 1 => *out.keys().next().unwrap_or(&0),
+            None => {
+                diags.push(auth_loc.error(
+                    "auth.active is missing; name the key id that signs outbound heartbeats",
+                ));
+                return None;
+            }
+        };
+    if ok && !out.contains_key(&active) {
+        diags.push(auth_loc.error(format!(
+            "auth.active is {active} but no key has id {active}; add it to `keys` or change `active`"
+        )));
+        return None;
+    }
+    ok.then_some(AuthKeys { active, keys: out })
+}
+
+/// JSON string syntax is valid YAML double-quoted syntax.
+fn q(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{}\"", s.escape_default()))
+}
+
+fn qp(p: &Path) -> String {
+    q(&p.to_string_lossy())
+}
+
+fn list<T: fmt::Display>(items: &[T]) -> String {
+    let parts: Vec<String> = items.iter().map(|i| q(&i.to_string())).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// Writes `config` as native YAML, keys inline; [`super::load_yaml`] reads it back to an equal
+/// [`Config`]. The output holds secrets: the operator must store it with mode 0600.
+pub fn to_yaml(config: &Config) -> String {
+    let mut o = String::new();
+    let c = config;
+    // Writing into a String cannot fail.
+    let _ = writeln!(
+        o,
+        "# hbd configuration (docs/configuration.md).\n\
+         # It holds the authentication keys inline: store it with mode 0600 (`chmod 600 FILE`);\n\
+         # hbd refuses to load a file that group or others can read."
+    );
+    let _ = writeln!(o, "cluster: {}", q(&c.cluster_name));
+    let _ = writeln!(o, "nodes: {}", list(&c.nodes));
+    let t = &c.timing;
+    let _ = writeln!(o, "timing:");
+    for (k, v) in [
+        ("keepalive", t.keepalive),
+        ("deadtime", t.deadtime),
+        ("warntime", t.warntime),
+        ("initdead", t.initdead),
+        ("deadping", t.deadping),
+    ] {
+        let _ = writeln!(o, "  {k}: {}", format_duration(v));
+    }
+    let _ = writeln!(o, "udp_port: {}", c.udp_port);
+    let _ = writeln!(o, "media:");
+    for m in &c.media {
+        let _ = match m {
+            MediumSpec::Ucast {
+                interface,
+                peer,
+                port,
+            } => writeln!(
+                o,
+                "  - ucast: {{ interface: {}, peer: {}, port: {port} }}",
+                q(interface),
+                q(&peer.to_string())
+            ),
+            MediumSpec::Mcast {
+                interface,
+                group,
+                port,
+                ttl,
+                loopback,
+            } => writeln!(
+                o,
+                "  - mcast: {{ interface: {}, group: {}, port: {port}, ttl: {ttl}, loop: {loopback} }}",
+                q(interface),
+                q(&group.to_string())
+            ),
+            MediumSpec::Bcast { interface, port } => {
+                writeln!(
+                    o,
+                    "  - bcast: {{ interface: {}, port: {port} }}",
+                    q(interface)
+                )
+            }
+            MediumSpec::Serial { device, baud } => {
+                writeln!(o, "  - serial: {{ device: {}, baud: {baud} }}", qp(device))
+            }
+        };
+    }
+    let _ = writeln!(o, "auth:\n  active: {}\n  keys:", c.auth.active);
+    for (id, k) in &c.auth.keys {
+        let _ = match k.method {
+            AuthMethod::Crc => writeln!(o, "    - {{ id: {id}, method: crc }}"),
+            m => writeln!(
+                o,
+                "    - {{ id: {id}, method: {}, key: {} }}",
+                m.as_str(),
+                q(&String::from_utf8_lossy(&k.secret))
+            ),
+        };
+    }
+    let msgfmt = match c.msgfmt {
+        MsgFormat::Classic => "classic",
+        MsgFormat::Netstring => "netstring",
+    };
+    let _ = writeln!(o, "msgfmt: {msgfmt}");
+    let _ = writeln!(o, "hopfudge: {}", c.hopfudge);
+    let _ = writeln!(o, "auto_failback: {}", q(c.auto_failback.as_str()));
+    if !c.ping_nodes.is_empty() {
+        let _ = writeln!(o, "ping: {}", list(&c.ping_nodes));
+    }
+    if !c.ping_groups.is_empty() {
+        let _ = writeln!(o, "ping_groups:");
+        for g in &c.ping_groups {
+            let _ = writeln!(
+                o,
+                "  - {{ name: {}, addresses: {} }}",
+                q(&g.name),
+                list(&g.addresses)
+            );
+        }
+    }
+    if !c.groups.is_empty() {
+        let _ = writeln!(o, "groups:");
+        for g in &c.groups {
+            let specs: Vec<&str> = g.resources.iter().map(|r| r.spec.as_str()).collect();
+            let _ = writeln!(
+                o,
+                "  - preferred: {}\n    resources: {}",
+                q(&g.preferred),
+                list(&specs)
+            );
+        }
+    }
+    let l = &c.logging;
+    let _ = writeln!(o, "logging:");
+    if let Some(f) = &l.file {
+        let _ = writeln!(o, "  file: {}", qp(f));
+    }
+    if let Some(f) = &l.debug_file {
+        let _ = writeln!(o, "  debug_file: {}", qp(f));
+    }
+    if let Some(f) = &l.facility {
+        let _ = writeln!(o, "  facility: {}", q(f));
+    }
+    let _ = writeln!(o, "  debug: {}", l.debug_level);
+    if !c.respawn.is_empty() {
+        let _ = writeln!(o, "respawn:");
+        for r in &c.respawn {
+            let _ = writeln!(
+                o,
+                "  - {{ user: {}, command: {} }}",
+                q(&r.user),
+                list(&r.command)
+            );
+        }
+    }
+    if !c.apiauth.is_empty() {
+        let _ = writeln!(o, "apiauth:");
+        for a in &c.apiauth {
+            let _ = writeln!(
+                o,
+                "  - {{ client: {}, uids: {}, gids: {} }}",
+                q(&a.client),
+                list(&a.uids),
+                list(&a.gids)
+            );
+        }
+    }
+    if let Some(w) = &c.watchdog {
+        let _ = writeln!(o, "watchdog: {}", qp(w));
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(text: &str) -> (Draft, Vec<String>) {
+        let raw = parse_raw(text, Path::new("hbd.yaml")).expect("parses");
+        let (d, _, diags) = to_draft(raw, Path::new("hbd.yaml"));
+        (d, diags.iter().map(|d| d.to_string()).collect())
+    }
+
+    #[test]
+    fn schema_example() {
+        let (d, diags) = draft(
+            r#"
+cluster: linux-ha
+nodes: [LoadBalancer, backup]
+timing: { keepalive: 10ms, deadtime: 30ms, warntime: 20ms, initdead: 1s, deadping: 30ms }
+udp_port: 700
+media:
+  - ucast: { interface: eth0, peer: 192.0.2.12 }
+  - mcast: { interface: eth0, group: 239.0.2.94, port: 694, ttl: 1, loop: false }
+  - bcast: { interface: eth0 }
+  - serial: { device: /dev/ttyS0, baud: 38400 }
+auth:
+  active: 1
+  keys: [ { id: 1, method: sha256, key: "secret" }, { id: 2, method: crc } ]
+msgfmt: netstring
+auto_failback: off
+ping: [192.0.2.1]
+ping_groups: [ { name: group1, addresses: [192.0.2.1, 192.0.2.2] } ]
+groups:
+  - preferred: loadbalancer
+    resources: [lvs, "IPaddr::192.0.2.10/24/eth0", ipvsadm, ldirectord]
+logging: { file: /var/log/hbd.log, facility: local0, debug: 2 }
+respawn: [ { user: root, command: [/usr/bin/x, -a] } ]
+apiauth: [ { client: ipfail, uids: [root], gids: [root] } ]
+watchdog: /dev/watchdog
+hopfudge: 2
+"#,
+        );
+        assert_eq!(diags.len(), 1, "{diags:?}"); // the crc warning
+        assert!(
+            diags[0].starts_with("hbd.yaml:13: warning: key 2 uses crc"),
+            "{diags:?}"
+        );
+        assert_eq!(d.nodes[0].value, "loadbalancer");
+        assert_eq!(d.nodes[0].loc.line, Some(3));
+        assert_eq!(d.keepalive.unwrap().value.as_millis(), 10);
+        assert_eq!(d.initdead.unwrap().value.as_millis(), 1000);
+        assert_eq!(
+            d.media[0].value,
+            MediumSpec::Ucast {
+                interface: "eth0".into(),
+                peer: "192.0.2.12".parse().unwrap(),
+                port: 700
+            }
+        );
+        assert_eq!(d.media[0].loc.line, Some(7));
+        assert_eq!(
+            d.media[3].value,
+            MediumSpec::Serial {
+                device: "/dev/ttyS0".into(),
+                baud: 38400
+            }
+        );
+        assert_eq!(d.auth.unwrap().keys.len(), 2);
+        assert_eq!(d.msgfmt, MsgFormat::Netstring);
+        assert_eq!(d.auto_failback.unwrap().value, AutoFailback::Off);
+        assert_eq!(d.groups[0].value.resources[1].kind, "IPaddr");
+        assert_eq!(d.groups[0].loc.line, Some(19));
+        assert_eq!(d.logging.debug_level, 2);
+        assert_eq!(d.hopfudge, 2);
+    }
+
+    #[test]
+    fn numbers_as_seconds_and_booleans() {
+        let (d, diags) = draft(
+            "timing: { keepalive: 1, deadtime: 2.5 }\nauto_failback: true\nauth: { authkeys: keys }\n",
+        );
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(d.keepalive.unwrap().value.as_millis(), 1000);
+        assert_eq!(d.deadtime.unwrap().value.as_millis(), 2500);
+        assert_eq!(d.auto_failback.unwrap().value, AutoFailback::On);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_line() {
+        let e = parse_raw(
+            "nodes: [a]\ntiming:\n  keepalive: 1\n  deadtme: 3\n",
+            Path::new("hbd.yaml"),
+        )
+        .expect_err("unknown key");
+        let s = e.to_string();
+        assert!(s.starts_with("hbd.yaml:4: "), "{s}");
+        assert!(s.contains("deadtme"), "{s}");
+        let e = parse_raw(
+            "media:\n  - tcp: { interface: eth0 }\n",
+            Path::new("hbd.yaml"),
+        )
+        .expect_err("bad medium");
+        assert!(e.to_string().starts_with("hbd.yaml:2: "), "{e}");
+    }
+
+    #[test]
+    fn value_errors_name_the_line() {
+        let (_, diags) = draft(
+            "timing:\n  keepalive: fast\nmedia:\n  - ucast: { interface: eth0, peer: host }\nauth:\n  keys: [ { id: 1, method: des, key: x }, { id: 2, method: md5 } ]\n\
+             auto_failback: sometimes\nmsgfmt: xml\nlogging: { facility: local9 }\ngroups: [ { preferred: a, resources: [\"::x\"] } ]\n",
+        );
+        let all = diags.join("\n");
+        for want in [
+            "hbd.yaml:2: timing.keepalive: 'fast' is not a time value",
+            "hbd.yaml:4: ucast peer 'host' is not an IP address",
+            "hbd.yaml:6: 'des' is not an authentication method",
+            "hbd.yaml:6: key 2: md5 needs a secret",
+            "hbd.yaml:7: auto_failback 'sometimes' is unknown",
+            "hbd.yaml:8: msgfmt 'xml' is unknown",
+            "hbd.yaml:9: logging.facility: 'local9' is not a syslog facility",
+            "hbd.yaml:10: resource '::x' has no script name",
+        ] {
+            assert!(all.contains(want), "missing {want} in\n{all}");
+        }
+    }
+}
