@@ -73,6 +73,9 @@ pub async fn run(config: Config, options: DaemonOptions) -> Result<(), DaemonErr
 
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let opened = udp::open_all(&config.media, &udp::local_addresses(), inbound_tx)?;
+    for medium in &opened.media {
+        tracing::info!(link = %medium.name, "medium open: {}", medium.tx.describe());
+    }
     for (medium, reason) in &opened.skipped {
         tracing::info!(%medium, "medium skipped: {reason}");
     }

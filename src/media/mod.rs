@@ -29,6 +29,11 @@ pub struct Inbound {
 pub trait Transmit: Send + Sync {
     /// Sends `frame` to every peer this medium reaches.
     fn send(&self, frame: &[u8]) -> std::io::Result<()>;
+
+    /// Where frames go, for logs.
+    fn describe(&self) -> String {
+        String::new()
+    }
 }
 
 /// An open medium: its link name and its transmit half. The receive half runs as a task

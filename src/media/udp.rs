@@ -216,12 +216,40 @@ fn interface_ipv4(interface: &str) -> Option<Ipv4Addr> {
         .find_map(|b| b.as_sockaddr_in().map(|s| s.ip()))
 }
 
+/// The interface's IPv4 broadcast address: the configured one, else computed from its first
+/// address and netmask (`ip addr add` without `brd +` configures none, and getifaddrs then
+/// reports the local address itself), else 255.255.255.255, which still leaves only through
+/// this interface because the socket is bound to it.
 fn broadcast_address(interface: &str) -> Option<Ipv4Addr> {
-    nix::ifaddrs::getifaddrs()
+    let addrs: Vec<_> = nix::ifaddrs::getifaddrs()
         .ok()?
         .filter(|a| a.interface_name == interface)
-        .filter_map(|a| a.broadcast)
-        .find_map(|b| b.as_sockaddr_in().map(|s| s.ip()))
+        .collect();
+    if addrs.is_empty() {
+        return None;
+    }
+    for a in &addrs {
+        let Some(ip) = a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip())) else {
+            continue;
+        };
+        let configured = a
+            .broadcast
+            .and_then(|b| b.as_sockaddr_in().map(|s| s.ip()))
+            .filter(|b| !b.is_unspecified() && *b != ip);
+        if let Some(b) = configured {
+            return Some(b);
+        }
+        if let Some(mask) = a.netmask.and_then(|s| s.as_sockaddr_in().map(|s| s.ip()))
+            && mask != Ipv4Addr::BROADCAST
+        {
+            return Some(directed_broadcast(ip, mask));
+        }
+    }
+    Some(Ipv4Addr::BROADCAST)
+}
+
+fn directed_broadcast(ip: Ipv4Addr, mask: Ipv4Addr) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(ip) | !u32::from(mask))
 }
 
 /// Which link a frame received on a shared socket belongs to.
@@ -421,6 +449,10 @@ impl Transmit for UdpTx {
     fn send(&self, frame: &[u8]) -> std::io::Result<()> {
         self.socket.send_to(frame, self.dest).map(|_| ())
     }
+
+    fn describe(&self) -> String {
+        format!("sending to {}", self.dest)
+    }
 }
 
 #[cfg(test)]
@@ -440,6 +472,14 @@ mod tests {
             bcast: None,
         };
         assert_eq!(only_ucast.link_for("192.0.2.99".parse().unwrap()), Some(2));
+    }
+
+    #[test]
+    fn directed_broadcast_from_mask() {
+        assert_eq!(
+            directed_broadcast("192.0.2.11".parse().unwrap(), "255.255.255.0".parse().unwrap()),
+            "192.0.2.255".parse::<Ipv4Addr>().unwrap()
+        );
     }
 
     #[tokio::test]
