@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
 
-use crate::net::addr::{AddOutcome, DelOutcome, MAX_IFNAME_LEN, NetError, Netlink};
+use crate::net::addr::{AddOutcome, DelOutcome, LinkInfo, MAX_IFNAME_LEN, NetError, Netlink};
 use crate::net::arp::{AnnounceError, Announcer};
 use crate::net::ndisc::{NaAnnouncer, NdiscError};
 
@@ -309,8 +309,10 @@ impl Vip {
     pub async fn start(&self) -> Result<AddOutcome, VipError> {
         let nl = self.nl().await?;
         let (ifname, prefix) = self.placement(nl).await?;
+        let link = nl.link(&ifname).await.map_err(self.nl_err())?;
         let outcome = nl
-            .add_address(
+            .add_address_at(
+                link.index,
                 &ifname,
                 self.spec.ip,
                 prefix,
@@ -319,12 +321,12 @@ impl Vip {
             )
             .await
             .map_err(self.nl_err())?;
+        self.announce_on(&ifname, link).await?;
         tracing::info!(vip = %self.spec.ip, %ifname, prefix, ?outcome, "VIP up");
-        self.announce_on(nl, &ifname).await?;
         Ok(outcome)
     }
 
-    async fn announce_on(&self, nl: &Netlink, ifname: &str) -> Result<(), VipError> {
+    async fn announce_on(&self, ifname: &str, link: LinkInfo) -> Result<(), VipError> {
         self.abort_burst();
         let AnnounceConfig {
             count,
@@ -334,9 +336,15 @@ impl Vip {
         if count == 0 {
             return Ok(());
         }
+        let Some(mac) = link.mac else {
+            return Err(VipError::Arp(AnnounceError::NoMac {
+                ifname: ifname.to_string(),
+                ip: self.spec.ip.to_string(),
+            }));
+        };
         let handle = match self.spec.ip {
             IpAddr::V4(ip) => {
-                let a = Announcer::open(ifname)?;
+                let a = Announcer::on_link(ifname, link.index, mac)?;
                 a.send_once(ip)?;
                 tokio::spawn(async move {
                     for _ in 1..count {
@@ -348,8 +356,6 @@ impl Vip {
                 })
             }
             IpAddr::V6(ip) => {
-                let link = nl.link(ifname).await.map_err(self.nl_err())?;
-                let mac = link.mac.unwrap_or([0; 6]);
                 let a = open_na(ifname, link.index, mac, ip, ipv6_router)?;
                 a.send_once()?;
                 tokio::spawn(async move {
@@ -369,7 +375,8 @@ impl Vip {
             Some(i) => i,
             None => self.placement(nl).await?.0,
         };
-        self.announce_on(nl, &ifname).await
+        let link = nl.link(&ifname).await.map_err(self.nl_err())?;
+        self.announce_on(&ifname, link).await
     }
 
     /// The interface currently carrying the VIP, if any.
