@@ -251,6 +251,23 @@ impl Netlink {
         label: Option<&str>,
         broadcast: Option<Ipv4Addr>,
     ) -> Result<AddOutcome, NetError> {
+        let index = self.link_index(ifname).await?;
+        self.add_address_at(index, ifname, ip, prefix_len, label, broadcast)
+            .await
+    }
+
+    /// [`Netlink::add_address`] for a caller that already knows the interface index (saves
+    /// one netlink round trip on the takeover path); `ifname` is used for the label check
+    /// and in errors.
+    pub async fn add_address_at(
+        &self,
+        index: u32,
+        ifname: &str,
+        ip: IpAddr,
+        prefix_len: u8,
+        label: Option<&str>,
+        broadcast: Option<Ipv4Addr>,
+    ) -> Result<AddOutcome, NetError> {
         if let Some(l) = label
             && (l.len() > MAX_IFNAME_LEN || !l.starts_with(ifname))
         {
@@ -259,7 +276,6 @@ impl Netlink {
                 label: l.to_string(),
             });
         }
-        let index = self.link_index(ifname).await?;
         let mut req = self.handle.address().add(index, ip, prefix_len);
         let msg = req.message_mut();
         if ip.is_ipv4() {
@@ -357,6 +373,20 @@ impl Netlink {
             .iter()
             .filter_map(message_ip)
             .collect())
+    }
+
+    /// The interface that carries `ip`, if any (used to remove a VIP whose interface was
+    /// not written in the configuration).
+    pub async fn interface_with(&self, ip: IpAddr) -> Result<Option<String>, NetError> {
+        let found = self
+            .address_messages(None)
+            .await?
+            .into_iter()
+            .find(|m| message_ip(m) == Some(ip));
+        match found {
+            Some(m) => Ok(Some(self.link_name(m.header.index).await?)),
+            None => Ok(None),
+        }
     }
 
     /// The interface and prefix length of the most specific connected (gateway-less,

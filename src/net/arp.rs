@@ -140,6 +140,12 @@ impl Announcer {
                 }
             }
         })?;
+        Announcer::on_link(ifname, index, mac)
+    }
+
+    /// Opens the socket for an interface whose index and MAC the caller already has (from
+    /// netlink), skipping the getifaddrs lookup on the takeover path.
+    pub fn on_link(ifname: &str, index: u32, mac: [u8; 6]) -> Result<Announcer, AnnounceError> {
         let sock_err = |op, e: nix::Error| AnnounceError::Socket {
             ifname: ifname.to_string(),
             ip: String::new(),

@@ -1,1 +1,243 @@
 //! Resources: ordered groups of VIPs, scripts (heartbeat resource.d, LSB, OCF) and built-ins.
+//!
+//! A haresources entry becomes a [`Resource`] through [`resolve`]: `IPaddr`/`IPaddr2` (and a
+//! bare address) are the built-in [`ipaddr::Vip`]; `OCF::type::instance` an
+//! [`script::OcfResource`]; anything else a script found in the lookup order of
+//! [`script::ScriptDirs`]. [`group`] runs a group's resources in order with rollback and
+//! stop retries, generic over [`group::GroupMember`] so its policy is tested without I/O.
+
+use std::time::Duration;
+
+use crate::config::model::ResourceSpec;
+
+pub mod group;
+pub mod ipaddr;
+pub mod script;
+
+use ipaddr::{AnnounceConfig, Vip, VipError, VipSpecError};
+use script::{OcfResource, ScriptDirs, ScriptError, ScriptResource};
+
+/// What a resource's status check says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResourceStatus {
+    /// Active on this node.
+    Running,
+    /// Not active on this node.
+    Stopped,
+    /// The check gave an answer outside its contract; treated as possibly running.
+    Unknown(String),
+}
+
+/// A failed resource operation.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    /// A VIP operation failed.
+    #[error(transparent)]
+    Vip(#[from] VipError),
+    /// A script or agent failed, timed out or could not run.
+    #[error(transparent)]
+    Script(#[from] ScriptError),
+}
+
+/// One resource of a group, ready to run.
+#[derive(Debug)]
+pub enum Resource {
+    /// Built-in virtual IP (`IPaddr`, `IPaddr2`, bare address).
+    Vip(Vip),
+    /// heartbeat-class or LSB script.
+    Script(ScriptResource),
+    /// OCF resource agent.
+    Ocf(OcfResource),
+}
+
+/// What [`resolve`] needs: where scripts live and the operation defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolveContext {
+    /// Script lookup directories and OCF locations.
+    pub dirs: ScriptDirs,
+    /// Timeout of every script or agent operation.
+    pub script_timeout: Duration,
+    /// How VIPs announce themselves.
+    pub announce: AnnounceConfig,
+}
+
+impl Default for ResolveContext {
+    fn default() -> Self {
+        ResolveContext {
+            dirs: ScriptDirs::default(),
+            script_timeout: script::DEFAULT_SCRIPT_TIMEOUT,
+            announce: AnnounceConfig::default(),
+        }
+    }
+}
+
+/// Why a resource entry cannot be turned into a runnable resource.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The IPaddr argument is invalid.
+    #[error("resource {spec:?}: {source}")]
+    Vip {
+        /// The entry as written.
+        spec: String,
+        /// What is wrong with it.
+        #[source]
+        source: VipSpecError,
+    },
+    /// The script or agent cannot be found or configured.
+    #[error("resource {spec:?}: {source}")]
+    Script {
+        /// The entry as written.
+        spec: String,
+        /// What is wrong.
+        #[source]
+        source: ScriptError,
+    },
+    /// `OCF` without exactly a type and an instance.
+    #[error("resource {spec:?}: OCF resources are written OCF::type::instance")]
+    OcfArgs {
+        /// The entry as written.
+        spec: String,
+    },
+}
+
+/// Built-in resource types handled without a script.
+pub const BUILTIN_VIP_TYPES: [&str; 2] = ["IPaddr", "IPaddr2"];
+
+/// Turns one haresources entry into a runnable resource.
+pub fn resolve(spec: &ResourceSpec, ctx: &ResolveContext) -> Result<Resource, ResolveError> {
+    if BUILTIN_VIP_TYPES.contains(&spec.kind.as_str()) {
+        let args = spec.args.len();
+        let vip = match spec.args.as_slice() {
+            [one] => ipaddr::parse_vip(one),
+            _ => Err(VipSpecError::ArgCount(args)),
+        }
+        .map_err(|source| ResolveError::Vip {
+            spec: spec.spec.clone(),
+            source,
+        })?;
+        return Ok(Resource::Vip(Vip::new(vip, ctx.announce)));
+    }
+    if spec.kind == "OCF" {
+        let [agent, instance] = spec.args.as_slice() else {
+            return Err(ResolveError::OcfArgs {
+                spec: spec.spec.clone(),
+            });
+        };
+        return OcfResource::resolve(agent, instance, &ctx.dirs, ctx.script_timeout)
+            .map(Resource::Ocf)
+            .map_err(|source| ResolveError::Script {
+                spec: spec.spec.clone(),
+                source,
+            });
+    }
+    ScriptResource::resolve(&spec.kind, &spec.args, &ctx.dirs, ctx.script_timeout)
+        .map(Resource::Script)
+        .map_err(|source| ResolveError::Script {
+            spec: spec.spec.clone(),
+            source,
+        })
+}
+
+impl Resource {
+    /// A short name for logs and errors (`192.0.2.10`, `lvs`, `OCF::IPaddr2::vip`).
+    pub fn name(&self) -> String {
+        match self {
+            Resource::Vip(v) => v.spec().ip.to_string(),
+            Resource::Script(s) => std::iter::once(s.name.as_str())
+                .chain(s.args.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join("::"),
+            Resource::Ocf(o) => format!("OCF::{}::{}", o.agent, o.instance),
+        }
+    }
+
+    /// Starts the resource.
+    pub async fn start(&self) -> Result<(), ResourceError> {
+        match self {
+            Resource::Vip(v) => v.start().await.map(|_| ()).map_err(Into::into),
+            Resource::Script(s) => s.start().await.map_err(Into::into),
+            Resource::Ocf(o) => o.start().await.map_err(Into::into),
+        }
+    }
+
+    /// Stops the resource (idempotent for VIPs; scripts should be too).
+    pub async fn stop(&self) -> Result<(), ResourceError> {
+        match self {
+            Resource::Vip(v) => v.stop().await.map(|_| ()).map_err(Into::into),
+            Resource::Script(s) => s.stop().await.map_err(Into::into),
+            Resource::Ocf(o) => o.stop().await.map_err(Into::into),
+        }
+    }
+
+    /// Checks the resource with its class's contract.
+    pub async fn status(&self) -> Result<ResourceStatus, ResourceError> {
+        match self {
+            Resource::Vip(v) => Ok(if v.is_present().await? {
+                ResourceStatus::Running
+            } else {
+                ResourceStatus::Stopped
+            }),
+            Resource::Script(s) => s.status().await.map_err(Into::into),
+            Resource::Ocf(o) => o.status().await.map_err(Into::into),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rs(spec: &str, kind: &str, args: &[&str]) -> ResourceSpec {
+        ResourceSpec {
+            spec: spec.into(),
+            kind: kind.into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn builtins_and_errors() {
+        let ctx = ResolveContext::default();
+        let r = resolve(&rs("192.0.2.10", "IPaddr", &["192.0.2.10"]), &ctx).unwrap();
+        assert_eq!(r.name(), "192.0.2.10");
+        assert!(matches!(r, Resource::Vip(_)));
+        let r = resolve(
+            &rs(
+                "IPaddr2::192.0.2.10/24/eth0:v",
+                "IPaddr2",
+                &["192.0.2.10/24/eth0:v"],
+            ),
+            &ctx,
+        )
+        .unwrap();
+        assert!(matches!(r, Resource::Vip(_)));
+        let e = resolve(&rs("IPaddr::a::b", "IPaddr", &["a", "b"]), &ctx).unwrap_err();
+        assert!(e.to_string().contains("IPaddr::a::b"), "{e}");
+        let e = resolve(&rs("OCF::x", "OCF", &["x"]), &ctx).unwrap_err();
+        assert!(matches!(e, ResolveError::OcfArgs { .. }));
+    }
+
+    #[test]
+    fn scripts_from_configured_dirs() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("ipvsadm");
+        std::fs::write(&p, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ctx = ResolveContext {
+            dirs: ScriptDirs {
+                resource_dirs: vec![tmp.path().to_path_buf()],
+                lsb_dir: None,
+                ocf_root: tmp.path().join("ocf"),
+                ocf_conf_dir: tmp.path().join("conf"),
+            },
+            ..ResolveContext::default()
+        };
+        let r = resolve(&rs("ipvsadm::x", "ipvsadm", &["x"]), &ctx).unwrap();
+        assert_eq!(r.name(), "ipvsadm::x");
+        let e = resolve(&rs("ldirectord", "ldirectord", &[]), &ctx).unwrap_err();
+        assert!(e.to_string().contains("ldirectord"), "{e}");
+        let e = resolve(&rs("OCF::Dummy::d", "OCF", &["Dummy", "d"]), &ctx).unwrap_err();
+        assert!(e.to_string().contains("resource.d"), "{e}");
+    }
+}
