@@ -336,6 +336,20 @@ impl RequestSocket {
         })
     }
 
+    /// Bound every receive, so a kernel that never answers cannot hang a reconcile.
+    pub fn set_recv_timeout(&self, t: std::time::Duration) -> Result<(), NetlinkError> {
+        let tv = nix::sys::time::TimeVal::new(
+            i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
+            i64::from(t.subsec_micros()),
+        );
+        nix::sys::socket::setsockopt(
+            &self.sock.as_fd(),
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &tv,
+        )
+        .map_err(|e| NetlinkError::Io(e.into()))
+    }
+
     /// Send one buffer (one message or a whole batch).
     pub fn send(&self, buf: &[u8]) -> Result<(), NetlinkError> {
         self.sock.send(buf, 0)?;
