@@ -100,6 +100,7 @@ const NFTA_SET_KEY_TYPE: u16 = 4;
 const NFTA_SET_KEY_LEN: u16 = 5;
 const NFTA_SET_DATA_TYPE: u16 = 6;
 const NFTA_SET_DATA_LEN: u16 = 7;
+const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_USERDATA: u16 = 13;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
@@ -438,6 +439,8 @@ impl<'t> Batch<'t> {
         if data_type != NFT_DATA_VERDICT {
             self.w.be32(NFTA_SET_DATA_LEN, data_len);
         }
+        // required by the kernel; unique within the batch (the message sequence is)
+        self.w.be32(NFTA_SET_ID, self.seq);
         if host_key {
             let mut ud = vec![UDATA_SET_KEYBYTEORDER, 4];
             ud.extend_from_slice(&BYTEORDER_HOST_ENDIAN.to_ne_bytes());
@@ -949,7 +952,10 @@ impl Nft {
         self.skeleton = dispatch_rules == 2;
         let mut out: Vec<VirtualService> = chains
             .into_values()
-            .filter_map(|(vs, reals)| vs.map(|vs| VirtualService { reals, ..vs }))
+            .filter_map(|(vs, mut reals)| {
+                reals.sort_by_key(|r| r.addr);
+                vs.map(|vs| VirtualService { reals, ..vs })
+            })
             .collect();
         out.sort_by_key(|v| v.key);
         Ok(out)
