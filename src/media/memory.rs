@@ -9,11 +9,14 @@ use tokio::sync::mpsc;
 
 use super::{Inbound, Transmit};
 
+/// A tap: the link it records and where recorded (sender, frame) pairs go.
+type Tap = (String, mpsc::UnboundedSender<(String, Vec<u8>)>);
+
 #[derive(Default)]
 struct NetState {
     endpoints: Vec<Endpoint>,
     cut: HashSet<(String, String)>,
-    taps: Vec<(String, mpsc::UnboundedSender<(String, Vec<u8>)>)>,
+    taps: Vec<Tap>,
 }
 
 struct Endpoint {

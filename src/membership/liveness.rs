@@ -460,7 +460,7 @@ impl Liveness {
 /// Formats a duration as milliseconds with up to one decimal, for log lines.
 pub fn fmt_ms(d: Duration) -> String {
     let us = d.as_micros();
-    if us % 1000 == 0 {
+    if us.is_multiple_of(1000) {
         format!("{} ms", us / 1000)
     } else {
         format!("{:.1} ms", us as f64 / 1000.0)
