@@ -550,6 +550,7 @@ fn shipped_lvs_and_tunl_scripts_switch_roles_in_a_namespace() {
     require_root();
     use hbd::net::sysctl::Sysctl;
     let (dir, _peer) = pair("lvs");
+    let host_before = std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/arp_ignore").unwrap();
     let ctx = ResolveContext {
         dirs: ScriptDirs {
             resource_dirs: vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("resources")],
@@ -589,10 +590,9 @@ fn shipped_lvs_and_tunl_scripts_switch_roles_in_a_namespace() {
         tunl.stop().await.unwrap();
         assert!(!on_lo());
         assert_eq!(tunl.status().await.unwrap(), ResourceStatus::Stopped);
-        // The host's own namespace was never touched.
-        Sysctl::RpFilter("lo".into()).write("0").unwrap();
+        Sysctl::RpFilter("lo".into()).write("2").unwrap();
+        assert_eq!(Sysctl::RpFilter("lo".into()).read().unwrap(), "2");
     });
-    let host_arp_ignore =
-        std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/arp_ignore").unwrap();
-    eprintln!("host arp_ignore stays {}", host_arp_ignore.trim());
+    let host_after = std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/arp_ignore").unwrap();
+    assert_eq!(host_before, host_after, "the host namespace was modified");
 }
