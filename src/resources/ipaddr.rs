@@ -226,6 +226,14 @@ pub enum VipError {
         #[source]
         source: NetError,
     },
+    /// The address was deleted but a re-read still shows it (something re-added it).
+    #[error("VIP {ip} is still on {ifname} after removal; something else keeps adding it")]
+    StillPresent {
+        /// The VIP.
+        ip: IpAddr,
+        /// Where it was seen.
+        ifname: String,
+    },
     /// The first gratuitous ARP could not be sent.
     #[error(transparent)]
     Arp(#[from] AnnounceError),
@@ -391,7 +399,8 @@ impl Vip {
         nl.interface_with(self.spec.ip).await.map_err(self.nl_err())
     }
 
-    /// Stops any announcement burst and removes the address wherever it is present.
+    /// Stops any announcement burst, removes the address wherever it is present and checks
+    /// that it is gone.
     pub async fn stop(&self) -> Result<DelOutcome, VipError> {
         self.abort_burst();
         let nl = self.nl().await?;
@@ -402,6 +411,14 @@ impl Vip {
             .del_address(&ifname, self.spec.ip)
             .await
             .map_err(self.nl_err())?;
+        // Release is verified, not assumed (a VIP left behind is how two directors end up
+        // answering for it).
+        if self.locate(nl).await?.is_some() {
+            return Err(VipError::StillPresent {
+                ip: self.spec.ip,
+                ifname,
+            });
+        }
         tracing::info!(vip = %self.spec.ip, %ifname, ?outcome, "VIP down");
         Ok(outcome)
     }

@@ -220,9 +220,21 @@ fn netlink_reads_addresses_routes_and_reports_typed_errors() {
             add_total += t.elapsed();
             nl.del_address("eth0", ip).await.unwrap();
         }
+        let index = nl.link_index("eth0").await.unwrap();
+        let mut at_total = Duration::ZERO;
+        for _ in 0..n {
+            let t = Instant::now();
+            nl.add_address_at(index, "eth0", ip, 24, None, None)
+                .await
+                .unwrap();
+            at_total += t.elapsed();
+            nl.del_address("eth0", ip).await.unwrap();
+        }
         eprintln!(
-            "MEASURE add_address: {:?} per call (mean of {n}, incl. link lookup)",
-            add_total / n
+            "MEASURE add_address: {:?} per call incl. link lookup, add_address_at: {:?} \
+             (means of {n})",
+            add_total / n,
+            at_total / n
         );
     });
 }
@@ -543,4 +555,56 @@ fn group_of_script_and_vip_starts_in_order_and_rolls_back() {
             "VIP not rolled back: {shown}"
         );
     });
+}
+
+#[test]
+fn shipped_lvs_and_tunl_scripts_switch_roles_in_a_namespace() {
+    require_root();
+    use hbd::net::sysctl::Sysctl;
+    let (dir, _peer) = pair("lvs");
+    let host_before = std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/arp_ignore").unwrap();
+    let ctx = ResolveContext {
+        dirs: ScriptDirs {
+            resource_dirs: vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("resources")],
+            lsb_dir: None,
+            ..ScriptDirs::default()
+        },
+        script_timeout: Duration::from_secs(10),
+        announce: one_shot(),
+    };
+    dir.run(|| async {
+        let on_lo = || {
+            dir.ip(&["-o", "-4", "addr", "show", "dev", "lo"])
+                .contains("192.0.2.10/32")
+        };
+        let lvs = resolve(&rspec("lvs::192.0.2.10::lo"), &ctx).unwrap();
+        assert_eq!(lvs.status().await.unwrap(), ResourceStatus::Stopped);
+        // stop = prepare as real server: VIP on lo, hidden from ARP.
+        lvs.stop().await.unwrap();
+        assert!(on_lo());
+        assert_eq!(Sysctl::ArpIgnore("all".into()).read().unwrap(), "1");
+        assert_eq!(Sysctl::ArpAnnounce("all".into()).read().unwrap(), "2");
+        assert_eq!(lvs.status().await.unwrap(), ResourceStatus::Stopped);
+        // start = prepare as director.
+        lvs.start().await.unwrap();
+        assert!(!on_lo());
+        assert_eq!(Sysctl::IpForward.read().unwrap(), "1");
+        assert_eq!(Sysctl::ArpIgnore("all".into()).read().unwrap(), "0");
+        assert_eq!(lvs.status().await.unwrap(), ResourceStatus::Running);
+
+        let tunl = resolve(&rspec("tunl::192.0.2.10::lo"), &ctx).unwrap();
+        assert_eq!(tunl.status().await.unwrap(), ResourceStatus::Stopped);
+        tunl.start().await.unwrap();
+        assert!(on_lo());
+        assert_eq!(Sysctl::ArpAnnounce("lo".into()).read().unwrap(), "2");
+        assert_eq!(tunl.status().await.unwrap(), ResourceStatus::Running);
+        tunl.start().await.unwrap(); // idempotent
+        tunl.stop().await.unwrap();
+        assert!(!on_lo());
+        assert_eq!(tunl.status().await.unwrap(), ResourceStatus::Stopped);
+        Sysctl::RpFilter("lo".into()).write("2").unwrap();
+        assert_eq!(Sysctl::RpFilter("lo".into()).read().unwrap(), "2");
+    });
+    let host_after = std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/arp_ignore").unwrap();
+    assert_eq!(host_before, host_after, "the host namespace was modified");
 }

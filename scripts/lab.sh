@@ -1,0 +1,129 @@
+#!/bin/bash
+# lab.sh: a network-namespace lab for an LVS director pair.
+#
+#   scripts/lab.sh up|down|status
+#
+# Topology (one LAN, 192.0.2.0/24, TEST-NET-1, no route out of the lab):
+#
+#   hbdlab-br      bridge br0 with one port per host
+#   hbdlab-dir1    director 1      192.0.2.11
+#   hbdlab-dir2    director 2      192.0.2.12
+#   hbdlab-client  client          192.0.2.100
+#   hbdlab-rs1..3  real servers    192.0.2.21-23, each running hbd-labweb on :80 that
+#                  answers with its name; VIP 192.0.2.10 on lo, hidden from ARP
+#                  (resources/tunl with DEV=lo), ready for LVS-DR.
+#
+# Each host's interface is eth0. `down` kills only the PIDs it recorded and deletes every
+# hbdlab-* namespace it created. Run as root. HBD_LABWEB overrides the server binary
+# (default: target/debug/hbd-labweb, built with cargo when missing).
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUN=/run/hbdlab
+VIP=192.0.2.10
+BR=hbdlab-br
+# name address
+HOSTS=(
+    "dir1 192.0.2.11"
+    "dir2 192.0.2.12"
+    "client 192.0.2.100"
+    "rs1 192.0.2.21"
+    "rs2 192.0.2.22"
+    "rs3 192.0.2.23"
+)
+LABWEB=${HBD_LABWEB:-$ROOT/target/debug/hbd-labweb}
+
+die() { echo "lab.sh: $*" >&2; exit 1; }
+ns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
+
+up() {
+    [ "$(id -u)" = 0 ] || die "must run as root"
+    ns_exists "$BR" && die "lab already up (run: $0 down)"
+    if [ ! -x "$LABWEB" ]; then
+        (cd "$ROOT" && cargo build --quiet --bin hbd-labweb) || die "cannot build hbd-labweb"
+    fi
+    mkdir -p "$RUN"
+    ip netns add "$BR"
+    ip -n "$BR" link set lo up
+    ip -n "$BR" link add br0 type bridge
+    ip -n "$BR" link set br0 up
+    for h in "${HOSTS[@]}"; do
+        set -- $h
+        local name=$1 addr=$2 ns=hbdlab-$1
+        ip netns add "$ns"
+        ip -n "$ns" link set lo up
+        ip -n "$BR" link add "$name" type veth peer name eth0 netns "$ns"
+        ip -n "$BR" link set "$name" master br0
+        ip -n "$BR" link set "$name" up
+        ip -n "$ns" addr add "$addr/24" dev eth0
+        ip -n "$ns" link set eth0 up
+        case $name in
+        rs*)
+            ip netns exec "$ns" "$ROOT/resources/tunl" "$VIP" lo start >/dev/null
+            ip netns exec "$ns" "$LABWEB" --listen 0.0.0.0:80 --name "$name" \
+                >"$RUN/$name.log" 2>&1 &
+            echo $! >"$RUN/$name.pid"
+            ;;
+        esac
+    done
+    # Wait (bounded) until every web server answers on its real address.
+    for h in "${HOSTS[@]}"; do
+        set -- $h
+        case $1 in rs*) ;; *) continue ;; esac
+        local ok=
+        for _ in $(seq 50); do
+            if ip netns exec hbdlab-client curl -s -m 1 "http://$2/" >/dev/null 2>&1; then ok=1; break; fi
+            sleep 0.1
+        done
+        [ -n "$ok" ] || die "$1 ($2) does not answer; see $RUN/$1.log"
+    done
+    echo "lab up: directors 192.0.2.11/.12, client .100, real servers .21-.23, VIP $VIP"
+}
+
+down() {
+    if [ -d "$RUN" ]; then
+        for f in "$RUN"/*.pid; do
+            [ -e "$f" ] || continue
+            kill "$(cat "$f")" 2>/dev/null || true
+            rm -f "$f"
+        done
+        rm -f "$RUN"/*.log
+        rmdir "$RUN" 2>/dev/null || true
+    fi
+    for h in "${HOSTS[@]}"; do
+        set -- $h
+        ns_exists "hbdlab-$1" && ip netns del "hbdlab-$1"
+    done
+    ns_exists "$BR" && ip netns del "$BR"
+    echo "lab down"
+}
+
+status() {
+    local rc=0
+    for ns in "$BR" $(for h in "${HOSTS[@]}"; do set -- $h; echo "hbdlab-$1"; done); do
+        if ns_exists "$ns"; then
+            printf '%-14s up   %s\n' "$ns" "$(ip -n "$ns" -o -4 addr show scope global 2>/dev/null | awk '{print $4}' | paste -sd' ')"
+        else
+            printf '%-14s DOWN\n' "$ns"; rc=1
+        fi
+    done
+    for h in "${HOSTS[@]}"; do
+        set -- $h
+        case $1 in rs*) ;; *) continue ;; esac
+        if ns_exists hbdlab-client; then
+            local got
+            got=$(ip netns exec hbdlab-client curl -s -m 1 "http://$2/" 2>/dev/null || true)
+            printf '%-14s http://%s/ -> %s\n' "$1" "$2" "${got:-NO ANSWER}"
+            [ "$got" = "$1" ] || rc=1
+        fi
+    done
+    return $rc
+}
+
+case "${1:-}" in
+up) up ;;
+down) down ;;
+status) status ;;
+*) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,93 @@
+//! `hbd-labweb`: a tiny HTTP server for the namespace lab (scripts/lab.sh).
+//!
+//! Each lab real server runs one; it answers every `GET`/`HEAD` with its own name, so a
+//! client looping over the VIP sees which real server the director chose. std only, one
+//! thread per connection, bounded request size and read timeout.
+//!
+//! Usage: `hbd-labweb --listen ADDR:PORT --name NAME`
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// Largest request head accepted.
+const MAX_HEAD: usize = 8192;
+/// How long a client may take to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn parse_args() -> anyhow::Result<(SocketAddr, String)> {
+    let mut listen = None;
+    let mut name = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--listen" => {
+                let v = args.next().context("--listen needs ADDR:PORT")?;
+                listen = Some(
+                    v.parse()
+                        .with_context(|| format!("--listen {v:?}: not ADDR:PORT"))?,
+                );
+            }
+            "--name" => name = Some(args.next().context("--name needs a value")?),
+            "-h" | "--help" => {
+                println!("usage: hbd-labweb --listen ADDR:PORT --name NAME");
+                std::process::exit(0);
+            }
+            other => bail!(
+                "unknown argument {other:?}; usage: hbd-labweb --listen ADDR:PORT --name NAME"
+            ),
+        }
+    }
+    Ok((
+        listen.context("--listen ADDR:PORT is required")?,
+        name.context("--name NAME is required")?,
+    ))
+}
+
+fn serve(mut s: TcpStream, name: &str) -> std::io::Result<()> {
+    s.set_read_timeout(Some(READ_TIMEOUT))?;
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let n = s.read(&mut buf)?;
+        if n == 0 || head.len() + n > MAX_HEAD {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let method = head.split(|b| *b == b' ').next().unwrap_or_default();
+    let (status, body) = match method {
+        b"GET" | b"HEAD" => ("200 OK", format!("{name}\n")),
+        _ => ("405 Method Not Allowed", "only GET\n".to_string()),
+    };
+    let mut resp = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if method != b"HEAD" {
+        resp.push_str(&body);
+    }
+    s.write_all(resp.as_bytes())
+}
+
+fn main() -> anyhow::Result<()> {
+    let (listen, name) = parse_args()?;
+    let listener = TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?;
+    eprintln!("hbd-labweb {name} listening on {listen}");
+    for conn in listener.incoming() {
+        match conn {
+            Ok(s) => {
+                let name = name.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = serve(s, &name) {
+                        eprintln!("hbd-labweb: {e}");
+                    }
+                });
+            }
+            Err(e) => eprintln!("hbd-labweb: accept: {e}"),
+        }
+    }
+    Ok(())
+}
