@@ -20,8 +20,8 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod manager;
 pub mod dataplane;
+pub mod manager;
 pub mod media;
 pub mod membership;
 pub mod net;

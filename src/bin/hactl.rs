@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use hbd::config;
 use hbd::control::DEFAULT_SOCKET;
 use hbd::control::client::{self, ClientError};
-use hbd::control::protocol::{Request, StatusReport};
+use hbd::control::protocol::{GroupClass, Request, StatusReport};
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_UNREACHABLE: u8 = 3;
@@ -32,6 +32,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move groups to this node (hb_takeover). CLASS: all (default), local (groups this
+    /// node prefers), foreign (groups the other node prefers; `failback` is the same).
+    Takeover {
+        /// all | local | foreign | failback
+        #[arg(default_value = "all")]
+        class: String,
+    },
+    /// Move groups from this node to the other one (hb_standby). CLASS as for takeover.
+    Standby {
+        /// all | local | foreign | failback
+        #[arg(default_value = "all")]
+        class: String,
+    },
     /// Print the YAML equivalent of a Linux-HA directory (ha.cf, haresources, authkeys).
     Convert {
         /// The Linux-HA directory.
@@ -48,6 +61,41 @@ fn main() -> ExitCode {
     match args.command {
         Command::Status { json } => status(&args.socket, json),
         Command::Convert { ha_dir, node_name } => convert(&ha_dir, node_name),
+        Command::Takeover { class } => move_groups(&args.socket, &class, true),
+        Command::Standby { class } => move_groups(&args.socket, &class, false),
+    }
+}
+
+fn parse_class(word: &str) -> Option<GroupClass> {
+    match word.to_ascii_lowercase().as_str() {
+        "all" => Some(GroupClass::All),
+        "local" => Some(GroupClass::Local),
+        // heartbeat's `failback` means the groups preferred by the other node.
+        "foreign" | "failback" => Some(GroupClass::Foreign),
+        _ => None,
+    }
+}
+
+fn move_groups(socket: &std::path::Path, class: &str, takeover: bool) -> ExitCode {
+    let Some(class) = parse_class(class) else {
+        eprintln!("hactl: unknown group class '{class}'; use all, local, foreign or failback");
+        return ExitCode::from(2);
+    };
+    let request = if takeover {
+        Request::Takeover { class }
+    } else {
+        Request::Standby { class }
+    };
+    let response = match call(socket, request) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    if response.ok {
+        println!("{}", response.message.unwrap_or_else(|| "done".into()));
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("hactl: refused: {}", response.error.unwrap_or_default());
+        ExitCode::from(EXIT_FAILED)
     }
 }
 
@@ -135,17 +183,25 @@ fn render_status(r: &StatusReport) -> String {
         }
     }
     let _ = writeln!(out, "Groups:");
+    if !r.unstable.is_empty() {
+        let _ = writeln!(out, "  (pair not stable: {})", r.unstable);
+    }
+    for q in &r.queued {
+        let _ = writeln!(out, "  queued request: {q}");
+    }
     if r.groups.is_empty() {
         let _ = writeln!(out, "  (none)");
     }
     for g in &r.groups {
         let _ = writeln!(
             out,
-            "  {:<30} preferred {:<14} owner {:<14} {}",
+            "  {:<30} preferred {:<12} owner {:<12} here {:<10} target {} (epoch {})",
             g.name,
             g.preferred,
             g.owner.as_deref().unwrap_or("-"),
-            g.state
+            g.state,
+            g.target,
+            g.epoch
         );
         for res in &g.resources {
             let _ = writeln!(out, "      {:<40} {}", res.spec, res.state);

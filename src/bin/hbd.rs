@@ -33,6 +33,10 @@ struct Args {
     /// Control socket path.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// Directory of heartbeat-class resource scripts searched first (repeatable); then
+    /// `<ha-dir>/resource.d`, hbd's own scripts, /etc/ha.d/resource.d and /etc/init.d.
+    #[arg(long, value_name = "DIR")]
+    resource_dir: Vec<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -83,10 +87,15 @@ fn main() -> ExitCode {
     for w in warnings.iter().filter(|w| w.severity == Severity::Warning) {
         tracing::warn!("{w}");
     }
+    let mut resource_dirs = args.resource_dir.clone();
+    if let Some(dir) = &args.ha_dir {
+        resource_dirs.push(dir.join("resource.d"));
+    }
     let options = DaemonOptions {
         node_name,
         state_dir: args.state_dir,
         socket: args.socket,
+        resource_dirs,
     };
     match run(config, options) {
         Ok(()) => ExitCode::SUCCESS,

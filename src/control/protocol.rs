@@ -6,12 +6,24 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::manager::GroupClass;
+
 /// A request from `hactl`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
     /// Report membership and group state.
     Status,
+    /// Move groups to this node (heartbeat `hb_takeover`).
+    Takeover {
+        /// Which groups, relative to this node.
+        class: GroupClass,
+    },
+    /// Move groups to the other node (heartbeat `hb_standby`).
+    Standby {
+        /// Which groups, relative to this node.
+        class: GroupClass,
+    },
 }
 
 /// The daemon's answer.
@@ -25,6 +37,9 @@ pub struct Response {
     /// The status report, for `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusReport>,
+    /// What was done, for commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl Response {
@@ -34,6 +49,17 @@ impl Response {
             ok: false,
             error: Some(error.into()),
             status: None,
+            message: None,
+        }
+    }
+
+    /// A command carried out, with what was done.
+    pub fn done(message: impl Into<String>) -> Response {
+        Response {
+            ok: true,
+            error: None,
+            status: None,
+            message: Some(message.into()),
         }
     }
 }
@@ -51,6 +77,12 @@ pub struct StatusReport {
     pub nodes: Vec<NodeReport>,
     /// Resource groups from haresources, in file order.
     pub groups: Vec<GroupReport>,
+    /// Takeover/standby requests waiting for the pair to be stable, oldest first.
+    #[serde(default)]
+    pub queued: Vec<String>,
+    /// Why the pair is not stable ("" when it is).
+    #[serde(default)]
+    pub unstable: String,
     /// Frames dropped and why, since start.
     pub counters: Counters,
 }
@@ -97,8 +129,14 @@ pub struct GroupReport {
     pub preferred: String,
     /// Node holding it, if any.
     pub owner: Option<String>,
-    /// `stopped`, `starting`, `running`, `stopping` or `failed`.
+    /// Here: `stopped`, `starting`, `running`, `stopping`, `failed` or `stop_failed`.
     pub state: String,
+    /// Node the group should run on (its placement).
+    #[serde(default)]
+    pub target: String,
+    /// Placement decision counter.
+    #[serde(default)]
+    pub epoch: u64,
     /// Resources in start order.
     pub resources: Vec<ResourceReport>,
 }

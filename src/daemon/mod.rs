@@ -4,6 +4,7 @@
 //! and the control socket, starts the [`node::Node`] task and stops it on SIGTERM/SIGINT.
 
 pub mod node;
+pub mod runner;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +15,10 @@ use crate::config::Config;
 use crate::control::server;
 use crate::media::udp;
 use crate::membership::generation;
+use crate::resources::ResolveContext;
+use crate::resources::group::GroupPolicy;
 use node::{Node, NodeIdentity, NodeSetup};
+use runner::ResourceRunner;
 
 /// Default state directory (generation, uuid, peer generations).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/hbd";
@@ -31,6 +35,9 @@ pub struct DaemonOptions {
     pub state_dir: PathBuf,
     /// Control socket path.
     pub socket: PathBuf,
+    /// Extra heartbeat-class resource script directories, searched before the defaults
+    /// (`--resource-dir`, then `<ha-dir>/resource.d`).
+    pub resource_dirs: Vec<PathBuf>,
 }
 
 /// Why the daemon could not start.
@@ -91,7 +98,16 @@ pub async fn run(config: Config, options: DaemonOptions) -> Result<(), DaemonErr
     let (control_tx, control_rx) = mpsc::channel(64);
     let control_task = server::serve(&options.socket, control_tx).await?;
 
+    let mut ctx = ResolveContext::default();
+    let mut dirs = options.resource_dirs.clone();
+    dirs.append(&mut ctx.dirs.resource_dirs);
+    ctx.dirs.resource_dirs = dirs;
+    let runner = ResourceRunner::new(&config.groups, &ctx, GroupPolicy::default());
+    for (group, reason) in runner.unresolved() {
+        tracing::error!(group = %config.groups[group].name(), "group cannot run here: {reason}");
+    }
     let setup = NodeSetup {
+        runner: Arc::new(runner),
         config: Arc::new(config),
         identity: NodeIdentity {
             name: options.node_name.clone(),
@@ -105,6 +121,7 @@ pub async fn run(config: Config, options: DaemonOptions) -> Result<(), DaemonErr
         observer: None,
     };
     let node = Node::new(setup, tokio::time::Instant::now());
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let node_task = tokio::spawn(node.run(inbound_rx, control_rx, shutdown_rx));
 

@@ -22,6 +22,8 @@ use crate::control::protocol::{
     Counters, GroupReport, LinkReport, NodeReport, Request, ResourceReport, Response, StatusReport,
 };
 use crate::control::server::ControlCall;
+use crate::daemon::runner::GroupRunner;
+use crate::manager::{self, Action, Command, CommandOutcome, GroupPhase, Manager};
 use crate::media::{Inbound, Medium};
 use crate::membership::generation;
 use crate::membership::liveness::{LinkState, Liveness, LivenessEvent, PeerState, fmt_ms};
@@ -55,9 +57,10 @@ pub struct NodeSetup {
     pub state_dir: Option<PathBuf>,
     /// Whether to report the load average (`ld`) from /proc/loadavg.
     pub report_load: bool,
-    /// Where to copy every [`NodeEvent`], timestamped (simulation tests, later the
-    /// resource manager); `None` for nobody.
+    /// Where to copy every [`NodeEvent`], timestamped (simulation tests); `None` for nobody.
     pub observer: Option<mpsc::UnboundedSender<(Instant, NodeEvent)>>,
+    /// Carries out group starts and stops.
+    pub runner: Arc<dyn GroupRunner>,
 }
 
 /// Something that happened in the node, as seen by an observer.
@@ -72,6 +75,15 @@ pub enum NodeEvent {
         /// Its new generation.
         generation: u64,
     },
+    /// A group operation finished here.
+    GroupOp {
+        /// Group key.
+        group: String,
+        /// `start` or `stop`.
+        op: &'static str,
+        /// Whether it succeeded.
+        ok: bool,
+    },
     /// A frame was dropped.
     Dropped {
         /// Why: `oversize`, `authentication failed`, `malformed`, `unknown node`, `replay`
@@ -83,6 +95,9 @@ pub enum NodeEvent {
 /// Rate limit for repeated drop reasons: at most one log line per reason per interval, so a
 /// flood of forged packets cannot flood the log.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Field of our `status` messages that carries our group reports (ignored by heartbeat).
+pub const GROUPS_FIELD: &str = "hbd_groups";
 
 /// How often the load average in our heartbeats is refreshed.
 const LOAD_REFRESH: Duration = Duration::from_secs(1);
@@ -133,6 +148,18 @@ pub struct Node {
     drop_log: DropLog,
     ttl: u32,
     observer: Option<mpsc::UnboundedSender<(Instant, NodeEvent)>>,
+    manager: Manager,
+    runner: Arc<dyn GroupRunner>,
+    op_tx: mpsc::UnboundedSender<OpDone>,
+    op_rx: Option<mpsc::UnboundedReceiver<OpDone>>,
+}
+
+/// A finished group operation, back from the runner.
+#[derive(Debug)]
+struct OpDone {
+    group: usize,
+    start: bool,
+    result: Result<(), String>,
 }
 
 impl Node {
@@ -160,6 +187,13 @@ impl Node {
             .collect();
         let node_count = config.nodes.len() + config.ping_nodes.len() + config.ping_groups.len();
         let ttl = config.hopfudge + u32::try_from(node_count).unwrap_or(u32::MAX);
+        let manager = Manager::new(
+            &setup.identity.name,
+            &config.nodes,
+            &config.groups,
+            config.auto_failback,
+        );
+        let (op_tx, op_rx) = mpsc::unbounded_channel();
         Node {
             identity: setup.identity,
             media: setup.media,
@@ -175,6 +209,10 @@ impl Node {
             drop_log: DropLog::default(),
             ttl,
             observer: setup.observer,
+            manager,
+            runner: setup.runner,
+            op_tx,
+            op_rx: Some(op_rx),
             config,
         }
     }
@@ -194,6 +232,17 @@ impl Node {
             deadtime = %fmt_ms(self.config.timing.deadtime),
             "node starting"
         );
+        // Groups left running by an earlier run are held until the rules say otherwise.
+        for i in 0..self.config.groups.len() {
+            if self.runner.probe(i).await {
+                tracing::warn!(
+                    group = %self.config.groups[i].name(),
+                    "group found running at start (left behind): adopting it"
+                );
+                self.manager.adopt_running(i);
+            }
+        }
+        let mut op_rx = self.op_rx.take().expect("run is called once");
         let mut control_open = true;
         loop {
             let now = Instant::now();
@@ -213,6 +262,7 @@ impl Node {
                     Some(frame) => self.on_frame(Instant::now(), frame),
                     None => break,
                 },
+                Some(done) = op_rx.recv() => self.on_op_done(Instant::now(), done),
                 call = control.recv(), if control_open => match call {
                     Some(call) => {
                         let response = self.on_request(Instant::now(), &call.request);
@@ -252,6 +302,20 @@ impl Node {
 
     fn apply_events(&mut self, now: Instant, events: Vec<LivenessEvent>) {
         let mut local_changed = false;
+        let mut actions = Vec::new();
+        for event in &events {
+            match event {
+                LivenessEvent::PeerState { from, to, .. } if to.is_alive() && !from.is_alive() => {
+                    actions.extend(self.manager.on_peer_alive());
+                }
+                LivenessEvent::PeerState {
+                    to: PeerState::Dead,
+                    ..
+                } => actions.extend(self.manager.on_peer_dead()),
+                LivenessEvent::LocalActive { .. } => actions.extend(self.manager.on_ready()),
+                _ => {}
+            }
+        }
         for event in events {
             log_event(&event);
             if let LivenessEvent::PeerState {
@@ -270,10 +334,77 @@ impl Node {
                 local_changed = true;
             }
         }
-        if local_changed {
+        if local_changed && !actions.contains(&Action::SendReport) {
             // heartbeat sends a status at once when its own state changes.
-            self.send_status(now);
+            actions.push(Action::SendReport);
         }
+        self.run_actions(now, actions);
+    }
+
+    /// Carries out the manager's decisions.
+    fn run_actions(&mut self, now: Instant, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Start(g) | Action::Stop(g) => {
+                    let start = matches!(action, Action::Start(_));
+                    let name = self.config.groups[g].name().to_string();
+                    tracing::info!(group = %name, "{} group", if start { "starting" } else { "stopping" });
+                    let op = if start {
+                        self.runner.start(g)
+                    } else {
+                        self.runner.stop(g)
+                    };
+                    let tx = self.op_tx.clone();
+                    tokio::spawn(async move {
+                        let result = op.await;
+                        let _ = tx.send(OpDone {
+                            group: g,
+                            start,
+                            result,
+                        });
+                    });
+                }
+                Action::Announce(g) => {
+                    let name = self.config.groups[g].name().to_string();
+                    tracing::info!(group = %name, "re-announcing the group's addresses");
+                    let op = self.runner.announce(g);
+                    tokio::spawn(async move {
+                        if let Err(e) = op.await {
+                            tracing::warn!(group = %name, "re-announce failed: {e}");
+                        }
+                    });
+                }
+                Action::SendReport => self.send_status(now),
+            }
+        }
+    }
+
+    fn on_op_done(&mut self, now: Instant, done: OpDone) {
+        let name = self.config.groups[done.group].name().to_string();
+        let ok = done.result.is_ok();
+        match (&done.result, done.start) {
+            (Ok(()), true) => tracing::info!(group = %name, "group running"),
+            (Ok(()), false) => tracing::info!(group = %name, "group stopped"),
+            (Err(e), true) => tracing::error!(group = %name, "group start failed: {e}"),
+            (Err(e), false) => tracing::error!(
+                group = %name,
+                "GROUP STOP FAILED: {e}; the group is held failed here and will not be started on the peer; fix it and restart hbd"
+            ),
+        }
+        self.notify(
+            now,
+            NodeEvent::GroupOp {
+                group: name,
+                op: if done.start { "start" } else { "stop" },
+                ok,
+            },
+        );
+        let actions = if done.start {
+            self.manager.on_started(done.group, ok)
+        } else {
+            self.manager.on_stopped(done.group, ok)
+        };
+        self.run_actions(now, actions);
     }
 
     fn current_load(&mut self, now: Instant) -> String {
@@ -300,6 +431,12 @@ impl Node {
             &format!("{:x}", self.config.timing.deadtime.as_millis()),
         );
         msg.add_str("protocol", "1");
+        if !self.config.groups.is_empty() {
+            msg.add_str(
+                GROUPS_FIELD,
+                &manager::encode_reports(&self.manager.reports()),
+            );
+        }
         self.send(now, msg);
     }
 
@@ -474,6 +611,18 @@ impl Node {
             self.liveness.on_packet(now, peer, inbound.link, Some(seq))
         };
         self.apply_events(now, events);
+        if is_status && let Some(text) = msg.get_str(GROUPS_FIELD) {
+            match manager::decode_reports(text) {
+                Some(reports) => {
+                    let actions = self.manager.on_peer_reports(reports);
+                    self.run_actions(now, actions);
+                }
+                None => {
+                    self.counters.malformed += 1;
+                    self.drop_frame(now, "malformed", &inbound, "bad hbd_groups field");
+                }
+            }
+        }
     }
 
     fn remember_generation(&mut self, peer: usize, name: &str, generation: u64) {
@@ -489,13 +638,32 @@ impl Node {
     }
 
     /// Answers one control request.
-    pub fn on_request(&self, now: Instant, request: &Request) -> Response {
-        match request {
-            Request::Status => Response {
-                ok: true,
-                error: None,
-                status: Some(self.status_report(now)),
-            },
+    pub fn on_request(&mut self, now: Instant, request: &Request) -> Response {
+        let command = match request {
+            Request::Status => {
+                return Response {
+                    ok: true,
+                    error: None,
+                    status: Some(self.status_report(now)),
+                    message: None,
+                };
+            }
+            Request::Takeover { class } => Command::Takeover(*class),
+            Request::Standby { class } => Command::Standby(*class),
+        };
+        tracing::info!(?command, "operator command");
+        match self.manager.on_command(command) {
+            Ok((outcome, actions)) => {
+                self.run_actions(now, actions);
+                Response::done(match outcome {
+                    CommandOutcome::Applied(groups) => format!("moving: {}", groups.join(", ")),
+                    CommandOutcome::NothingToDo(why) => format!("nothing to do: {why}"),
+                    CommandOutcome::Queued(why) => {
+                        format!("queued until the pair is stable ({why})")
+                    }
+                })
+            }
+            Err(e) => Response::refused(e.to_string()),
         }
     }
 
@@ -553,22 +721,34 @@ impl Node {
             });
         }
         let groups = self
-            .config
-            .groups
+            .manager
+            .groups()
             .iter()
-            .map(|g| GroupReport {
-                name: g.name().to_string(),
-                preferred: g.preferred.clone(),
-                owner: None,
-                state: "stopped".to_string(),
-                resources: g
-                    .resources
-                    .iter()
-                    .map(|r| ResourceReport {
-                        spec: r.spec.clone(),
-                        state: "stopped".to_string(),
-                    })
-                    .collect(),
+            .enumerate()
+            .map(|(i, g)| {
+                let resource_state = match g.phase {
+                    GroupPhase::Running => "running",
+                    GroupPhase::Failed => "failed",
+                    GroupPhase::StopFailed => "unknown",
+                    GroupPhase::Starting | GroupPhase::Stopping => g.phase.as_str(),
+                    GroupPhase::Stopped => "stopped",
+                };
+                GroupReport {
+                    name: g.name.clone(),
+                    preferred: g.preferred.clone(),
+                    owner: self.manager.owner(i),
+                    state: g.phase.as_str().to_string(),
+                    target: g.placement.target.clone(),
+                    epoch: g.placement.epoch,
+                    resources: self.config.groups[i]
+                        .resources
+                        .iter()
+                        .map(|r| ResourceReport {
+                            spec: r.spec.clone(),
+                            state: resource_state.to_string(),
+                        })
+                        .collect(),
+                }
             })
             .collect();
         StatusReport {
@@ -577,6 +757,8 @@ impl Node {
             generation: self.identity.generation,
             nodes,
             groups,
+            queued: self.manager.queued().map(|c| format!("{c:?}")).collect(),
+            unstable: self.manager.instability(),
             counters: self.counters.clone(),
         }
     }

@@ -426,8 +426,7 @@ impl Ipvs {
     /// Open a generic netlink socket and resolve the "IPVS" family; a kernel without IPVS
     /// gives [`DataplaneError::NoIpvs`].
     pub fn open() -> Result<Ipvs, DataplaneError> {
-        let mut sock =
-            RequestSocket::open(netlink_sys::constants::NETLINK_GENERIC).map_err(|e| nl(e))?;
+        let mut sock = RequestSocket::open(netlink_sys::constants::NETLINK_GENERIC).map_err(nl)?;
         let mut w = MsgWriter::new();
         encode_get_family(&mut w, 1);
         sock.send(&w.buf).map_err(nl)?;

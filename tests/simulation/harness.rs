@@ -2,15 +2,21 @@
 //! event channels and their control interface.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hbd::config::{
     AuthKey, AuthKeys, AuthMethod, AutoFailback, Config, Logging, MediumSpec, MsgFormat, Timing,
 };
+use hbd::config::{GroupSpec, ResourceSpec};
+use hbd::control::protocol::Response;
 use hbd::control::protocol::{Request, StatusReport};
 use hbd::control::server::ControlCall;
 use hbd::daemon::node::{Node, NodeEvent, NodeIdentity, NodeSetup};
+use hbd::daemon::runner::{GroupRunner, OpFuture};
 use hbd::media::Medium;
 use hbd::media::memory::MemoryNet;
 use hbd::membership::liveness::{LivenessEvent, PeerState};
@@ -91,8 +97,20 @@ pub struct SimNode {
 }
 
 impl SimNode {
-    /// Starts `name` with `config` and `generation` on `net`.
+    /// Starts `name` with `config` and `generation` on `net`, with resources that do nothing.
     pub fn start(net: &MemoryNet, name: &str, config: &Config, generation: u64) -> SimNode {
+        let runner = FakeRunner::new(name, &Trace::default(), config.groups.len());
+        SimNode::start_with(net, name, config, generation, runner)
+    }
+
+    /// Starts `name` with a given runner.
+    pub fn start_with(
+        net: &MemoryNet,
+        name: &str,
+        config: &Config,
+        generation: u64,
+        runner: Arc<FakeRunner>,
+    ) -> SimNode {
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
         let media = (0..config.media.len())
             .map(|i| Medium {
@@ -115,6 +133,7 @@ impl SimNode {
             state_dir: None,
             report_load: false,
             observer: Some(observer),
+            runner: Arc::new(FakeHandle(runner)),
         };
         let node = Node::new(setup, Instant::now());
         let (control, control_rx) = mpsc::channel(8);
@@ -147,6 +166,16 @@ impl SimNode {
             .await
             .expect("node running");
         answer.await.expect("answer").status.expect("status")
+    }
+
+    /// Sends a control request and returns the answer.
+    pub async fn request(&self, request: Request) -> Response {
+        let (reply, answer) = oneshot::channel();
+        self.control
+            .send(ControlCall { request, reply })
+            .await
+            .expect("node running");
+        answer.await.expect("answer")
     }
 
     /// Waits (in simulated time, at most `limit`) for an event matching `pred`; returns
@@ -189,5 +218,199 @@ pub fn peer_alive(node: &str) -> impl FnMut(&NodeEvent) -> bool + '_ {
     move |e| {
         matches!(e, NodeEvent::Liveness(LivenessEvent::PeerState { node: n, to, .. })
             if n == node && to.is_alive())
+    }
+}
+
+/// A group with one VIP-like resource, preferred by `preferred`.
+pub fn group(preferred: &str, name: &str) -> GroupSpec {
+    GroupSpec {
+        preferred: preferred.into(),
+        resources: vec![ResourceSpec {
+            spec: name.into(),
+            kind: "IPaddr".into(),
+            args: vec![name.into()],
+        }],
+    }
+}
+
+/// One recorded resource operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceEntry {
+    /// When.
+    pub at: Instant,
+    /// Which node.
+    pub node: String,
+    /// Which group.
+    pub group: usize,
+    /// `start_begin`, `start_end`, `start_fail`, `stop_begin`, `stop_end`, `stop_fail`,
+    /// `announce`, `crash`.
+    pub event: &'static str,
+}
+
+/// Shared trace of every node's resource operations.
+#[derive(Debug, Clone, Default)]
+pub struct Trace(pub Arc<Mutex<Vec<TraceEntry>>>);
+
+impl Trace {
+    fn push(&self, node: &str, group: usize, event: &'static str) {
+        self.0.lock().unwrap().push(TraceEntry {
+            at: Instant::now(),
+            node: node.to_string(),
+            group,
+            event,
+        });
+    }
+
+    /// Records that `node` died with its machine: whatever it held is gone.
+    pub fn crash(&self, node: &str, groups: usize) {
+        for g in 0..groups {
+            self.push(node, g, "crash");
+        }
+    }
+
+    /// A copy of the entries so far.
+    pub fn entries(&self) -> Vec<TraceEntry> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Intervals during which `node` may have held `group` (from a start's beginning to the
+    /// end of the stop that follows; open intervals end at `until`).
+    pub fn held(&self, node: &str, group: usize, until: Instant) -> Vec<(Instant, Instant)> {
+        let mut out = Vec::new();
+        let mut open: Option<Instant> = None;
+        for e in self
+            .entries()
+            .iter()
+            .filter(|e| e.node == node && e.group == group)
+        {
+            match e.event {
+                "start_begin" if open.is_none() => open = Some(e.at),
+                "start_fail" | "stop_end" | "crash" => {
+                    if let Some(from) = open.take() {
+                        out.push((from, e.at));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(from) = open {
+            out.push((from, until));
+        }
+        out
+    }
+
+    /// Total time both `a` and `b` held `group` within `window`.
+    pub fn overlap(&self, a: &str, b: &str, group: usize, window: (Instant, Instant)) -> Duration {
+        let ha = self.held(a, group, window.1);
+        let hb = self.held(b, group, window.1);
+        let mut total = Duration::ZERO;
+        for (a0, a1) in &ha {
+            for (b0, b1) in &hb {
+                let from = (*a0).max(*b0).max(window.0);
+                let to = (*a1).min(*b1).min(window.1);
+                if to > from {
+                    total += to - from;
+                }
+            }
+        }
+        total
+    }
+
+    /// When `node` last finished starting `group`.
+    pub fn last(&self, node: &str, group: usize, event: &str) -> Option<Instant> {
+        self.entries()
+            .iter()
+            .rev()
+            .find(|e| e.node == node && e.group == group && e.event == event)
+            .map(|e| e.at)
+    }
+}
+
+/// Resources that take a fixed time and record what they do.
+pub struct FakeRunner {
+    node: String,
+    trace: Trace,
+    /// Time a start takes.
+    pub start_delay: Duration,
+    /// Time a stop takes.
+    pub stop_delay: Duration,
+    /// Make starts fail.
+    pub fail_start: AtomicBool,
+    /// Make stops fail.
+    pub fail_stop: AtomicBool,
+    running: Mutex<Vec<bool>>,
+}
+
+impl FakeRunner {
+    /// A runner for `node` with 1 ms operations.
+    pub fn new(node: &str, trace: &Trace, groups: usize) -> Arc<FakeRunner> {
+        Arc::new(FakeRunner {
+            node: node.to_string(),
+            trace: trace.clone(),
+            start_delay: ms(1),
+            stop_delay: ms(1),
+            fail_start: AtomicBool::new(false),
+            fail_stop: AtomicBool::new(false),
+            running: Mutex::new(vec![false; groups]),
+        })
+    }
+
+    /// A runner whose groups are found running at start (left behind by a killed daemon).
+    pub fn left_running(node: &str, trace: &Trace, groups: usize) -> Arc<FakeRunner> {
+        let r = FakeRunner::new(node, trace, groups);
+        r.running.lock().unwrap().iter_mut().for_each(|g| *g = true);
+        r
+    }
+}
+
+/// The shareable handle the node holds.
+struct FakeHandle(Arc<FakeRunner>);
+
+impl GroupRunner for FakeHandle {
+    fn start(&self, group: usize) -> OpFuture {
+        let me = self.0.clone();
+        Box::pin(async move {
+            me.trace.push(&me.node, group, "start_begin");
+            tokio::time::sleep(me.start_delay).await;
+            if me.fail_start.load(Ordering::SeqCst) {
+                me.trace.push(&me.node, group, "start_fail");
+                return Err("simulated start failure".into());
+            }
+            me.running.lock().unwrap()[group] = true;
+            me.trace.push(&me.node, group, "start_end");
+            Ok(())
+        })
+    }
+
+    fn stop(&self, group: usize) -> OpFuture {
+        let me = self.0.clone();
+        Box::pin(async move {
+            me.trace.push(&me.node, group, "stop_begin");
+            tokio::time::sleep(me.stop_delay).await;
+            if me.fail_stop.load(Ordering::SeqCst) {
+                me.trace.push(&me.node, group, "stop_fail");
+                return Err("simulated stop failure".into());
+            }
+            me.running.lock().unwrap()[group] = false;
+            me.trace.push(&me.node, group, "stop_end");
+            Ok(())
+        })
+    }
+
+    fn announce(&self, group: usize) -> OpFuture {
+        let me = self.0.clone();
+        Box::pin(async move {
+            me.trace.push(&me.node, group, "announce");
+            Ok(())
+        })
+    }
+
+    fn probe(&self, group: usize) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+        let running = self.0.running.lock().unwrap()[group];
+        if running {
+            // What it left behind counts as held from now on.
+            self.0.trace.push(&self.0.node, group, "start_begin");
+        }
+        Box::pin(async move { running })
     }
 }

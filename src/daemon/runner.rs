@@ -1,0 +1,120 @@
+//! Group runners: how the node task starts, stops and announces resource groups.
+//!
+//! The node task decides (through [`crate::manager`]); a [`GroupRunner`] carries the decision
+//! out and reports back. The daemon uses [`ResourceRunner`] (VIPs through rtnetlink, scripts,
+//! OCF agents); simulation tests use a fake that records a trace.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::config::GroupSpec;
+use crate::resources::group::{self, GroupPolicy};
+use crate::resources::{self, ResolveContext, Resource, ResourceStatus};
+
+/// A boxed operation; `Err` carries the reason in words.
+pub type OpFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Starts, stops, announces and probes groups by index into the config's groups.
+pub trait GroupRunner: Send + Sync {
+    /// Starts the group left to right (an `Err` means it was rolled back, or could not be).
+    fn start(&self, group: usize) -> OpFuture;
+    /// Stops the group right to left; an `Err` means resources may still run here.
+    fn stop(&self, group: usize) -> OpFuture;
+    /// Re-announces the group's addresses (gratuitous ARP / unsolicited NA).
+    fn announce(&self, group: usize) -> OpFuture;
+    /// Whether any resource of the group runs here already (left behind by an earlier run).
+    fn probe(&self, group: usize) -> Pin<Box<dyn Future<Output = bool> + Send>>;
+}
+
+/// The real runner over [`crate::resources`].
+pub struct ResourceRunner {
+    groups: Vec<Result<Arc<Vec<Resource>>, String>>,
+    policy: GroupPolicy,
+}
+
+impl ResourceRunner {
+    /// Resolves every group's resources. A group with an entry that cannot be resolved (a
+    /// missing script, a bad address) is kept as an error: starting it fails with the reason.
+    pub fn new(groups: &[GroupSpec], ctx: &ResolveContext, policy: GroupPolicy) -> ResourceRunner {
+        let groups = groups
+            .iter()
+            .map(|g| {
+                g.resources
+                    .iter()
+                    .map(|r| resources::resolve(r, ctx))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+        ResourceRunner { groups, policy }
+    }
+
+    /// Groups that cannot run, with the reason (logged at start).
+    pub fn unresolved(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.groups
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| g.as_ref().err().map(|e| (i, e.as_str())))
+    }
+
+    fn members(&self, group: usize) -> Result<Arc<Vec<Resource>>, String> {
+        match self.groups.get(group) {
+            Some(Ok(m)) => Ok(m.clone()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("no group {group}")),
+        }
+    }
+}
+
+impl GroupRunner for ResourceRunner {
+    fn start(&self, group: usize) -> OpFuture {
+        let members = self.members(group);
+        let policy = self.policy;
+        Box::pin(async move {
+            let members = members?;
+            group::start_group(&members, policy)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn stop(&self, group: usize) -> OpFuture {
+        // A group that never resolved never started: nothing to stop.
+        let Ok(members) = self.members(group) else {
+            return Box::pin(async { Ok(()) });
+        };
+        let policy = self.policy;
+        Box::pin(async move {
+            group::stop_group(&members, policy)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn announce(&self, group: usize) -> OpFuture {
+        let members = self.members(group);
+        Box::pin(async move {
+            for m in members?.iter() {
+                if let Resource::Vip(vip) = m {
+                    vip.reannounce().await.map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn probe(&self, group: usize) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+        let members = self.members(group);
+        Box::pin(async move {
+            let Ok(members) = members else {
+                return false;
+            };
+            group::status_group(&members)
+                .await
+                .iter()
+                .any(|(_, s)| *s == ResourceStatus::Running)
+        })
+    }
+}
