@@ -427,6 +427,7 @@ impl Ipvs {
     /// gives [`DataplaneError::NoIpvs`].
     pub fn open() -> Result<Ipvs, DataplaneError> {
         let mut sock = RequestSocket::open(netlink_sys::constants::NETLINK_GENERIC).map_err(nl)?;
+        sock.set_recv_timeout(Duration::from_secs(10)).map_err(nl)?;
         let mut w = MsgWriter::new();
         encode_get_family(&mut w, 1);
         sock.send(&w.buf).map_err(nl)?;

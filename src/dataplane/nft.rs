@@ -969,6 +969,9 @@ pub struct Nft {
     state: Option<Vec<VirtualService>>,
     /// Whether the table skeleton (dispatch maps, prerouting chain) is in place.
     skeleton: bool,
+    /// Set when a batch was refused: the table may differ from what hbd believes (e.g. an
+    /// object deleted by hand), so the next apply rebuilds the whole table.
+    rebuild: bool,
 }
 
 fn nl(source: NetlinkError) -> DataplaneError {
@@ -989,6 +992,7 @@ impl Nft {
             seq: 0,
             state: None,
             skeleton: false,
+            rebuild: false,
         })
     }
 
@@ -1049,10 +1053,13 @@ impl Nft {
             return Ok(services.into_values().collect());
         }
         for (key, addr, comment) in self.read_shadow()? {
-            if let Some(vs) = services.get_mut(&key)
-                && let Some(r) = parse_real_comment(addr, &comment)
-            {
-                vs.reals.push(r);
+            match services.get_mut(&key) {
+                Some(vs) => match parse_real_comment(addr, &comment) {
+                    Some(r) => vs.reals.push(r),
+                    None => self.rebuild = true,
+                },
+                // a real without its service: the table was edited by hand; start afresh
+                None => self.rebuild = true,
             }
         }
         let mut out: Vec<VirtualService> = services.into_values().collect();
@@ -1209,7 +1216,7 @@ impl Dataplane for Nft {
                 return Err(e);
             }
         }
-        let rebuild = !self.skeleton;
+        let rebuild = !self.skeleton || self.rebuild;
         let (buf, first, last) = build_batch(
             &self.table,
             self.seq.wrapping_add(1),
@@ -1219,8 +1226,12 @@ impl Dataplane for Nft {
             rebuild,
         );
         self.seq = last.wrapping_add(1);
-        self.send_batch(&buf, first, last)?;
+        if let Err(e) = self.send_batch(&buf, first, last) {
+            self.rebuild = true;
+            return Err(e);
+        }
         self.skeleton = true;
+        self.rebuild = false;
         self.state = Some(after);
         Ok(())
     }
