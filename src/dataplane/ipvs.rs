@@ -20,8 +20,8 @@ use super::model::{
     Family, Forwarding, Netmask, Persistence, RealServer, Scheduler, ServiceKey, VirtualService,
 };
 use super::netlink::{
-    self, Attr, DecodeError, MsgWriter, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE,
-    NLMSG_ERROR, NetlinkError, RequestSocket, find, parse_attrs,
+    Attr, DecodeError, MsgWriter, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
+    NetlinkError, RequestSocket, find, parse_attrs,
 };
 use super::{Dataplane, DataplaneError};
 
@@ -427,6 +427,7 @@ impl Ipvs {
     /// gives [`DataplaneError::NoIpvs`].
     pub fn open() -> Result<Ipvs, DataplaneError> {
         let mut sock = RequestSocket::open(netlink_sys::constants::NETLINK_GENERIC).map_err(nl)?;
+        sock.set_recv_timeout(Duration::from_secs(10)).map_err(nl)?;
         let mut w = MsgWriter::new();
         encode_get_family(&mut w, 1);
         sock.send(&w.buf).map_err(nl)?;
@@ -571,10 +572,6 @@ impl Dataplane for Ipvs {
         }
     }
 }
-
-// Keep the shared netlink module referenced for docs.
-#[allow(unused_imports)]
-use netlink as _;
 
 #[cfg(test)]
 mod tests {

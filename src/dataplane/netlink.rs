@@ -24,7 +24,7 @@ pub const NLM_F_ACK: u16 = 0x4;
 pub const NLM_F_DUMP: u16 = 0x300;
 /// `NLM_F_CREATE`.
 pub const NLM_F_CREATE: u16 = 0x400;
-/// `NLM_F_EXCL`... unused; `NLM_F_APPEND` for rules appended at the end of a chain.
+/// `NLM_F_APPEND`: append a rule at the end of its chain.
 pub const NLM_F_APPEND: u16 = 0x800;
 /// `NLA_F_NESTED`: set on the type of an attribute that contains attributes.
 pub const NLA_F_NESTED: u16 = 0x8000;

@@ -14,15 +14,16 @@
 //!   map services { type ipv4_addr . inet_proto . inet_service : verdict; elements = {
 //!       192.0.2.10 . tcp . 80 : jump svc-tcp-192.0.2.10-80 } }
 //!   map fwmarks  { type mark : verdict }
+//!   set reals { type ipv4_addr . inet_proto . inet_service . ipv4_addr . inet_service;
+//!       elements = { 192.0.2.10 . tcp . 80 . 198.51.100.1 . 80 comment "masq 2 0 0", ... } }
 //!   map lb-tcp-192.0.2.10-80 { type integer : ipv4_addr . inet_service;
 //!       elements = { 0 : 198.51.100.1 . 80, 1 : 198.51.100.2 . 80, ... } }
 //!   chain prerouting { type nat hook prerouting priority dstnat; policy accept;
 //!       ip daddr . meta l4proto . th dport vmap @services
 //!       meta mark vmap @fwmarks }
 //!   chain svc-tcp-192.0.2.10-80 {
-//!       comment "hbd-svc tcp 192.0.2.10:80 wrr"            # service parameters
-//!       dnat to numgen inc mod 4 map @lb-tcp-192.0.2.10-80  # the balancing rule
-//!       comment "hbd-real 198.51.100.1:80 masq 2 0 0" ... } # one per real (shadow)
+//!       comment "hbd-svc tcp 192.0.2.10:80 wrr"                # service parameters
+//!       dnat ip to numgen inc mod 4 map @lb-tcp-192.0.2.10-80 } # the balancing rule
 //! }
 //! ```
 //!
@@ -38,8 +39,12 @@
 //! * **Atomicity**: one reconcile = one nfnetlink batch (BEGIN … END). Each affected
 //!   service's chain and map are flushed and refilled inside it; the kernel commits all or
 //!   nothing.
-//! * **Adoption**: the rules' comments are the shadow of what was programmed; `list()` reads
-//!   them back with one rule dump, so a restarted hbd adopts the table without disruption.
+//! * **Adoption**: the table itself is the shadow of what was programmed: each service
+//!   chain's first rule carries the service parameters in its comment, and the `reals` set
+//!   holds one element per real (quiescent ones included) whose comment is
+//!   `forwarding weight upper lower`. `list()` reads them back with one rule dump and one
+//!   element dump, so a restarted hbd adopts the table without disruption. (Set elements,
+//!   not per-real rules: a rule costs the kernel ~10x more to add than an element.)
 //! * Forwarding is DNAT (`masq`) only; `gate`/`ipip` and IPv6 services need IPVS and are
 //!   refused with a typed error. Replies must route back through the director.
 
@@ -79,6 +84,7 @@ const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSET: u16 = 9;
 const NFT_MSG_DELSET: u16 = 11;
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
 
 const NFTA_TABLE_NAME: u16 = 1;
@@ -104,6 +110,7 @@ const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_USERDATA: u16 = 13;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -155,8 +162,8 @@ const ELEMS_PER_MSG: usize = 1000;
 const CHAIN_PREROUTING: &str = "prerouting";
 const MAP_SERVICES: &str = "services";
 const MAP_FWMARKS: &str = "fwmarks";
+const SET_REALS: &str = "reals";
 const SVC_TAG: &str = "hbd-svc";
-const REAL_TAG: &str = "hbd-real";
 
 fn concat_type(types: &[u32]) -> u32 {
     types.iter().fold(0, |acc, t| (acc << 6) | t)
@@ -197,11 +204,10 @@ pub fn service_comment(vs: &VirtualService) -> String {
     s
 }
 
-/// The real comment: `hbd-real 198.51.100.1:80 masq <weight> <upper> <lower>`.
+/// The comment of a real's element in the `reals` set: `masq <weight> <upper> <lower>`.
 pub fn real_comment(r: &RealServer) -> String {
     format!(
-        "{REAL_TAG} {} {} {} {} {}",
-        r.addr,
+        "{} {} {} {}",
         r.forwarding.name(),
         r.weight,
         r.upper_threshold,
@@ -243,12 +249,12 @@ pub fn parse_service_comment(c: &str) -> Option<VirtualService> {
     })
 }
 
-/// Parse a real comment back; `None` for anything else.
-pub fn parse_real_comment(c: &str) -> Option<RealServer> {
+/// Parse a real's comment back; `None` for anything else.
+pub fn parse_real_comment(addr: SocketAddr, c: &str) -> Option<RealServer> {
     let w: Vec<&str> = c.split(' ').collect();
     match w.as_slice() {
-        [tag, addr, fwd, weight, upper, lower] if *tag == REAL_TAG => Some(RealServer {
-            addr: addr.parse().ok()?,
+        [fwd, weight, upper, lower] => Some(RealServer {
+            addr,
             forwarding: fwd.parse().ok()?,
             weight: weight.parse().ok()?,
             upper_threshold: upper.parse().ok()?,
@@ -449,6 +455,18 @@ impl<'t> Batch<'t> {
         self.w.end_msg();
     }
 
+    /// A plain set (no data) whose elements carry comments.
+    fn new_set(&mut self, name: &str, key_type: u32, key_len: u32) {
+        self.msg(NFT_MSG_NEWSET, NLM_F_CREATE);
+        self.w.str(NFTA_SET_TABLE, self.table);
+        self.w.str(NFTA_SET_NAME, name);
+        self.w.be32(NFTA_SET_FLAGS, 0);
+        self.w.be32(NFTA_SET_KEY_TYPE, key_type);
+        self.w.be32(NFTA_SET_KEY_LEN, key_len);
+        self.w.be32(NFTA_SET_ID, self.seq);
+        self.w.end_msg();
+    }
+
     fn del_map(&mut self, name: &str) {
         self.msg(NFT_MSG_DELSET, 0);
         self.w.str(NFTA_SET_TABLE, self.table);
@@ -496,6 +514,9 @@ impl<'t> Batch<'t> {
                         self.w.end_nest();
                         self.w.end_nest();
                     }
+                    Some(ElemData::Comment(c)) => {
+                        self.w.attr(NFTA_SET_ELEM_USERDATA, &comment_udata(c));
+                    }
                     None => {}
                 }
                 self.w.end_nest();
@@ -526,18 +547,29 @@ impl<'t> Batch<'t> {
             self.w.end_nest();
         }
         if let Some(c) = comment {
-            let mut ud = vec![UDATA_RULE_COMMENT, (c.len() + 1).min(255) as u8];
-            ud.extend_from_slice(&c.as_bytes()[..c.len().min(254)]);
-            ud.push(0);
-            self.w.attr(NFTA_RULE_USERDATA, &ud);
+            self.w.attr(NFTA_RULE_USERDATA, &comment_udata(c));
         }
         self.w.end_msg();
     }
 }
 
+/// libnftnl's comment TLV (`NFTNL_UDATA_RULE_COMMENT` / `NFTNL_UDATA_SET_ELEM_COMMENT`,
+/// both 0): type, length including the NUL, text, NUL. Truncated to 127 bytes (nft's limit).
+fn comment_udata(c: &str) -> Vec<u8> {
+    let mut end = c.len().min(127);
+    while !c.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut ud = vec![UDATA_RULE_COMMENT, (end + 1) as u8];
+    ud.extend_from_slice(&c.as_bytes()[..end]);
+    ud.push(0);
+    ud
+}
+
 enum ElemData {
     Value(Vec<u8>),
     Jump(String),
+    Comment(String),
 }
 
 /// The nf_tables expressions hbd uses (each attribute list from nf_tables.h).
@@ -663,6 +695,46 @@ fn dispatch_key(key: &ServiceKey) -> (&'static str, Vec<u8>) {
     }
 }
 
+/// The key of a real in the `reals` shadow set: the service (`vip . proto . port`, or
+/// `mark . 0 . 0` for a fwmark service) then `real address . real port`, 20 bytes.
+fn real_key(key: &ServiceKey, real: &SocketAddr) -> Vec<u8> {
+    let mut k = match key {
+        ServiceKey::Fwmark(m, _) => {
+            let mut k = m.to_ne_bytes().to_vec();
+            k.extend_from_slice(&[0; 8]);
+            k
+        }
+        _ => dispatch_key(key).1,
+    };
+    k.extend_from_slice(&v4(real.ip()));
+    k.extend_from_slice(&real.port().to_be_bytes());
+    k.extend_from_slice(&[0, 0]);
+    k
+}
+
+/// Inverse of [`real_key`].
+fn parse_real_key(k: &[u8]) -> Option<(ServiceKey, SocketAddr)> {
+    if k.len() != 20 {
+        return None;
+    }
+    let ip = |b: &[u8]| IpAddr::from([b[0], b[1], b[2], b[3]]);
+    let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+    let svc = match k[4] {
+        0 => ServiceKey::Fwmark(u32::from_ne_bytes([k[0], k[1], k[2], k[3]]), Family::V4),
+        6 => ServiceKey::Tcp(SocketAddr::new(ip(&k[..4]), port(&k[8..]))),
+        17 => ServiceKey::Udp(SocketAddr::new(ip(&k[..4]), port(&k[8..]))),
+        _ => return None,
+    };
+    Some((svc, SocketAddr::new(ip(&k[12..]), port(&k[16..]))))
+}
+
+fn real_elem(key: &ServiceKey, r: &RealServer) -> (Vec<u8>, Option<ElemData>) {
+    (
+        real_key(key, &r.addr),
+        Some(ElemData::Comment(real_comment(r))),
+    )
+}
+
 fn is_fwmark(key: &ServiceKey) -> bool {
     matches!(key, ServiceKey::Fwmark(..))
 }
@@ -678,6 +750,17 @@ fn emit_skeleton(b: &mut Batch<'_>) {
         false,
     );
     b.new_map(MAP_FWMARKS, TYPE_MARK, 4, NFT_DATA_VERDICT, 0, true);
+    b.new_set(
+        SET_REALS,
+        concat_type(&[
+            TYPE_IPADDR,
+            TYPE_INET_PROTOCOL,
+            TYPE_INET_SERVICE,
+            TYPE_IPADDR,
+            TYPE_INET_SERVICE,
+        ]),
+        20,
+    );
     b.new_chain(CHAIN_PREROUTING, true);
     b.rule(
         CHAIN_PREROUTING,
@@ -802,9 +885,6 @@ fn emit_fill_service(b: &mut Batch<'_>, vs: &VirtualService) {
         });
         b.rule(&chain, &exprs, None);
     }
-    for r in &vs.reals {
-        b.rule(&chain, &[], Some(&real_comment(r)));
-    }
 }
 
 /// Remove a service's rules, map and dispatch entry.
@@ -833,10 +913,13 @@ fn build_batch(
         b.del_table();
         b.new_table();
         emit_skeleton(&mut b);
+        let mut shadow = Vec::new();
         for vs in after {
             emit_create_service(&mut b, &vs.key);
             emit_fill_service(&mut b, vs);
+            shadow.extend(vs.reals.iter().map(|r| real_elem(&vs.key, r)));
         }
+        b.elements(NFT_MSG_NEWSETELEM, SET_REALS, &shadow);
         return b.finish();
     }
     for old in before.iter().filter(|v| affected.contains(&v.key)) {
@@ -854,6 +937,24 @@ fn build_batch(
         }
         emit_fill_service(&mut b, new);
     }
+    // the shadow: net effect per affected service (edits = delete + add of the same key)
+    let (mut del, mut add) = (Vec::new(), Vec::new());
+    for key in affected {
+        let old = before.iter().find(|v| v.key == *key);
+        let new = after.iter().find(|v| v.key == *key);
+        for r in old.map(|v| v.reals.as_slice()).unwrap_or(&[]) {
+            if new.and_then(|n| n.real(&r.addr)) != Some(r) {
+                del.push((real_key(key, &r.addr), None));
+            }
+        }
+        for r in new.map(|v| v.reals.as_slice()).unwrap_or(&[]) {
+            if old.and_then(|o| o.real(&r.addr)) != Some(r) {
+                add.push(real_elem(key, r));
+            }
+        }
+    }
+    b.elements(NFT_MSG_DELSETELEM, SET_REALS, &del);
+    b.elements(NFT_MSG_NEWSETELEM, SET_REALS, &add);
     b.finish()
 }
 
@@ -868,6 +969,9 @@ pub struct Nft {
     state: Option<Vec<VirtualService>>,
     /// Whether the table skeleton (dispatch maps, prerouting chain) is in place.
     skeleton: bool,
+    /// Set when a batch was refused: the table may differ from what hbd believes (e.g. an
+    /// object deleted by hand), so the next apply rebuilds the whole table.
+    rebuild: bool,
 }
 
 fn nl(source: NetlinkError) -> DataplaneError {
@@ -888,6 +992,7 @@ impl Nft {
             seq: 0,
             state: None,
             skeleton: false,
+            rebuild: false,
         })
     }
 
@@ -909,8 +1014,7 @@ impl Nft {
         w.str(NFTA_RULE_TABLE, &self.table);
         w.end_msg();
         self.sock.send(&w.buf).map_err(nl)?;
-        let mut chains: BTreeMap<String, (Option<VirtualService>, Vec<RealServer>)> =
-            BTreeMap::new();
+        let mut services: BTreeMap<ServiceKey, VirtualService> = BTreeMap::new();
         let mut dispatch_rules = 0;
         let mut missing_table = false;
         self.sock
@@ -935,29 +1039,73 @@ impl Nft {
                         let (chain, comment) = decode_rule(m)?;
                         if chain == CHAIN_PREROUTING {
                             dispatch_rules += 1;
-                        } else if let Some(c) = comment {
-                            let entry = chains.entry(chain).or_default();
-                            if let Some(vs) = parse_service_comment(&c) {
-                                entry.0 = Some(vs);
-                            } else if let Some(r) = parse_real_comment(&c) {
-                                entry.1.push(r);
-                            }
+                        } else if let Some(vs) = comment.as_deref().and_then(parse_service_comment)
+                        {
+                            services.insert(vs.key, vs);
                         }
                         Ok(false)
                     }
                 }
             })
             .map_err(nl)?;
-        let _ = missing_table;
         self.skeleton = dispatch_rules == 2;
-        let mut out: Vec<VirtualService> = chains
-            .into_values()
-            .filter_map(|(vs, mut reals)| {
-                reals.sort_by_key(|r| r.addr);
-                vs.map(|vs| VirtualService { reals, ..vs })
+        if missing_table || !self.skeleton {
+            return Ok(services.into_values().collect());
+        }
+        for (key, addr, comment) in self.read_shadow()? {
+            match services.get_mut(&key) {
+                Some(vs) => match parse_real_comment(addr, &comment) {
+                    Some(r) => vs.reals.push(r),
+                    None => self.rebuild = true,
+                },
+                // a real without its service: the table was edited by hand; start afresh
+                None => self.rebuild = true,
+            }
+        }
+        let mut out: Vec<VirtualService> = services.into_values().collect();
+        for vs in &mut out {
+            vs.reals.sort_by_key(|r| r.addr);
+        }
+        Ok(out)
+    }
+
+    /// Dump the `reals` shadow set: (service, real address, comment) per element.
+    fn read_shadow(&mut self) -> Result<Vec<(ServiceKey, SocketAddr, String)>, DataplaneError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let mut w = MsgWriter::new();
+        w.begin_msg(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+        );
+        w.raw(&[NFPROTO_IPV4, 0, 0, 0]);
+        w.str(NFTA_SET_ELEM_LIST_TABLE, &self.table);
+        w.str(NFTA_SET_ELEM_LIST_SET, SET_REALS);
+        w.end_msg();
+        self.sock.send(&w.buf).map_err(nl)?;
+        let mut out = Vec::new();
+        self.sock
+            .recv_until(|m| {
+                if m.seq != seq {
+                    return Ok(false);
+                }
+                match m.ty {
+                    NLMSG_DONE => Ok(true),
+                    NLMSG_ERROR => match m.error_code() {
+                        Some(0) => Ok(true),
+                        e => Err(NetlinkError::Refused {
+                            what: "nftables set element dump".into(),
+                            errno: nix::errno::Errno::from_raw(-e.unwrap_or(0)),
+                        }),
+                    },
+                    _ => {
+                        out.extend(decode_shadow_elements(m.payload.get(4..).unwrap_or(&[]))?);
+                        Ok(false)
+                    }
+                }
             })
-            .collect();
-        out.sort_by_key(|v| v.key);
+            .map_err(nl)?;
         Ok(out)
     }
 
@@ -1001,6 +1149,32 @@ fn decode_rule(m: &Message<'_>) -> Result<(String, Option<String>), NetlinkError
     Ok((chain, comment))
 }
 
+/// The shadow elements of one `NEWSETELEM` dump message (unknown ones are skipped).
+fn decode_shadow_elements(
+    payload: &[u8],
+) -> Result<Vec<(ServiceKey, SocketAddr, String)>, NetlinkError> {
+    let attrs = parse_attrs(payload)?;
+    let mut out = Vec::new();
+    let Some(list) = find(&attrs, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+        return Ok(out);
+    };
+    for elem in list.nested()? {
+        let e = elem.nested()?;
+        let key = match find(&e, NFTA_SET_ELEM_KEY) {
+            Some(k) => k.nested()?,
+            None => continue,
+        };
+        let Some(value) = find(&key, NFTA_DATA_VALUE) else {
+            continue;
+        };
+        let comment = find(&e, NFTA_SET_ELEM_USERDATA).and_then(|u| udata_comment(u.value));
+        if let (Some((svc, addr)), Some(c)) = (parse_real_key(value.value), comment) {
+            out.push((svc, addr, c));
+        }
+    }
+    Ok(out)
+}
+
 /// The comment in a libnftnl user-data TLV run (`u8 type, u8 len, value`).
 pub fn udata_comment(mut ud: &[u8]) -> Option<String> {
     while ud.len() >= 2 {
@@ -1042,7 +1216,7 @@ impl Dataplane for Nft {
                 return Err(e);
             }
         }
-        let rebuild = !self.skeleton;
+        let rebuild = !self.skeleton || self.rebuild;
         let (buf, first, last) = build_batch(
             &self.table,
             self.seq.wrapping_add(1),
@@ -1052,8 +1226,12 @@ impl Dataplane for Nft {
             rebuild,
         );
         self.seq = last.wrapping_add(1);
-        self.send_batch(&buf, first, last)?;
+        if let Err(e) = self.send_batch(&buf, first, last) {
+            self.rebuild = true;
+            return Err(e);
+        }
         self.skeleton = true;
+        self.rebuild = false;
         self.state = Some(after);
         Ok(())
     }
@@ -1135,18 +1313,21 @@ mod tests {
             lower_threshold: 2,
             ..v.reals[0]
         };
-        assert_eq!(real_comment(&r), "hbd-real 198.51.100.1:80 masq 3 9 2");
-        assert_eq!(parse_real_comment(&real_comment(&r)), Some(r));
+        assert_eq!(real_comment(&r), "masq 3 9 2");
+        assert_eq!(parse_real_comment(r.addr, &real_comment(&r)), Some(r));
+        for k in [
+            v.key,
+            ServiceKey::Udp(r.addr),
+            ServiceKey::Fwmark(77, Family::V4),
+        ] {
+            assert_eq!(parse_real_key(&real_key(&k, &r.addr)), Some((k, r.addr)));
+        }
+        assert_eq!(parse_real_key(&[1, 2, 3]), None);
         let f = VirtualService::new(ServiceKey::Fwmark(7, Family::V4), Scheduler::Wrr);
         assert_eq!(parse_service_comment(&service_comment(&f)), Some(f));
-        for junk in [
-            "",
-            "hbd-svc",
-            "hbd-svc tcp x wrr",
-            "hbd-real 1.2.3.4:80 gate x 0 0",
-            "other",
-        ] {
-            assert!(parse_service_comment(junk).is_none() && parse_real_comment(junk).is_none());
+        for junk in ["", "hbd-svc", "hbd-svc tcp x wrr", "gate x 0 0", "other"] {
+            let a: SocketAddr = "198.51.100.1:80".parse().unwrap();
+            assert!(parse_service_comment(junk).is_none() && parse_real_comment(a, junk).is_none());
         }
     }
 
@@ -1222,7 +1403,7 @@ mod tests {
             .iter()
             .filter(|m| m.ty & 0xff == NFT_MSG_NEWSETELEM)
             .count();
-        // 2500 slots in 3 messages, plus the dispatch element
-        assert_eq!(n, 4);
+        // 2500 slots in 3 messages, the dispatch element, 2500 shadow elements in 3
+        assert_eq!(n, 7);
     }
 }

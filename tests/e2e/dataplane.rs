@@ -532,3 +532,96 @@ fn bench_nft_apply_10000_reals() {
         times[times.len() - 1]
     );
 }
+
+#[test]
+fn nft_source_hash_and_persistence_pin_a_client() {
+    let mut lab = Lab::new();
+    let (c, d, _) = lab.topology();
+    let mut dp = open_nft(&d);
+    let mut vs = web(&[1, 1, 1]);
+    vs.scheduler = Scheduler::Sh;
+    let own = owned(std::slice::from_ref(&vs));
+    block(dp.reconcile(std::slice::from_ref(&vs), &own)).unwrap();
+    let seen = ask_many(&c, 60);
+    assert_eq!(seen.len(), 1, "source hashing spread one client: {seen:?}");
+    assert!(!seen.contains_key(""), "{seen:?}");
+
+    // wrr + persistence /24: an EditService, still one real for this client
+    vs.scheduler = Scheduler::Wrr;
+    vs.persistence = Some(hbd::dataplane::Persistence {
+        timeout: Duration::from_secs(300),
+        netmask: hbd::dataplane::Netmask { prefix: 24 },
+    });
+    let r = block(dp.reconcile(std::slice::from_ref(&vs), &own)).unwrap();
+    assert!(
+        matches!(
+            r.changes.as_slice(),
+            [hbd::dataplane::Change::EditService(_)]
+        ),
+        "{r:?}"
+    );
+    let seen = ask_many(&c, 60);
+    assert_eq!(seen.len(), 1, "persistence spread one client: {seen:?}");
+    assert_eq!(block(dp.list()).unwrap(), vec![vs]);
+}
+
+#[test]
+fn nft_udp_and_fwmark_services_round_trip_through_the_kernel() {
+    let mut lab = Lab::new();
+    let d = lab.ns("d");
+    let mut dp = open_nft(&d);
+    let mut udp = VirtualService::new(
+        ServiceKey::Udp("192.0.2.53:53".parse().unwrap()),
+        Scheduler::Rr,
+    );
+    udp.reals = vec![real(1, 1), real(2, 0)];
+    let mut fwm = VirtualService::new(
+        ServiceKey::Fwmark(7, hbd::dataplane::Family::V4),
+        Scheduler::Wlc,
+    );
+    fwm.reals = vec![RealServer {
+        upper_threshold: 100,
+        lower_threshold: 10,
+        ..real(3, 4)
+    }];
+    let desired = vec![udp, fwm];
+    let own = owned(&desired);
+    block(dp.reconcile(&desired, &own)).unwrap();
+    let mut listed = block(dp.list()).unwrap();
+    listed.sort_by_key(|v| v.key);
+    let mut want = desired.clone();
+    want.sort_by_key(|v| v.key);
+    assert_eq!(listed, want);
+    let table = run(&["ip", "netns", "exec", &d, "nft", "list table ip hbd"]);
+    assert!(table.contains("meta mark vmap @fwmarks"), "{table}");
+    assert!(table.contains("0x00000007 : jump svc-fwm-7"), "{table}");
+    // a hand-deleted map makes the next batch fail; the one after rebuilds the table
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &d,
+        "nft",
+        "flush chain ip hbd svc-fwm-7",
+    ]);
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &d,
+        "nft",
+        "delete map ip hbd lb-fwm-7",
+    ]);
+    let mut changed = desired.clone();
+    changed[1].reals[0].weight = 2;
+    let first = block(dp.reconcile(&changed, &own));
+    if first.is_err() {
+        block(dp.reconcile(&changed, &own)).expect("rebuild after a refused batch");
+    }
+    let mut listed = block(dp.list()).unwrap();
+    listed.sort_by_key(|v| v.key);
+    changed.sort_by_key(|v| v.key);
+    assert_eq!(listed, changed);
+    let table = run(&["ip", "netns", "exec", &d, "nft", "list table ip hbd"]);
+    assert!(table.contains("map lb-fwm-7"), "{table}");
+}
