@@ -23,7 +23,6 @@ struct Lab {
     p: Option<SimNode>,
     b: Option<SimNode>,
     rp: Arc<FakeRunner>,
-    rb: Arc<FakeRunner>,
     t0: Instant,
 }
 
@@ -38,7 +37,7 @@ impl Lab {
         let rb = FakeRunner::new("b", &trace, 1);
         let t0 = Instant::now();
         let p = SimNode::start_with(&net, "p", &cfg, 1, rp.clone());
-        let b = SimNode::start_with(&net, "b", &cfg, 1, rb.clone());
+        let b = SimNode::start_with(&net, "b", &cfg, 1, rb);
         let mut lab = Lab {
             net,
             trace,
@@ -46,7 +45,6 @@ impl Lab {
             p: Some(p),
             b: Some(b),
             rp,
-            rb,
             t0,
         };
         lab.settle().await;
