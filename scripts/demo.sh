@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The demo director pair: two hbd nodes in network namespaces, heartbeating over ucast and
-# mcast with an unchanged Linux-HA configuration directory. Shows `hactl status` on both,
-# cuts one director's link, shows the peer declared dead, restores it, and cleans up.
-# Run as root on a fresh Debian 12 machine: bash scripts/demo.sh
+# The demo director pair, end to end, in network namespaces (scripts/lab.sh): two hbd nodes
+# with an unchanged Linux-HA directory, the VIP on the preferred director, a client asking
+# the VIP who answers; the active director's link is cut, the VIP answers from the other
+# director, the link is restored, then a planned standby and takeover; everything is
+# cleaned up. Run as root on a fresh Debian 12 machine: bash scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -10,95 +11,100 @@ source scripts/setup.sh
 
 echo "== building hbd"
 cargo build --quiet --bins
-HBD=$PWD/target/debug/hbd
-HACTL=$PWD/target/debug/hactl
-
-tag="hbdd$$"
-NS1="${tag}a"; NS2="${tag}b"
+BIN=$PWD/target/debug
+VIP=192.0.2.10
 WORK=$(mktemp -d /tmp/hbd-demo.XXXXXX)
 pids=()
 cleanup() {
   set +e
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
-  ip netns del "$NS1" 2>/dev/null
-  ip netns del "$NS2" 2>/dev/null
+  bash scripts/lab.sh down >/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-echo "== lab: $NS1 (loadbalancer, 192.0.2.11) <-> $NS2 (backup, 192.0.2.12)"
-ip netns add "$NS1"; ip netns add "$NS2"
-ip link add "${tag}x" netns "$NS1" type veth peer name "${tag}y" netns "$NS2"
-ip -n "$NS1" link set "${tag}x" name eth0
-ip -n "$NS2" link set "${tag}y" name eth0
-ip -n "$NS1" addr add 192.0.2.11/24 dev eth0
-ip -n "$NS2" addr add 192.0.2.12/24 dev eth0
-for ns in "$NS1" "$NS2"; do ip -n "$ns" link set lo up; ip -n "$ns" link set eth0 up; done
+echo "== lab: bridge, directors dir1 (.11) and dir2 (.12), client (.100), real servers (.21-.23)"
+bash scripts/lab.sh down >/dev/null 2>&1 || true
+HBD_LABWEB=$BIN/hbd-labweb bash scripts/lab.sh up
 
-# One Linux-HA directory shared by both nodes, as heartbeat users have it: the ucast line to
-# the node's own address is skipped on that node.
+# One Linux-HA directory shared by both directors, heartbeat syntax throughout. The lvs
+# script (resources/lvs) prepares the node as director on start and as real server on stop.
 mkdir -p "$WORK/ha.d"
 cat > "$WORK/ha.d/ha.cf" <<CF
 logfacility local0
-keepalive 100ms
-deadtime 500ms
-warntime 300ms
-initdead 2
+keepalive 10ms
+deadtime 30ms
+warntime 20ms
+initdead 1
 udpport 694
 ucast eth0 192.0.2.11
 ucast eth0 192.0.2.12
-mcast eth0 239.0.2.94 694 1 0
 auto_failback on
-node loadbalancer
-node backup
+node dir1
+node dir2
 CF
-cat > "$WORK/ha.d/haresources" <<'HR'
-loadbalancer lvs IPaddr::192.0.2.100/24/eth0 ipvsadm ldirectord
-HR
+echo "dir1 lvs::$VIP::lo IPaddr::$VIP/24/eth0" > "$WORK/ha.d/haresources"
 printf 'auth 1\n1 sha256 demo-only-secret\n' > "$WORK/ha.d/authkeys"
 chmod 600 "$WORK/ha.d/authkeys"
-
 echo "== hbd --check-config"
-"$HBD" --check-config --ha-dir "$WORK/ha.d" --node-name loadbalancer
+"$BIN/hbd" --check-config --ha-dir "$WORK/ha.d" --node-name dir1
 
-start_node() { # ns name
-  mkdir -p "$WORK/$2"
-  ip netns exec "$1" "$HBD" --ha-dir "$WORK/ha.d" --node-name "$2" \
-    --state-dir "$WORK/$2" --socket "$WORK/$2/hbd.sock" 2>"$WORK/$2/log" &
+start_node() { # name
+  mkdir -p "$WORK/$1"
+  ip netns exec "hbdlab-$1" "$BIN/hbd" --ha-dir "$WORK/ha.d" --node-name "$1" \
+    --state-dir "$WORK/$1" --socket "$WORK/$1/hbd.sock" --resource-dir "$PWD/resources" \
+    2>"$WORK/$1/log" &
   pids+=($!)
 }
-start_node "$NS1" loadbalancer
-start_node "$NS2" backup
-
-wait_status() { # node peer wanted-status
-  for _ in $(seq 1 100); do
-    if "$HACTL" --socket "$WORK/$1/hbd.sock" status --json 2>/dev/null \
-       | tr -d ' \n' | grep -q "\"name\":\"$2\",\"status\":\"$3\""; then return 0; fi
-    sleep 0.05
+hactl() { "$BIN/hactl" --socket "$WORK/$1/hbd.sock" "${@:2}"; }
+ask_vip() { ip netns exec hbdlab-client curl -s -m 1 "http://$VIP/" || echo "(no answer)"; }
+wait_owner() { # node-to-ask group-owner
+  for _ in $(seq 1 200); do
+    if hactl "$1" status --json 2>/dev/null | tr -d ' \n' | grep -q "\"owner\":\"$2\""; then return 0; fi
+    sleep 0.02
   done
-  echo "timed out waiting for $2 to be $3 on $1" >&2; return 1
+  echo "timed out waiting for $2 to own the group (asking $1)" >&2; return 1
 }
-wait_status loadbalancer backup up
-wait_status backup loadbalancer up
+probe() { ip netns exec hbdlab-client "$BIN/hbd-labprobe" --target "$VIP:80" --interval-ms 2 --timeout-ms 50 --duration-ms "$1"; }
 
-echo; echo "== hactl status on loadbalancer"
-"$HACTL" --socket "$WORK/loadbalancer/hbd.sock" status
-echo; echo "== hactl status on backup"
-"$HACTL" --socket "$WORK/backup/hbd.sock" status
+start_node dir1
+start_node dir2
+wait_owner dir1 dir1
+wait_owner dir2 dir1
+echo; echo "== hactl status on dir1"; hactl dir1 status
+echo "== client asks the VIP: $(ask_vip)"
 
-echo; echo "== cutting loadbalancer's link"
-t0=$(date +%s%N)
-ip -n "$NS1" link set eth0 down
-wait_status backup loadbalancer dead
-t1=$(date +%s%N)
-echo "backup declared loadbalancer dead $(( (t1 - t0) / 1000000 )) ms after the cut (deadtime 500 ms)"
-"$HACTL" --socket "$WORK/backup/hbd.sock" status
+echo; echo "== cutting dir1's link while the client probes the VIP every 2 ms"
+probe 1500 > "$WORK/probe" &
+probe_pid=$!
+sleep 0.5
+ip -n hbdlab-dir1 link set eth0 down
+wait "$probe_pid"
+wait_owner dir2 dir2
+echo "   outage seen by the client: $(cat "$WORK/probe")"
+echo "== client asks the VIP: $(ask_vip)"
+hactl dir2 status
 
-echo; echo "== restoring the link"
-ip -n "$NS1" link set eth0 up
-wait_status backup loadbalancer up
-"$HACTL" --socket "$WORK/backup/hbd.sock" status
-echo; echo "== backup's log"
-sed -n '1,40p' "$WORK/backup/log"
+echo; echo "== restoring dir1's link (auto_failback on: dir1 keeps the VIP, dir2 lets go)"
+ip -n hbdlab-dir1 link set eth0 up
+wait_owner dir2 dir1
+echo "== client asks the VIP: $(ask_vip)"
+
+echo; echo "== hactl standby on dir1 (planned move)"
+probe 1000 > "$WORK/probe" &
+probe_pid=$!
+sleep 0.3
+hactl dir1 standby
+wait "$probe_pid"
+wait_owner dir1 dir2
+echo "   outage seen by the client: $(cat "$WORK/probe")"
+echo "== client asks the VIP: $(ask_vip)"
+echo; echo "== hactl takeover on dir1"
+hactl dir1 takeover
+wait_owner dir2 dir1
+echo "== client asks the VIP: $(ask_vip)"
+hactl dir1 status
+echo; echo "== dir2's log (last lines)"
+tail -n 12 "$WORK/dir2/log"
 echo "== demo done"

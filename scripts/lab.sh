@@ -6,8 +6,8 @@
 # Topology (one LAN, 192.0.2.0/24, TEST-NET-1, no route out of the lab):
 #
 #   hbdlab-br      bridge br0 with one port per host
-#   hbdlab-dir1    director 1      192.0.2.11
-#   hbdlab-dir2    director 2      192.0.2.12
+#   hbdlab-dir1    director 1      192.0.2.11  (hbd-labweb on :80 answering "dir1")
+#   hbdlab-dir2    director 2      192.0.2.12  (hbd-labweb on :80 answering "dir2")
 #   hbdlab-client  client          192.0.2.100
 #   hbdlab-rs1..3  real servers    192.0.2.21-23, each running hbd-labweb on :80 that
 #                  answers with its name; VIP 192.0.2.10 on lo, hidden from ARP
@@ -61,6 +61,12 @@ up() {
         case $name in
         rs*)
             ip netns exec "$ns" "$ROOT/resources/tunl" "$VIP" lo start >/dev/null
+            ip netns exec "$ns" "$LABWEB" --listen 0.0.0.0:80 --name "$name" \
+                >"$RUN/$name.log" 2>&1 &
+            echo $! >"$RUN/$name.pid"
+            ;;
+        dir*)
+            # Directors answer on the VIP themselves, so a client sees which one holds it.
             ip netns exec "$ns" "$LABWEB" --listen 0.0.0.0:80 --name "$name" \
                 >"$RUN/$name.log" 2>&1 &
             echo $! >"$RUN/$name.pid"
