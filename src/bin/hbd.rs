@@ -37,6 +37,9 @@ struct Args {
     /// `<ha-dir>/resource.d`, hbd's own scripts, /etc/ha.d/resource.d and /etc/init.d.
     #[arg(long, value_name = "DIR")]
     resource_dir: Vec<PathBuf>,
+    /// Do not switch to realtime scheduling and locked memory (heartbeat `realtime off`).
+    #[arg(long)]
+    no_realtime: bool,
 }
 
 fn main() -> ExitCode {
@@ -86,6 +89,20 @@ fn main() -> ExitCode {
     }
     for w in warnings.iter().filter(|w| w.severity == Severity::Warning) {
         tracing::warn!("{w}");
+    }
+    if !args.no_realtime {
+        let rt = hbd::daemon::realtime::enable();
+        match (&rt.scheduler, &rt.memory_locked) {
+            (Ok(()), Ok(())) => tracing::info!(
+                priority = hbd::daemon::realtime::REALTIME_PRIORITY,
+                "realtime scheduling (SCHED_FIFO) and locked memory"
+            ),
+            _ => tracing::warn!(
+                scheduler = ?rt.scheduler,
+                memory_locked = ?rt.memory_locked,
+                "could not fully switch to realtime; heartbeats may be late on a busy machine"
+            ),
+        }
     }
     let mut resource_dirs = args.resource_dir.clone();
     if let Some(dir) = &args.ha_dir {

@@ -4,6 +4,7 @@
 //! and the control socket, starts the [`node::Node`] task and stops it on SIGTERM/SIGINT.
 
 pub mod node;
+pub mod realtime;
 pub mod runner;
 
 use std::path::PathBuf;
