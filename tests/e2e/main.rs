@@ -3,5 +3,6 @@
 mod cli;
 mod cluster;
 mod dataplane;
+mod failover;
 mod net;
 mod netns;

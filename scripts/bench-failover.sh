@@ -1,0 +1,349 @@
+#!/usr/bin/env bash
+# bench-failover.sh: failover outages of an hbd director pair in the namespace lab
+# (scripts/lab.sh), measured the way docs/benchmarks.md measured heartbeat and keepalived.
+#
+#   bash scripts/bench-failover.sh [--trials N]        (as root; default N = 5)
+#
+# Config: keepalive 10ms, deadtime 30ms, warntime 20ms, initdead 1, ucast both ways,
+# auto_failback on, haresources `dir1 IPaddr::192.0.2.10/24/eth0` (the built-in IPaddr, so
+# the figure is the protocol's, not a shell script's). A client in hbdlab-client runs
+# hbd-labprobe through the VIP (a new connection every 2 ms, 50 ms timeout) across each event;
+# the figure is its max_gap_ms: the largest gap between two consecutive good answers.
+#
+# Scenarios, N trials each, back to the initial state (dir1 holds the VIP, both up) between:
+#   a  dir1's link down
+#   b  node death: dir1's hbd SIGKILLed and its link down
+#   c  `hactl takeover` on dir2 (planned move)
+#   d  partition heals (dir1's link back up while dir2 holds); also how long the VIP was
+#      configured on both directors after the heal (from `ip -ts monitor address` events)
+#   e  dir1's hbd SIGKILLed (links up, VIP left behind) and restarted after KILL_GAP_MS
+#   idle footprint of one hbd after 10 s (VmRSS, PSS, CPU over 10 s)
+#   f  both cores saturated for LOAD_S seconds: late heartbeats, longest gap, false deaths
+#
+# Binaries: $CARGO_TARGET_DIR/release or target/release (built when missing). Every loop is
+# bounded; the EXIT trap kills only the PIDs this script started and runs `lab.sh down`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+
+TRIALS=5
+SCENARIOS="a b c d e idle f"
+KILL_GAP_MS=${KILL_GAP_MS:-100}
+LOAD_S=${LOAD_S:-30}
+KEEP=
+while [ $# -gt 0 ]; do
+  case $1 in
+  --trials) TRIALS=${2:?--trials needs a number}; shift 2 ;;
+  --only) SCENARIOS=${2:?--only needs a list like "a c"}; shift 2 ;;
+  --keep) KEEP=1; shift ;;
+  *) echo "usage: $0 [--trials N] [--only 'a b c d e idle f'] [--keep]" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || { echo "bench-failover.sh: must run as root" >&2; exit 1; }
+case $TRIALS in '' | *[!0-9]* | 0) echo "--trials: a positive number" >&2; exit 2 ;; esac
+
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+BIN=$TARGET/release
+if [ ! -x "$BIN/hbd" ] || [ ! -x "$BIN/hactl" ] || [ ! -x "$BIN/hbd-labprobe" ] || [ ! -x "$BIN/hbd-labweb" ]; then
+  echo "== building release binaries into $TARGET"
+  CARGO_TARGET_DIR=$TARGET cargo build --quiet --release --bins
+fi
+
+VIP=192.0.2.10
+WORK=$(mktemp -d /tmp/hbd-bench.XXXXXX)
+declare -A HBD_PID=()
+extra_pids=()
+cleanup() {
+  set +e
+  for pid in "${HBD_PID[@]}" "${extra_pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+  for pid in "${HBD_PID[@]}" "${extra_pids[@]}"; do wait "$pid" 2>/dev/null; done
+  bash scripts/lab.sh down >/dev/null 2>&1
+  if [ -n "$KEEP" ]; then echo "logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "$*" >&2; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# ---------------------------------------------------------------- lab and nodes
+bash scripts/lab.sh down >/dev/null 2>&1 || true
+HBD_LABWEB=$BIN/hbd-labweb bash scripts/lab.sh up >&2
+
+mkdir -p "$WORK/ha.d"
+cat >"$WORK/ha.d/ha.cf" <<CF
+keepalive 10ms
+deadtime 30ms
+warntime 20ms
+initdead 1
+udpport 694
+ucast eth0 192.0.2.11
+ucast eth0 192.0.2.12
+auto_failback on
+node dir1
+node dir2
+CF
+echo "dir1 IPaddr::$VIP/24/eth0" >"$WORK/ha.d/haresources"
+printf 'auth 1\n1 sha1 bench-only-secret\n' >"$WORK/ha.d/authkeys"
+chmod 600 "$WORK/ha.d/authkeys"
+"$BIN/hbd" --check-config --ha-dir "$WORK/ha.d" --node-name dir1 >&2
+
+start_node() { # name
+  mkdir -p "$WORK/$1"
+  # `ip netns exec` execs hbd, so $! is hbd's own PID.
+  ip netns exec "hbdlab-$1" "$BIN/hbd" --ha-dir "$WORK/ha.d" --node-name "$1" \
+    --state-dir "$WORK/$1" --socket "$WORK/$1/hbd.sock" --resource-dir "$PWD/resources" \
+    2>>"$WORK/$1/log" &
+  HBD_PID[$1]=$!
+}
+kill_node() { # name
+  local pid=${HBD_PID[$1]:-}
+  [ -n "$pid" ] || return 0
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  unset "HBD_PID[$1]"
+}
+hactl() { "$BIN/hactl" --socket "$WORK/$1/hbd.sock" "${@:2}"; }
+status_json() { hactl "$1" status --json 2>/dev/null; }
+owner_seen_by() { status_json "$1" | jq -r '.groups[0].owner // "none"' 2>/dev/null || echo "?"; }
+peer_up_seen_by() { # node peer -> 0 when node sees peer in an up state
+  status_json "$1" | jq -e --arg p "$2" \
+    '.nodes[] | select(.name == $p) | (.state|ascii_downcase) as $s | ($s == "active" or $s == "up")' >/dev/null 2>&1
+}
+vip_on() { ip -n "hbdlab-$1" -o -4 addr show dev eth0 2>/dev/null | grep -q " $VIP/"; }
+ask_vip() { ip netns exec hbdlab-client curl -s -m 0.2 "http://$VIP/" 2>/dev/null || true; }
+link() { ip -n "hbdlab-$1" link set eth0 "$2"; }
+
+# wait_holds OWNER [timeout_s]: both nodes' status (those running) name OWNER, the VIP is on
+# OWNER only (other node running) and the client reaches OWNER through the VIP.
+wait_holds() {
+  local owner=$1 limit=$(($(now_ms) + ${2:-10} * 1000)) other
+  [ "$owner" = dir1 ] && other=dir2 || other=dir1
+  while [ "$(now_ms)" -lt "$limit" ]; do
+    if [ "$(owner_seen_by "$owner")" = "$owner" ] && vip_on "$owner" \
+      && { [ -z "${HBD_PID[$other]:-}" ] || { [ "$(owner_seen_by "$other")" = "$owner" ] && ! vip_on "$other"; }; } \
+      && [ "$(ask_vip)" = "$owner" ]; then
+      return 0
+    fi
+    sleep 0.05
+  done
+  log "   timed out waiting for $owner to hold the VIP: dir1 sees $(owner_seen_by dir1), dir2 sees $(owner_seen_by dir2), VIP on dir1: $(vip_on dir1 && echo yes || echo no), dir2: $(vip_on dir2 && echo yes || echo no), client gets '$(ask_vip)'"
+  return 1
+}
+
+# wait_client OWNER [timeout_s]: OWNER says it owns the group, has the VIP, and the client
+# reaches it (the other node may be partitioned or dead, so it is not asked).
+wait_client() {
+  local owner=$1 limit=$(($(now_ms) + ${2:-5} * 1000))
+  while [ "$(now_ms)" -lt "$limit" ]; do
+    [ "$(owner_seen_by "$owner")" = "$owner" ] && vip_on "$owner" && [ "$(ask_vip)" = "$owner" ] && return 0
+    sleep 0.05
+  done
+  log "   timed out waiting for the client to reach $owner (it sees owner $(owner_seen_by "$owner"), client gets '$(ask_vip)')"
+  return 1
+}
+
+# restore: both links up, both daemons running, each sees the other, dir1 holds the VIP.
+restore() {
+  link dir1 up
+  link dir2 up
+  [ -n "${HBD_PID[dir1]:-}" ] || start_node dir1
+  [ -n "${HBD_PID[dir2]:-}" ] || start_node dir2
+  local limit=$(($(now_ms) + 15000))
+  while [ "$(now_ms)" -lt "$limit" ]; do
+    peer_up_seen_by dir1 dir2 && peer_up_seen_by dir2 dir1 && break
+    sleep 0.05
+  done
+  wait_holds dir1 15 || return 1
+  sleep 0.3 # let the pair settle (no measurement starts in a transient)
+}
+
+probe_bg() { # duration_ms outfile
+  ip netns exec hbdlab-client "$BIN/hbd-labprobe" --target "$VIP:80" --interval-ms 2 \
+    --timeout-ms 50 --duration-ms "$1" >"$2" 2>&1 &
+  PROBE_PID=$!
+  extra_pids+=("$PROBE_PID")
+}
+probe_wait() { wait "$PROBE_PID" || true; }
+field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" "$2"; }
+
+# stats of numbers on stdin -> "median / min / max"
+stats() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print "n/a"; exit}
+  m = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%.1f / %.1f / %.1f", m, v[1], v[NR]}'; }
+
+declare -A RESULTS=()
+declare -A NOTES=()
+record() { # scenario trial probe-file [extra]
+  local gap at from to ok failed
+  gap=$(field max_gap_ms "$3"); at=$(field at_ms "$3"); from=$(field from "$3"); to=$(field to "$3")
+  ok=$(field ok "$3"); failed=$(field failed "$3")
+  log "   $1 #$2: max_gap_ms=$gap at_ms=$at $from->$to ok=$ok failed=$failed ${4:-}"
+  RESULTS[$1]+="$gap "
+  echo "$1 $2 max_gap_ms=$gap at_ms=$at from=$from to=$to ok=$ok failed=$failed ${4:-}" >>"$WORK/trials"
+}
+
+# ---------------------------------------------------------------- scenarios
+scenario_a() { # $1 = trial
+  probe_bg 1500 "$WORK/probe"; sleep 0.3
+  link dir1 down
+  probe_wait
+  record a "$1" "$WORK/probe"
+  wait_client dir2 5 || true
+}
+
+scenario_b() {
+  probe_bg 1500 "$WORK/probe"; sleep 0.3
+  kill -KILL "${HBD_PID[dir1]}"; link dir1 down
+  kill_node dir1
+  probe_wait
+  record b "$1" "$WORK/probe"
+  wait_client dir2 5 || true
+}
+
+scenario_c() {
+  probe_bg 1000 "$WORK/probe"; sleep 0.3
+  local t0 t1; t0=$(now_ms)
+  hactl dir2 takeover >/dev/null || log "   hactl takeover refused"
+  t1=$(now_ms)
+  probe_wait
+  record c "$1" "$WORK/probe" "hactl_ms=$((t1 - t0))"
+  wait_holds dir2 5 || true
+  hactl dir1 takeover >/dev/null || log "   hactl takeover (give back) refused"
+}
+
+# timestamp of an `ip -ts monitor` line "[2026-11-22T02:41:03.123456] ..." in epoch ms
+ts_ms() { date -d "$1" +%s%3N; }
+
+scenario_d() {
+  link dir1 down
+  wait_client dir2 5 || log "   (d) dir2 did not take over before the heal"
+  local m1 m2 theal
+  ip -ts -n hbdlab-dir1 monitor address >"$WORK/mon1" 2>&1 &
+  m1=$!; extra_pids+=("$m1")
+  ip -ts -n hbdlab-dir2 monitor address >"$WORK/mon2" 2>&1 &
+  m2=$!; extra_pids+=("$m2")
+  probe_bg 1500 "$WORK/probe"; sleep 0.3
+  link dir1 up
+  theal=$(now_ms)
+  probe_wait
+  kill "$m1" "$m2" 2>/dev/null || true
+  wait "$m1" "$m2" 2>/dev/null || true
+  # First deletion of the VIP on either director after the heal ends the overlap.
+  local first="" who="" line t
+  for n in 1 2; do
+    line=$(grep -m1 "^\[.*Deleted.* $VIP/" "$WORK/mon$n" || true)
+    [ -n "$line" ] || continue
+    t=$(ts_ms "$(echo "$line" | sed 's/^\[\([^]]*\)\].*/\1/')")
+    if [ -z "$first" ] || [ "$t" -lt "$first" ]; then first=$t; who=dir$n; fi
+  done
+  local both
+  if [ -n "$first" ]; then both="$((first - theal))ms(dropped_by=$who)"; else both=">1200ms(none_dropped)"; fi
+  record d "$1" "$WORK/probe" "vip_on_both_after_heal=$both"
+  NOTES[d]+="$both "
+}
+
+scenario_e() {
+  probe_bg 3000 "$WORK/probe"; sleep 0.3
+  kill_node dir1
+  sleep "$(awk "BEGIN{print $KILL_GAP_MS/1000}")"
+  start_node dir1
+  probe_wait
+  local failed; failed=$(field failed "$WORK/probe")
+  record e "$1" "$WORK/probe" "total_outage_ms~$((failed * 2))"
+  NOTES[e]+="$((failed * 2)) "
+}
+
+# ---------------------------------------------------------------- footprint and load
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s+0}'; }
+late_of() { # node peer -> "late_heartbeats longest_gap_ms"
+  status_json "$1" | jq -r --arg p "$2" '.nodes[] | select(.name == $p) | "\(.late_heartbeats) \(.longest_gap_ms)"'
+}
+deaths() { grep -c "node is dead" "$WORK/dir1/log" "$WORK/dir2/log" 2>/dev/null | awk -F: '{s += $2} END {print s+0}'; }
+
+fresh_pair() {
+  kill_node dir1; kill_node dir2
+  restore
+}
+
+run_idle() {
+  log "== idle footprint (fresh pair, 10 s idle, then CPU over 10 s)"
+  fresh_pair || { log "   could not restore"; return; }
+  sleep 10
+  local n pid rss pss thr t0 t1 n0 n1
+  for n in dir1 dir2; do
+    pid=${HBD_PID[$n]}
+    eval "t0_$n=\$(cpu_ticks $pid) n0_$n=\$(cpu_ns $pid)"
+  done
+  local w0 w1; w0=$(date +%s%N)
+  sleep 10
+  w1=$(date +%s%N)
+  for n in dir1 dir2; do
+    pid=${HBD_PID[$n]}
+    eval "t0=\$t0_$n n0=\$n0_$n"
+    t1=$(cpu_ticks "$pid"); n1=$(cpu_ns "$pid")
+    rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+    pss=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo "?")
+    thr=$(awk '/^Threads/ {print $2}' "/proc/$pid/status")
+    local line
+    line=$(awk -v t="$((t1 - t0))" -v ns="$((n1 - n0))" -v w="$((w1 - w0))" -v rss="$rss" -v pss="$pss" -v thr="$thr" -v n="$n" \
+      'BEGIN {printf "%s: VmRSS %.1f MB, PSS %.1f MB, %d threads, CPU %.2f %% of a core (stat ticks), %.3f %% (schedstat)", n, rss/1024, pss/1024, thr, t/100*1e9/w*100, ns/w*100}')
+    log "   $line"
+    FOOTPRINT+="$line"$'\n'
+  done
+  IDLE_LATE="dir1 sees dir2: $(late_of dir1 dir2) ; dir2 sees dir1: $(late_of dir2 dir1) (late_heartbeats longest_gap_ms after ~20 s idle)"
+  log "   $IDLE_LATE"
+}
+
+run_f() {
+  log "== (f) both cores saturated for $LOAD_S s"
+  [ -n "${HBD_PID[dir1]:-}" ] && [ -n "${HBD_PID[dir2]:-}" ] || fresh_pair || return
+  local before after d0 d1 i loads=()
+  before="$(late_of dir1 dir2) | $(late_of dir2 dir1)"
+  d0=$(deaths)
+  for i in 1 2; do
+    timeout "$LOAD_S" sh -c 'while :; do :; done' &
+    loads+=($!); extra_pids+=($!)
+  done
+  local w; for w in "${loads[@]}"; do wait "$w" 2>/dev/null || true; done
+  after="$(late_of dir1 dir2) | $(late_of dir2 dir1)"
+  d1=$(deaths)
+  LOAD_RESULT="late_heartbeats longest_gap_ms (dir1 sees dir2 | dir2 sees dir1): before $before, after $after; 'node is dead' logged during load: $((d1 - d0)); owner after: $(owner_seen_by dir1)/$(owner_seen_by dir2)"
+  log "   $LOAD_RESULT"
+}
+
+# ---------------------------------------------------------------- main
+FOOTPRINT="" IDLE_LATE="" LOAD_RESULT=""
+log "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+for s in $SCENARIOS; do
+  case $s in
+  idle) run_idle ;;
+  f) run_f ;;
+  a | b | c | d | e)
+    log "== scenario ($s), $TRIALS trials"
+    for t in $(seq 1 "$TRIALS"); do
+      if ! restore; then log "   ($s) #$t: could not restore the initial state; skipped"; continue; fi
+      "scenario_$s" "$t"
+    done
+    restore || log "   could not restore after ($s)"
+    ;;
+  *) log "unknown scenario $s"; exit 2 ;;
+  esac
+done
+
+echo
+echo "hbd failover benchmark: keepalive 10ms deadtime 30ms, $TRIALS trials, $(date -u +%F), load average at end $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "max_gap_ms median / min / max:"
+for s in a b c d e; do
+  [ -n "${RESULTS[$s]:-}" ] || continue
+  printf '  (%s) %s' "$s" "$(tr ' ' '\n' <<<"${RESULTS[$s]}" | grep . | stats)"
+  case $s in
+  d) printf '   VIP on both after heal: %s' "${NOTES[d]}" ;;
+  e) printf '   total outage ~ms (failed probes x 2 ms): %s' "${NOTES[e]}" ;;
+  esac
+  echo
+done
+[ -z "$FOOTPRINT" ] || { echo "idle footprint:"; printf '%s' "$FOOTPRINT" | sed 's/^/  /'; echo "  $IDLE_LATE"; }
+[ -z "$LOAD_RESULT" ] || echo "(f) load: $LOAD_RESULT"
+echo "node is dead lines in the logs (whole run): $(deaths)"
+echo "per-trial lines:"; sed 's/^/  /' "$WORK/trials" 2>/dev/null || true

@@ -1,0 +1,455 @@
+//! The director pair end to end: two hbd daemons on a bridged LAN with a client, the VIP
+//! moving on link loss, on SIGKILL, on `hactl takeover`/`standby`, back per auto_failback, the
+//! seed-style `lvs` script in the group, and a 10 ms sampler proving the VIP is never on
+//! both directors while heartbeats flow.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hbd::control::client;
+use hbd::control::protocol::{GroupClass, Request, Response, StatusReport};
+
+use crate::netns::{Lan, NetNs};
+
+const VIP: &str = "192.0.2.10";
+
+/// Directors `dir1` (192.0.2.11) and `dir2` (192.0.2.12) and a client (192.0.2.100) on one
+/// bridge; each director runs hbd-labweb on :80 answering its own name.
+struct DirectorPair {
+    lan: Lan,
+    dir: tempfile::TempDir,
+    ha: PathBuf,
+    pids: std::sync::Mutex<Vec<(usize, u32)>>,
+}
+
+impl DirectorPair {
+    fn new(prefix: &str, auto_failback: &str, haresources: &str) -> DirectorPair {
+        let lan = Lan::new(prefix, 3);
+        for (i, addr) in ["192.0.2.11/24", "192.0.2.12/24", "192.0.2.100/24"]
+            .iter()
+            .enumerate()
+        {
+            lan.hosts[i].ip(&["addr", "add", addr, "dev", "eth0"]);
+        }
+        for (i, name) in ["dir1", "dir2"].iter().enumerate() {
+            let child = std::process::Command::new("ip")
+                .args(["netns", "exec", lan.hosts[i].name()])
+                .args([
+                    env!("CARGO_BIN_EXE_hbd-labweb"),
+                    "--listen",
+                    "0.0.0.0:80",
+                    "--name",
+                    name,
+                ])
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn hbd-labweb");
+            lan.hosts[i].register_pid(child.id());
+            std::mem::forget(child);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ha = dir.path().join("ha.d");
+        std::fs::create_dir_all(&ha).unwrap();
+        std::fs::write(
+            ha.join("ha.cf"),
+            format!(
+                "keepalive 20ms\ndeadtime 100ms\nwarntime 60ms\ninitdead 1\nudpport 694\n\
+                 ucast eth0 192.0.2.11\nucast eth0 192.0.2.12\nauto_failback {auto_failback}\n\
+                 node dir1\nnode dir2\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(ha.join("haresources"), format!("{haresources}\n")).unwrap();
+        let keys = ha.join("authkeys");
+        std::fs::write(&keys, "auth 1\n1 sha256 failover-test\n").unwrap();
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+        DirectorPair {
+            lan,
+            dir,
+            ha,
+            pids: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn ns(&self, i: usize) -> &NetNs {
+        &self.lan.hosts[i]
+    }
+
+    fn name(i: usize) -> &'static str {
+        ["dir1", "dir2"][i]
+    }
+
+    fn socket(&self, i: usize) -> PathBuf {
+        self.dir.path().join(Self::name(i)).join("hbd.sock")
+    }
+
+    fn start(&self, i: usize) {
+        let name = Self::name(i);
+        let state = self.dir.path().join(name);
+        std::fs::create_dir_all(&state).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state.join("log"))
+            .unwrap();
+        let resources = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources");
+        let child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                self.ns(i).name(),
+                env!("CARGO_BIN_EXE_hbd"),
+                "--ha-dir",
+            ])
+            .arg(&self.ha)
+            .args(["--node-name", name, "--state-dir"])
+            .arg(&state)
+            .arg("--socket")
+            .arg(self.socket(i))
+            .arg("--resource-dir")
+            .arg(resources)
+            .stdin(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn hbd");
+        self.ns(i).register_pid(child.id());
+        self.pids.lock().unwrap().push((i, child.id()));
+        std::mem::forget(child);
+    }
+
+    /// SIGKILLs the hbd of director `i` (as a crash would).
+    fn kill(&self, i: usize) {
+        let mut pids = self.pids.lock().unwrap();
+        for (_, pid) in pids.iter().filter(|(n, _)| *n == i) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        pids.retain(|(n, _)| *n != i);
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(Self::name(i)).join("log")).unwrap_or_default()
+    }
+
+    fn call(&self, i: usize, request: Request) -> Option<Response> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(client::call(
+            &self.socket(i),
+            &request,
+            Duration::from_secs(2),
+        ))
+        .ok()
+    }
+
+    fn status(&self, i: usize) -> Option<StatusReport> {
+        self.call(i, Request::Status)?.status
+    }
+
+    /// Waits until director `i` reports `owner` for the group and the expected local state.
+    fn wait_owner(&self, i: usize, owner: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(s) = self.status(i) {
+                let g = &s.groups[0];
+                let here_ok = (g.owner.as_deref() == Some(Self::name(i))) == (g.state == "running");
+                if g.owner.as_deref() == Some(owner) && here_ok {
+                    return;
+                }
+                last = Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!(
+            "{} never saw {owner} own the group; last status {last:#?}\nlog dir1:\n{}\nlog dir2:\n{}",
+            Self::name(i),
+            self.log(0),
+            self.log(1)
+        );
+    }
+
+    fn has_vip(&self, i: usize, dev: &str) -> bool {
+        self.ns(i)
+            .ip(&["-o", "-4", "addr", "show", "dev", dev])
+            .contains(&format!("inet {VIP}/"))
+    }
+
+    /// Asks the VIP from the client who answers.
+    fn ask_vip(&self) -> String {
+        self.lan.hosts[2].run(|| async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let attempt = async {
+                let mut s = tokio::net::TcpStream::connect((VIP, 80)).await.ok()?;
+                s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
+                let mut buf = Vec::new();
+                s.read_to_end(&mut buf).await.ok()?;
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                text.split("\r\n\r\n").nth(1).map(|b| b.trim().to_string())
+            };
+            tokio::time::timeout(Duration::from_secs(1), attempt)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "(no answer)".into())
+        })
+    }
+
+    /// Boots both and waits until dir1 holds the group as seen from both sides.
+    fn boot(&self) {
+        self.start(0);
+        self.start(1);
+        self.wait_owner(0, "dir1", Duration::from_secs(10));
+        self.wait_owner(1, "dir1", Duration::from_secs(10));
+        assert!(self.has_vip(0, "eth0"));
+        assert!(!self.has_vip(1, "eth0"));
+        assert_eq!(self.ask_vip(), "dir1");
+    }
+}
+
+const LIMIT: Duration = Duration::from_secs(5);
+
+#[test]
+fn failover_on_link_down_and_failback_on() {
+    let pair = DirectorPair::new("fo1", "on", &format!("dir1 IPaddr::{VIP}/24/eth0"));
+    pair.boot();
+    let cut = Instant::now();
+    pair.ns(0).ip(&["link", "set", "eth0", "down"]);
+    pair.wait_owner(1, "dir2", LIMIT);
+    let took = cut.elapsed();
+    assert!(
+        took < Duration::from_millis(100 + 20 + 200),
+        "takeover after {took:?}"
+    );
+    assert!(pair.has_vip(1, "eth0"));
+    assert_eq!(pair.ask_vip(), "dir2");
+    // The partition heals: dir1 (preferred, auto_failback on) keeps it, dir2 lets go.
+    pair.ns(0).ip(&["link", "set", "eth0", "up"]);
+    pair.wait_owner(1, "dir1", LIMIT);
+    pair.wait_owner(0, "dir1", LIMIT);
+    assert!(!pair.has_vip(1, "eth0"));
+    assert!(pair.has_vip(0, "eth0"));
+    assert_eq!(pair.ask_vip(), "dir1");
+    assert!(pair.log(0).contains("re-announcing"), "{}", pair.log(0));
+}
+
+#[test]
+fn auto_failback_off_keeps_the_group_where_it_is() {
+    let pair = DirectorPair::new("fo2", "off", &format!("dir1 IPaddr::{VIP}/24/eth0"));
+    pair.boot();
+    pair.kill(0);
+    pair.wait_owner(1, "dir2", LIMIT);
+    assert_eq!(pair.ask_vip(), "dir2");
+    // dir1's daemon comes back; it finds the VIP it left behind, and with auto_failback off
+    // the newer decision (dir2) wins: dir1 releases its stale copy.
+    pair.start(0);
+    pair.wait_owner(0, "dir2", LIMIT);
+    pair.wait_owner(1, "dir2", LIMIT);
+    assert!(!pair.has_vip(0, "eth0"));
+    assert!(pair.has_vip(1, "eth0"));
+    assert_eq!(pair.ask_vip(), "dir2");
+}
+
+#[test]
+fn sigkill_failover_then_restart_with_auto_failback_on() {
+    let pair = DirectorPair::new("fo3", "on", &format!("dir1 IPaddr::{VIP}/24/eth0"));
+    pair.boot();
+    pair.kill(0);
+    pair.wait_owner(1, "dir2", LIMIT);
+    assert_eq!(pair.ask_vip(), "dir2");
+    pair.start(0);
+    pair.wait_owner(0, "dir1", LIMIT);
+    pair.wait_owner(1, "dir1", LIMIT);
+    assert!(pair.has_vip(0, "eth0"));
+    assert!(!pair.has_vip(1, "eth0"));
+    assert_eq!(pair.ask_vip(), "dir1");
+}
+
+#[test]
+fn planned_takeover_and_standby() {
+    let pair = DirectorPair::new("fo4", "on", &format!("dir1 IPaddr::{VIP}/24/eth0"));
+    pair.boot();
+    let r = pair
+        .call(
+            1,
+            Request::Takeover {
+                class: GroupClass::All,
+            },
+        )
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+    pair.wait_owner(1, "dir2", LIMIT);
+    pair.wait_owner(0, "dir2", LIMIT);
+    assert_eq!(pair.ask_vip(), "dir2");
+    let r = pair
+        .call(
+            1,
+            Request::Standby {
+                class: GroupClass::All,
+            },
+        )
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+    pair.wait_owner(0, "dir1", LIMIT);
+    assert_eq!(pair.ask_vip(), "dir1");
+    // hactl's own exit codes for a refused standby: kill dir2, then standby on dir1.
+    pair.kill(1);
+    pair.wait_until_dead(0, "dir2");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .arg("--socket")
+        .arg(pair.socket(0))
+        .arg("standby")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+impl DirectorPair {
+    fn wait_until_dead(&self, i: usize, peer: &str) {
+        let deadline = Instant::now() + LIMIT;
+        while Instant::now() < deadline {
+            if let Some(s) = self.status(i)
+                && s.nodes.iter().any(|n| n.name == peer && n.status == "dead")
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("{peer} never declared dead");
+    }
+}
+
+#[test]
+fn seed_style_group_with_the_lvs_script() {
+    let pair = DirectorPair::new(
+        "fo5",
+        "on",
+        &format!("dir1 lvs::{VIP}::lo IPaddr::{VIP}/24/eth0"),
+    );
+    pair.boot();
+    // dir2 runs the group's stop side: the lvs script made it a real server (VIP on lo).
+    assert!(!pair.has_vip(0, "lo"));
+    let r = pair
+        .call(
+            0,
+            Request::Standby {
+                class: GroupClass::All,
+            },
+        )
+        .unwrap();
+    assert!(r.ok);
+    pair.wait_owner(1, "dir2", LIMIT);
+    pair.wait_owner(0, "dir2", LIMIT);
+    assert!(pair.has_vip(1, "eth0"));
+    assert!(!pair.has_vip(1, "lo"), "director: VIP off the loopback");
+    assert!(
+        pair.has_vip(0, "lo"),
+        "stopped side prepared as a real server"
+    );
+    let arp_ignore = pair
+        .ns(0)
+        .exec(&["cat", "/proc/sys/net/ipv4/conf/all/arp_ignore"]);
+    assert_eq!(String::from_utf8_lossy(&arp_ignore.stdout).trim(), "1");
+    assert_eq!(pair.ask_vip(), "dir2");
+}
+
+#[test]
+fn vip_never_on_both_directors_while_heartbeats_flow() {
+    let pair = DirectorPair::new("fo6", "on", &format!("dir1 IPaddr::{VIP}/24/eth0"));
+    pair.boot();
+    let stop = AtomicBool::new(false);
+    let samples: Vec<Vec<(Instant, bool)>> = std::thread::scope(|s| {
+        let samplers: Vec<_> = (0..2)
+            .map(|i| {
+                let ns = pair.ns(i);
+                let stop = &stop;
+                s.spawn(move || {
+                    ns.run(|| async move {
+                        let nl = hbd::net::addr::Netlink::connect().expect("netlink");
+                        let vip = VIP.parse().unwrap();
+                        let mut out = Vec::new();
+                        let mut tick = tokio::time::interval(Duration::from_millis(10));
+                        // Bounded: at most 60 s of samples.
+                        for _ in 0..6000 {
+                            tick.tick().await;
+                            if stop.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            let at = Instant::now();
+                            let present = nl.has_address("eth0", vip).await.unwrap_or(false);
+                            out.push((at, present));
+                        }
+                        out
+                    })
+                })
+            })
+            .collect();
+        // A takeover / failback cycle, twice, while sampling; each state is held for a
+        // while so the samplers see it.
+        let dwell = || std::thread::sleep(Duration::from_millis(150));
+        for _ in 0..2 {
+            pair.call(
+                1,
+                Request::Takeover {
+                    class: GroupClass::All,
+                },
+            );
+            pair.wait_owner(0, "dir2", LIMIT);
+            dwell();
+            pair.call(
+                0,
+                Request::Takeover {
+                    class: GroupClass::Local,
+                },
+            );
+            pair.wait_owner(1, "dir1", LIMIT);
+            dwell();
+            pair.call(
+                0,
+                Request::Standby {
+                    class: GroupClass::All,
+                },
+            );
+            pair.wait_owner(0, "dir2", LIMIT);
+            dwell();
+            pair.call(
+                1,
+                Request::Standby {
+                    class: GroupClass::All,
+                },
+            );
+            pair.wait_owner(1, "dir1", LIMIT);
+            dwell();
+        }
+        stop.store(true, Ordering::SeqCst);
+        samplers.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(samples[0].len() > 20 && samples[1].len() > 20);
+    // A director that has the VIP at instant t while the other's samples just before and
+    // just after t both show it too means both held it at t.
+    for (a, b) in [(0, 1), (1, 0)] {
+        for (t, present) in &samples[a] {
+            if !present {
+                continue;
+            }
+            let before = samples[b].iter().rev().find(|(tb, _)| tb <= t);
+            let after = samples[b].iter().find(|(ta, _)| ta >= t);
+            if let (Some((tb, true)), Some((ta, true))) = (before, after) {
+                panic!(
+                    "VIP on both directors: dir{} has it at {t:?} and dir{} at {tb:?} and {ta:?}",
+                    a + 1,
+                    b + 1
+                );
+            }
+        }
+    }
+    let moves = samples[1].windows(2).filter(|w| w[0].1 != w[1].1).count();
+    assert!(moves >= 4, "the sampler saw the VIP move ({moves} changes)");
+}
