@@ -45,6 +45,8 @@ enum Command {
         #[arg(default_value = "all")]
         class: String,
     },
+    /// Re-read the daemon's configuration (as SIGHUP does) and apply what can change live.
+    Reload,
     /// Print the YAML equivalent of a Linux-HA directory (ha.cf, haresources, authkeys).
     Convert {
         /// The Linux-HA directory.
@@ -61,8 +63,23 @@ fn main() -> ExitCode {
     match args.command {
         Command::Status { json } => status(&args.socket, json),
         Command::Convert { ha_dir, node_name } => convert(&ha_dir, node_name),
+        Command::Reload => reload(&args.socket),
         Command::Takeover { class } => move_groups(&args.socket, &class, true),
         Command::Standby { class } => move_groups(&args.socket, &class, false),
+    }
+}
+
+fn reload(socket: &std::path::Path) -> ExitCode {
+    match call(socket, Request::Reload) {
+        Ok(r) if r.ok => {
+            println!("{}", r.message.unwrap_or_else(|| "reloaded".into()));
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!("hactl: refused: {}", r.error.unwrap_or_default());
+            ExitCode::from(EXIT_FAILED)
+        }
+        Err(code) => code,
     }
 }
 

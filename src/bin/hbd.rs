@@ -114,7 +114,20 @@ fn main() -> ExitCode {
         socket: args.socket,
         resource_dirs,
     };
-    match run(config, options) {
+    let reloader: hbd::daemon::node::Reloader = {
+        let (file, dir, node) = (args.config.clone(), args.ha_dir.clone(), options.node_name.clone());
+        std::sync::Arc::new(move || {
+            let loaded = match (&file, &dir) {
+                (Some(f), _) => config::load_yaml(f, &node),
+                (None, Some(d)) => config::load_ha_dir(d, &node),
+                (None, None) => unreachable!("clap requires one source"),
+            };
+            loaded.map(|l| l.config).map_err(|e| {
+                format!("the new configuration is refused, the old one stays:\n{e}")
+            })
+        })
+    };
+    match run(config, options, reloader) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hbd: {e:#}");
@@ -123,12 +136,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: config::Config, options: DaemonOptions) -> anyhow::Result<()> {
+fn run(
+    config: config::Config,
+    options: DaemonOptions,
+    reloader: hbd::daemon::node::Reloader,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(daemon::run(config, options))?;
+    runtime.block_on(daemon::run(config, options, Some(reloader)))?;
     Ok(())
 }
 

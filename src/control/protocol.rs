@@ -24,6 +24,8 @@ pub enum Request {
         /// Which groups, relative to this node.
         class: GroupClass,
     },
+    /// Re-read the configuration and apply what can change without a restart.
+    Reload,
 }
 
 /// The daemon's answer.

@@ -69,8 +69,13 @@ pub enum DaemonError {
     Signals(std::io::Error),
 }
 
-/// Runs the node until SIGTERM or SIGINT.
-pub async fn run(config: Config, options: DaemonOptions) -> Result<(), DaemonError> {
+/// Runs the node until SIGTERM or SIGINT. `reloader` re-reads the configuration for
+/// `hactl reload` and SIGHUP.
+pub async fn run(
+    config: Config,
+    options: DaemonOptions,
+    reloader: Option<node::Reloader>,
+) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&options.state_dir).map_err(|source| DaemonError::StateDir {
         path: options.state_dir.clone(),
         source,
@@ -97,6 +102,7 @@ pub async fn run(config: Config, options: DaemonOptions) -> Result<(), DaemonErr
     }
 
     let (control_tx, control_rx) = mpsc::channel(64);
+    let hup_tx = control_tx.clone();
     let control_task = server::serve(&options.socket, control_tx).await?;
 
     let mut ctx = ResolveContext::default();
@@ -120,6 +126,7 @@ pub async fn run(config: Config, options: DaemonOptions) -> Result<(), DaemonErr
         state_dir: Some(options.state_dir.clone()),
         report_load: true,
         observer: None,
+        reloader,
     };
     let node = Node::new(setup, tokio::time::Instant::now());
 
@@ -129,9 +136,27 @@ pub async fn run(config: Config, options: DaemonOptions) -> Result<(), DaemonErr
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => {
+                // heartbeat re-reads its configuration on SIGHUP; so does hbd.
+                tracing::info!("SIGHUP: reloading the configuration");
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let call = server::ControlCall { request: crate::control::protocol::Request::Reload, reply };
+                if hup_tx.send(call).await.is_ok()
+                    && let Ok(r) = answer.await
+                {
+                    match (r.ok, r.message, r.error) {
+                        (true, Some(m), _) => tracing::info!("{m}"),
+                        (_, _, Some(e)) => tracing::warn!("reload refused: {e}"),
+                        _ => {}
+                    }
+                }
+            }
+        }
     }
     let _ = shutdown_tx.send(true);
     let _ = node_task.await;

@@ -61,7 +61,12 @@ pub struct NodeSetup {
     pub observer: Option<mpsc::UnboundedSender<(Instant, NodeEvent)>>,
     /// Carries out group starts and stops.
     pub runner: Arc<dyn GroupRunner>,
+    /// Re-reads the configuration for `hactl reload`; `None` refuses reloads.
+    pub reloader: Option<Reloader>,
 }
+
+/// Loads the configuration again from where it came from.
+pub type Reloader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
 /// Something that happened in the node, as seen by an observer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +157,7 @@ pub struct Node {
     runner: Arc<dyn GroupRunner>,
     op_tx: mpsc::UnboundedSender<OpDone>,
     op_rx: Option<mpsc::UnboundedReceiver<OpDone>>,
+    reloader: Option<Reloader>,
 }
 
 /// A finished group operation, back from the runner.
@@ -213,6 +219,7 @@ impl Node {
             runner: setup.runner,
             op_tx,
             op_rx: Some(op_rx),
+            reloader: setup.reloader,
             config,
         }
     }
@@ -648,6 +655,12 @@ impl Node {
                     message: None,
                 };
             }
+            Request::Reload => {
+                return match self.reload() {
+                    Ok(message) => Response::done(message),
+                    Err(e) => Response::refused(e),
+                };
+            }
             Request::Takeover { class } => Command::Takeover(*class),
             Request::Standby { class } => Command::Standby(*class),
         };
@@ -665,6 +678,60 @@ impl Node {
             }
             Err(e) => Response::refused(e.to_string()),
         }
+    }
+
+    /// Re-reads the configuration. Keys, timers, logging and ping settings apply at once;
+    /// a change to nodes, media, groups or the failback policy is refused and names what
+    /// needs a restart (groups keep running across a restart: hbd adopts them).
+    pub fn reload(&mut self) -> Result<String, String> {
+        let Some(reloader) = &self.reloader else {
+            return Err("this node cannot reload its configuration".into());
+        };
+        let new = reloader()?;
+        let old = &self.config;
+        let mut needs_restart = Vec::new();
+        if new.nodes != old.nodes {
+            needs_restart.push("node");
+        }
+        if new.media != old.media || new.udp_port != old.udp_port {
+            needs_restart.push("media");
+        }
+        if new.groups != old.groups {
+            needs_restart.push("haresources groups");
+        }
+        if new.auto_failback != old.auto_failback {
+            needs_restart.push("auto_failback");
+        }
+        if !needs_restart.is_empty() {
+            return Err(format!(
+                "nothing applied: changing {} needs a restart of hbd (running groups are adopted on restart)",
+                needs_restart.join(", ")
+            ));
+        }
+        let mut changed = Vec::new();
+        if new.auth != old.auth {
+            changed.push("authkeys");
+        }
+        if new.timing != old.timing {
+            changed.push("timers");
+            self.liveness.set_timing(new.timing);
+        }
+        if new.logging != old.logging {
+            changed.push("logging");
+        }
+        if new.ping_nodes != old.ping_nodes || new.ping_groups != old.ping_groups {
+            changed.push("ping nodes");
+        }
+        if new.msgfmt != old.msgfmt || new.hopfudge != old.hopfudge {
+            changed.push("wire format");
+        }
+        self.config = Arc::new(new);
+        tracing::info!(?changed, "configuration reloaded");
+        Ok(if changed.is_empty() {
+            "configuration reloaded: no change".to_string()
+        } else {
+            format!("configuration reloaded: {} applied", changed.join(", "))
+        })
     }
 
     /// The status report `hactl status` prints.

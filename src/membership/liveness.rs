@@ -214,6 +214,17 @@ impl Liveness {
         liveness
     }
 
+    /// Applies new timers (a reload). Peers keep their advertised deadtime until their next
+    /// heartbeat; deadlines already computed use the new values from now on.
+    pub fn set_timing(&mut self, timing: Timing) {
+        for p in &mut self.peers {
+            if p.deadtime == self.timing.deadtime {
+                p.deadtime = timing.deadtime;
+            }
+        }
+        self.timing = timing;
+    }
+
     /// Our advertised state.
     pub fn local_state(&self) -> LocalState {
         self.local

@@ -453,3 +453,39 @@ fn vip_never_on_both_directors_while_heartbeats_flow() {
     let moves = samples[1].windows(2).filter(|w| w[0].1 != w[1].1).count();
     assert!(moves >= 4, "the sampler saw the VIP move ({moves} changes)");
 }
+
+#[test]
+fn reload_applies_keys_and_refuses_group_changes() {
+    let pair = DirectorPair::new("fo7", "on", &format!("dir1 IPaddr::{VIP}/24/eth0"));
+    pair.boot();
+    // Key rollover: both nodes learn key 2 while still signing with key 1 ...
+    let keys = pair.ha.join("authkeys");
+    std::fs::write(&keys, "auth 1\n1 sha256 failover-test\n2 sha256 next-key\n").unwrap();
+    for i in 0..2 {
+        let r = pair.call(i, Request::Reload).unwrap();
+        assert!(r.ok, "{r:?}");
+        assert!(r.message.unwrap().contains("authkeys"));
+    }
+    // ... then both switch to signing with key 2; the pair never loses sight of each other.
+    std::fs::write(&keys, "auth 2\n1 sha256 failover-test\n2 sha256 next-key\n").unwrap();
+    for i in 0..2 {
+        assert!(pair.call(i, Request::Reload).unwrap().ok);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..2 {
+        let s = pair.status(i).unwrap();
+        assert!(s.nodes.iter().all(|n| n.status == "up"), "{s:#?}");
+        assert_eq!(s.counters.bad_auth, 0);
+    }
+    // A group change needs a restart: refused, nothing applied.
+    std::fs::write(pair.ha.join("haresources"), "dir2 IPaddr::192.0.2.99/24/eth0\n").unwrap();
+    let r = pair.call(0, Request::Reload).unwrap();
+    assert!(!r.ok);
+    assert!(r.error.unwrap().contains("haresources groups"));
+    // A broken file is refused with file:line, and the old configuration stays.
+    std::fs::write(pair.ha.join("ha.cf"), "keepalive 20ms\ndeadtime 10ms\n").unwrap();
+    let r = pair.call(0, Request::Reload).unwrap();
+    assert!(!r.ok);
+    assert!(r.error.unwrap().contains("ha.cf:2:"));
+    pair.wait_owner(1, "dir1", LIMIT);
+}

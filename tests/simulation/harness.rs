@@ -134,6 +134,7 @@ impl SimNode {
             report_load: false,
             observer: Some(observer),
             runner: Arc::new(FakeHandle(runner)),
+            reloader: None,
         };
         let node = Node::new(setup, Instant::now());
         let (control, control_rx) = mpsc::channel(8);
