@@ -115,16 +115,20 @@ fn main() -> ExitCode {
         resource_dirs,
     };
     let reloader: hbd::daemon::node::Reloader = {
-        let (file, dir, node) = (args.config.clone(), args.ha_dir.clone(), options.node_name.clone());
+        let (file, dir, node) = (
+            args.config.clone(),
+            args.ha_dir.clone(),
+            options.node_name.clone(),
+        );
         std::sync::Arc::new(move || {
             let loaded = match (&file, &dir) {
                 (Some(f), _) => config::load_yaml(f, &node),
                 (None, Some(d)) => config::load_ha_dir(d, &node),
                 (None, None) => unreachable!("clap requires one source"),
             };
-            loaded.map(|l| l.config).map_err(|e| {
-                format!("the new configuration is refused, the old one stays:\n{e}")
-            })
+            loaded
+                .map(|l| l.config)
+                .map_err(|e| format!("the new configuration is refused, the old one stays:\n{e}"))
         })
     };
     match run(config, options, reloader) {

@@ -20,8 +20,8 @@ use super::model::{
     Family, Forwarding, Netmask, Persistence, RealServer, Scheduler, ServiceKey, VirtualService,
 };
 use super::netlink::{
-    Attr, DecodeError, MsgWriter, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
-    NetlinkError, RequestSocket, find, parse_attrs,
+    Attr, DecodeError, MsgWriter, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ERROR, NetlinkError,
+    RequestSocket, find, parse_attrs,
 };
 use super::{Dataplane, DataplaneError};
 
@@ -478,30 +478,16 @@ impl Ipvs {
         seq: u32,
         mut decode: impl FnMut(&[u8]) -> Result<T, DecodeError>,
     ) -> Result<Vec<T>, DataplaneError> {
-        self.sock.send(&w.buf).map_err(nl)?;
         let mut out = Vec::new();
         self.sock
-            .recv_until(|m| {
-                if m.seq != seq {
-                    return Ok(false);
-                }
-                match m.ty {
-                    NLMSG_DONE => Ok(true),
-                    NLMSG_ERROR => match m.error_code() {
-                        Some(0) => Ok(true),
-                        e => Err(NetlinkError::Refused {
-                            what: "IPVS dump".into(),
-                            errno: nix::errno::Errno::from_raw(-e.unwrap_or(0)),
-                        }),
-                    },
-                    _ => {
-                        match decode(m.payload) {
-                            Ok(v) => out.push(v),
-                            Err(e) => tracing::warn!(error = %e, "skipping an IPVS entry hbd cannot represent"),
-                        }
-                        Ok(false)
+            .dump(&w.buf, seq, "IPVS dump", |payload| {
+                match decode(payload) {
+                    Ok(v) => out.push(v),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping an IPVS entry hbd cannot represent")
                     }
                 }
+                Ok(())
             })
             .map_err(nl)?;
         Ok(out)

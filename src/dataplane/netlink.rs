@@ -355,6 +355,33 @@ impl RequestSocket {
         self.sock.send(buf, 0)?;
         Ok(())
     }
+    /// Sends a dump request `msg` (sequence `seq`) and hands the payload of every answer to
+    /// `each` until the kernel's `NLMSG_DONE`; an error answer is a refusal of `what`.
+    pub fn dump(
+        &mut self,
+        msg: &[u8],
+        seq: u32,
+        what: &str,
+        mut each: impl FnMut(&[u8]) -> Result<(), NetlinkError>,
+    ) -> Result<(), NetlinkError> {
+        self.send(msg)?;
+        self.recv_until(|m| {
+            if m.seq != seq {
+                return Ok(false);
+            }
+            match m.ty {
+                NLMSG_DONE => Ok(true),
+                NLMSG_ERROR => match m.error_code() {
+                    Some(0) => Ok(true),
+                    e => Err(NetlinkError::Refused {
+                        what: what.into(),
+                        errno: nix::errno::Errno::from_raw(-e.unwrap_or(0)),
+                    }),
+                },
+                _ => each(m.payload).map(|()| false),
+            }
+        })
+    }
 
     /// Receive datagrams and hand every message to `on_msg` until it returns `true`
     /// (done). Kernel errors are returned by `on_msg` itself.

@@ -1083,27 +1083,11 @@ impl Nft {
         w.str(NFTA_SET_ELEM_LIST_TABLE, &self.table);
         w.str(NFTA_SET_ELEM_LIST_SET, SET_REALS);
         w.end_msg();
-        self.sock.send(&w.buf).map_err(nl)?;
         let mut out = Vec::new();
         self.sock
-            .recv_until(|m| {
-                if m.seq != seq {
-                    return Ok(false);
-                }
-                match m.ty {
-                    NLMSG_DONE => Ok(true),
-                    NLMSG_ERROR => match m.error_code() {
-                        Some(0) => Ok(true),
-                        e => Err(NetlinkError::Refused {
-                            what: "nftables set element dump".into(),
-                            errno: nix::errno::Errno::from_raw(-e.unwrap_or(0)),
-                        }),
-                    },
-                    _ => {
-                        out.extend(decode_shadow_elements(m.payload.get(4..).unwrap_or(&[]))?);
-                        Ok(false)
-                    }
-                }
+            .dump(&w.buf, seq, "nftables set element dump", |payload| {
+                out.extend(decode_shadow_elements(payload.get(4..).unwrap_or(&[]))?);
+                Ok(())
             })
             .map_err(nl)?;
         Ok(out)

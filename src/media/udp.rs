@@ -12,7 +12,8 @@
 //! * A `ucast` line whose peer address is one of ours is skipped, so both nodes can share
 //!   one ha.cf (heartbeat does the same).
 //!
-//! Sending never blocks: [`Transmit::send`] uses `try_send_to`; a full socket buffer drops
+//! Sending never blocks: [`Transmit::send`] uses `send_to` on a non-blocking socket; a full
+//! socket buffer drops
 //! the frame, which is what a late heartbeat amounts to anyway.
 
 use std::collections::BTreeMap;

@@ -478,7 +478,11 @@ fn reload_applies_keys_and_refuses_group_changes() {
         assert_eq!(s.counters.bad_auth, 0);
     }
     // A group change needs a restart: refused, nothing applied.
-    std::fs::write(pair.ha.join("haresources"), "dir2 IPaddr::192.0.2.99/24/eth0\n").unwrap();
+    std::fs::write(
+        pair.ha.join("haresources"),
+        "dir2 IPaddr::192.0.2.99/24/eth0\n",
+    )
+    .unwrap();
     let r = pair.call(0, Request::Reload).unwrap();
     assert!(!r.ok);
     assert!(r.error.unwrap().contains("haresources groups"));
