@@ -14,14 +14,16 @@
 //! * [`net`]: rtnetlink addresses, gratuitous ARP, unsolicited NA, sysctl.
 //! * [`resources`]: resource groups, VIPs and scripts.
 //! * [`dataplane`]: virtual services through IPVS or nftables.
+//! * [`director`]: virtual services and real-server checks from ldirectord.cf or YAML.
 
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod manager;
 pub mod dataplane;
+pub mod director;
+pub mod manager;
 pub mod media;
 pub mod membership;
 pub mod net;
