@@ -787,7 +787,7 @@ fn parse_host(h: &str) -> Result<IpAddr, String> {
 }
 
 /// Splits `host[:port]` where host may be `[v6]` or a bare IPv6 address.
-fn split_port<'a>(s: &'a str) -> (&'a str, Option<&'a str>) {
+fn split_port(s: &str) -> (&str, Option<&str>) {
     if s.starts_with('[') {
         match s.find(']') {
             Some(i) => {
@@ -877,11 +877,12 @@ fn parse_real_line(value: &str, names: &ServiceNames) -> Result<RealSpec, String
         }
         match t {
             Tok::Word(w) => {
-                if spec.forwarding.is_none() && strings.is_empty() {
-                    if let Ok(f) = w.to_ascii_lowercase().parse::<Forwarding>() {
-                        spec.forwarding = Some(f);
-                        continue;
-                    }
+                if spec.forwarding.is_none()
+                    && strings.is_empty()
+                    && let Ok(f) = w.to_ascii_lowercase().parse::<Forwarding>()
+                {
+                    spec.forwarding = Some(f);
+                    continue;
                 }
                 if spec.weight.is_none()
                     && strings.is_empty()
@@ -953,6 +954,7 @@ struct Settings {
     quiescent: Option<bool>,
     cleanstop: Option<bool>,
     reals: Vec<(RealSpec, Option<usize>)>,
+    real_lines: usize,
     service: Option<Service>,
     request: Option<String>,
     receive: Option<Receive>,
@@ -1215,6 +1217,7 @@ fn apply(
             ));
         }
         "real" | "real6" => {
+            s.real_lines += 1;
             let spec = match real {
                 Some(r) => Ok(r),
                 None => parse_real_line(&text, names),
@@ -1553,7 +1556,7 @@ fn resolve(
             reals.push(r);
         }
     }
-    if s.reals.is_empty() {
+    if s.real_lines == 0 {
         diags.push(warn(format!(
             "virtual service {key} has no real servers; only its fallback (if any) will be used"
         )));
@@ -1771,7 +1774,10 @@ pub(crate) struct RawDirector {
 #[serde(deny_unknown_fields)]
 struct RawVirtual {
     #[serde(rename = "virtual")]
-    address: Spanned<Scalar>,
+    address: Option<Spanned<Scalar>>,
+    /// A firewall mark serving IPv6 (ldirectord `virtual6 = MARK`); IPv6 addresses may use
+    /// either key.
+    virtual6: Option<Spanned<Scalar>>,
     protocol: Option<Spanned<Scalar>>,
     scheduler: Option<Spanned<Scalar>>,
     persistent: Option<Spanned<Scalar>>,
@@ -1966,10 +1972,22 @@ pub(crate) fn from_yaml(
         if let Some(f) = &rv.fallback {
             real_entry("fallback", f, names, file, diags, &mut entries);
         }
+        let (key, addr) = match (&rv.address, &rv.virtual6) {
+            (Some(a), None) => ("virtual", a),
+            (None, Some(a)) => ("virtual6", a),
+            _ => {
+                diags.push(Diagnostic::error(
+                    file,
+                    line_of(v),
+                    "a virtual service needs exactly one of `virtual` (ADDRESS:PORT or MARK) and `virtual6` ([IPV6]:PORT or an IPv6 MARK)",
+                ));
+                continue;
+            }
+        };
         let opener = Entry {
-            key: "virtual".into(),
-            value: Value::Text(rv.address.value.0.clone()),
-            line: line_of(&rv.address).or(line_of(v)),
+            key: key.into(),
+            value: Value::Text(addr.value.0.clone()),
+            line: line_of(addr).or(line_of(v)),
         };
         blocks.push(Block { opener, entries });
     }
@@ -2025,11 +2043,12 @@ pub fn director_to_yaml(d: &DirectorConfig, indent: usize) -> String {
     }
     let _ = writeln!(o, "{p}virtual_services:");
     for v in &d.virtuals {
-        let virt = match v.key {
-            ServiceKey::Tcp(a) | ServiceKey::Udp(a) => a.to_string(),
-            ServiceKey::Fwmark(m, _) => m.to_string(),
+        let (vkey, virt) = match v.key {
+            ServiceKey::Tcp(a) | ServiceKey::Udp(a) => ("virtual", a.to_string()),
+            ServiceKey::Fwmark(m, Family::V4) => ("virtual", m.to_string()),
+            ServiceKey::Fwmark(m, Family::V6) => ("virtual6", m.to_string()),
         };
-        let _ = writeln!(o, "{p}  - virtual: {}", q(&virt));
+        let _ = writeln!(o, "{p}  - {vkey}: {}", q(&virt));
         let i = format!("{p}    ");
         let _ = writeln!(o, "{i}protocol: {}", v.protocol.name());
         let _ = writeln!(o, "{i}scheduler: {}", v.scheduler.name());
@@ -2099,4 +2118,643 @@ pub fn director_to_yaml(d: &DirectorConfig, indent: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fixture(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/director")
+            .join(rel)
+    }
+
+    fn parse(text: &str) -> Result<(DirectorConfig, Vec<String>), Vec<String>> {
+        parse_ldirectord_str(text, Path::new("ld.cf"), &ServiceNames::builtin())
+            .map(|(c, w)| (c, w.iter().map(|d| d.to_string()).collect()))
+            .map_err(|e| e.diagnostics.iter().map(|d| d.to_string()).collect())
+    }
+
+    fn ok(text: &str) -> (DirectorConfig, Vec<String>) {
+        parse(text).unwrap_or_else(|e| panic!("refused:\n{}", e.join("\n")))
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    /// What the seed's ldirectord.cf means, with `net` as the first three octets.
+    fn seed_expected(net: &str) -> DirectorConfig {
+        let real = |host: u8| RealConfig {
+            addr: sa(&format!("{net}.{host}:80")),
+            forwarding: Forwarding::Ipip,
+            weight: 1,
+            request: None,
+            receive: None,
+            lower_threshold: 0,
+            upper_threshold: 0,
+        };
+        DirectorConfig {
+            autoreload: true,
+            callback: None,
+            maintenance_dir: None,
+            readd_quiescent: true,
+            virtuals: vec![VirtualConfig {
+                key: ServiceKey::Tcp(sa(&format!("{net}.10:80"))),
+                protocol: Protocol::Tcp,
+                scheduler: Scheduler::Rr,
+                persistence: None,
+                reals: [11, 12, 101, 102, 103].into_iter().map(real).collect(),
+                fallback: Some(RealConfig {
+                    addr: sa("127.0.0.1:80"),
+                    forwarding: Forwarding::Gate,
+                    ..real(1)
+                }),
+                fallback_command: None,
+                check: CheckSpec {
+                    kind: CheckKind::Negotiate,
+                    service: Service::Http,
+                    request: Some("test.html".into()),
+                    receive: Some(Receive::new("Test Page").unwrap()),
+                    http_method: HttpMethod::Get,
+                    virtual_host: None,
+                    check_port: None,
+                    interval: secs(1),
+                    check_timeout: secs(3),
+                    negotiate_timeout: secs(3),
+                    ping_count: 1,
+                    fall: 1,
+                    rise: 1,
+                    status_code: None,
+                },
+                quiescent: true,
+                cleanstop: true,
+                service_name: None,
+                comment: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn seed_files_load_with_exactly_the_expected_warnings() {
+        for (dir, net) in [("seed004", "192.168.136"), ("seed004-lab", "192.0.2")] {
+            let path = fixture(&format!("{dir}/ldirectord.cf"));
+            let (c, w) = parse_ldirectord(&path).expect("seed loads");
+            let w: Vec<String> = w.iter().map(|d| d.to_string()).collect();
+            let p = path.display();
+            assert_eq!(w.len(), 2, "{w:#?}");
+            assert!(
+                w[0].starts_with(&format!("{p}:11: warning: logfile is ignored")),
+                "{w:#?}"
+            );
+            assert!(
+                w[1].starts_with(&format!("{p}:19: warning: non-breaking spaces")),
+                "{w:#?}"
+            );
+            assert_eq!(c, seed_expected(net), "{dir}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_ldirectord_defaults() {
+        let (c, w) = ok("virtual=192.0.2.10:8080\n\treal=192.0.2.11 gate\n");
+        assert_eq!(w.len(), 0, "{w:?}");
+        assert!(!c.autoreload && c.readd_quiescent);
+        assert_eq!(c.callback, None);
+        let v = &c.virtuals[0];
+        assert_eq!(v.key, ServiceKey::Tcp(sa("192.0.2.10:8080")));
+        assert_eq!(v.protocol, Protocol::Tcp);
+        assert_eq!(v.scheduler, Scheduler::Wrr);
+        assert_eq!(v.persistence, None);
+        assert!(v.quiescent && v.cleanstop);
+        assert_eq!(v.fallback, None);
+        assert_eq!(v.reals[0].addr, sa("192.0.2.11:8080"));
+        assert_eq!(v.reals[0].weight, DEFAULT_WEIGHT);
+        let k = &v.check;
+        assert_eq!(k.kind, CheckKind::Negotiate);
+        assert_eq!(k.service, Service::None);
+        assert_eq!(k.http_method, HttpMethod::Get);
+        assert_eq!(k.interval, DEFAULT_CHECK_INTERVAL);
+        assert_eq!(k.check_timeout, DEFAULT_CHECK_TIMEOUT);
+        assert_eq!(k.negotiate_timeout, DEFAULT_NEGOTIATE_TIMEOUT);
+        assert_eq!(k.timeout(), DEFAULT_NEGOTIATE_TIMEOUT);
+        assert_eq!((k.fall, k.rise, k.ping_count), (1, 1, 1));
+        assert_eq!((k.request.as_deref(), k.status_code), (None, None));
+
+        // Port-derived protocol and service.
+        let (c, _) = ok(
+            "virtual=192.0.2.10:53\n real=192.0.2.11 gate\n checktype=connect\n\
+             virtual=192.0.2.10:443\n real=192.0.2.11 gate\n\
+             virtual=7\n real=192.0.2.11 gate\n checktype=ping\n\
+             virtual6=8\n real6=[2001:db8::2] gate\n checktype=on\n",
+        );
+        assert_eq!(c.virtuals[0].key, ServiceKey::Udp(sa("192.0.2.10:53")));
+        assert_eq!(
+            c.virtuals[0].check.service,
+            Service::Unsupported("dns".into())
+        );
+        assert_eq!(c.virtuals[1].check.service, Service::Https);
+        assert_eq!(c.virtuals[2].key, ServiceKey::Fwmark(7, Family::V4));
+        assert_eq!(c.virtuals[2].protocol, Protocol::Fwm);
+        assert_eq!(c.virtuals[2].reals[0].addr, sa("192.0.2.11:0"));
+        assert_eq!(c.virtuals[3].key, ServiceKey::Fwmark(8, Family::V6));
+
+        // Only one timeout given: the other follows it.
+        let (c, _) = ok("negotiatetimeout=7\nvirtual=192.0.2.10:80\n real=192.0.2.11 gate\n");
+        assert_eq!(c.virtuals[0].check.check_timeout, secs(7));
+        assert_eq!(c.virtuals[0].check.negotiate_timeout, secs(7));
+    }
+
+    #[test]
+    fn every_directive_parses() {
+        let text = r#"
+checktimeout = 4
+negotiatetimeout = 20
+checkinterval = 6
+checkcount = 3
+failurecount = 2
+risecount = 2
+fallback = 127.0.0.1:80 gate
+fallback6 = [::1]:80 masq
+fallbackcommand = "/usr/local/bin/sorry"
+autoreload = yes
+callback = "/usr/local/bin/sync-cf"
+quiescent = no
+readdquiescent = no
+cleanstop = no
+emailalert = "ops@example.org"
+emailalertfreq = 3600
+emailalertstatus = all
+emailalertfrom = "ld@example.org"
+smtp = 192.0.2.25
+execute = "other.cf"
+supervised = no
+fork = yes
+logfile = "local0"
+maintenancedir = /etc/ha.d/maintenance
+
+virtual = 192.0.2.10:http
+	real = 192.0.2.11->192.0.2.13:80 gate 3
+	real = 192.0.2.20:8080 masq 2 "/health", "ok$" "<l:10>" "<u:100>"
+	real = 192.0.2.21:8080 ipip
+	service = http
+	request = "/index.html"
+	receive = "Welcome|Hello"
+	httpmethod = HEAD
+	virtualhost = www.example.org
+	checktype = 3
+	checkport = 8081
+	scheduler = wlc
+	persistent = 600
+	netmask = 255.255.255.0
+	protocol = tcp
+	login = "u"
+	passwd = "p"
+	database = "d"
+	secret = "s"
+	monitorfile = "/var/log/mon.log"
+	servicename = "web"
+	comment = "front page"
+	load = "x"
+	ops = no
+	schedflags = sh-port
+	statuscode = 204
+	checktimeout = 2
+	failurecount = 5
+	quiescent = yes
+	fallback = 192.0.2.99 masq
+	fallbackcommand = "/bin/web-sorry"
+	cleanstop = yes
+	emailalert = "web@example.org"
+
+virtual6 = [2001:db8::10]:53
+	real6 = [2001:db8::11] gate
+	protocol = udp
+	checktype = external-perl
+	checkcommand = "/usr/local/bin/check-dns"
+	persistent = 30
+	netmask = 64
+	ops = yes
+"#;
+        let (c, w) = ok(text);
+        let want_warnings = [
+            ":16: warning: emailalert is ignored",
+            ":17: warning: emailalertfreq is ignored",
+            ":18: warning: emailalertstatus is ignored",
+            ":19: warning: emailalertfrom is ignored",
+            ":20: warning: smtp is ignored",
+            ":21: warning: execute = other.cf is ignored",
+            ":22: warning: supervised is ignored",
+            ":23: warning: fork is ignored",
+            ":24: warning: logfile is ignored",
+            ":30: warning: 192.0.2.21: port 8080 is replaced by the virtual port 80",
+            ":42: warning: login is ignored",
+            ":43: warning: passwd is ignored",
+            ":44: warning: database is ignored",
+            ":45: warning: secret is ignored",
+            ":46: warning: monitorfile is ignored",
+            ":51: warning: schedflags is ignored",
+            ":59: warning: emailalert is ignored",
+            ":64: warning: checktype external-perl is run as external",
+            ":68: warning: ops = yes is not applied",
+        ];
+        assert_eq!(w.len(), want_warnings.len(), "{w:#?}");
+        for (got, want) in w.iter().zip(want_warnings) {
+            assert!(got.contains(want), "want {want}, got {got}");
+        }
+        assert!(c.autoreload && !c.readd_quiescent);
+        assert_eq!(c.callback.as_deref(), Some("/usr/local/bin/sync-cf"));
+        assert_eq!(
+            c.maintenance_dir.as_deref(),
+            Some(Path::new("/etc/ha.d/maintenance"))
+        );
+        let v = &c.virtuals[0];
+        assert_eq!(v.key, ServiceKey::Tcp(sa("192.0.2.10:80")));
+        assert_eq!(v.scheduler, Scheduler::Wlc);
+        assert_eq!(
+            v.persistence,
+            Some(Persistence {
+                timeout: secs(600),
+                netmask: Netmask { prefix: 24 }
+            })
+        );
+        let addrs: Vec<String> = v.reals.iter().map(|r| r.addr.to_string()).collect();
+        assert_eq!(
+            addrs,
+            [
+                "192.0.2.11:80",
+                "192.0.2.12:80",
+                "192.0.2.13:80",
+                "192.0.2.20:8080",
+                "192.0.2.21:80"
+            ]
+        );
+        assert_eq!(v.reals[0].weight, 3);
+        let masq = &v.reals[3];
+        assert_eq!(masq.forwarding, Forwarding::Masq);
+        assert_eq!(masq.weight, 2);
+        assert_eq!(masq.request.as_deref(), Some("/health"));
+        assert_eq!(masq.receive.as_ref().map(Receive::as_str), Some("ok$"));
+        assert_eq!((masq.lower_threshold, masq.upper_threshold), (10, 100));
+        assert_eq!(v.reals[4].forwarding, Forwarding::Ipip);
+        let f = v.fallback.as_ref().unwrap();
+        assert_eq!(
+            (f.addr, f.forwarding, f.weight),
+            (sa("192.0.2.99:80"), Forwarding::Masq, 1)
+        );
+        assert_eq!(v.fallback_command.as_deref(), Some("/bin/web-sorry"));
+        assert!(v.quiescent && v.cleanstop);
+        assert_eq!(v.service_name.as_deref(), Some("web"));
+        assert_eq!(v.comment.as_deref(), Some("front page"));
+        let k = &v.check;
+        assert_eq!(k.kind, CheckKind::Combined(3));
+        assert_eq!(k.service, Service::Http);
+        assert_eq!(k.request.as_deref(), Some("/index.html"));
+        assert!(k.receive.as_ref().unwrap().is_match("say Hello"));
+        assert_eq!(k.http_method, HttpMethod::Head);
+        assert_eq!(k.virtual_host.as_deref(), Some("www.example.org"));
+        assert_eq!(k.check_port, Some(8081));
+        assert_eq!(k.interval, secs(6));
+        assert_eq!((k.check_timeout, k.negotiate_timeout), (secs(2), secs(20)));
+        assert_eq!((k.ping_count, k.fall, k.rise), (3, 5, 2));
+        assert_eq!(k.status_code, Some(204));
+
+        let v6 = &c.virtuals[1];
+        assert_eq!(v6.key, ServiceKey::Udp(sa("[2001:db8::10]:53")));
+        assert_eq!(v6.reals[0].addr, sa("[2001:db8::11]:53"));
+        assert_eq!(
+            v6.check.kind,
+            CheckKind::External {
+                command: "/usr/local/bin/check-dns".into()
+            }
+        );
+        assert_eq!(v6.persistence.unwrap().netmask, Netmask { prefix: 64 });
+        let f6 = v6.fallback.as_ref().unwrap();
+        assert_eq!((f6.addr, f6.forwarding), (sa("[::1]:80"), Forwarding::Masq));
+        assert!(!v6.quiescent && !v6.cleanstop);
+        assert_eq!(v6.fallback_command.as_deref(), Some("/usr/local/bin/sorry"));
+        assert_eq!((v6.check.check_timeout, v6.check.fall), (secs(4), 2));
+    }
+
+    #[test]
+    fn broken_file_reports_every_mistake_with_its_line() {
+        let path = fixture("broken/ldirectord.cf");
+        let e = parse_ldirectord(&path).expect_err("broken");
+        let all: Vec<String> = e.diagnostics.iter().map(|d| d.to_string()).collect();
+        let p = path.display().to_string();
+        let want = [
+            ":2: checktimeout: checktimeout: 'abc'",
+            ":3: connecttimeout is obsolete and refused",
+            ":4: 'chektimeout' is not an ldirectord directive",
+            ":5: quiescent: 'maybe' is not yes or no",
+            ":6: service belongs to a virtual service; indent it",
+            ":7: warning: logfile is ignored",
+            ":9: virtual: 'www.example.com' is not an IP address",
+            ":12: real needs a forwarding method",
+            ":13: real: 1 quoted strings",
+            ":14: real: range 192.0.2.20->192.0.2.19 goes backwards",
+            ":15: real 2001:db8::1 is not of the virtual service's address family",
+            ":16: scheduler: unknown scheduler \"fo\"",
+            ":17: checktype: checktype 'sometimes' is unknown",
+            ":18: receive: receive \"(unclosed\" is not a valid regular expression",
+            ":19: autoreload is a global directive",
+            ":21: netmask 255.0.255.0 is not contiguous",
+            ":22: virtual service TCP  192.0.2.10:21: negotiate checks for port-derived service 'ftp' are unsupported",
+            ":25: real: unexpected 'weight'",
+            ":26: warning: 192.0.2.12: port 8443 is replaced by the virtual port 443",
+            ":27: virtual service TCP  192.0.2.10:443 is defined twice",
+        ];
+        for w in want {
+            assert!(
+                all.iter().any(|d| d.starts_with(&p) && d.contains(w)),
+                "missing {w} in\n{}",
+                all.join("\n")
+            );
+        }
+        assert_eq!(all.len(), want.len(), "{}", all.join("\n"));
+    }
+
+    #[test]
+    fn unsupported_service_is_refused_only_when_negotiated() {
+        let base = "virtual=192.0.2.10:3306\n real=192.0.2.11 gate\n";
+        let e = parse(base).expect_err("mysql negotiate");
+        assert!(e[0].contains("'mysql' are unsupported"), "{e:?}");
+        for ct in ["connect", "ping", "on", "off", "external"] {
+            let (c, _) = ok(&format!("{base} checktype={ct}\n"));
+            assert_eq!(
+                c.virtuals[0].check.service,
+                Service::Unsupported("mysql".into())
+            );
+        }
+        let e = parse(&format!("{base} service=ftp\n checktype=2\n")).expect_err("combined");
+        assert!(e[0].contains("service 'ftp' are unsupported"), "{e:?}");
+        let e = parse(&format!("{base} service=gopher\n")).expect_err("unknown");
+        assert!(e[1].contains("service 'gopher' is unknown"), "{e:?}");
+    }
+
+    #[test]
+    fn indentation_closes_blocks_and_overrides_stay_local() {
+        let (c, w) = ok(
+            "virtual=192.0.2.10:80\n    real=192.0.2.11 gate\n    quiescent=no\n\
+             quiescent=yes\nvirtual=192.0.2.10:81\n\treal=192.0.2.11 gate\n",
+        );
+        assert!(w.is_empty(), "{w:?}");
+        assert!(!c.virtuals[0].quiescent);
+        assert!(c.virtuals[1].quiescent);
+        // An unindented real after a block is a global line, which is refused.
+        let e = parse("virtual=192.0.2.10:80\nreal=192.0.2.11 gate\n").expect_err("unindented");
+        assert!(
+            e.iter()
+                .any(|d| d.contains("ld.cf:2: real belongs to a virtual service")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn hostnames_are_refused_and_service_names_resolve() {
+        let (c, _) =
+            ok("virtual=192.0.2.10:https\n real=192.0.2.11:https gate\n checktype=connect\n");
+        assert_eq!(c.virtuals[0].key, ServiceKey::Tcp(sa("192.0.2.10:443")));
+        let e = parse("virtual=192.0.2.10:80\n real=web1:80 gate\n").expect_err("host");
+        assert!(e[0].contains("hbd does not resolve host names"), "{e:?}");
+        let e = parse("virtual=192.0.2.10\n real=192.0.2.11 gate\n").expect_err("port");
+        assert!(e[0].contains("has no port"), "{e:?}");
+        let names = ServiceNames::parse("webcache 8080/tcp  squid # comment\n");
+        assert_eq!(names.port("squid"), Ok(8080));
+        assert_eq!(names.port("http"), Ok(80));
+    }
+
+    #[test]
+    fn ranges_are_bounded() {
+        let e = parse("virtual=192.0.2.10:80\n real=10.0.0.0->10.255.255.255 gate\n")
+            .expect_err("huge");
+        assert!(e[0].contains("more than 1024 addresses"), "{e:?}");
+    }
+
+    #[test]
+    fn virtual_service_follows_health_quiescent_and_fallback() {
+        let (c, _) = ok(
+            "fallback=127.0.0.1:80\nvirtual=192.0.2.10:80\n real=192.0.2.11 gate 5\n real=192.0.2.12 gate\n",
+        );
+        let v = &c.virtuals[0];
+        let all_up = v.to_virtual_service(|r| Some(r.weight));
+        assert_eq!(all_up.reals.len(), 2);
+        assert_eq!(all_up.reals[0].weight, 5);
+        let one_down =
+            v.to_virtual_service(|r| (r.addr.port() == 80 && r.weight == 5).then_some(5));
+        assert_eq!(
+            one_down.reals.iter().map(|r| r.weight).collect::<Vec<_>>(),
+            [5, 0]
+        );
+        let none = v.to_virtual_service(|_| None);
+        assert_eq!(none.reals.len(), 3);
+        assert_eq!(none.reals[2].addr, sa("127.0.0.1:80"));
+        assert_eq!(none.reals[2].weight, 1);
+        let mut v2 = v.clone();
+        v2.quiescent = false;
+        let none = v2.to_virtual_service(|_| None);
+        assert_eq!(none.reals.len(), 1);
+    }
+
+    #[test]
+    fn locate_follows_ldirectord_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let ha = dir.path();
+        assert_eq!(locate_ldirectord_cf(None, ha), Path::new("ldirectord.cf"));
+        std::fs::create_dir(ha.join("conf")).unwrap();
+        std::fs::write(ha.join("conf/web.cf"), "").unwrap();
+        assert_eq!(
+            locate_ldirectord_cf(Some("web.cf"), ha),
+            ha.join("conf/web.cf")
+        );
+        std::fs::write(ha.join("web.cf"), "").unwrap();
+        assert_eq!(locate_ldirectord_cf(Some("web.cf"), ha), ha.join("web.cf"));
+        std::fs::write(ha.join("ldirectord.cf"), "").unwrap();
+        assert_eq!(locate_ldirectord_cf(None, ha), ha.join("ldirectord.cf"));
+        assert_eq!(
+            locate_ldirectord_cf(Some("/etc/x.cf"), ha),
+            Path::new("/etc/x.cf")
+        );
+    }
+
+    #[derive(Deserialize)]
+    struct Wrap {
+        director: Spanned<RawDirector>,
+    }
+
+    fn yaml(text: &str) -> (Option<YamlDirector>, Vec<String>) {
+        let w: Wrap = serde_saphyr::from_str(text).expect("yaml parses");
+        let mut d = Vec::new();
+        let r = from_yaml(
+            &w.director,
+            Path::new("hbd.yaml"),
+            &ServiceNames::builtin(),
+            &mut d,
+        );
+        (r, d.iter().map(|d| d.to_string()).collect())
+    }
+
+    #[test]
+    fn yaml_form_equals_the_ldirectord_file() {
+        let (r, d) = yaml(
+            r#"
+director:
+  checktimeout: 3
+  checkinterval: 1
+  fallback: { address: "127.0.0.1:80" }
+  autoreload: true
+  quiescent: yes
+  virtual_services:
+    - virtual: 192.0.2.10:80
+      reals:
+        - { address: "192.0.2.11:80", forwarding: ipip }
+        - { address: "192.0.2.12:80", forwarding: ipip }
+        - { address: "192.0.2.101->192.0.2.103:80", forwarding: ipip }
+      fallback: { address: "127.0.0.1:80", forwarding: gate }
+      service: http
+      request: test.html
+      receive: Test Page
+      virtualhost: ""
+      scheduler: rr
+      protocol: tcp
+"#,
+        );
+        assert!(d.is_empty(), "{d:?}");
+        let (cf, _) = parse_ldirectord(&fixture("seed004-lab/ldirectord.cf")).unwrap();
+        assert_eq!(r, Some(YamlDirector::Inline(cf)));
+    }
+
+    #[test]
+    fn to_yaml_round_trips() {
+        let (seed, _) = parse_ldirectord(&fixture("seed004-lab/ldirectord.cf")).unwrap();
+        let (rich, _) = ok(
+            "autoreload=yes\ncallback=/bin/cb\nmaintenancedir=/m\nfallback6=[::1]:80\n\
+             virtual=192.0.2.10:80\n real=192.0.2.20:8080 masq 2 \"/h\", \"o.k\" <l:1> <u:9>\n \
+             persistent=30\n netmask=24\n statuscode=200\n virtualhost=v\n checkport=81\n servicename=s\n comment=c\n fallbackcommand=/f\n\
+             virtual6=9\n real6=[2001:db8::2]:80 gate\n checktype=external\n checkcommand=/c\n",
+        );
+        for c in [seed, rich] {
+            let text = format!("director:\n{}", director_to_yaml(&c, 2));
+            let (r, d) = yaml(&text);
+            assert!(d.iter().all(|d| d.contains("warning")), "{d:?}\n{text}");
+            assert_eq!(r, Some(YamlDirector::Inline(c)), "{text}");
+        }
+    }
+
+    #[test]
+    fn yaml_refers_to_a_file_and_reports_lines() {
+        let (r, d) = yaml("director:\n  ldirectord_cf: ld.cf\n");
+        assert!(d.is_empty());
+        assert_eq!(r, Some(YamlDirector::File(PathBuf::from("ld.cf"), Some(2))));
+        let (r, d) = yaml("director:\n  ldirectord_cf: ld.cf\n  checkinterval: 2\n");
+        assert_eq!(r, None);
+        assert!(d[0].contains("both ldirectord_cf and inline"), "{d:?}");
+        let (_, d) = yaml(
+            "director:\n  virtual_services:\n    - virtual: 192.0.2.10:80\n      scheduler: fo\n      reals:\n        - { address: web1, forwarding: gate }\n",
+        );
+        assert!(
+            d.iter().any(|x| x.starts_with("hbd.yaml:4: scheduler")),
+            "{d:?}"
+        );
+        assert!(
+            d.iter().any(|x| x.starts_with("hbd.yaml:6: director real")),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn load_yaml_reads_the_referenced_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            fixture("seed004-lab/ldirectord.cf"),
+            dir.path().join("ldirectord.cf"),
+        )
+        .unwrap();
+        let y = dir.path().join("hbd.yaml");
+        std::fs::write(
+            &y,
+            "nodes: [a]\nmedia: [ { bcast: { interface: eth0 } } ]\nauth: { authkeys: keys }\nauto_failback: on\ndirector: { ldirectord_cf: ldirectord.cf }\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("keys"), "auth 1\n1 sha1 secret\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.path().join("keys"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let loaded = crate::config::load_yaml(&y, "a").expect("loads");
+        let d = loaded.config.director.clone().expect("director");
+        assert_eq!(d.ldirectord_cf, Some(dir.path().join("ldirectord.cf")));
+        assert_eq!(d.config, seed_expected("192.0.2"));
+        // The converted YAML keeps the reference.
+        let text = crate::config::to_yaml(&loaded.config);
+        assert!(text.contains("director:\n  ldirectord_cf: "), "{text}");
+    }
+
+    /// A tiny fixed-seed generator (xorshift64*), so the garbage test is repeatable.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+            xs[usize::try_from(self.next() % xs.len() as u64).unwrap_or(0)]
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let keys: Vec<&str> = GLOBAL_ONLY
+            .iter()
+            .chain(VIRTUAL_ONLY.iter())
+            .chain(OVERRIDABLE.iter())
+            .chain(["virtual", "virtual6", "", "x"].iter())
+            .copied()
+            .collect();
+        let vals = [
+            "",
+            "0",
+            "1",
+            "4294967296",
+            "-1",
+            "yes",
+            "\"",
+            "\"a\" \"b\" \"c\"",
+            "192.0.2.1",
+            "192.0.2.1:80",
+            "[2001:db8::1]:53",
+            "[::1",
+            "1.2.3.4->1.2.3.1:80 gate",
+            "192.0.2.1->192.0.2.9:http masq 65536",
+            "192.0.2.1 gate <l:x>",
+            "<u:5>",
+            "(",
+            "a->",
+            "->",
+            ":",
+            "::",
+            "[]:",
+            "255.255.255.0",
+            "/129",
+            "é\u{a0}x",
+            "ipip 3 \"/\", \"ok\"",
+            "12ms",
+            "1e99",
+            "99999999999999999999",
+        ];
+        let mut rng = Rng(0x5eed_0004);
+        for _ in 0..3000 {
+            let mut text = String::new();
+            for _ in 0..(rng.next() % 12) {
+                let indent = rng.pick(&["", "\t", "    ", "\u{a0}"]);
+                let sep = rng.pick(&["=", " = ", " ", "=="]);
+                let _ = writeln!(text, "{indent}{}{sep}{}", rng.pick(&keys), rng.pick(&vals));
+            }
+            let _ = parse(&text);
+        }
+    }
 }

@@ -71,6 +71,7 @@ pub fn config(nodes: &[&str], links: usize, timing: Timing, auth: AuthKeys) -> C
         respawn: vec![],
         apiauth: vec![],
         watchdog: None,
+        director: None,
     }
 }
 
