@@ -14,6 +14,7 @@
 //! * [`net`]: rtnetlink addresses, gratuitous ARP, unsolicited NA, sysctl.
 //! * [`resources`]: resource groups, VIPs and scripts.
 //! * [`dataplane`]: virtual services through IPVS or nftables.
+//! * [`director`]: virtual services and real-server checks from ldirectord.cf or YAML.
 
 #![warn(missing_docs)]
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod director;
 pub mod manager;
 pub mod media;
 pub mod membership;

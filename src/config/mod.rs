@@ -146,6 +146,17 @@ pub fn load_yaml(path: &Path, local_node: &str) -> Result<Loaded, ConfigError> {
         }
         yaml::AuthSource::Missing => {}
     }
+    if let Some(spec) = &mut draft.director
+        && let Some(path) = &spec.ldirectord_cf
+    {
+        match crate::director::parse_ldirectord(path) {
+            Ok((config, warnings)) => {
+                spec.config = config;
+                diags.extend(warnings);
+            }
+            Err(e) => diags.extend(e.diagnostics),
+        }
+    }
     let config = validate::validate(draft, local_node, &mut diags);
     finish(config, diags)
 }

@@ -57,6 +57,18 @@ pub struct Config {
     pub apiauth: Vec<ApiAuth>,
     /// Kernel watchdog device kicked while the daemon is healthy (`watchdog`).
     pub watchdog: Option<PathBuf>,
+    /// Virtual services managed by the director (YAML `director:`), if any.
+    pub director: Option<DirectorSpec>,
+}
+
+/// The director's virtual services and where they were read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectorSpec {
+    /// The ldirectord.cf they came from (`director: { ldirectord_cf: PATH }`); `None` when
+    /// written inline in the YAML. The daemon re-reads this file on reload.
+    pub ldirectord_cf: Option<PathBuf>,
+    /// The validated services.
+    pub config: crate::director::DirectorConfig,
 }
 
 /// Liveness timers, all held as [`Duration`] (heartbeat keeps milliseconds).

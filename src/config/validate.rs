@@ -105,6 +105,8 @@ pub(crate) struct Draft {
     pub apiauth: Vec<ApiAuth>,
     /// `watchdog`.
     pub watchdog: Option<PathBuf>,
+    /// YAML `director:` section, already validated.
+    pub director: Option<DirectorSpec>,
 }
 
 impl Draft {
@@ -132,6 +134,7 @@ impl Draft {
             respawn: Vec::new(),
             apiauth: Vec::new(),
             watchdog: None,
+            director: None,
         }
     }
 }
@@ -360,6 +363,7 @@ pub(crate) fn validate(
         respawn: draft.respawn,
         apiauth: draft.apiauth,
         watchdog: draft.watchdog,
+        director: draft.director,
     })
 }
 

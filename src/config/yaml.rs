@@ -48,6 +48,7 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     apiauth: Vec<RawApiAuth>,
     watchdog: Option<PathBuf>,
+    director: Option<Spanned<crate::director::config::RawDirector>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -457,6 +458,21 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
         })
         .collect();
     d.watchdog = raw.watchdog;
+    if let Some(dir) = &raw.director {
+        use crate::director::config::{ServiceNames, YamlDirector, from_yaml};
+        d.director = match from_yaml(dir, file, &ServiceNames::builtin(), &mut diags) {
+            // The file is read by `load_yaml`, which fills `config`.
+            Some(YamlDirector::File(path, _)) => Some(DirectorSpec {
+                ldirectord_cf: Some(path),
+                config: Default::default(),
+            }),
+            Some(YamlDirector::Inline(config)) => Some(DirectorSpec {
+                ldirectord_cf: None,
+                config,
+            }),
+            None => None,
+        };
+    }
     (d, source, diags)
 }
 
@@ -691,6 +707,15 @@ pub fn to_yaml(config: &Config) -> String {
     }
     if let Some(w) = &c.watchdog {
         let _ = writeln!(o, "watchdog: {}", qp(w));
+    }
+    if let Some(d) = &c.director {
+        let _ = writeln!(o, "director:");
+        match &d.ldirectord_cf {
+            Some(path) => {
+                let _ = writeln!(o, "  ldirectord_cf: {}", qp(path));
+            }
+            None => o.push_str(&crate::director::config::director_to_yaml(&d.config, 2)),
+        }
     }
     o
 }

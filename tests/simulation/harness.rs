@@ -77,6 +77,7 @@ pub fn config(nodes: &[&str], links: usize, timing: Timing, auth: AuthKeys) -> C
         respawn: vec![],
         apiauth: vec![],
         watchdog: None,
+        director: None,
     }
 }
 
