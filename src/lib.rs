@@ -13,6 +13,7 @@
 //! * [`media`]: UDP ucast/mcast/bcast media and an in-memory network for simulation.
 //! * [`net`]: rtnetlink addresses, gratuitous ARP, unsolicited NA, sysctl.
 //! * [`resources`]: resource groups, VIPs and scripts.
+//! * [`director`]: real-server health checks, rise/fall, quiescent and fallback.
 //! * [`dataplane`]: virtual services through IPVS or nftables.
 
 #![warn(missing_docs)]
@@ -20,8 +21,9 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod manager;
 pub mod dataplane;
+pub mod director;
+pub mod manager;
 pub mod media;
 pub mod membership;
 pub mod net;

@@ -58,7 +58,10 @@ impl GroupPhase {
     pub fn holds(self) -> bool {
         matches!(
             self,
-            GroupPhase::Starting | GroupPhase::Running | GroupPhase::Stopping | GroupPhase::StopFailed
+            GroupPhase::Starting
+                | GroupPhase::Running
+                | GroupPhase::Stopping
+                | GroupPhase::StopFailed
         )
     }
 
@@ -401,7 +404,10 @@ impl Manager {
     }
 
     /// An operator's command.
-    pub fn on_command(&mut self, command: Command) -> Result<(CommandOutcome, Vec<Action>), CommandError> {
+    pub fn on_command(
+        &mut self,
+        command: Command,
+    ) -> Result<(CommandOutcome, Vec<Action>), CommandError> {
         if !self.ready {
             return Err(CommandError::NotReady);
         }

@@ -233,7 +233,11 @@ fn healed_partition_keeps_one_holder_and_reannounces() {
         p.settle();
         assert_eq!(p.phase(keeper, 0), GroupPhase::Running, "{policy:?}");
         assert_eq!(p.phase(1 - keeper, 0), GroupPhase::Stopped, "{policy:?}");
-        assert!(p.announced.contains(&(keeper, 0)), "{policy:?}: {:?}", p.announced);
+        assert!(
+            p.announced.contains(&(keeper, 0)),
+            "{policy:?}: {:?}",
+            p.announced
+        );
         assert_eq!(
             p.m[0].groups()[0].placement,
             p.m[1].groups()[0].placement,
@@ -273,11 +277,18 @@ fn command_during_transition_is_queued_then_run() {
     let mut p = Pair::new(AutoFailback::On, &[group("p", "vip1")]);
     p.boot();
     // Start a standby but do not let it settle: p is stopping.
-    let (_, actions) = p.m[0].on_command(Command::Standby(GroupClass::All)).unwrap();
+    let (_, actions) = p.m[0]
+        .on_command(Command::Standby(GroupClass::All))
+        .unwrap();
     p.push(0, actions);
     assert_eq!(p.phase(0, 0), GroupPhase::Stopping);
-    let (outcome, actions) = p.m[0].on_command(Command::Takeover(GroupClass::All)).unwrap();
-    assert!(matches!(outcome, CommandOutcome::Queued(ref why) if why.contains("stopping")), "{outcome:?}");
+    let (outcome, actions) = p.m[0]
+        .on_command(Command::Takeover(GroupClass::All))
+        .unwrap();
+    assert!(
+        matches!(outcome, CommandOutcome::Queued(ref why) if why.contains("stopping")),
+        "{outcome:?}"
+    );
     assert_eq!(p.m[0].queued().count(), 1);
     p.push(0, actions);
     p.settle();
@@ -292,7 +303,9 @@ fn standby_refused_when_peer_dead() {
     p.boot();
     p.partition();
     assert_eq!(
-        p.m[0].on_command(Command::Standby(GroupClass::All)).unwrap_err(),
+        p.m[0]
+            .on_command(Command::Standby(GroupClass::All))
+            .unwrap_err(),
         CommandError::PeerNotAlive
     );
 }
@@ -334,7 +347,13 @@ fn reports_round_trip_and_reject_garbage() {
     let text = encode_reports(&reports);
     assert_eq!(decode_reports(&text), Some(reports));
     assert_eq!(decode_reports(""), Some(vec![]));
-    for bad in ["a|1|0|b", "a|2|0|b|1", "a|1|0|b|x", "a%zz|1|0|b|1", "a%4|1|0|b|1"] {
+    for bad in [
+        "a|1|0|b",
+        "a|2|0|b|1",
+        "a|1|0|b|x",
+        "a%zz|1|0|b|1",
+        "a%4|1|0|b|1",
+    ] {
         assert_eq!(decode_reports(bad), None, "{bad}");
     }
 }

@@ -477,7 +477,10 @@ mod tests {
     #[test]
     fn directed_broadcast_from_mask() {
         assert_eq!(
-            directed_broadcast("192.0.2.11".parse().unwrap(), "255.255.255.0".parse().unwrap()),
+            directed_broadcast(
+                "192.0.2.11".parse().unwrap(),
+                "255.255.255.0".parse().unwrap()
+            ),
             "192.0.2.255".parse::<Ipv4Addr>().unwrap()
         );
     }

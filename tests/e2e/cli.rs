@@ -8,7 +8,9 @@ use std::process::{Command, Output};
 /// Copies a fixture directory into a temp dir with authkeys at mode 600 (git does not keep
 /// modes, and hbd refuses a key file others can read, as heartbeat does).
 fn fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config").join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(name);
     let dir = tempfile::tempdir().unwrap();
     let dst = dir.path().join(name);
     std::fs::create_dir_all(&dst).unwrap();
@@ -73,19 +75,25 @@ fn check_config_rejects_broken_files_with_file_and_line() {
     ] {
         let prefix = format!("{}:{line}:", ha_cf.display());
         assert!(
-            t.lines().any(|l| l.starts_with(&prefix) && l.contains(what)),
+            t.lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(what)),
             "no '{prefix} … {what}' in:\n{t}"
         );
     }
-    assert!(t.contains(&format!("{}:", dir.join("haresources").display())), "{t}");
-    assert!(t.contains(&format!("{}:", dir.join("authkeys").display())), "{t}");
+    assert!(
+        t.contains(&format!("{}:", dir.join("haresources").display())),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("{}:", dir.join("authkeys").display())),
+        "{t}"
+    );
 }
 
 #[test]
 fn check_config_refuses_a_readable_authkeys() {
     let (_tmp, dir) = fixture("seed004");
-    std::fs::set_permissions(dir.join("authkeys"), std::fs::Permissions::from_mode(0o644))
-        .unwrap();
+    std::fs::set_permissions(dir.join("authkeys"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = hbd(&["--check-config", "--node-name", "loadbalancer"], &dir);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("chmod 600"), "{}", text(&out));

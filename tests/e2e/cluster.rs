@@ -63,7 +63,13 @@ impl Pair {
         std::fs::create_dir_all(&state).unwrap();
         let log = std::fs::File::create(state.join("log")).unwrap();
         let child = std::process::Command::new("ip")
-            .args(["netns", "exec", ns.name(), env!("CARGO_BIN_EXE_hbd"), "--ha-dir"])
+            .args([
+                "netns",
+                "exec",
+                ns.name(),
+                env!("CARGO_BIN_EXE_hbd"),
+                "--ha-dir",
+            ])
             .arg(ha_dir)
             .args(["--node-name", node, "--state-dir"])
             .arg(&state)
@@ -89,7 +95,11 @@ fn status(socket: &Path) -> Option<StatusReport> {
         .build()
         .ok()?;
     let r = rt
-        .block_on(client::call(socket, &Request::Status, Duration::from_secs(2)))
+        .block_on(client::call(
+            socket,
+            &Request::Status,
+            Duration::from_secs(2),
+        ))
         .ok()?;
     r.status
 }
@@ -154,7 +164,11 @@ fn see_each_other_then_detect_death(prefix: &str, media: &str) {
     );
     let node = r.nodes.iter().find(|n| n.name == "n1").unwrap();
     assert!(node.links.iter().all(|l| l.status == "dead"), "{node:?}");
-    assert!(pair.log("n2").contains("node is dead"), "{}", pair.log("n2"));
+    assert!(
+        pair.log("n2").contains("node is dead"),
+        "{}",
+        pair.log("n2")
+    );
 
     // The link comes back: n1 is up again.
     pair.a.ip(&["link", "set", "eth0", "up"]);
@@ -164,10 +178,7 @@ fn see_each_other_then_detect_death(prefix: &str, media: &str) {
 
 #[test]
 fn two_daemons_over_ucast() {
-    see_each_other_then_detect_death(
-        "hbu",
-        "ucast eth0 192.0.2.11\nucast eth0 192.0.2.12",
-    );
+    see_each_other_then_detect_death("hbu", "ucast eth0 192.0.2.11\nucast eth0 192.0.2.12");
 }
 
 #[test]
