@@ -100,7 +100,7 @@ kill_node() { # name
   local pid=${HBD_PID[$1]:-}
   [ -n "$pid" ] || return 0
   kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  { wait "$pid"; } 2>/dev/null || true
   unset "HBD_PID[$1]"
 }
 hactl() { "$BIN/hactl" --socket "$WORK/$1/hbd.sock" "${@:2}"; }

@@ -13,6 +13,7 @@
 //! * [`media`]: UDP ucast/mcast/bcast media and an in-memory network for simulation.
 //! * [`net`]: rtnetlink addresses, gratuitous ARP, unsolicited NA, sysctl.
 //! * [`resources`]: resource groups, VIPs and scripts.
+//! * [`director`]: real-server health checks, rise/fall, quiescent and fallback.
 //! * [`dataplane`]: virtual services through IPVS or nftables.
 //! * [`director`]: virtual services and real-server checks from ldirectord.cf or YAML.
 

@@ -3,8 +3,18 @@
 //!
 //! * [`config`]: `ldirectord.cf` (unchanged) and the YAML `director:` section → one validated
 //!   [`DirectorConfig`], with ldirectord's defaults and rules.
+//! * [`checks`]: one health check (connect, HTTP/HTTPS with a total deadline, external, ping).
+//! * [`scheduler`]: thousands of checks with bounded concurrency, jittered starts, shared
+//!   identical checks.
+//! * [`health`]: rise/fall per real server and the desired service (quiescent, fallback), pure.
+//! * [`runtime`]: the running director: check results drive the dataplane.
 
+pub mod checks;
 pub mod config;
+pub mod health;
+pub mod ping;
+pub mod runtime;
+pub mod scheduler;
 
 pub use config::{
     CheckKind, CheckSpec, DirectorConfig, HttpMethod, Protocol, RealConfig, Receive, Service,

@@ -1,5 +1,6 @@
 //! Root end-to-end tests in network namespaces. They fail loudly when not run as root.
 
+mod checks;
 mod cli;
 mod cluster;
 mod dataplane;

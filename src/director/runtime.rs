@@ -1,0 +1,460 @@
+//! The running director: health checks drive the dataplane, as ldirectord does, but with
+//! every check concurrent and every change applied as one reconcile.
+//!
+//! Start: open the dataplane (IPVS, or nftables where the kernel has no IPVS), read what the
+//! kernel has, mark reals already serving with a weight as up (no disruption on a restart,
+//! ldirectord `ld_start`), program the desired table, then start the checks. Each check
+//! result feeds that real's rise/fall state; a transition recomputes the desired services
+//! (down → weight 0 when quiescent, else removed; all down → fallback in) and reconciles.
+//! Stop: cancel the checks, then remove the services this director owns (`cleanstop`).
+//!
+//! The decisions are [`super::health`]'s pure functions; this module is the task around them.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::checks::{self, CheckTarget, CheckVip, Checker, HttpCheck, HttpStatus};
+use super::config::{self, DirectorConfig, Service, VirtualConfig};
+use super::health::{self, FallbackEvent, FallbackState, Health, RealHealth, ServicePolicy};
+use super::scheduler::{CheckReport, CheckScheduler, TargetId};
+use crate::dataplane::{
+    Dataplane, DataplaneBackend, DataplaneError, RealServer, ServiceKey, VirtualService, ipvs, nft,
+};
+
+/// Default name of hbd's own nftables table.
+pub const NFT_TABLE: &str = "hbd";
+/// Checks allowed to run at once.
+pub const DEFAULT_MAX_CONCURRENT_CHECKS: usize = 256;
+/// How long a `fallbackcommand` may run.
+const FALLBACK_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which kernel dataplane to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// IPVS when the kernel has it, else nftables.
+    #[default]
+    Auto,
+    /// IPVS only; a kernel without IPVS is an error naming the nftables backend.
+    Ipvs,
+    /// nftables only.
+    Nftables,
+}
+
+/// Opens the chosen dataplane backend.
+pub fn open_backend(choice: BackendChoice) -> Result<DataplaneBackend, DataplaneError> {
+    match choice {
+        BackendChoice::Ipvs => ipvs::Ipvs::open().map(DataplaneBackend::Ipvs),
+        BackendChoice::Nftables => nft::Nft::open(NFT_TABLE).map(DataplaneBackend::Nft),
+        BackendChoice::Auto => match ipvs::Ipvs::open() {
+            Ok(i) => Ok(DataplaneBackend::Ipvs(i)),
+            Err(DataplaneError::NoIpvs) => {
+                tracing::info!("the kernel has no IPVS: using the nftables dataplane");
+                nft::Nft::open(NFT_TABLE).map(DataplaneBackend::Nft)
+            }
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// Why the director could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectorError {
+    /// The dataplane failed.
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    /// A check cannot be built (unsupported service, bad receive pattern, …).
+    #[error("virtual {virtual_service}: {reason}")]
+    Check {
+        /// The virtual service.
+        virtual_service: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// The HTTP client could not be created.
+    #[error("cannot create the health checker: {0}")]
+    Checker(String),
+}
+
+/// One real server's state, for `hactl checks`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RealReport {
+    /// The virtual service (`tcp 192.0.2.10:80`).
+    pub virtual_service: String,
+    /// The real server (`192.0.2.21:80`).
+    pub real: String,
+    /// `up` or `down`.
+    pub state: String,
+    /// Weight programmed now.
+    pub weight: Option<u32>,
+    /// Seconds since the last state change.
+    pub since_change_s: f64,
+    /// Outcome of the last check, e.g. "HTTP 200" or "connect refused".
+    pub last_result: Option<String>,
+    /// Seconds since the last check finished.
+    pub last_check_s: Option<f64>,
+    /// Why it is in its state.
+    pub reason: Option<String>,
+}
+
+/// What the director task reads and writes, shared with status queries.
+struct VirtualState {
+    config: VirtualConfig,
+    configured: VirtualService,
+    policy: ServicePolicy,
+    health: HashMap<SocketAddr, RealHealth>,
+    last: HashMap<SocketAddr, (String, Instant)>,
+    fallback: FallbackState,
+}
+
+impl VirtualState {
+    fn desired(&self) -> VirtualService {
+        health::desired_service(
+            &self.configured,
+            |a| self.health.get(a).map_or(Health::Down, RealHealth::state),
+            &self.policy,
+        )
+    }
+
+    fn any_up(&self) -> bool {
+        health::any_up(&self.configured, |a| {
+            self.health.get(a).map_or(Health::Down, RealHealth::state)
+        })
+    }
+}
+
+type Shared = Arc<Mutex<Vec<VirtualState>>>;
+
+/// A running director; dropping it does not stop it, [`DirectorHandle::stop`] does.
+pub struct DirectorHandle {
+    shared: Shared,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for DirectorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectorHandle").finish_non_exhaustive()
+    }
+}
+
+fn key_text(key: &ServiceKey) -> String {
+    match key {
+        ServiceKey::Tcp(a) => format!("tcp {a}"),
+        ServiceKey::Udp(a) => format!("udp {a}"),
+        ServiceKey::Fwmark(m, _) => format!("fwmark {m}"),
+    }
+}
+
+/// The check a virtual's config asks for, for one real.
+fn check_spec(
+    v: &VirtualConfig,
+    real: &config::RealConfig,
+) -> Result<checks::CheckSpec, DirectorError> {
+    let c = &v.check;
+    let err = |reason: String| DirectorError::Check {
+        virtual_service: key_text(&v.key),
+        reason,
+    };
+    let negotiate = || -> Result<checks::CheckKind, DirectorError> {
+        match &c.service {
+            Service::None => Ok(checks::CheckKind::Connect),
+            Service::Http | Service::Https => {
+                let receive = match real.receive.as_ref().or(c.receive.as_ref()) {
+                    Some(r) => Some(regex::Regex::new(r.as_str()).map_err(|e| err(e.to_string()))?),
+                    None => None,
+                };
+                Ok(checks::CheckKind::Http(HttpCheck {
+                    https: c.service == Service::Https,
+                    method: match c.http_method {
+                        config::HttpMethod::Get => checks::HttpMethod::Get,
+                        config::HttpMethod::Head => checks::HttpMethod::Head,
+                    },
+                    request: real
+                        .request
+                        .clone()
+                        .or_else(|| c.request.clone())
+                        .unwrap_or_else(|| "/".to_string()),
+                    receive,
+                    virtual_host: c.virtual_host.clone(),
+                    status: c.status_code.map_or(HttpStatus::Any2xx, HttpStatus::Code),
+                }))
+            }
+            Service::Unsupported(name) => Err(err(format!(
+                "negotiate checks for service {name} are not supported by hbd yet; \
+                 use checktype=connect, or checktype=external with a script"
+            ))),
+        }
+    };
+    let kind = match &c.kind {
+        config::CheckKind::Connect => checks::CheckKind::Connect,
+        config::CheckKind::Negotiate | config::CheckKind::Combined(_) => negotiate()?,
+        config::CheckKind::External { command } => checks::CheckKind::External {
+            command: command.into(),
+        },
+        config::CheckKind::Ping => checks::CheckKind::Ping,
+        config::CheckKind::On => checks::CheckKind::On,
+        config::CheckKind::Off => checks::CheckKind::Off,
+    };
+    Ok(checks::CheckSpec {
+        kind,
+        timeout: c.timeout(),
+        interval: c.interval,
+        rise: c.rise.max(1),
+        fall: c.fall.max(1),
+    })
+}
+
+fn configured_service(v: &VirtualConfig) -> VirtualService {
+    VirtualService {
+        key: v.key,
+        scheduler: v.scheduler,
+        persistence: v.persistence,
+        reals: v.reals.iter().map(|r| r.to_real_server(r.weight)).collect(),
+    }
+}
+
+/// Starts the director for `config` on `backend`.
+pub async fn start(
+    config: &DirectorConfig,
+    mut backend: DataplaneBackend,
+    max_concurrent_checks: usize,
+) -> Result<DirectorHandle, DirectorError> {
+    let now = Instant::now();
+    let actual = backend.list().await?;
+    let in_kernel = |key: &ServiceKey, addr: &SocketAddr| -> Option<RealServer> {
+        actual
+            .iter()
+            .find(|s| s.key == *key)
+            .and_then(|s| s.real(addr).copied())
+    };
+    let mut states = Vec::with_capacity(config.virtuals.len());
+    let mut checks_to_add = Vec::new();
+    let mut next_id = 0u64;
+    let mut owners: HashMap<TargetId, (usize, SocketAddr)> = HashMap::new();
+    for (vi, v) in config.virtuals.iter().enumerate() {
+        let mut health = HashMap::new();
+        for real in &v.reals {
+            let spec = check_spec(v, real)?;
+            let initial = match spec.kind {
+                checks::CheckKind::On => Health::Up,
+                checks::CheckKind::Off => Health::Down,
+                _ => health::initial_health(in_kernel(&v.key, &real.addr).as_ref()),
+            };
+            health.insert(real.addr, RealHealth::new(initial, spec.rise, spec.fall, now));
+            let vip = match v.key {
+                ServiceKey::Tcp(a) | ServiceKey::Udp(a) => CheckVip::Addr(a),
+                ServiceKey::Fwmark(m, _) => CheckVip::Fwmark(m),
+            };
+            let target = CheckTarget {
+                real: real.addr,
+                vip,
+                check_port: v.check.check_port,
+            };
+            let id = TargetId(next_id);
+            next_id += 1;
+            owners.insert(id, (vi, real.addr));
+            checks_to_add.push((id, target, spec));
+        }
+        states.push(VirtualState {
+            configured: configured_service(v),
+            policy: ServicePolicy {
+                quiescent: v.quiescent,
+                fallback: v.fallback.as_ref().map(|r| r.to_real_server(1)),
+            },
+            health,
+            last: HashMap::new(),
+            fallback: FallbackState::default(),
+            config: v.clone(),
+        });
+    }
+    let owned: HashSet<ServiceKey> = states.iter().map(|s| s.configured.key).collect();
+    let desired: Vec<VirtualService> = states.iter().map(VirtualState::desired).collect();
+    let report = backend.reconcile(&desired, &owned).await?;
+    tracing::info!(
+        services = desired.len(),
+        changes = report.changes.len(),
+        "director: dataplane programmed"
+    );
+    for s in &mut states {
+        let any = s.any_up();
+        if let Some(event) = s.fallback.update(any) {
+            run_fallback_command(&s.config, event);
+        }
+    }
+
+    let checker = Checker::new().map_err(|e| DirectorError::Checker(e.to_string()))?;
+    let (tx, rx) = mpsc::channel(4096);
+    let mut scheduler = CheckScheduler::new(Arc::new(checker), max_concurrent_checks, tx);
+    for (id, target, spec) in checks_to_add {
+        scheduler.add(id, target, spec);
+    }
+    let shared: Shared = Arc::new(Mutex::new(states));
+    let (stop, stop_rx) = watch::channel(false);
+    let cleanstop = config.virtuals.iter().all(|v| v.cleanstop);
+    let task = tokio::spawn(run(
+        shared.clone(),
+        backend,
+        scheduler,
+        rx,
+        owners,
+        owned,
+        stop_rx,
+        cleanstop,
+    ));
+    Ok(DirectorHandle { shared, stop, task })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    shared: Shared,
+    mut backend: DataplaneBackend,
+    scheduler: CheckScheduler<Checker>,
+    mut rx: mpsc::Receiver<CheckReport>,
+    owners: HashMap<TargetId, (usize, SocketAddr)>,
+    owned: HashSet<ServiceKey>,
+    mut stop: watch::Receiver<bool>,
+    cleanstop: bool,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = stop.changed() => break,
+            r = rx.recv() => match r {
+                Some(r) => r,
+                None => break,
+            },
+        };
+        // Take every result already waiting, so a burst of changes is one reconcile.
+        let mut batch = vec![first];
+        while let Ok(r) = rx.try_recv() {
+            batch.push(r);
+        }
+        let mut changed = false;
+        {
+            let mut states = shared.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, result, at) in batch {
+                let Some((vi, addr)) = owners.get(&id) else {
+                    continue;
+                };
+                let s = &mut states[*vi];
+                s.last.insert(*addr, (result.reason.clone(), at));
+                let Some(h) = s.health.get_mut(addr) else {
+                    continue;
+                };
+                if let Some(t) = h.observe(&result, at) {
+                    changed = true;
+                    tracing::info!(
+                        virtual_service = %key_text(&s.configured.key),
+                        real = %addr,
+                        from = %t.from,
+                        to = %t.to,
+                        "real server {}: {}",
+                        t.to,
+                        t.reason
+                    );
+                }
+            }
+        }
+        if changed {
+            let (desired, events) = {
+                let mut states = shared.lock().unwrap_or_else(|e| e.into_inner());
+                let desired: Vec<VirtualService> =
+                    states.iter().map(VirtualState::desired).collect();
+                let mut events = Vec::new();
+                for s in states.iter_mut() {
+                    let any = s.any_up();
+                    if let Some(e) = s.fallback.update(any) {
+                        events.push((s.config.clone(), e));
+                    }
+                }
+                (desired, events)
+            };
+            match backend.reconcile(&desired, &owned).await {
+                Ok(r) => tracing::info!(changes = r.changes.len(), "director: dataplane updated"),
+                Err(e) => tracing::error!(error = %e, "director: dataplane update failed"),
+            }
+            for (v, e) in events {
+                run_fallback_command(&v, e);
+            }
+        }
+    }
+    drop(scheduler);
+    if cleanstop {
+        match backend.reconcile(&[], &owned).await {
+            Ok(r) => tracing::info!(changes = r.changes.len(), "director stopped: services removed"),
+            Err(e) => tracing::error!(error = %e, "director stopped: removing services failed"),
+        }
+    } else {
+        tracing::info!("director stopped: services left in place (cleanstop = no)");
+    }
+}
+
+fn run_fallback_command(v: &VirtualConfig, event: FallbackEvent) {
+    match event {
+        FallbackEvent::Start => tracing::warn!(
+            virtual_service = %key_text(&v.key),
+            "no real server is up{}",
+            if v.fallback.is_some() { ": fallback server in" } else { "" }
+        ),
+        FallbackEvent::Stop => tracing::info!(
+            virtual_service = %key_text(&v.key),
+            "a real server is up again{}",
+            if v.fallback.is_some() { ": fallback server out" } else { "" }
+        ),
+    }
+    let Some(command) = v.fallback_command.clone() else {
+        return;
+    };
+    let args = event.args(&v.key);
+    tokio::spawn(async move {
+        let run = tokio::process::Command::new(&command)
+            .args(&args)
+            .kill_on_drop(true)
+            .status();
+        match tokio::time::timeout(FALLBACK_COMMAND_TIMEOUT, run).await {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => tracing::warn!(%command, ?args, %status, "fallbackcommand failed"),
+            Ok(Err(e)) => tracing::warn!(%command, error = %e, "fallbackcommand could not run"),
+            Err(_) => tracing::warn!(%command, "fallbackcommand timed out"),
+        }
+    });
+}
+
+impl DirectorHandle {
+    /// Every real server's state.
+    pub fn report(&self) -> Vec<RealReport> {
+        let now = Instant::now();
+        let states = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for s in states.iter() {
+            let desired = s.desired();
+            for real in &s.configured.reals {
+                let h = &s.health[&real.addr];
+                let last = s.last.get(&real.addr);
+                out.push(RealReport {
+                    virtual_service: key_text(&s.configured.key),
+                    real: real.addr.to_string(),
+                    state: h.state().to_string(),
+                    weight: desired.real(&real.addr).map(|r| r.weight),
+                    since_change_s: now.saturating_duration_since(h.since()).as_secs_f64(),
+                    last_result: last.map(|(r, _)| r.clone()),
+                    last_check_s: last
+                        .map(|(_, at)| now.saturating_duration_since(*at).as_secs_f64()),
+                    reason: h.last_reason().map(str::to_string),
+                });
+            }
+        }
+        out
+    }
+
+    /// Stops the checks and, with `cleanstop`, removes the services; waits until done.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,608 @@
+//! Director health checks against real sockets and processes: HTTP and HTTPS servers on
+//! 127.0.0.1 written in the test (200 + body, 503, a byte-dripping server for the total
+//! deadline, Host/SNI echo), TCP connect to open and closed ports, external commands (exit
+//! 0/1, argument contract, a hanging one killed with its process group at the deadline), and
+//! ICMP echo to loopback, to a host in a namespace, and to an address with no host.
+//!
+//! Also the load benchmark (`#[ignore]`, run by scripts/bench-checks.sh): 5,000 HTTP reals on
+//! 127.0.0.1 checked every second through the real scheduler; the server runs in a separate
+//! process (this binary re-executed) so the figures are the checker's own.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hbd::director::checks::{
+    CheckKind, CheckResult, CheckSpec, CheckTarget, CheckVip, Checker, HttpCheck, HttpMethod,
+    HttpStatus,
+};
+use hbd::director::scheduler::{CheckScheduler, TargetId};
+use regex::Regex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::netns::{NetNs, require_root, veth};
+
+fn target(addr: SocketAddr) -> CheckTarget {
+    CheckTarget {
+        real: addr,
+        vip: CheckVip::Addr("192.0.2.10:80".parse().unwrap()),
+        check_port: None,
+    }
+}
+
+fn spec(kind: CheckKind, timeout: Duration) -> CheckSpec {
+    CheckSpec {
+        kind,
+        timeout,
+        interval: Duration::from_secs(1),
+        rise: 1,
+        fall: 1,
+    }
+}
+
+fn http(request: &str, receive: Option<&str>) -> HttpCheck {
+    HttpCheck {
+        https: false,
+        method: HttpMethod::Get,
+        request: request.into(),
+        receive: receive.map(|r| Regex::new(r).unwrap()),
+        virtual_host: None,
+        status: HttpStatus::Any2xx,
+    }
+}
+
+/// Reads one request head (bounded) and returns (method, path, host header).
+async fn read_head(s: &mut tokio::net::TcpStream) -> Option<(String, String, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() > 16 * 1024 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let mut first = head.lines().next()?.split_whitespace();
+    let method = first.next()?.to_string();
+    let path = first.next()?.to_string();
+    let host = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("host").then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    Some((method, path, host))
+}
+
+fn response(code: u16, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The in-test HTTP server: `/ok` 200 "service OK", `/fail` 503, `/host` echoes the Host
+/// header, `/drip` sends headers then one body byte every 100 ms (for 10 s at most).
+async fn http_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Some((_method, path, host)) = read_head(&mut s).await else {
+                    return;
+                };
+                let out = match path.as_str() {
+                    "/ok" => response(200, "service OK\n"),
+                    "/fail" => response(503, "down for maintenance\n"),
+                    "/host" => response(200, &format!("host={host}\n")),
+                    "/redirect" => response(301, ""),
+                    "/drip" => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+                            .await;
+                        for _ in 0..100 {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            if s.write_all(b"x").await.is_err() {
+                                return;
+                            }
+                        }
+                        return;
+                    }
+                    _ => response(404, "no\n"),
+                };
+                let _ = s.write_all(&out).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A TCP port on 127.0.0.1 with nothing listening (bound then closed).
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+async fn check(kind: CheckKind, addr: SocketAddr, timeout: Duration) -> CheckResult {
+    let c = Checker::new().unwrap();
+    c.run_check(&spec(kind, timeout), &target(addr)).await
+}
+
+#[tokio::test]
+async fn http_check_status_body_and_host_header() {
+    let addr = http_server().await;
+    let t = Duration::from_secs(3);
+    let r = check(CheckKind::Http(http("/ok", Some("(?m)OK$"))), addr, t).await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.reason, "HTTP 200, receive matched");
+    let r = check(CheckKind::Http(http("ok", None)), addr, t).await;
+    assert_eq!((r.ok, r.reason.as_str()), (true, "HTTP 200"));
+    let r = check(CheckKind::Http(http("/ok", Some("nope"))), addr, t).await;
+    assert_eq!(
+        (r.ok, r.reason.as_str()),
+        (false, "HTTP 200, receive regex not matched")
+    );
+    let r = check(CheckKind::Http(http("/fail", None)), addr, t).await;
+    assert_eq!((r.ok, r.reason.as_str()), (false, "HTTP 503"));
+    let r = check(CheckKind::Http(http("/redirect", None)), addr, t).await;
+    assert_eq!(
+        (r.ok, r.reason.as_str()),
+        (false, "HTTP 301"),
+        "redirects not followed"
+    );
+    let mut h = http("/fail", Some("maintenance"));
+    h.status = HttpStatus::Code(503);
+    let r = check(CheckKind::Http(h), addr, t).await;
+    assert!(r.ok, "configured status 503: {r:?}");
+    let mut h = http("/ok", Some("(?i)content-length: 11"));
+    h.method = HttpMethod::Head;
+    let r = check(CheckKind::Http(h), addr, t).await;
+    assert!(r.ok, "HEAD matches headers: {r:?}");
+    let mut h = http("/host", Some("^host=www.example.org\n$"));
+    h.virtual_host = Some("www.example.org".into());
+    let r = check(CheckKind::Http(h), addr, t).await;
+    assert!(r.ok, "virtualhost is the Host header: {r:?}");
+    let r = check(CheckKind::Http(http("/ok", None)), closed_port(), t).await;
+    assert_eq!((r.ok, r.reason.as_str()), (false, "connect refused"));
+}
+
+#[tokio::test]
+async fn http_check_total_deadline_cuts_a_dripping_server() {
+    let addr = http_server().await;
+    let t = Duration::from_millis(1000);
+    let r = check(CheckKind::Http(http("/drip", Some("x"))), addr, t).await;
+    assert_eq!((r.ok, r.reason.as_str()), (false, "timeout after 1s"));
+    assert!(
+        r.took >= t && r.took < t + Duration::from_millis(300),
+        "deadline honoured: took {:?}",
+        r.took
+    );
+}
+
+/// A one-connection-at-a-time TLS server on a thread (rustls, the fixture certificate for
+/// www.example.org); records the SNI name of each handshake.
+fn tls_server(conns: usize) -> (SocketAddr, std::thread::JoinHandle<Vec<Option<String>>>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checks");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("cert.pem"))
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("key.pem")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let cfg = Arc::new(cfg);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        let mut snis = Vec::new();
+        for _ in 0..conns {
+            let (s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, s);
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            snis.push(tls.conn.server_name().map(str::to_string));
+            let _ = tls.write_all(&response(200, "secure OK\n"));
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+        snis
+    });
+    (addr, h)
+}
+
+#[tokio::test]
+async fn https_check_accepts_any_certificate_and_sends_the_virtual_host_as_sni() {
+    let (addr, server) = tls_server(2);
+    let t = Duration::from_secs(3);
+    let mut h = http("/", Some("secure OK"));
+    h.https = true;
+    let r = check(CheckKind::Http(h.clone()), addr, t).await;
+    assert!(
+        r.ok,
+        "self-signed certificate for another name, checked by IP: {r:?}"
+    );
+    h.virtual_host = Some("www.example.org".into());
+    let r = check(CheckKind::Http(h), addr, t).await;
+    assert!(r.ok, "{r:?}");
+    let snis = server.join().unwrap();
+    assert_eq!(snis, [None, Some("www.example.org".to_string())]);
+}
+
+#[tokio::test]
+async fn connect_check_open_and_closed_ports() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let open = l.local_addr().unwrap();
+    let t = Duration::from_secs(2);
+    let r = check(CheckKind::Connect, open, t).await;
+    assert_eq!((r.ok, r.reason.as_str()), (true, "connected"));
+    let r = check(CheckKind::Connect, closed_port(), t).await;
+    assert_eq!((r.ok, r.reason.as_str()), (false, "connect refused"));
+    // checkport: the real's port is closed, the check port is open.
+    let c = Checker::new().unwrap();
+    let mut tg = target(closed_port());
+    tg.check_port = Some(open.port());
+    assert!(c.run_check(&spec(CheckKind::Connect, t), &tg).await.ok);
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+fn gone(pid: i32) -> bool {
+    // Killed processes disappear once reaped; a zombie ("Z") awaiting its reaper also counts.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+#[tokio::test]
+async fn external_check_contract_and_deadline_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let args = d.join("args");
+    let ok = script(
+        d,
+        "ok",
+        &format!("echo \"$@\" > {}\nexit 0", args.display()),
+    );
+    let fail = script(d, "fail", "exit 1");
+    let pids = d.join("pids");
+    let hang = script(
+        d,
+        "hang",
+        &format!("sleep 30 &\necho $$ $! > {}\nwait", pids.display()),
+    );
+    let real: SocketAddr = "192.0.2.21:8080".parse().unwrap();
+    let c = Checker::new().unwrap();
+    let t = Duration::from_secs(2);
+    let ext = |command: PathBuf| CheckKind::External { command };
+    let r = c.run_check(&spec(ext(ok.clone()), t), &target(real)).await;
+    assert_eq!((r.ok, r.reason.as_str()), (true, "exit 0"));
+    assert_eq!(
+        std::fs::read_to_string(&args).unwrap(),
+        "192.0.2.10 80 192.0.2.21 8080\n"
+    );
+    let mut fw = target(real);
+    fw.vip = CheckVip::Fwmark(7);
+    assert!(c.run_check(&spec(ext(ok), t), &fw).await.ok);
+    assert_eq!(
+        std::fs::read_to_string(&args).unwrap(),
+        "7 8080 192.0.2.21 8080\n"
+    );
+    let r = c.run_check(&spec(ext(fail), t), &target(real)).await;
+    assert_eq!((r.ok, r.reason.as_str()), (false, "exit 1"));
+    let r = c
+        .run_check(&spec(ext(d.join("missing")), t), &target(real))
+        .await;
+    assert!(!r.ok && r.reason.starts_with("cannot run"), "{r:?}");
+
+    let t = Duration::from_millis(800);
+    let r = c.run_check(&spec(ext(hang), t), &target(real)).await;
+    assert_eq!(
+        (r.ok, r.reason.as_str()),
+        (false, "timeout after 800ms (killed)")
+    );
+    assert!(r.took < t + Duration::from_millis(200), "took {:?}", r.took);
+    let text = std::fs::read_to_string(&pids).unwrap();
+    let ids: Vec<i32> = text
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !ids.iter().all(|p| gone(*p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "group {ids:?} survived the deadline"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn ping_loopback() {
+    require_root();
+    let r = check(
+        CheckKind::Ping,
+        "127.0.0.1:0".parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!((r.ok, r.reason.as_str()), (true, "echo reply"), "{r:?}");
+    let r = check(
+        CheckKind::Ping,
+        "[::1]:0".parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!((r.ok, r.reason.as_str()), (true, "echo reply"), "{r:?}");
+}
+
+#[test]
+fn ping_a_namespace_host_and_an_absent_one() {
+    let a = NetNs::new("chka");
+    let b = NetNs::new("chkb");
+    veth(&a, "va", &b, "vb");
+    a.addr_up("va", "198.51.100.1/24");
+    b.addr_up("vb", "198.51.100.2/24");
+    // Wait for carrier on both ends, so the first ARP request is not lost on a down link.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !(a.ip(&["link", "show", "va"]).contains("LOWER_UP")
+        && b.ip(&["link", "show", "vb"]).contains("LOWER_UP"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "veth carrier never came up"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (up, absent) = a.run(|| async {
+        let c = Checker::new().unwrap();
+        let s = spec(CheckKind::Ping, Duration::from_millis(1000));
+        let up = c
+            .run_check(&s, &target("198.51.100.2:80".parse().unwrap()))
+            .await;
+        let absent = c
+            .run_check(&s, &target("198.51.100.3:80".parse().unwrap()))
+            .await;
+        (up, absent)
+    });
+    assert_eq!((up.ok, up.reason.as_str()), (true, "echo reply"), "{up:?}");
+    assert_eq!(
+        (absent.ok, absent.reason.as_str()),
+        (false, "timeout after 1s")
+    );
+    assert!(
+        absent.took >= Duration::from_millis(1000) && absent.took < Duration::from_millis(1300),
+        "{absent:?}"
+    );
+}
+
+#[tokio::test]
+async fn scheduler_with_the_real_checker_shares_and_reports() {
+    let addr = http_server().await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(100);
+    let mut s = CheckScheduler::new(Arc::new(Checker::new().unwrap()), 4, tx);
+    let mut sp = spec(
+        CheckKind::Http(http("/ok", Some("OK"))),
+        Duration::from_secs(1),
+    );
+    sp.interval = Duration::from_millis(200);
+    s.add(TargetId(1), target(addr), sp.clone());
+    let mut other = target(addr);
+    other.vip = CheckVip::Fwmark(3);
+    s.add(TargetId(2), other, sp);
+    assert_eq!(s.running(), 1);
+    let mut seen = [0usize; 3];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while seen[1] < 3 || seen[2] < 3 {
+        let (id, r, _) = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("results within 5 s")
+            .unwrap();
+        assert!(r.ok, "{r:?}");
+        seen[id.0 as usize] += 1;
+    }
+}
+
+/// Environment variable that turns [`bench_http_server`] into the benchmark's server.
+const BENCH_ENV: &str = "HBD_BENCH_SERVER";
+const BENCH_BASE_PORT: u16 = 20000;
+
+/// The benchmark's server: `HBD_BENCH_SERVER=<n>` listens on 127.0.0.1 ports 20000.. and
+/// answers every request with 200 "OK" until killed. Without the variable it does nothing.
+/// Needs `ulimit -n` above the number of ports (scripts/bench-checks.sh sets it).
+#[test]
+#[ignore]
+fn bench_http_server() {
+    let Ok(n) = std::env::var(BENCH_ENV) else {
+        return;
+    };
+    let n: u16 = n.parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        for i in 0..n {
+            let l = TcpListener::bind(("127.0.0.1", BENCH_BASE_PORT + i))
+                .await
+                .unwrap_or_else(|e| panic!("bind port {}: {e}", BENCH_BASE_PORT + i));
+            tokio::spawn(async move {
+                while let Ok((mut s, _)) = l.accept().await {
+                    tokio::spawn(async move {
+                        if read_head(&mut s).await.is_some() {
+                            let _ = s.write_all(&response(200, "OK\n")).await;
+                        }
+                    });
+                }
+            });
+        }
+        println!("READY");
+        std::future::pending::<()>().await;
+    });
+}
+
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = stat.rsplit_once(") ").unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime), counted from 1; `rest` starts at field 3.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// 5,000 (or `HBD_BENCH_REALS`) HTTP reals checked every second for `HBD_BENCH_SECS` (20)
+/// seconds on a one-worker runtime; prints CPU % of one core, RSS, checks/s and lateness.
+#[test]
+#[ignore]
+fn bench_http_checks() {
+    let reals: u16 = std::env::var("HBD_BENCH_REALS").map_or(5000, |v| v.parse().unwrap());
+    let secs: u64 = std::env::var("HBD_BENCH_SECS").map_or(20, |v| v.parse().unwrap());
+    let concurrency: usize =
+        std::env::var("HBD_BENCH_CONCURRENCY").map_or(256, |v| v.parse().unwrap());
+    let exe = std::env::current_exe().unwrap();
+    let mut server = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "checks::bench_http_server",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(BENCH_ENV, reals.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut out = server.stdout.take().unwrap();
+    let server = Kill(server);
+    let mut seen = String::new();
+    let mut b = [0u8; 256];
+    while !seen.contains("READY") {
+        let n = out.read(&mut b).unwrap();
+        assert!(n > 0, "benchmark server exited: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&b[..n]));
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (checks, per_target_min, per_target_max, failed, stats, cpu, rss) =
+        rt.block_on(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(8192);
+            let mut s = CheckScheduler::new(Arc::new(Checker::new().unwrap()), concurrency, tx);
+            let sp = spec(
+                CheckKind::Http(http("/", Some("OK"))),
+                Duration::from_secs(3),
+            );
+            for i in 0..reals {
+                let addr = SocketAddr::from(([127, 0, 0, 1], BENCH_BASE_PORT + i));
+                s.add(TargetId(u64::from(i)), target(addr), sp.clone());
+            }
+            let counts: Vec<AtomicUsize> = (0..reals).map(|_| AtomicUsize::new(0)).collect();
+            let mut failed = 0u64;
+            // Warm-up: the first interval spreads the jittered starts.
+            let warm = Instant::now() + Duration::from_secs(2);
+            while let Ok(Some(_)) = tokio::time::timeout_at(warm, rx.recv()).await {}
+            let base = s.stats();
+            let t0 = Instant::now();
+            let cpu0 = cpu_ticks();
+            let end = t0 + Duration::from_secs(secs);
+            let mut rss_max = 0;
+            let mut next_rss = t0;
+            loop {
+                match tokio::time::timeout_at(end, rx.recv()).await {
+                    Ok(Some((id, r, _))) => {
+                        counts[id.0 as usize].fetch_add(1, Ordering::Relaxed);
+                        if !r.ok {
+                            failed += 1;
+                            if failed < 5 {
+                                eprintln!("failed: {r:?}");
+                            }
+                        }
+                    }
+                    _ => break,
+                }
+                if Instant::now() >= next_rss {
+                    rss_max = rss_max.max(rss_kb());
+                    next_rss += Duration::from_millis(500);
+                }
+            }
+            let cpu1 = cpu_ticks();
+            let elapsed = t0.elapsed().as_secs_f64();
+            let stats = s.stats();
+            let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+                .unwrap()
+                .unwrap() as f64;
+            let cpu = (cpu1 - cpu0) as f64 / ticks / elapsed * 100.0;
+            let n: Vec<usize> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            (
+                (stats.checks - base.checks) as f64 / elapsed,
+                *n.iter().min().unwrap(),
+                *n.iter().max().unwrap(),
+                failed,
+                stats,
+                cpu,
+                rss_max,
+            )
+        });
+    drop(server);
+    println!(
+        "reals={reals} interval=1s secs={secs} concurrency={concurrency}\n\
+         checks/s={checks:.0} per-real checks in window: min={per_target_min} max={per_target_max}\n\
+         failed={failed} skipped={} max_lateness={:?}\n\
+         cpu={cpu:.1}% of one core  rss={} MB",
+        stats.skipped,
+        stats.max_lateness,
+        rss / 1024
+    );
+}
