@@ -1118,7 +1118,7 @@ fn apply(
             .iter()
             .chain(&VIRTUAL_ONLY)
             .chain(&OVERRIDABLE)
-            .find(|k| edit_distance(k, key) <= 2)
+            .find(|k| k.len().abs_diff(key.len()) <= 2 && edit_distance(k, key) <= 2)
             .map(|k| format!("did you mean '{k}'? "))
             .unwrap_or_default();
         diags.push(err(format!(
@@ -2826,7 +2826,7 @@ director:
             "99999999999999999999",
         ];
         let mut rng = Rng(0x5eed_0004);
-        for _ in 0..3000 {
+        for _ in 0..2000 {
             let mut text = String::new();
             for _ in 0..(rng.next() % 12) {
                 let indent = rng.pick(&["", "\t", "    ", "\u{a0}"]);
@@ -2834,6 +2834,17 @@ director:
                 let _ = writeln!(text, "{indent}{}{sep}{}", rng.pick(&keys), rng.pick(&vals));
             }
             let _ = parse(&text);
+        }
+        // Raw characters, biased towards the ones the parser splits on.
+        let alphabet: Vec<char> = "=\"[]:->#,<>/ \t\n\u{a0}0123456789.abcfglmqrtuvw\u{e9}"
+            .chars()
+            .collect();
+        for _ in 0..2000 {
+            let len = rng.next() % 120;
+            let text: String = (0..len)
+                .map(|_| alphabet[usize::try_from(rng.next() % alphabet.len() as u64).unwrap_or(0)])
+                .collect();
+            let _ = parse(&format!("virtual=192.0.2.10:80\n real={text}\n{text}"));
         }
     }
 }
