@@ -220,7 +220,9 @@ impl Receive {
             .map_err(|e| {
                 let e = e.to_string();
                 let first = e.lines().last().unwrap_or("").trim();
-                format!("receive {pattern:?} is not a valid regular expression ({first})")
+                format!(
+                    "{pattern:?} is not a regular expression hbd can use ({first}); Perl-only syntax (look-around, back-references) is not supported"
+                )
             })
     }
 
@@ -302,7 +304,7 @@ impl Service {
             "https" => Ok(Service::Https),
             other if LDIRECTORD_SERVICES.contains(&other) => Ok(Service::Unsupported(n)),
             _ => Err(format!(
-                "service '{name}' is unknown; use one of: {}",
+                "'{name}' is not an ldirectord service; use one of: {}",
                 LDIRECTORD_SERVICES.join(", ")
             )),
         }
@@ -910,7 +912,7 @@ fn parse_real_line(value: &str, names: &ServiceNames) -> Result<RealSpec, String
         }
         n => {
             return Err(format!(
-                "{n} quoted strings; a real takes either none or two: \"REQUEST\", \"RECEIVE\""
+                "{n} quoted string(s) given; a real takes none or two: \"REQUEST\", \"RECEIVE\""
             ));
         }
     }
@@ -1048,7 +1050,9 @@ fn parse_bool(v: &str) -> Result<bool, String> {
 fn parse_count(v: &str, what: &str) -> Result<u32, String> {
     match v.parse::<u32>() {
         Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("{what} '{v}' must be a whole number of at least 1")),
+        _ => Err(format!(
+            "'{v}' is not a {what}; write a whole number of at least 1"
+        )),
     }
 }
 
@@ -1056,7 +1060,7 @@ fn parse_secs(v: &str, what: &str) -> Result<Duration, String> {
     match parse_duration(v) {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err(format!("{what} must be more than 0")),
-        Err(e) => Err(format!("{what}: {e}")),
+        Err(e) => Err(e),
     }
 }
 
@@ -1069,14 +1073,29 @@ fn parse_checktype(v: &str) -> Result<CheckWord, String> {
         "on" => CheckWord::On,
         "off" => CheckWord::Off,
         n if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
-            CheckWord::Combined(parse_count(n, "checktype")?)
+            CheckWord::Combined(parse_count(n, "count of connect checks")?)
         }
         _ => {
             return Err(format!(
-                "checktype '{v}' is unknown; use connect, negotiate, external, external-perl, ping, on, off or a number N (N connects, then a negotiate)"
+                "'{v}' is unknown; use connect, negotiate, external, external-perl, ping, on, off or a number N (N connects, then a negotiate)"
             ));
         }
     })
+}
+
+/// Levenshtein distance, for "did you mean" on misspelt directives.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// Applies one directive to the settings of its scope (and to the file-wide ones).
@@ -1095,8 +1114,15 @@ fn apply(
     let known =
         GLOBAL_ONLY.contains(&key) || VIRTUAL_ONLY.contains(&key) || OVERRIDABLE.contains(&key);
     if !known {
+        let hint = GLOBAL_ONLY
+            .iter()
+            .chain(&VIRTUAL_ONLY)
+            .chain(&OVERRIDABLE)
+            .find(|k| k.len().abs_diff(key.len()) <= 2 && edit_distance(k, key) <= 2)
+            .map(|k| format!("did you mean '{k}'? "))
+            .unwrap_or_default();
         diags.push(err(format!(
-            "'{key}' is not an ldirectord directive; see \"Director\" in docs/configuration.md for the list"
+            "'{key}' is not an ldirectord directive; {hint}see \"Director\" in docs/configuration.md for the list"
         )));
         return;
     }
@@ -1161,9 +1187,9 @@ fn apply(
             "connecttimeout is obsolete and refused, as ldirectord itself refuses it; write negotiatetimeout = SECONDS (timeout of negotiate checks) or checktimeout = SECONDS (connect checks)".into(),
         )),
         "checkinterval" => set(parse_secs(&v, key).map(|d| s.checkinterval = Some(d)), diags),
-        "checkcount" => set(parse_count(&v, key).map(|n| s.checkcount = Some(n)), diags),
-        "failurecount" => set(parse_count(&v, key).map(|n| s.failurecount = Some(n)), diags),
-        "risecount" => set(parse_count(&v, key).map(|n| s.risecount = Some(n)), diags),
+        "checkcount" => set(parse_count(&v, "count").map(|n| s.checkcount = Some(n)), diags),
+        "failurecount" => set(parse_count(&v, "count").map(|n| s.failurecount = Some(n)), diags),
+        "risecount" => set(parse_count(&v, "count").map(|n| s.risecount = Some(n)), diags),
         "fallback" | "fallback6" => {
             let spec = match real {
                 Some(r) => Ok(r),
@@ -1258,7 +1284,13 @@ fn apply(
         "scheduler" => set(
             v.parse::<Scheduler>()
                 .map(|x| s.scheduler = Some(x))
-                .map_err(|e| e.to_string()),
+                .map_err(|_| {
+                    let known: Vec<&str> = Scheduler::ALL.iter().map(|x| x.name()).collect();
+                    format!(
+                        "'{v}' is not a scheduler hbd supports; use one of: {}",
+                        known.join(", ")
+                    )
+                }),
             diags,
         ),
         "schedflags" => diags.push(warn(
@@ -1295,6 +1327,16 @@ fn apply(
             ))),
         },
         _ => diags.push(err(format!("'{key}' cannot be used here"))),
+    }
+}
+
+/// A virtual service in prose: `192.0.2.10:80 (tcp)`, `fwmark 7 (IPv6)`.
+fn describe(key: &ServiceKey) -> String {
+    match key {
+        ServiceKey::Tcp(a) => format!("{a} (tcp)"),
+        ServiceKey::Udp(a) => format!("{a} (udp)"),
+        ServiceKey::Fwmark(m, Family::V4) => format!("fwmark {m}"),
+        ServiceKey::Fwmark(m, Family::V6) => format!("fwmark {m} (IPv6)"),
     }
 }
 
@@ -1375,7 +1417,7 @@ pub(crate) fn build(
                     b.opener.line,
                     format!(
                         "virtual service {} is defined twice; merge the two blocks",
-                        v.key
+                        describe(&v.key)
                     ),
                 ));
             } else {
@@ -1512,7 +1554,11 @@ fn resolve(
             Some(p) if !p.is_empty() => match Receive::new(p) {
                 Ok(r) => Some(r),
                 Err(m) => {
-                    diags.push(Diagnostic::error(file, *rline, m));
+                    diags.push(Diagnostic::error(
+                        file,
+                        *rline,
+                        format!("real: receive {m}"),
+                    ));
                     ok = false;
                     None
                 }
@@ -1558,7 +1604,8 @@ fn resolve(
     }
     if s.real_lines == 0 {
         diags.push(warn(format!(
-            "virtual service {key} has no real servers; only its fallback (if any) will be used"
+            "virtual service {} has no real servers; only its fallback (if any) will be used",
+            describe(&key)
         )));
     }
 
@@ -1651,6 +1698,20 @@ fn resolve(
             "checkcommand is only used by checktype = external; it is ignored here",
         ));
     }
+    if vport.is_none()
+        && check_port.is_none()
+        && matches!(
+            kind,
+            CheckKind::Connect | CheckKind::Negotiate | CheckKind::Combined(_)
+        )
+        && let Some(r) = reals.iter().find(|r| r.addr.port() == 0)
+    {
+        diags.push(warn(format!(
+            "real {} of firewall-mark service {} has no port, so its checks have none to connect to; add checkport = PORT or give the real a port",
+            r.addr.ip(),
+            describe(&key)
+        )));
+    }
     let ct = s.checktimeout.or(gs.checktimeout);
     let nt = s.negotiatetimeout.or(gs.negotiatetimeout);
     let check = CheckSpec {
@@ -1685,7 +1746,8 @@ fn resolve(
             "port-derived service"
         };
         diags.push(err(format!(
-            "virtual service {key}: negotiate checks for {how} '{}' are unsupported by hbd (it negotiates http, https and none); use checktype = connect, or checktype = external with a script",
+            "virtual service {}: negotiate checks for {how} '{}' are unsupported by hbd (it negotiates http, https and none); use checktype = connect, or checktype = external with a script",
+            describe(&key),
             check.service.name()
         )));
         ok = false;
@@ -2443,26 +2505,26 @@ virtual6 = [2001:db8::10]:53
         let all: Vec<String> = e.diagnostics.iter().map(|d| d.to_string()).collect();
         let p = path.display().to_string();
         let want = [
-            ":2: checktimeout: checktimeout: 'abc'",
+            ":2: checktimeout: 'abc' is not a time value",
             ":3: connecttimeout is obsolete and refused",
-            ":4: 'chektimeout' is not an ldirectord directive",
+            ":4: 'chektimeout' is not an ldirectord directive; did you mean 'checktimeout'?",
             ":5: quiescent: 'maybe' is not yes or no",
             ":6: service belongs to a virtual service; indent it",
             ":7: warning: logfile is ignored",
             ":9: virtual: 'www.example.com' is not an IP address",
             ":12: real needs a forwarding method",
-            ":13: real: 1 quoted strings",
+            ":13: real: 1 quoted string(s) given",
             ":14: real: range 192.0.2.20->192.0.2.19 goes backwards",
             ":15: real 2001:db8::1 is not of the virtual service's address family",
-            ":16: scheduler: unknown scheduler \"fo\"",
-            ":17: checktype: checktype 'sometimes' is unknown",
-            ":18: receive: receive \"(unclosed\" is not a valid regular expression",
+            ":16: scheduler: 'fo' is not a scheduler hbd supports",
+            ":17: checktype: 'sometimes' is unknown",
+            ":18: receive: \"(unclosed\" is not a regular expression hbd can use",
             ":19: autoreload is a global directive",
             ":21: netmask 255.0.255.0 is not contiguous",
-            ":22: virtual service TCP  192.0.2.10:21: negotiate checks for port-derived service 'ftp' are unsupported",
+            ":22: virtual service 192.0.2.10:21 (tcp): negotiate checks for port-derived service 'ftp' are unsupported",
             ":25: real: unexpected 'weight'",
             ":26: warning: 192.0.2.12: port 8443 is replaced by the virtual port 443",
-            ":27: virtual service TCP  192.0.2.10:443 is defined twice",
+            ":27: virtual service 192.0.2.10:443 (tcp) is defined twice",
         ];
         for w in want {
             assert!(
@@ -2489,7 +2551,10 @@ virtual6 = [2001:db8::10]:53
         let e = parse(&format!("{base} service=ftp\n checktype=2\n")).expect_err("combined");
         assert!(e[0].contains("service 'ftp' are unsupported"), "{e:?}");
         let e = parse(&format!("{base} service=gopher\n")).expect_err("unknown");
-        assert!(e[1].contains("service 'gopher' is unknown"), "{e:?}");
+        assert!(
+            e[1].contains("'gopher' is not an ldirectord service"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -2522,6 +2587,20 @@ virtual6 = [2001:db8::10]:53
         let names = ServiceNames::parse("webcache 8080/tcp  squid # comment\n");
         assert_eq!(names.port("squid"), Ok(8080));
         assert_eq!(names.port("http"), Ok(80));
+    }
+
+    #[test]
+    fn fwmark_reals_without_port_are_warned_when_checks_connect() {
+        let (_, w) = ok("virtual=7\n real=192.0.2.11 gate\n checktype=connect\n");
+        assert!(
+            w[0].contains("real 192.0.2.11 of firewall-mark service fwmark 7 has no port"),
+            "{w:?}"
+        );
+        let (c, w) = ok("virtual=7\n real=192.0.2.11 gate\n checkport=80\n checktype=connect\n");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.virtuals[0].check.check_port, Some(80));
+        let e = parse("virtual=7\n real=192.0.2.11 gate\n protocol=tcp\n").expect_err("tcp");
+        assert!(e[0].contains("its protocol is fwm"), "{e:?}");
     }
 
     #[test]
@@ -2747,7 +2826,7 @@ director:
             "99999999999999999999",
         ];
         let mut rng = Rng(0x5eed_0004);
-        for _ in 0..3000 {
+        for _ in 0..2000 {
             let mut text = String::new();
             for _ in 0..(rng.next() % 12) {
                 let indent = rng.pick(&["", "\t", "    ", "\u{a0}"]);
@@ -2755,6 +2834,17 @@ director:
                 let _ = writeln!(text, "{indent}{}{sep}{}", rng.pick(&keys), rng.pick(&vals));
             }
             let _ = parse(&text);
+        }
+        // Raw characters, biased towards the ones the parser splits on.
+        let alphabet: Vec<char> = "=\"[]:->#,<>/ \t\n\u{a0}0123456789.abcfglmqrtuvw\u{e9}"
+            .chars()
+            .collect();
+        for _ in 0..2000 {
+            let len = rng.next() % 120;
+            let text: String = (0..len)
+                .map(|_| alphabet[usize::try_from(rng.next() % alphabet.len() as u64).unwrap_or(0)])
+                .collect();
+            let _ = parse(&format!("virtual=192.0.2.10:80\n real={text}\n{text}"));
         }
     }
 }
