@@ -20,6 +20,8 @@
 #   idle footprint of one hbd after 10 s (VmRSS, PSS, CPU over 10 s)
 #   f  both cores saturated for LOAD_S seconds: late heartbeats, longest gap, false deaths
 #
+# Environment: KILL_GAP_MS (e, default 100), LOAD_S (f, default 30), HBD_ARGS (extra hbd
+# arguments, e.g. --no-realtime). --only 'a c idle' runs a subset; --keep keeps the logs.
 # Binaries: $CARGO_TARGET_DIR/release or target/release (built when missing). Every loop is
 # bounded; the EXIT trap kills only the PIDs this script started and runs `lab.sh down`.
 set -euo pipefail
@@ -30,6 +32,7 @@ TRIALS=5
 SCENARIOS="a b c d e idle f"
 KILL_GAP_MS=${KILL_GAP_MS:-100}
 LOAD_S=${LOAD_S:-30}
+HBD_ARGS=${HBD_ARGS:-} # extra hbd arguments, e.g. HBD_ARGS=--no-realtime
 KEEP=
 while [ $# -gt 0 ]; do
   case $1 in
@@ -93,7 +96,7 @@ start_node() { # name
   # `ip netns exec` execs hbd, so $! is hbd's own PID.
   ip netns exec "hbdlab-$1" "$BIN/hbd" --ha-dir "$WORK/ha.d" --node-name "$1" \
     --state-dir "$WORK/$1" --socket "$WORK/$1/hbd.sock" --resource-dir "$PWD/resources" \
-    2>>"$WORK/$1/log" &
+    $HBD_ARGS 2>>"$WORK/$1/log" &
   HBD_PID[$1]=$!
 }
 kill_node() { # name
@@ -193,8 +196,7 @@ scenario_a() { # $1 = trial
 
 scenario_b() {
   probe_bg 1500 "$WORK/probe"; sleep 0.3
-  kill -KILL "${HBD_PID[dir1]}"; link dir1 down
-  kill_node dir1
+  { kill -KILL "${HBD_PID[dir1]}"; link dir1 down; kill_node dir1; } 2>/dev/null
   probe_wait
   record b "$1" "$WORK/probe"
   wait_client dir2 5 || true
@@ -255,6 +257,7 @@ scenario_e() {
 
 # ---------------------------------------------------------------- footprint and load
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+ctxsw() { awk '/ctxt_switches/ {s += $2} END {print s+0}' "/proc/$1/status"; }
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s+0}'; }
 late_of() { # node peer -> "late_heartbeats longest_gap_ms"
   status_json "$1" | jq -r --arg p "$2" '.nodes[] | select(.name == $p) | "\(.late_heartbeats) \(.longest_gap_ms)"'
@@ -270,24 +273,24 @@ run_idle() {
   log "== idle footprint (fresh pair, 10 s idle, then CPU over 10 s)"
   fresh_pair || { log "   could not restore"; return; }
   sleep 10
-  local n pid rss pss thr t0 t1 n0 n1
+  local n pid rss pss thr t0 t1 n0 n1 c0 c1
   for n in dir1 dir2; do
     pid=${HBD_PID[$n]}
-    eval "t0_$n=\$(cpu_ticks $pid) n0_$n=\$(cpu_ns $pid)"
+    eval "t0_$n=\$(cpu_ticks $pid) n0_$n=\$(cpu_ns $pid) c0_$n=\$(ctxsw $pid)"
   done
   local w0 w1; w0=$(date +%s%N)
   sleep 10
   w1=$(date +%s%N)
   for n in dir1 dir2; do
     pid=${HBD_PID[$n]}
-    eval "t0=\$t0_$n n0=\$n0_$n"
-    t1=$(cpu_ticks "$pid"); n1=$(cpu_ns "$pid")
+    eval "t0=\$t0_$n n0=\$n0_$n c0=\$c0_$n"
+    t1=$(cpu_ticks "$pid"); n1=$(cpu_ns "$pid"); c1=$(ctxsw "$pid")
     rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
     pss=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo "?")
     thr=$(awk '/^Threads/ {print $2}' "/proc/$pid/status")
     local line
-    line=$(awk -v t="$((t1 - t0))" -v ns="$((n1 - n0))" -v w="$((w1 - w0))" -v rss="$rss" -v pss="$pss" -v thr="$thr" -v n="$n" \
-      'BEGIN {printf "%s: VmRSS %.1f MB, PSS %.1f MB, %d threads, CPU %.2f %% of a core (stat ticks), %.3f %% (schedstat)", n, rss/1024, pss/1024, thr, t/100*1e9/w*100, ns/w*100}')
+    line=$(awk -v t="$((t1 - t0))" -v ns="$((n1 - n0))" -v w="$((w1 - w0))" -v rss="$rss" -v pss="$pss" -v thr="$thr" -v n="$n" -v cs="$((c1 - c0))" \
+      'BEGIN {printf "%s: VmRSS %.1f MB, PSS %.1f MB, %d threads, CPU %.2f %% of a core (stat ticks), %.3f %% (schedstat), %.0f wakeups/s", n, rss/1024, pss/1024, thr, t/100*1e9/w*100, ns/w*100, cs/(w/1e9)}')
     log "   $line"
     FOOTPRINT+="$line"$'\n'
   done

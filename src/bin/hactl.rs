@@ -45,6 +45,23 @@ enum Command {
         #[arg(default_value = "all")]
         class: String,
     },
+    /// Show every real server of the directors running on this node: state, weight, last
+    /// check result, time since the last change and the reason.
+    Checks {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the live virtual-service table like `ipvsadm -Ln` (IPVS, or hbd's nftables table
+    /// where the kernel has no IPVS). Run it in the director's network namespace.
+    Ipvs {
+        /// `save`: print ipvsadm-save text instead.
+        #[arg(value_parser = ["save"])]
+        save: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-read the daemon's configuration (as SIGHUP does) and apply what can change live.
     Reload,
     /// Print the YAML equivalent of a Linux-HA directory (ha.cf, haresources, authkeys).
@@ -64,9 +81,111 @@ fn main() -> ExitCode {
         Command::Status { json } => status(&args.socket, json),
         Command::Convert { ha_dir, node_name } => convert(&ha_dir, node_name),
         Command::Reload => reload(&args.socket),
+        Command::Checks { json } => checks(&args.socket, json),
+        Command::Ipvs { save, json } => ipvs(save.is_some(), json),
         Command::Takeover { class } => move_groups(&args.socket, &class, true),
         Command::Standby { class } => move_groups(&args.socket, &class, false),
     }
+}
+
+fn checks(socket: &std::path::Path, json: bool) -> ExitCode {
+    let response = match call(socket, Request::Checks) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let reals = response.checks.unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reals).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    if reals.is_empty() {
+        println!("no director runs on this node");
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:<24} {:<22} {:<5} {:>6} {:>9} {:<28} reason",
+        "virtual", "real", "state", "weight", "changed", "last check"
+    );
+    for r in &reals {
+        let last = match (&r.last_result, r.last_check_s) {
+            (Some(res), Some(ago)) => format!("{res} ({ago:.1}s ago)"),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<24} {:<22} {:<5} {:>6} {:>8.0}s {:<28} {}",
+            r.virtual_service,
+            r.real,
+            r.state,
+            r.weight
+                .map(|w| w.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r.since_change_s,
+            last,
+            r.reason.as_deref().unwrap_or("-")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn ipvs(save: bool, json: bool) -> ExitCode {
+    use hbd::dataplane::{Dataplane, ServiceKey, format};
+    use hbd::director::runtime::{BackendChoice, open_backend};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hactl: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let listed = runtime.block_on(async {
+        let mut backend = open_backend(BackendChoice::Auto)?;
+        backend.list().await
+    });
+    let services = match listed {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hactl: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    if json {
+        let value: Vec<serde_json::Value> = services
+            .iter()
+            .map(|s| {
+                let (protocol, address) = match s.key {
+                    ServiceKey::Tcp(a) => ("tcp", a.to_string()),
+                    ServiceKey::Udp(a) => ("udp", a.to_string()),
+                    ServiceKey::Fwmark(m, _) => ("fwmark", m.to_string()),
+                };
+                serde_json::json!({
+                    "protocol": protocol,
+                    "address": address,
+                    "scheduler": s.scheduler.name(),
+                    "persistent_s": s.persistence.map(|p| p.timeout.as_secs()),
+                    "reals": s.reals.iter().map(|r| serde_json::json!({
+                        "address": r.addr.to_string(),
+                        "forwarding": r.forwarding.name(),
+                        "weight": r.weight,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else if save {
+        print!("{}", format::save(&services));
+    } else {
+        print!("{}", format::table(&services));
+    }
+    ExitCode::SUCCESS
 }
 
 fn reload(socket: &std::path::Path) -> ExitCode {

@@ -9,6 +9,7 @@ use clap::{ArgGroup, Parser};
 use hbd::config::{self, Loaded, Severity};
 use hbd::control::DEFAULT_SOCKET;
 use hbd::daemon::{self, DEFAULT_STATE_DIR, DaemonOptions};
+use hbd::director::runtime::BackendChoice;
 
 /// Cluster resource manager for LVS director pairs (heartbeat + ldirectord successor).
 #[derive(Debug, Parser)]
@@ -37,6 +38,10 @@ struct Args {
     /// `<ha-dir>/resource.d`, hbd's own scripts, /etc/ha.d/resource.d and /etc/init.d.
     #[arg(long, value_name = "DIR")]
     resource_dir: Vec<PathBuf>,
+    /// Dataplane the director drives: auto (IPVS when the kernel has it, else nftables),
+    /// ipvs, or nftables.
+    #[arg(long, value_name = "KIND", default_value = "auto", value_parser = parse_dataplane)]
+    dataplane: BackendChoice,
     /// Do not switch to realtime scheduling and locked memory (heartbeat `realtime off`).
     #[arg(long)]
     no_realtime: bool,
@@ -113,6 +118,8 @@ fn main() -> ExitCode {
         state_dir: args.state_dir,
         socket: args.socket,
         resource_dirs,
+        ha_dir: args.ha_dir.clone(),
+        dataplane: args.dataplane,
     };
     let reloader: hbd::daemon::node::Reloader = {
         let (file, dir, node) = (
@@ -151,6 +158,17 @@ fn run(
         .context("starting the async runtime")?;
     runtime.block_on(daemon::run(config, options, Some(reloader)))?;
     Ok(())
+}
+
+fn parse_dataplane(word: &str) -> Result<BackendChoice, String> {
+    match word {
+        "auto" => Ok(BackendChoice::Auto),
+        "ipvs" => Ok(BackendChoice::Ipvs),
+        "nftables" | "nft" => Ok(BackendChoice::Nftables),
+        _ => Err(format!(
+            "unknown dataplane '{word}'; use auto, ipvs or nftables"
+        )),
+    }
 }
 
 fn init_logging() {

@@ -108,15 +108,40 @@ pub fn load_ha_dir(dir: &Path, local_node: &str) -> Result<Loaded, ConfigError> 
     } else {
         Some(Vec::new())
     };
+    let groups = groups.unwrap_or_default();
+    check_director_files(&groups, dir, &mut diags);
     let config = match draft {
         Some(mut draft) => {
             draft.auth = auth;
-            draft.groups = groups.unwrap_or_default();
+            draft.groups = groups;
             validate::validate(draft, local_node, &mut diags)
         }
         None => None,
     };
     finish(config, diags)
+}
+
+/// Checks every ldirectord.cf the groups name (`ldirectord`, `ldirectord::FILE`), so
+/// `hbd --check-config` reports their problems too; the director reads them again at start.
+fn check_director_files(
+    groups: &[validate::At<GroupSpec>],
+    dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut seen = std::collections::BTreeSet::new();
+    for g in groups {
+        for r in g.value.resources.iter().filter(|r| r.kind == "ldirectord") {
+            let path =
+                crate::director::locate_ldirectord_cf(r.args.first().map(String::as_str), dir);
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            match crate::director::parse_ldirectord(&path) {
+                Ok((_, warnings)) => diags.extend(warnings),
+                Err(e) => diags.extend(e.diagnostics),
+            }
+        }
+    }
 }
 
 /// Loads a native YAML configuration for the node named `local_node`. When the file holds

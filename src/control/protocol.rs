@@ -26,6 +26,8 @@ pub enum Request {
     },
     /// Re-read the configuration and apply what can change without a restart.
     Reload,
+    /// Report every real server of the directors running here.
+    Checks,
 }
 
 /// The daemon's answer.
@@ -42,6 +44,9 @@ pub struct Response {
     /// What was done, for commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Real servers, for `checks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Vec<crate::director::runtime::RealReport>>,
 }
 
 impl Response {
@@ -52,6 +57,7 @@ impl Response {
             error: Some(error.into()),
             status: None,
             message: None,
+            checks: None,
         }
     }
 
@@ -62,6 +68,7 @@ impl Response {
             error: None,
             status: None,
             message: Some(message.into()),
+            checks: None,
         }
     }
 }

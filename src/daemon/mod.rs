@@ -39,6 +39,10 @@ pub struct DaemonOptions {
     /// Extra heartbeat-class resource script directories, searched before the defaults
     /// (`--resource-dir`, then `<ha-dir>/resource.d`).
     pub resource_dirs: Vec<PathBuf>,
+    /// The Linux-HA directory, where `ldirectord::NAME` files are looked up.
+    pub ha_dir: Option<PathBuf>,
+    /// Which dataplane the director drives.
+    pub dataplane: crate::director::runtime::BackendChoice,
 }
 
 /// Why the daemon could not start.
@@ -109,6 +113,11 @@ pub async fn run(
     let mut dirs = options.resource_dirs.clone();
     dirs.append(&mut ctx.dirs.resource_dirs);
     ctx.dirs.resource_dirs = dirs;
+    if let Some(dir) = &options.ha_dir {
+        ctx.ha_dir = dir.clone();
+    }
+    ctx.director = config.director.as_ref().map(|d| d.config.clone());
+    ctx.dataplane = options.dataplane;
     let runner = ResourceRunner::new(&config.groups, &ctx, GroupPolicy::default());
     for (group, reason) in runner.unresolved() {
         tracing::error!(group = %config.groups[group].name(), "group cannot run here: {reason}");

@@ -271,10 +271,7 @@ impl Node {
                 },
                 Some(done) = op_rx.recv() => self.on_op_done(Instant::now(), done),
                 call = control.recv(), if control_open => match call {
-                    Some(call) => {
-                        let response = self.on_request(Instant::now(), &call.request);
-                        let _ = call.reply.send(response);
-                    }
+                    Some(call) => self.on_call(Instant::now(), call),
                     None => control_open = false,
                 },
                 _ = tokio::time::sleep_until(wake) => {}
@@ -644,6 +641,57 @@ impl Node {
         }
     }
 
+    /// Answers one control call; requests that wait on resources are answered from a task
+    /// so the node never stops heartbeating.
+    fn on_call(&mut self, now: Instant, call: ControlCall) {
+        match call.request {
+            Request::Checks => {
+                let reports = self.runner.director_reports();
+                tokio::spawn(async move {
+                    let checks = reports.await;
+                    let mut response = Response::done(format!("{} real server(s)", checks.len()));
+                    response.checks = Some(checks);
+                    let _ = call.reply.send(response);
+                });
+            }
+            Request::Reload => {
+                let first = self.reload();
+                let directors = self.runner.reload_directors();
+                tokio::spawn(async move {
+                    let mut lines = Vec::new();
+                    let mut ok = true;
+                    match first {
+                        Ok(m) => lines.push(m),
+                        Err(e) => {
+                            ok = false;
+                            lines.push(e);
+                        }
+                    }
+                    for r in directors.await {
+                        match r {
+                            Ok(m) => lines.push(m),
+                            Err(e) => {
+                                ok = false;
+                                tracing::error!("{e}");
+                                lines.push(e);
+                            }
+                        }
+                    }
+                    let text = lines.join("\n");
+                    let _ = call.reply.send(if ok {
+                        Response::done(text)
+                    } else {
+                        Response::refused(text)
+                    });
+                });
+            }
+            ref request => {
+                let response = self.on_request(now, request);
+                let _ = call.reply.send(response);
+            }
+        }
+    }
+
     /// Answers one control request.
     pub fn on_request(&mut self, now: Instant, request: &Request) -> Response {
         let command = match request {
@@ -653,13 +701,11 @@ impl Node {
                     error: None,
                     status: Some(self.status_report(now)),
                     message: None,
+                    checks: None,
                 };
             }
-            Request::Reload => {
-                return match self.reload() {
-                    Ok(message) => Response::done(message),
-                    Err(e) => Response::refused(e),
-                };
+            Request::Reload | Request::Checks => {
+                return Response::refused("answered by the node task");
             }
             Request::Takeover { class } => Command::Takeover(*class),
             Request::Standby { class } => Command::Standby(*class),

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::config::GroupSpec;
+use crate::director::runtime::RealReport;
 use crate::resources::group::{self, GroupPolicy};
 use crate::resources::{self, ResolveContext, Resource, ResourceStatus};
 
@@ -25,6 +26,18 @@ pub trait GroupRunner: Send + Sync {
     fn announce(&self, group: usize) -> OpFuture;
     /// Whether any resource of the group runs here already (left behind by an earlier run).
     fn probe(&self, group: usize) -> Pin<Box<dyn Future<Output = bool> + Send>>;
+
+    /// Real-server states of every director running here (`hactl checks`).
+    fn director_reports(&self) -> Pin<Box<dyn Future<Output = Vec<RealReport>> + Send>> {
+        Box::pin(async { Vec::new() })
+    }
+
+    /// Re-reads the configuration of every director running here; one line per director.
+    fn reload_directors(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Vec<Result<String, String>>> + Send>> {
+        Box::pin(async { Vec::new() })
+    }
 }
 
 /// The real runner over [`crate::resources`].
@@ -57,6 +70,13 @@ impl ResourceRunner {
             .iter()
             .enumerate()
             .filter_map(|(i, g)| g.as_ref().err().map(|e| (i, e.as_str())))
+    }
+
+    fn resolved(&self) -> Vec<Arc<Vec<Resource>>> {
+        self.groups
+            .iter()
+            .filter_map(|g| g.as_ref().ok().cloned())
+            .collect()
     }
 
     fn members(&self, group: usize) -> Result<Arc<Vec<Resource>>, String> {
@@ -102,6 +122,42 @@ impl GroupRunner for ResourceRunner {
                 }
             }
             Ok(())
+        })
+    }
+
+    fn director_reports(&self) -> Pin<Box<dyn Future<Output = Vec<RealReport>> + Send>> {
+        let groups = self.resolved();
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for members in groups {
+                for m in members.iter() {
+                    if let Resource::Director(d) = m
+                        && let Some(r) = d.report().await
+                    {
+                        out.extend(r);
+                    }
+                }
+            }
+            out
+        })
+    }
+
+    fn reload_directors(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Vec<Result<String, String>>> + Send>> {
+        let groups = self.resolved();
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for members in groups {
+                for m in members.iter() {
+                    if let Resource::Director(d) = m
+                        && d.is_running().await
+                    {
+                        out.push(d.reload().await);
+                    }
+                }
+            }
+            out
         })
     }
 

@@ -133,8 +133,9 @@ type Shared = Arc<Mutex<Vec<VirtualState>>>;
 /// A running director; dropping it does not stop it, [`DirectorHandle::stop`] does.
 pub struct DirectorHandle {
     shared: Shared,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
     task: JoinHandle<()>,
+    keys: HashSet<ServiceKey>,
 }
 
 impl std::fmt::Debug for DirectorHandle {
@@ -219,11 +220,13 @@ fn configured_service(v: &VirtualConfig) -> VirtualService {
     }
 }
 
-/// Starts the director for `config` on `backend`.
+/// Starts the director for `config` on `backend`. `also_owned` names services a previous
+/// configuration owned (a reload): they are removed if the new one no longer has them.
 pub async fn start(
     config: &DirectorConfig,
     mut backend: DataplaneBackend,
     max_concurrent_checks: usize,
+    also_owned: &HashSet<ServiceKey>,
 ) -> Result<DirectorHandle, DirectorError> {
     let now = Instant::now();
     let actual = backend.list().await?;
@@ -246,7 +249,10 @@ pub async fn start(
                 checks::CheckKind::Off => Health::Down,
                 _ => health::initial_health(in_kernel(&v.key, &real.addr).as_ref()),
             };
-            health.insert(real.addr, RealHealth::new(initial, spec.rise, spec.fall, now));
+            health.insert(
+                real.addr,
+                RealHealth::new(initial, spec.rise, spec.fall, now),
+            );
             let vip = match v.key {
                 ServiceKey::Tcp(a) | ServiceKey::Udp(a) => CheckVip::Addr(a),
                 ServiceKey::Fwmark(m, _) => CheckVip::Fwmark(m),
@@ -275,7 +281,8 @@ pub async fn start(
     }
     let owned: HashSet<ServiceKey> = states.iter().map(|s| s.configured.key).collect();
     let desired: Vec<VirtualService> = states.iter().map(VirtualState::desired).collect();
-    let report = backend.reconcile(&desired, &owned).await?;
+    let first_owned: HashSet<ServiceKey> = owned.union(also_owned).copied().collect();
+    let report = backend.reconcile(&desired, &first_owned).await?;
     tracing::info!(
         services = desired.len(),
         changes = report.changes.len(),
@@ -295,8 +302,9 @@ pub async fn start(
         scheduler.add(id, target, spec);
     }
     let shared: Shared = Arc::new(Mutex::new(states));
-    let (stop, stop_rx) = watch::channel(false);
+    let (stop, stop_rx) = watch::channel(Stop::Running);
     let cleanstop = config.virtuals.iter().all(|v| v.cleanstop);
+    let keys = owned.clone();
     let task = tokio::spawn(run(
         shared.clone(),
         backend,
@@ -307,7 +315,22 @@ pub async fn start(
         stop_rx,
         cleanstop,
     ));
-    Ok(DirectorHandle { shared, stop, task })
+    Ok(DirectorHandle {
+        shared,
+        stop,
+        task,
+        keys,
+    })
+}
+
+/// How the director task should end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Running,
+    /// Remove the services if `cleanstop` says so (the group is released).
+    Release,
+    /// Leave the services as they are (a reload replaces this director).
+    Keep,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -318,7 +341,7 @@ async fn run(
     mut rx: mpsc::Receiver<CheckReport>,
     owners: HashMap<TargetId, (usize, SocketAddr)>,
     owned: HashSet<ServiceKey>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
     cleanstop: bool,
 ) {
     loop {
@@ -384,9 +407,15 @@ async fn run(
         }
     }
     drop(scheduler);
-    if cleanstop {
+    let how = *stop.borrow();
+    if how == Stop::Keep {
+        tracing::info!("director replaced: services kept for the new configuration");
+    } else if cleanstop {
         match backend.reconcile(&[], &owned).await {
-            Ok(r) => tracing::info!(changes = r.changes.len(), "director stopped: services removed"),
+            Ok(r) => tracing::info!(
+                changes = r.changes.len(),
+                "director stopped: services removed"
+            ),
             Err(e) => tracing::error!(error = %e, "director stopped: removing services failed"),
         }
     } else {
@@ -454,7 +483,15 @@ impl DirectorHandle {
 
     /// Stops the checks and, with `cleanstop`, removes the services; waits until done.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        let _ = self.stop.send(Stop::Release);
         let _ = self.task.await;
+    }
+
+    /// Stops the checks and leaves the services programmed, for a replacement director
+    /// (reload); returns the services this one owned.
+    pub async fn stop_keep(self) -> HashSet<ServiceKey> {
+        let _ = self.stop.send(Stop::Keep);
+        let _ = self.task.await;
+        self.keys
     }
 }

@@ -188,6 +188,7 @@ pub struct Manager {
     peer_reports: Option<Vec<GroupReport>>,
     queue: VecDeque<Command>,
     last_sent: Vec<GroupReport>,
+    adopted: Vec<bool>,
 }
 
 impl Manager {
@@ -215,6 +216,7 @@ impl Manager {
             peer_reports: None,
             queue: VecDeque::new(),
             last_sent: Vec::new(),
+            adopted: vec![false; groups.len()],
         }
     }
 
@@ -262,6 +264,7 @@ impl Manager {
     /// behind by an earlier run. It is held until the rules say otherwise.
     pub fn adopt_running(&mut self, index: usize) {
         self.groups[index].phase = GroupPhase::Running;
+        self.adopted[index] = true;
     }
 
     /// We are ready to decide (membership went active: every node heard, or initdead).
@@ -507,7 +510,15 @@ impl Manager {
             let g = &self.groups[i];
             let mine = g.placement.target == self.me;
             match g.phase {
+                GroupPhase::Running if mine && self.adopted[i] => {
+                    // Kept after a restart: start what is missing (running members are
+                    // skipped, so the VIP never drops).
+                    self.adopted[i] = false;
+                    self.groups[i].phase = GroupPhase::Starting;
+                    actions.push(Action::Start(i));
+                }
                 GroupPhase::Running if !mine => {
+                    self.adopted[i] = false;
                     self.groups[i].phase = GroupPhase::Stopping;
                     actions.push(Action::Stop(i));
                 }

@@ -6,10 +6,12 @@
 //! [`script::ScriptDirs`]. [`group`] runs a group's resources in order with rollback and
 //! stop retries, generic over [`group::GroupMember`] so its policy is tested without I/O.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::model::ResourceSpec;
 
+pub mod director;
 pub mod group;
 pub mod ipaddr;
 pub mod script;
@@ -37,6 +39,9 @@ pub enum ResourceError {
     /// A script or agent failed, timed out or could not run.
     #[error(transparent)]
     Script(#[from] ScriptError),
+    /// The director failed.
+    #[error(transparent)]
+    Director(#[from] director::DirectorResourceError),
 }
 
 /// One resource of a group, ready to run.
@@ -44,6 +49,10 @@ pub enum ResourceError {
 pub enum Resource {
     /// Built-in virtual IP (`IPaddr`, `IPaddr2`, bare address).
     Vip(Vip),
+    /// Built-in director (`ldirectord`, `ldirectord::FILE`).
+    Director(director::DirectorResource),
+    /// A built-in that does nothing here (`ipvsadm`: the director programs the rules).
+    Noop(String),
     /// heartbeat-class or LSB script.
     Script(ScriptResource),
     /// OCF resource agent.
@@ -59,6 +68,12 @@ pub struct ResolveContext {
     pub script_timeout: Duration,
     /// How VIPs announce themselves.
     pub announce: AnnounceConfig,
+    /// The Linux-HA directory, where `ldirectord::NAME` files are looked up.
+    pub ha_dir: PathBuf,
+    /// The YAML `director:` section, used by a bare `ldirectord`.
+    pub director: Option<crate::director::DirectorConfig>,
+    /// Which dataplane the director drives.
+    pub dataplane: crate::director::runtime::BackendChoice,
 }
 
 impl Default for ResolveContext {
@@ -67,6 +82,9 @@ impl Default for ResolveContext {
             dirs: ScriptDirs::default(),
             script_timeout: script::DEFAULT_SCRIPT_TIMEOUT,
             announce: AnnounceConfig::default(),
+            ha_dir: PathBuf::from("/etc/ha.d"),
+            director: None,
+            dataplane: crate::director::runtime::BackendChoice::Auto,
         }
     }
 }
@@ -105,6 +123,23 @@ pub const BUILTIN_VIP_TYPES: [&str; 2] = ["IPaddr", "IPaddr2"];
 
 /// Turns one haresources entry into a runnable resource.
 pub fn resolve(spec: &ResourceSpec, ctx: &ResolveContext) -> Result<Resource, ResolveError> {
+    match spec.kind.as_str() {
+        "ldirectord" => {
+            let source = match (spec.args.first(), &ctx.director) {
+                (None, Some(inline)) => director::DirectorSource::Inline(inline.clone()),
+                (arg, _) => director::DirectorSource::File(crate::director::locate_ldirectord_cf(
+                    arg.map(String::as_str),
+                    &ctx.ha_dir,
+                )),
+            };
+            return Ok(Resource::Director(director::DirectorResource::new(
+                source,
+                ctx.dataplane,
+            )));
+        }
+        "ipvsadm" => return Ok(Resource::Noop(spec.spec.clone())),
+        _ => {}
+    }
     if BUILTIN_VIP_TYPES.contains(&spec.kind.as_str()) {
         let args = spec.args.len();
         let vip = match spec.args.as_slice() {
@@ -143,6 +178,8 @@ impl Resource {
     pub fn name(&self) -> String {
         match self {
             Resource::Vip(v) => v.spec().ip.to_string(),
+            Resource::Director(_) => "ldirectord".to_string(),
+            Resource::Noop(name) => name.clone(),
             Resource::Script(s) => std::iter::once(s.name.as_str())
                 .chain(s.args.iter().map(String::as_str))
                 .collect::<Vec<_>>()
@@ -155,6 +192,8 @@ impl Resource {
     pub async fn start(&self) -> Result<(), ResourceError> {
         match self {
             Resource::Vip(v) => v.start().await.map(|_| ()).map_err(Into::into),
+            Resource::Director(d) => d.start().await.map_err(Into::into),
+            Resource::Noop(_) => Ok(()),
             Resource::Script(s) => s.start().await.map_err(Into::into),
             Resource::Ocf(o) => o.start().await.map_err(Into::into),
         }
@@ -164,6 +203,8 @@ impl Resource {
     pub async fn stop(&self) -> Result<(), ResourceError> {
         match self {
             Resource::Vip(v) => v.stop().await.map(|_| ()).map_err(Into::into),
+            Resource::Director(d) => d.stop().await.map_err(Into::into),
+            Resource::Noop(_) => Ok(()),
             Resource::Script(s) => s.stop().await.map_err(Into::into),
             Resource::Ocf(o) => o.stop().await.map_err(Into::into),
         }
@@ -177,6 +218,12 @@ impl Resource {
             } else {
                 ResourceStatus::Stopped
             }),
+            Resource::Director(d) => Ok(if d.is_running().await {
+                ResourceStatus::Running
+            } else {
+                ResourceStatus::Stopped
+            }),
+            Resource::Noop(_) => Ok(ResourceStatus::Stopped),
             Resource::Script(s) => s.status().await.map_err(Into::into),
             Resource::Ocf(o) => o.status().await.map_err(Into::into),
         }

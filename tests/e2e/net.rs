@@ -368,6 +368,7 @@ fn ctx_for(root: &Path, timeout: Duration) -> ResolveContext {
         },
         script_timeout: timeout,
         announce: one_shot(),
+        ..ResolveContext::default()
     }
 }
 
@@ -571,6 +572,7 @@ fn shipped_lvs_and_tunl_scripts_switch_roles_in_a_namespace() {
         },
         script_timeout: Duration::from_secs(10),
         announce: one_shot(),
+        ..ResolveContext::default()
     };
     dir.run(|| async {
         let on_lo = || {
