@@ -681,7 +681,7 @@ impl State {
                         .file_name()
                         .is_some_and(|n| n == "ipfail")
                     {
-                        self.warn(l, "ipfail is not started: hbd has built-in reachability (ping/ping_group) and moves groups away from a node that loses its ping nodes; remove this line");
+                        self.warn(l, "ipfail is not started: hbd replaces it with reachability built into the daemon (ping/ping_group), which does not move groups yet; remove this line");
                     } else {
                         self.draft.respawn.push(RespawnSpec {
                             user: l.args[0].clone(),

@@ -440,7 +440,7 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
             .file_name()
             .is_some_and(|n| n == "ipfail")
         {
-            diags.push(loc.warning("ipfail is not started: hbd has built-in reachability (ping/ping_groups) and moves groups away from a node that loses its ping nodes; remove this entry"));
+            diags.push(loc.warning("ipfail is not started: hbd replaces it with reachability built into the daemon (ping/ping_groups), which does not move groups yet; remove this entry"));
         } else {
             d.respawn.push(RespawnSpec {
                 user: r.user,

@@ -16,6 +16,9 @@ use crate::resources::{self, ResolveContext, Resource, ResourceStatus};
 /// A boxed operation; `Err` carries the reason in words.
 pub type OpFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
+/// Outcomes of reloading every running director, one line each.
+pub type ReloadFuture = Pin<Box<dyn Future<Output = Vec<Result<String, String>>> + Send>>;
+
 /// Starts, stops, announces and probes groups by index into the config's groups.
 pub trait GroupRunner: Send + Sync {
     /// Starts the group left to right (an `Err` means it was rolled back, or could not be).
@@ -33,9 +36,7 @@ pub trait GroupRunner: Send + Sync {
     }
 
     /// Re-reads the configuration of every director running here; one line per director.
-    fn reload_directors(
-        &self,
-    ) -> Pin<Box<dyn Future<Output = Vec<Result<String, String>>> + Send>> {
+    fn reload_directors(&self) -> ReloadFuture {
         Box::pin(async { Vec::new() })
     }
 }
@@ -142,9 +143,7 @@ impl GroupRunner for ResourceRunner {
         })
     }
 
-    fn reload_directors(
-        &self,
-    ) -> Pin<Box<dyn Future<Output = Vec<Result<String, String>>> + Send>> {
+    fn reload_directors(&self) -> ReloadFuture {
         let groups = self.resolved();
         Box::pin(async move {
             let mut out = Vec::new();

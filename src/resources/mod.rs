@@ -280,10 +280,17 @@ mod tests {
             },
             ..ResolveContext::default()
         };
+        // ipvsadm and ldirectord are built-ins, found before any script of that name.
         let r = resolve(&rs("ipvsadm::x", "ipvsadm", &["x"]), &ctx).unwrap();
-        assert_eq!(r.name(), "ipvsadm::x");
-        let e = resolve(&rs("ldirectord", "ldirectord", &[]), &ctx).unwrap_err();
-        assert!(e.to_string().contains("ldirectord"), "{e}");
+        assert!(matches!(r, Resource::Noop(_)), "{r:?}");
+        let r = resolve(&rs("ldirectord", "ldirectord", &[]), &ctx).unwrap();
+        assert!(matches!(r, Resource::Director(_)), "{r:?}");
+        let r = resolve(&rs("ldirectord::lb.cf", "ldirectord", &["lb.cf"]), &ctx).unwrap();
+        let Resource::Director(d) = r else { panic!() };
+        assert_eq!(
+            d.source(),
+            &director::DirectorSource::File(std::path::PathBuf::from("lb.cf"))
+        );
         let e = resolve(&rs("OCF::Dummy::d", "OCF", &["Dummy", "d"]), &ctx).unwrap_err();
         assert!(e.to_string().contains("resource.d"), "{e}");
     }

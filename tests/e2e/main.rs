@@ -4,6 +4,7 @@ mod checks;
 mod cli;
 mod cluster;
 mod dataplane;
+mod director;
 mod failover;
 mod net;
 mod netns;

@@ -1,0 +1,352 @@
+//! The LVS-NAT director pair end to end with the nftables dataplane: a client LAN
+//! (198.51.100.0/24, VIP .10) and a real-server LAN (203.0.113.0/24, floating gateway .1),
+//! two directors running hbd with `ldirectord::ldirectord.cf` in their group, three real
+//! servers. Weighted balancing, a real server going down and coming back, the fallback, the
+//! rules following the VIP on failover, and a bad reload that keeps the running rules.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hbd::control::client;
+use hbd::control::protocol::{Request, Response};
+
+use crate::netns::{NetNs, veth};
+
+const VIP: &str = "198.51.100.10";
+const LIMIT: Duration = Duration::from_secs(10);
+
+const LDIRECTORD_CF: &str = "\
+checktimeout=1
+checkinterval=1
+failurecount=1
+quiescent=no
+fallback=203.0.113.1:8080 masq
+
+virtual=198.51.100.10:80
+    real=203.0.113.21:80 masq 2
+    real=203.0.113.22:80 masq 1
+    real=203.0.113.23:80 masq 1
+    service=http
+    request=\"/\"
+    receive=\"rs\"
+    scheduler=wrr
+    protocol=tcp
+";
+
+struct NatLab {
+    _lan_a: NetNs,
+    _lan_b: NetNs,
+    dirs: Vec<NetNs>,
+    client: NetNs,
+    reals: Vec<NetNs>,
+    web_pids: HashMap<String, u32>,
+    work: tempfile::TempDir,
+    ha: PathBuf,
+}
+
+/// Connects `host` to the bridge `br0` in `lan` through a veth named `ifname` on the host.
+fn attach(lan: &NetNs, host: &NetNs, ifname: &str, port: &str) {
+    veth(lan, port, host, ifname);
+    lan.ip(&["link", "set", port, "master", "br0"]);
+    lan.ip(&["link", "set", port, "up"]);
+}
+
+fn spawn_web(ns: &NetNs, listen: &str, name: &str) -> u32 {
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns.name(), env!("CARGO_BIN_EXE_hbd-labweb")])
+        .args(["--listen", listen, "--name", name])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn hbd-labweb");
+    ns.register_pid(child.id());
+    let pid = child.id();
+    std::mem::forget(child);
+    pid
+}
+
+impl NatLab {
+    fn new(prefix: &str) -> NatLab {
+        let lan_a = NetNs::new(prefix);
+        let lan_b = NetNs::new(prefix);
+        for lan in [&lan_a, &lan_b] {
+            lan.ip(&["link", "add", "br0", "type", "bridge"]);
+            lan.ip(&["link", "set", "br0", "up"]);
+        }
+        let dirs: Vec<NetNs> = (0..2).map(|_| NetNs::new(prefix)).collect();
+        let client = NetNs::new(prefix);
+        let reals: Vec<NetNs> = (0..3).map(|_| NetNs::new(prefix)).collect();
+        let mut web_pids = HashMap::new();
+        for (i, d) in dirs.iter().enumerate() {
+            attach(&lan_a, d, "eth0", &format!("a{i}"));
+            attach(&lan_b, d, "eth1", &format!("b{i}"));
+            d.addr_up("eth0", &format!("198.51.100.{}/24", 11 + i));
+            d.addr_up("eth1", &format!("203.0.113.{}/24", 2 + i));
+            d.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            // The sorry server, reached through the floating gateway address.
+            web_pids.insert(
+                format!("sorry{}", i + 1),
+                spawn_web(d, "0.0.0.0:8080", &format!("sorry-dir{}", i + 1)),
+            );
+        }
+        attach(&lan_a, &client, "eth0", "c0");
+        client.addr_up("eth0", "198.51.100.100/24");
+        for (i, r) in reals.iter().enumerate() {
+            attach(&lan_b, r, "eth0", &format!("r{i}"));
+            r.addr_up("eth0", &format!("203.0.113.{}/24", 21 + i));
+            r.ip(&["route", "add", "default", "via", "203.0.113.1"]);
+            let name = format!("rs{}", i + 1);
+            web_pids.insert(name.clone(), spawn_web(r, "0.0.0.0:80", &name));
+        }
+        let work = tempfile::tempdir().unwrap();
+        let ha = work.path().join("ha.d");
+        std::fs::create_dir_all(&ha).unwrap();
+        std::fs::write(
+            ha.join("ha.cf"),
+            "keepalive 20ms\ndeadtime 100ms\nwarntime 60ms\ninitdead 1\n\
+             ucast eth1 203.0.113.2\nucast eth1 203.0.113.3\n\
+             ucast eth0 198.51.100.11\nucast eth0 198.51.100.12\n\
+             auto_failback on\nnode dir1\nnode dir2\n",
+        )
+        .unwrap();
+        std::fs::write(
+            ha.join("haresources"),
+            format!(
+                "dir1 IPaddr::{VIP}/24/eth0 IPaddr::203.0.113.1/24/eth1 ipvsadm ldirectord::ldirectord.cf\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(ha.join("ldirectord.cf"), LDIRECTORD_CF).unwrap();
+        let keys = ha.join("authkeys");
+        std::fs::write(&keys, "auth 1\n1 sha256 director-test\n").unwrap();
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+        NatLab {
+            _lan_a: lan_a,
+            _lan_b: lan_b,
+            dirs,
+            client,
+            reals,
+            web_pids,
+            work,
+            ha,
+        }
+    }
+
+    fn socket(&self, i: usize) -> PathBuf {
+        self.work
+            .path()
+            .join(format!("dir{}", i + 1))
+            .join("hbd.sock")
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.work.path().join(format!("dir{}", i + 1)).join("log"))
+            .unwrap_or_default()
+    }
+
+    fn start(&self, i: usize) {
+        let name = format!("dir{}", i + 1);
+        let state = self.work.path().join(&name);
+        std::fs::create_dir_all(&state).unwrap();
+        let log = std::fs::File::create(state.join("log")).unwrap();
+        let child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                self.dirs[i].name(),
+                env!("CARGO_BIN_EXE_hbd"),
+                "--ha-dir",
+            ])
+            .arg(&self.ha)
+            .args([
+                "--node-name",
+                &name,
+                "--dataplane",
+                "nftables",
+                "--state-dir",
+            ])
+            .arg(&state)
+            .arg("--socket")
+            .arg(self.socket(i))
+            .stdin(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn hbd");
+        self.dirs[i].register_pid(child.id());
+        std::mem::forget(child);
+    }
+
+    fn call(&self, i: usize, request: Request) -> Option<Response> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(client::call(
+            &self.socket(i),
+            &request,
+            Duration::from_secs(3),
+        ))
+        .ok()
+    }
+
+    fn wait_running(&self, i: usize, owner: &str) {
+        let deadline = Instant::now() + LIMIT;
+        while Instant::now() < deadline {
+            if let Some(s) = self.call(i, Request::Status).and_then(|r| r.status)
+                && s.groups[0].owner.as_deref() == Some(owner)
+                && (s.groups[0].state == "running") == (s.node == owner)
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "dir{} never saw {owner} run the group\ndir1 log:\n{}\ndir2 log:\n{}",
+            i + 1,
+            self.log(0),
+            self.log(1)
+        );
+    }
+
+    /// `n` requests from the client to the VIP; the answers counted by name.
+    fn ask(&self, n: usize) -> HashMap<String, usize> {
+        self.client.run(|| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut counts = HashMap::new();
+            for _ in 0..n {
+                let attempt = async {
+                    let mut s = tokio::net::TcpStream::connect((VIP, 80)).await.ok()?;
+                    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
+                    let mut buf = Vec::new();
+                    s.read_to_end(&mut buf).await.ok()?;
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    text.split("\r\n\r\n").nth(1).map(|b| b.trim().to_string())
+                };
+                let name = tokio::time::timeout(Duration::from_millis(500), attempt)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| "(failed)".into());
+                *counts.entry(name).or_insert(0) += 1;
+            }
+            counts
+        })
+    }
+
+    /// Asks until `pred` holds for a batch of 20 answers; returns how long that took.
+    fn until(&self, what: &str, pred: impl Fn(&HashMap<String, usize>) -> bool) -> Duration {
+        let start = Instant::now();
+        let mut last = HashMap::new();
+        while start.elapsed() < LIMIT {
+            last = self.ask(20);
+            if pred(&last) {
+                return start.elapsed();
+            }
+        }
+        panic!(
+            "{what}: not reached within {LIMIT:?}; last answers {last:?}\ndir1 log:\n{}",
+            self.log(0)
+        );
+    }
+
+    fn kill_web(&self, name: &str) {
+        let pid = self.web_pids[name];
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+#[test]
+fn director_pair_over_nftables() {
+    let mut lab = NatLab::new("dr");
+    lab.start(0);
+    lab.start(1);
+    lab.wait_running(0, "dir1");
+    lab.wait_running(1, "dir1");
+    // Every real comes up after its first check (1 s interval).
+    lab.until("all reals serving", |c| {
+        ["rs1", "rs2", "rs3"].iter().all(|n| c.contains_key(*n))
+    });
+
+    // Weighted round robin 2:1:1 over 4,000 requests, each share within ±5 %.
+    let counts = lab.ask(4000);
+    assert_eq!(counts.get("(failed)"), None, "{counts:?}");
+    for (name, share) in [("rs1", 0.5), ("rs2", 0.25), ("rs3", 0.25)] {
+        let got = counts[name] as f64 / 4000.0;
+        assert!(
+            (got - share).abs() <= 0.05,
+            "{name}: {got:.3} of requests, want {share} ±0.05: {counts:?}"
+        );
+    }
+
+    // hactl checks shows the reals.
+    let checks = lab.call(0, Request::Checks).unwrap().checks.unwrap();
+    assert_eq!(checks.len(), 3, "{checks:?}");
+    assert!(checks.iter().all(|r| r.state == "up"), "{checks:?}");
+
+    // rs2 stops: new connections avoid it within checkinterval × failurecount + checktimeout.
+    lab.kill_web("rs2");
+    let took = lab.until("rs2 out", |c| {
+        !c.contains_key("rs2") && !c.contains_key("(failed)")
+    });
+    assert!(
+        took <= Duration::from_secs(2) + Duration::from_millis(500),
+        "rs2 removed after {took:?}"
+    );
+    let checks = lab.call(0, Request::Checks).unwrap().checks.unwrap();
+    let rs2 = checks
+        .iter()
+        .find(|r| r.real.starts_with("203.0.113.22"))
+        .unwrap();
+    assert_eq!(rs2.state, "down", "{rs2:?}");
+    assert!(rs2.reason.is_some());
+    // rs2 is back.
+    let pid = spawn_web(&lab.reals[1], "0.0.0.0:80", "rs2");
+    lab.web_pids.insert("rs2".into(), pid);
+    lab.until("rs2 back", |c| c.contains_key("rs2"));
+
+    // All down: the fallback (sorry server on the active director) answers.
+    for name in ["rs1", "rs2", "rs3"] {
+        lab.kill_web(name);
+    }
+    lab.until("fallback", |c| c.get("sorry-dir1") == Some(&20));
+    let pid = spawn_web(&lab.reals[0], "0.0.0.0:80", "rs1");
+    lab.web_pids.insert("rs1".into(), pid);
+    lab.until("fallback out", |c| c.get("rs1") == Some(&20));
+
+    // A broken ldirectord.cf is refused on reload; the running rules stay.
+    std::fs::write(
+        lab.ha.join("ldirectord.cf"),
+        "checktimeout=1\nvirtual=198.51.100.10:80\n    real=nonsense\n",
+    )
+    .unwrap();
+    let r = lab.call(0, Request::Reload).unwrap();
+    assert!(!r.ok, "{r:?}");
+    assert!(r.error.unwrap().contains("ldirectord.cf:3:"));
+    assert_eq!(lab.ask(10).get("rs1"), Some(&10));
+    std::fs::write(lab.ha.join("ldirectord.cf"), LDIRECTORD_CF).unwrap();
+
+    // The rules follow the VIP: dir1 loses both links, dir2 takes the VIPs and the director.
+    lab.dirs[0].ip(&["link", "set", "eth0", "down"]);
+    lab.dirs[0].ip(&["link", "set", "eth1", "down"]);
+    lab.wait_running(1, "dir2");
+    lab.until("served through dir2", |c| c.get("rs1") == Some(&20));
+    let checks = lab.call(1, Request::Checks).unwrap().checks.unwrap();
+    assert_eq!(checks.len(), 3);
+
+    // hactl ipvs shows the live table on the director that holds it.
+    let table = lab.dirs[1].exec(&[env!("CARGO_BIN_EXE_hactl"), "ipvs"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success(), "{table:?}");
+    assert!(
+        text.contains("198.51.100.10:80") && text.contains("203.0.113.21:80"),
+        "{text}"
+    );
+    let save = lab.dirs[1].exec(&[env!("CARGO_BIN_EXE_hactl"), "ipvs", "save"]);
+    let text = String::from_utf8_lossy(&save.stdout);
+    assert!(text.contains("-A -t 198.51.100.10:80 -s wrr"), "{text}");
+}
