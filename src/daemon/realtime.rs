@@ -37,10 +37,19 @@ pub fn enable() -> RealtimeOutcome {
     } else {
         Err(std::io::Error::last_os_error().to_string())
     };
-    let memory_locked = nix::sys::mman::mlockall(
-        nix::sys::mman::MlockAllFlags::MCL_CURRENT | nix::sys::mman::MlockAllFlags::MCL_FUTURE,
-    )
-    .map_err(|e| e.to_string());
+    // MCL_ONFAULT: lock pages as they are touched rather than every mapped page at once,
+    // so the resident size stays what the daemon uses (~7 MB, not ~12 MB).
+    // nix has no MCL_ONFAULT (Linux 4.4+, value 4 in <sys/mman.h>).
+    const MCL_ONFAULT: nix::libc::c_int = 4;
+    // SAFETY: mlockall takes flags only and touches no memory of ours.
+    let rc = unsafe {
+        nix::libc::mlockall(nix::libc::MCL_CURRENT | nix::libc::MCL_FUTURE | MCL_ONFAULT)
+    };
+    let memory_locked = if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().to_string())
+    };
     RealtimeOutcome {
         scheduler,
         memory_locked,

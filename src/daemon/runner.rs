@@ -54,9 +54,18 @@ impl ResourceRunner {
         let groups = groups
             .iter()
             .map(|g| {
+                let mut ctx = ctx.clone();
+                ctx.group_vips = g
+                    .resources
+                    .iter()
+                    .filter(|r| resources::BUILTIN_VIP_TYPES.contains(&r.kind.as_str()))
+                    .filter_map(|r| r.args.first())
+                    .filter_map(|a| resources::ipaddr::parse_vip(a).ok())
+                    .map(|v| v.ip)
+                    .collect();
                 g.resources
                     .iter()
-                    .map(|r| resources::resolve(r, ctx))
+                    .map(|r| resources::resolve(r, &ctx))
                     .collect::<Result<Vec<_>, _>>()
                     .map(Arc::new)
                     .map_err(|e| e.to_string())

@@ -189,6 +189,9 @@ pub struct Manager {
     queue: VecDeque<Command>,
     last_sent: Vec<GroupReport>,
     adopted: Vec<bool>,
+    /// Placement epoch for which a split brain was last re-announced, per group: the keeper
+    /// announces once per resolution, not once per stale report.
+    announced: Vec<Option<u64>>,
 }
 
 impl Manager {
@@ -217,6 +220,7 @@ impl Manager {
             queue: VecDeque::new(),
             last_sent: Vec::new(),
             adopted: vec![false; groups.len()],
+            announced: vec![None; groups.len()],
         }
     }
 
@@ -326,19 +330,28 @@ impl Manager {
                 && theirs.placement != g.placement
             {
                 // Both hold it and disagree on who should: a partition healed, or the peer
-                // restarted while we had taken over. Both sides compute the same keeper from
-                // the same two placements. (When they agree, the other one is releasing.)
+                // restarted while we had taken over. Both sides pick the same keeper from the
+                // same two placements. (When they agree, the other one is releasing.)
                 let keeper = self.split_brain_keeper(i, &theirs.placement);
                 let g = &mut self.groups[i];
-                let epoch = g.placement.epoch.max(theirs.placement.epoch) + 1;
-                if g.placement.target != keeper || g.placement.epoch != epoch {
+                if theirs.placement.target == keeper && theirs.placement.epoch >= g.placement.epoch
+                {
+                    // The peer already decided what we would: take its decision as is.
+                    g.placement = theirs.placement.clone();
+                } else if g.placement.target == keeper && g.placement.epoch > theirs.placement.epoch
+                {
+                    // We already decided; the peer has not heard it yet.
+                } else {
                     g.placement = Placement {
                         target: keeper.clone(),
-                        epoch,
+                        epoch: g.placement.epoch.max(theirs.placement.epoch) + 1,
                     };
-                    if keeper == self.me {
-                        actions.push(Action::Announce(i));
-                    }
+                }
+                if keeper == self.me && self.announced[i] != Some(g.placement.epoch) {
+                    // Clients that talked to the other node during the split still have its
+                    // MAC: tell them once where the VIP is.
+                    self.announced[i] = Some(g.placement.epoch);
+                    actions.push(Action::Announce(i));
                 }
                 continue;
             }

@@ -357,3 +357,29 @@ fn reports_round_trip_and_reject_garbage() {
         assert_eq!(decode_reports(bad), None, "{bad}");
     }
 }
+
+#[test]
+fn stale_reports_after_a_heal_neither_escalate_nor_reannounce() {
+    for policy in [AutoFailback::On, AutoFailback::Off] {
+        let mut p = Pair::new(policy, &[group("p", "vip1")]);
+        p.boot();
+        p.partition();
+        // p keeps hearing b's report from before b learns anything (b cannot hear p yet).
+        let stale = p.m[1].reports();
+        let mut announces = 0;
+        let mut epochs = Vec::new();
+        for _ in 0..50 {
+            let actions = p.m[0].on_peer_reports(stale.clone());
+            announces += actions
+                .iter()
+                .filter(|a| matches!(a, Action::Announce(_)))
+                .count();
+            epochs.push(p.m[0].groups()[0].placement.epoch);
+        }
+        assert!(announces <= 1, "{policy:?}: {announces} announces");
+        assert!(
+            epochs.windows(2).all(|w| w[0] == w[1]),
+            "{policy:?}: {epochs:?}"
+        );
+    }
+}

@@ -209,6 +209,18 @@ impl Netlink {
         Ok(self.link(ifname).await?.index)
     }
 
+    /// Sets an interface up (idempotent).
+    pub async fn set_link_up(&self, ifname: &str) -> Result<(), NetError> {
+        let index = self.link_index(ifname).await?;
+        let msg = rtnetlink::LinkUnspec::new_with_index(index).up().build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| kernel_error("set link up", ifname, e))
+    }
+
     /// The name of the interface with this index.
     pub async fn link_name(&self, index: u32) -> Result<String, NetError> {
         let mut links = self.handle.link().get().match_index(index).execute();

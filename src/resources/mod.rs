@@ -14,6 +14,7 @@ use crate::config::model::ResourceSpec;
 pub mod director;
 pub mod group;
 pub mod ipaddr;
+pub mod lvsrole;
 pub mod script;
 
 use ipaddr::{AnnounceConfig, Vip, VipError, VipSpecError};
@@ -42,6 +43,9 @@ pub enum ResourceError {
     /// The director failed.
     #[error(transparent)]
     Director(#[from] director::DirectorResourceError),
+    /// The LVS role switch failed.
+    #[error(transparent)]
+    LvsRole(#[from] lvsrole::LvsRoleError),
 }
 
 /// One resource of a group, ready to run.
@@ -53,6 +57,8 @@ pub enum Resource {
     Director(director::DirectorResource),
     /// A built-in that does nothing here (`ipvsadm`: the director programs the rules).
     Noop(String),
+    /// Built-in LVS role switch (`lvs`, `tunl`): director on start, real server on stop.
+    LvsRole(lvsrole::LvsRole),
     /// heartbeat-class or LSB script.
     Script(ScriptResource),
     /// OCF resource agent.
@@ -74,6 +80,8 @@ pub struct ResolveContext {
     pub director: Option<crate::director::DirectorConfig>,
     /// Which dataplane the director drives.
     pub dataplane: crate::director::runtime::BackendChoice,
+    /// The VIPs of the group being resolved (a bare `lvs` switches those).
+    pub group_vips: Vec<std::net::IpAddr>,
 }
 
 impl Default for ResolveContext {
@@ -85,6 +93,7 @@ impl Default for ResolveContext {
             ha_dir: PathBuf::from("/etc/ha.d"),
             director: None,
             dataplane: crate::director::runtime::BackendChoice::Auto,
+            group_vips: Vec::new(),
         }
     }
 }
@@ -92,6 +101,14 @@ impl Default for ResolveContext {
 /// Why a resource entry cannot be turned into a runnable resource.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
+    /// `lvs`/`tunl` without a usable VIP.
+    #[error(
+        "resource {spec:?}: write lvs::VIP[::DEV] (or put an IPaddr resource in the same group)"
+    )]
+    LvsArgs {
+        /// The entry as written.
+        spec: String,
+    },
     /// The IPaddr argument is invalid.
     #[error("resource {spec:?}: {source}")]
     Vip {
@@ -138,6 +155,26 @@ pub fn resolve(spec: &ResourceSpec, ctx: &ResolveContext) -> Result<Resource, Re
             )));
         }
         "ipvsadm" => return Ok(Resource::Noop(spec.spec.clone())),
+        "lvs" | "tunl" => {
+            let default_dev = if spec.kind == "tunl" { "tunl0" } else { "lo" };
+            let vips = match spec.args.first() {
+                Some(vip) => vec![vip.parse().map_err(|_| ResolveError::LvsArgs {
+                    spec: spec.spec.clone(),
+                })?],
+                None => ctx.group_vips.clone(),
+            };
+            if vips.is_empty() {
+                return Err(ResolveError::LvsArgs {
+                    spec: spec.spec.clone(),
+                });
+            }
+            let dev = spec
+                .args
+                .get(1)
+                .cloned()
+                .unwrap_or_else(|| default_dev.to_string());
+            return Ok(Resource::LvsRole(lvsrole::LvsRole::new(vips, dev)));
+        }
         _ => {}
     }
     if BUILTIN_VIP_TYPES.contains(&spec.kind.as_str()) {
@@ -179,6 +216,7 @@ impl Resource {
         match self {
             Resource::Vip(v) => v.spec().ip.to_string(),
             Resource::Director(_) => "ldirectord".to_string(),
+            Resource::LvsRole(r) => format!("lvs on {}", r.target().1),
             Resource::Noop(name) => name.clone(),
             Resource::Script(s) => std::iter::once(s.name.as_str())
                 .chain(s.args.iter().map(String::as_str))
@@ -194,6 +232,7 @@ impl Resource {
             Resource::Vip(v) => v.start().await.map(|_| ()).map_err(Into::into),
             Resource::Director(d) => d.start().await.map_err(Into::into),
             Resource::Noop(_) => Ok(()),
+            Resource::LvsRole(r) => r.start().await.map_err(Into::into),
             Resource::Script(s) => s.start().await.map_err(Into::into),
             Resource::Ocf(o) => o.start().await.map_err(Into::into),
         }
@@ -205,6 +244,7 @@ impl Resource {
             Resource::Vip(v) => v.stop().await.map(|_| ()).map_err(Into::into),
             Resource::Director(d) => d.stop().await.map_err(Into::into),
             Resource::Noop(_) => Ok(()),
+            Resource::LvsRole(r) => r.stop().await.map_err(Into::into),
             Resource::Script(s) => s.stop().await.map_err(Into::into),
             Resource::Ocf(o) => o.stop().await.map_err(Into::into),
         }
@@ -224,6 +264,11 @@ impl Resource {
                 ResourceStatus::Stopped
             }),
             Resource::Noop(_) => Ok(ResourceStatus::Stopped),
+            Resource::LvsRole(r) => Ok(if r.is_director().await? {
+                ResourceStatus::Running
+            } else {
+                ResourceStatus::Stopped
+            }),
             Resource::Script(s) => s.status().await.map_err(Into::into),
             Resource::Ocf(o) => o.status().await.map_err(Into::into),
         }

@@ -210,7 +210,17 @@ impl DirectorPair {
         self.wait_owner(1, "dir1", Duration::from_secs(10));
         assert!(self.has_vip(0, "eth0"));
         assert!(!self.has_vip(1, "eth0"));
-        assert_eq!(self.ask_vip(), "dir1");
+        let answer = self.ask_vip();
+        if answer != "dir1" {
+            let rules = self.ns(0).exec(&["nft", "list", "ruleset"]);
+            let addrs = self.ns(0).exec(&["ip", "-o", "addr"]);
+            panic!(
+                "VIP answered {answer:?}\n{}\n{}\nlog:\n{}",
+                String::from_utf8_lossy(&rules.stdout),
+                String::from_utf8_lossy(&addrs.stdout),
+                self.log(0)
+            );
+        }
     }
 }
 
@@ -327,14 +337,23 @@ impl DirectorPair {
 }
 
 #[test]
-fn seed_style_group_with_the_lvs_script() {
+fn seed_haresources_line_with_builtin_lvs_ipaddr_ipvsadm_ldirectord() {
+    // The seed's line, unchanged but for the node and the address:
+    // `loadbalancer lvs IPaddr::192.168.136.10/24/eth0 ipvsadm ldirectord`.
     let pair = DirectorPair::new(
         "fo5",
         "on",
-        &format!("dir1 lvs::{VIP}::lo IPaddr::{VIP}/24/eth0"),
+        &format!("dir1 lvs IPaddr::{VIP}/24/eth0 ipvsadm ldirectord"),
     );
+    std::fs::write(
+        pair.ha.join("ldirectord.cf"),
+        format!(
+            "checkinterval=1\nvirtual={VIP}:8080\n    real=192.0.2.50:8080 masq\n    checktype=on\n"
+        ),
+    )
+    .unwrap();
     pair.boot();
-    // dir2 runs the group's stop side: the lvs script made it a real server (VIP on lo).
+    // dir2 ran the group's stop side at no point; dir1 is director: VIP off lo.
     assert!(!pair.has_vip(0, "lo"));
     let r = pair
         .call(
@@ -351,13 +370,25 @@ fn seed_style_group_with_the_lvs_script() {
     assert!(!pair.has_vip(1, "lo"), "director: VIP off the loopback");
     assert!(
         pair.has_vip(0, "lo"),
-        "stopped side prepared as a real server"
+        "released side prepared as a real server"
     );
     let arp_ignore = pair
         .ns(0)
         .exec(&["cat", "/proc/sys/net/ipv4/conf/all/arp_ignore"]);
     assert_eq!(String::from_utf8_lossy(&arp_ignore.stdout).trim(), "1");
-    assert_eq!(pair.ask_vip(), "dir2");
+    // The director moved with the group: its rules are on dir2, gone from dir1.
+    let table = |i: usize| {
+        let out = pair.ns(i).exec(&[env!("CARGO_BIN_EXE_hactl"), "ipvs"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(table(1).contains(&format!("{VIP}:8080")), "{}", table(1));
+    assert!(!table(0).contains(&format!("{VIP}:8080")), "{}", table(0));
+    let st = pair.status(1).unwrap();
+    assert_eq!(
+        st.groups[0].resources.len(),
+        4,
+        "lvs, IPaddr, ipvsadm, ldirectord: {st:#?}"
+    );
 }
 
 #[test]

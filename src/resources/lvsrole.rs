@@ -1,0 +1,156 @@
+//! Built-in LVS role switch: `lvs` and `tunl` in haresources, native (no fork, no `ip`).
+//!
+//! In the seed's layout every director is also a real server. The group's first resource
+//! prepares the node for its role:
+//! * **start** (director): the VIPs leave the real-server device (`lo` for LVS-DR, `tunl0`
+//!   for LVS-TUN), `ip_forward` is on, and the node answers ARP again (`arp_ignore=0`,
+//!   `arp_announce=0` on `all` and the device), so the VIP resource that follows owns them.
+//! * **stop** (real server): each VIP goes on the device as /32, `ip_forward` stays on, and
+//!   ARP for it is suppressed (`arp_ignore=1`, `arp_announce=2`), replacing the old kernel
+//!   "hidden" patch the seed scripts use.
+//! * **status**: running when prepared as director (no VIP on the device, forwarding on).
+//!
+//! Arguments: `lvs::VIP[::DEV]` / `tunl::VIP[::DEV]`; without a VIP, the VIPs of the group's
+//! IPaddr resources (the seed writes a bare `lvs`, its script had the VIP inside). The
+//! shipped resources/lvs and resources/tunl scripts do the same for heartbeat itself.
+
+use std::net::IpAddr;
+
+use tokio::sync::OnceCell;
+
+use crate::net::addr::{NetError, Netlink};
+use crate::net::sysctl::{Sysctl, SysctlError};
+
+/// Why the role switch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LvsRoleError {
+    /// An address operation failed.
+    #[error("lvs role on {dev}: {source}")]
+    Net {
+        /// The device.
+        dev: String,
+        /// Cause.
+        #[source]
+        source: NetError,
+    },
+    /// A sysctl could not be written.
+    #[error("lvs role on {dev}: {source}")]
+    Sysctl {
+        /// The device.
+        dev: String,
+        /// Cause.
+        #[source]
+        source: SysctlError,
+    },
+}
+
+/// The role switch for a set of VIPs on one device.
+pub struct LvsRole {
+    vips: Vec<IpAddr>,
+    dev: String,
+    netlink: OnceCell<Netlink>,
+}
+
+impl std::fmt::Debug for LvsRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LvsRole")
+            .field("vips", &self.vips)
+            .field("dev", &self.dev)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LvsRole {
+    /// A role switch for `vips` on `dev`.
+    pub fn new(vips: Vec<IpAddr>, dev: String) -> LvsRole {
+        LvsRole {
+            vips,
+            dev,
+            netlink: OnceCell::new(),
+        }
+    }
+
+    /// The VIPs and the device.
+    pub fn target(&self) -> (&[IpAddr], &str) {
+        (&self.vips, &self.dev)
+    }
+
+    async fn nl(&self) -> Result<&Netlink, LvsRoleError> {
+        self.netlink
+            .get_or_try_init(|| async { Netlink::connect() })
+            .await
+            .map_err(|source| LvsRoleError::Net {
+                dev: self.dev.clone(),
+                source,
+            })
+    }
+
+    fn net(&self) -> impl Fn(NetError) -> LvsRoleError + '_ {
+        |source| LvsRoleError::Net {
+            dev: self.dev.clone(),
+            source,
+        }
+    }
+
+    fn set(&self, key: Sysctl, value: &str) -> Result<(), LvsRoleError> {
+        key.write(value).map_err(|source| LvsRoleError::Sysctl {
+            dev: self.dev.clone(),
+            source,
+        })
+    }
+
+    fn arp(&self, ignore: &str, announce: &str) -> Result<(), LvsRoleError> {
+        for i in ["all", self.dev.as_str()] {
+            self.set(Sysctl::ArpIgnore(i.to_string()), ignore)?;
+            self.set(Sysctl::ArpAnnounce(i.to_string()), announce)?;
+        }
+        Ok(())
+    }
+
+    /// Prepares the node as director.
+    pub async fn start(&self) -> Result<(), LvsRoleError> {
+        let nl = self.nl().await?;
+        if nl.link_index(&self.dev).await.is_ok() {
+            for vip in &self.vips {
+                nl.del_address(&self.dev, *vip).await.map_err(self.net())?;
+            }
+            self.arp("0", "0")?;
+        }
+        self.set(Sysctl::IpForward, "1")?;
+        tracing::info!(dev = %self.dev, vips = ?self.vips, "lvs: prepared as director");
+        Ok(())
+    }
+
+    /// Prepares the node as real server.
+    pub async fn stop(&self) -> Result<(), LvsRoleError> {
+        let nl = self.nl().await?;
+        let index = nl.link_index(&self.dev).await.map_err(self.net())?;
+        for vip in &self.vips {
+            let prefix = if vip.is_ipv4() { 32 } else { 128 };
+            nl.add_address_at(index, &self.dev, *vip, prefix, None, None)
+                .await
+                .map_err(self.net())?;
+        }
+        nl.set_link_up(&self.dev).await.map_err(self.net())?;
+        self.set(Sysctl::IpForward, "1")?;
+        self.arp("1", "2")?;
+        tracing::info!(dev = %self.dev, vips = ?self.vips, "lvs: prepared as real server");
+        Ok(())
+    }
+
+    /// Whether the node is prepared as director.
+    pub async fn is_director(&self) -> Result<bool, LvsRoleError> {
+        let nl = self.nl().await?;
+        let forwarding = Sysctl::IpForward
+            .read()
+            .map(|v| v.trim() == "1")
+            .unwrap_or(false);
+        let mut on_dev = false;
+        if nl.link_index(&self.dev).await.is_ok() {
+            for vip in &self.vips {
+                on_dev |= nl.has_address(&self.dev, *vip).await.map_err(self.net())?;
+            }
+        }
+        Ok(forwarding && !on_dev)
+    }
+}
