@@ -311,6 +311,10 @@ impl Node {
             match event {
                 LivenessEvent::PeerState { from, to, .. } if to.is_alive() && !from.is_alive() => {
                     actions.extend(self.manager.on_peer_alive());
+                    // Answer at once, as heartbeat does for a node returning after a
+                    // partition: the peer learns about us (and our groups) one message later
+                    // instead of up to a keepalive later.
+                    local_changed = true;
                 }
                 LivenessEvent::PeerState {
                     to: PeerState::Dead,

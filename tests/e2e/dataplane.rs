@@ -113,9 +113,9 @@ impl Lab {
             "netns",
             "exec",
             &d,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv4/ip_forward",
         ]);
         let mut reals = Vec::new();
         for i in 1..=3u8 {

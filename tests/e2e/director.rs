@@ -84,7 +84,8 @@ impl NatLab {
             attach(&lan_b, d, "eth1", &format!("b{i}"));
             d.addr_up("eth0", &format!("198.51.100.{}/24", 11 + i));
             d.addr_up("eth1", &format!("203.0.113.{}/24", 2 + i));
-            d.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            // /proc/sys/net is per namespace: this is the director's own forwarding switch.
+            d.exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
             // The sorry server, reached through the floating gateway address.
             web_pids.insert(
                 format!("sorry{}", i + 1),
