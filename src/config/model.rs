@@ -59,6 +59,27 @@ pub struct Config {
     pub watchdog: Option<PathBuf>,
     /// Virtual services managed by the director (YAML `director:`), if any.
     pub director: Option<DirectorSpec>,
+    /// How a VIP announces itself on acquire and after a split brain (YAML `vip_announce`).
+    pub vip_announce: VipAnnounce,
+}
+
+/// Gratuitous ARPs / unsolicited NAs sent when a VIP is acquired: the first at once, the
+/// rest `interval` apart (heartbeat IPaddr2 `arp_count` 5; hbd's interval 200 ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VipAnnounce {
+    /// How many (0 = none).
+    pub count: u32,
+    /// Time between two.
+    pub interval: Duration,
+}
+
+impl Default for VipAnnounce {
+    fn default() -> Self {
+        VipAnnounce {
+            count: 5,
+            interval: Duration::from_millis(200),
+        }
+    }
 }
 
 /// The director's virtual services and where they were read from.

@@ -357,6 +357,13 @@ fn documented_yaml_example_loads() {
         assert_eq!(c.media.len(), 3);
         assert_eq!(c.auth.active_key().method, AuthMethod::Sha256);
         assert_eq!(c.groups[0].resources.len(), 4);
+        assert_eq!(
+            c.vip_announce,
+            VipAnnounce {
+                count: 3,
+                interval: Duration::from_millis(100)
+            }
+        );
         round_trip(c, node);
     }
 }

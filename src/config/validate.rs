@@ -107,6 +107,8 @@ pub(crate) struct Draft {
     pub watchdog: Option<PathBuf>,
     /// YAML `director:` section, already validated.
     pub director: Option<DirectorSpec>,
+    /// YAML `vip_announce`.
+    pub vip_announce: VipAnnounce,
 }
 
 impl Draft {
@@ -135,6 +137,7 @@ impl Draft {
             apiauth: Vec::new(),
             watchdog: None,
             director: None,
+            vip_announce: VipAnnounce::default(),
         }
     }
 }
@@ -364,6 +367,7 @@ pub(crate) fn validate(
         apiauth: draft.apiauth,
         watchdog: draft.watchdog,
         director: draft.director,
+        vip_announce: draft.vip_announce,
     })
 }
 

@@ -49,6 +49,14 @@ pub(crate) struct RawConfig {
     apiauth: Vec<RawApiAuth>,
     watchdog: Option<PathBuf>,
     director: Option<Spanned<crate::director::config::RawDirector>>,
+    vip_announce: Option<Spanned<RawVipAnnounce>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVipAnnounce {
+    count: Option<u32>,
+    interval: Option<Word>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -458,6 +466,27 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
         })
         .collect();
     d.watchdog = raw.watchdog;
+    if let Some(a) = &raw.vip_announce {
+        let loc = Loc::new(file, line_of(a));
+        if let Some(count) = a.value.count {
+            if count > 100 {
+                diags.push(loc.error(format!(
+                    "vip_announce count {count} is too many; switches dislike ARP storms: use 1-10"
+                )));
+            } else {
+                d.vip_announce.count = count;
+            }
+        }
+        if let Some(w) = &a.value.interval {
+            match parse_duration(&w.0) {
+                Ok(i) if !i.is_zero() => d.vip_announce.interval = i,
+                _ => diags.push(loc.error(format!(
+                    "vip_announce interval '{}' is not a duration; write e.g. 200ms",
+                    w.0
+                ))),
+            }
+        }
+    }
     if let Some(dir) = &raw.director {
         use crate::director::config::{ServiceNames, YamlDirector, from_yaml};
         d.director = match from_yaml(dir, file, &ServiceNames::builtin(), &mut diags) {
@@ -707,6 +736,14 @@ pub fn to_yaml(config: &Config) -> String {
     }
     if let Some(w) = &c.watchdog {
         let _ = writeln!(o, "watchdog: {}", qp(w));
+    }
+    if c.vip_announce != VipAnnounce::default() {
+        let _ = writeln!(
+            o,
+            "vip_announce: {{ count: {}, interval: {} }}",
+            c.vip_announce.count,
+            format_duration(c.vip_announce.interval)
+        );
     }
     if let Some(d) = &c.director {
         let _ = writeln!(o, "director:");

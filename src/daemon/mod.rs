@@ -117,6 +117,8 @@ pub async fn run(
         ctx.ha_dir = dir.clone();
     }
     ctx.director = config.director.as_ref().map(|d| d.config.clone());
+    ctx.announce.count = config.vip_announce.count;
+    ctx.announce.interval = config.vip_announce.interval;
     ctx.dataplane = options.dataplane;
     let runner = ResourceRunner::new(&config.groups, &ctx, GroupPolicy::default());
     for (group, reason) in runner.unresolved() {

@@ -524,3 +524,33 @@ fn reload_applies_keys_and_refuses_group_changes() {
     assert!(r.error.unwrap().contains("ha.cf:2:"));
     pair.wait_owner(1, "dir1", LIMIT);
 }
+
+#[test]
+fn shipped_lvs_script_as_a_heartbeat_resource() {
+    // The seed's `lvs` script, as shipped in resources/, run through the heartbeat-class
+    // script path (under another name, since hbd's built-in `lvs` comes first).
+    let pair = DirectorPair::new(
+        "fo8",
+        "on",
+        &format!("dir1 lvsscript::{VIP}::lo IPaddr::{VIP}/24/eth0"),
+    );
+    let rd = pair.ha.join("resource.d");
+    std::fs::create_dir_all(&rd).unwrap();
+    let script = rd.join("lvsscript");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("resources/lvs"),
+        &script,
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    pair.boot();
+    assert!(!pair.has_vip(0, "lo"));
+    assert!(pair.call(0, Request::Standby { class: GroupClass::All }).unwrap().ok);
+    pair.wait_owner(1, "dir2", LIMIT);
+    pair.wait_owner(0, "dir2", LIMIT);
+    assert!(pair.has_vip(0, "lo"), "script's stop made dir1 a real server");
+    assert!(!pair.has_vip(1, "lo"));
+    assert_eq!(pair.ask_vip(), "dir2");
+    let st = pair.status(1).unwrap();
+    assert_eq!(st.groups[0].state, "running");
+}

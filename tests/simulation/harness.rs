@@ -78,6 +78,7 @@ pub fn config(nodes: &[&str], links: usize, timing: Timing, auth: AuthKeys) -> C
         apiauth: vec![],
         watchdog: None,
         director: None,
+        vip_announce: Default::default(),
     }
 }
 
