@@ -483,64 +483,7 @@ fn cpu_ticks() -> (u64, u64) {
     (f[11].parse().unwrap(), f[12].parse().unwrap())
 }
 
-/// The benchmark's comparison client: hyper's HTTP/1 connection API directly (no pool, no
-/// tower stack), same total deadline and receive match. Plain HTTP only.
-struct HyperProbe;
-
-impl Probe for HyperProbe {
-    fn probe<'a>(
-        &'a self,
-        spec: &'a CheckSpec,
-        target: &'a CheckTarget,
-    ) -> futures::future::BoxFuture<'a, CheckResult> {
-        Box::pin(async move {
-            use http_body_util::BodyExt;
-            let started = Instant::now();
-            let CheckKind::Http(h) = &spec.kind else {
-                unreachable!("bench uses HTTP checks")
-            };
-            let addr = target.check_addr();
-            let fut = async {
-                let stream = tokio::net::TcpStream::connect(addr)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let (mut tx, conn) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                tokio::spawn(conn);
-                let req = hyper::Request::get(h.request.as_str())
-                    .header(hyper::header::HOST, addr.to_string())
-                    .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-                    .map_err(|e| e.to_string())?;
-                let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
-                let code = resp.status().as_u16();
-                let body = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .to_bytes();
-                let ok = (200..300).contains(&code)
-                    && h.receive
-                        .as_ref()
-                        .is_none_or(|re| re.is_match(&String::from_utf8_lossy(&body)));
-                Ok::<_, String>((ok, format!("HTTP {code}")))
-            };
-            let (ok, reason) = match tokio::time::timeout(spec.timeout, fut).await {
-                Ok(Ok(x)) => x,
-                Ok(Err(e)) => (false, e),
-                Err(_) => (false, "timeout".into()),
-            };
-            CheckResult {
-                ok,
-                reason,
-                took: started.elapsed(),
-            }
-        })
-    }
-}
-
+/// VmRSS of this process in KiB.
 fn rss_kb() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
@@ -595,16 +538,11 @@ fn bench_http_checks() {
         .enable_all()
         .build()
         .unwrap();
-    let client = std::env::var("HBD_BENCH_CLIENT").unwrap_or_else(|_| "reqwest".into());
-    let r = match client.as_str() {
-        "reqwest" => rt.block_on(bench_run(Checker::new().unwrap(), reals, secs, concurrency)),
-        "hyper" => rt.block_on(bench_run(HyperProbe, reals, secs, concurrency)),
-        other => panic!("HBD_BENCH_CLIENT={other}: reqwest or hyper"),
-    };
+    let r = rt.block_on(bench_run(Checker::new().unwrap(), reals, secs, concurrency));
     drop(server);
     let cpu = r.cpu_user_sys.0 + r.cpu_user_sys.1;
     println!(
-        "client={client} reals={reals} interval=1s secs={secs} concurrency={concurrency}\n\
+        "reals={reals} interval=1s secs={secs} concurrency={concurrency}\n\
          checks/s={:.0} per-real checks in window: min={} max={}\n\
          failed={} skipped={} max_lateness={:?}\n\
          cpu={cpu:.1}% of one core (user {:.1}%, sys {:.1}%) = {:.0} us/check  rss={} MB",
