@@ -241,20 +241,39 @@ pub enum HttpConnect {
     Name(String, u16),
 }
 
+/// An absolute `request` URL that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRequestUrl {
+    /// Not a URL.
+    #[error("bad request URL {url:?}: {reason}")]
+    Parse {
+        /// The configured request.
+        url: String,
+        /// What the URL parser said.
+        reason: String,
+    },
+    /// A URL without a host.
+    #[error("no host in request URL {0:?}")]
+    NoHost(String),
+}
+
 impl HttpRequestTarget {
     /// Works out the request of `h` against `addr` (ldirectord: an absolute `http://` request
     /// replaces host and port; `virtualhost` sets the Host header and TLS name).
-    pub fn new(h: &HttpCheck, addr: SocketAddr) -> Result<HttpRequestTarget, String> {
+    pub fn new(h: &HttpCheck, addr: SocketAddr) -> Result<HttpRequestTarget, BadRequestUrl> {
         let absolute = h.request.starts_with("http://") || h.request.starts_with("https://");
         let (connect, https, path, mut host) = if absolute {
-            let uri: hyper::Uri = h
-                .request
-                .parse()
-                .map_err(|e| format!("bad request URL {:?}: {e}", h.request))?;
+            let uri: hyper::Uri =
+                h.request
+                    .parse()
+                    .map_err(|e: hyper::http::uri::InvalidUri| BadRequestUrl::Parse {
+                        url: h.request.clone(),
+                        reason: e.to_string(),
+                    })?;
             let https = uri.scheme_str() == Some("https");
             let name = uri
                 .host()
-                .ok_or_else(|| format!("no host in request URL {:?}", h.request))?
+                .ok_or_else(|| BadRequestUrl::NoHost(h.request.clone()))?
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_string();
@@ -327,7 +346,7 @@ impl Checker {
     async fn http_check(&self, h: &HttpCheck, target: &CheckTarget) -> (bool, String) {
         let rt = match HttpRequestTarget::new(h, target.check_addr()) {
             Ok(r) => r,
-            Err(e) => return (false, e),
+            Err(e) => return (false, e.to_string()),
         };
         let stream = match &rt.connect {
             HttpConnect::Addr(a) => tokio::net::TcpStream::connect(*a).await,
