@@ -205,6 +205,13 @@ impl<P: Probe> CheckScheduler<P> {
     }
 }
 
+impl<P: Probe> CheckScheduler<P> {
+    /// Restarts the max-lateness measurement (e.g. after a warm-up or a reload).
+    pub fn reset_max_lateness(&self) {
+        self.counters.max_lateness_ns.store(0, Ordering::Relaxed);
+    }
+}
+
 impl<P: Probe> Drop for CheckScheduler<P> {
     fn drop(&mut self) {
         for shared in self.checks.values() {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use hbd::director::checks::{
     CheckKind, CheckResult, CheckSpec, CheckTarget, CheckVip, Checker, HttpCheck, HttpMethod,
-    HttpStatus,
+    HttpStatus, Probe,
 };
 use hbd::director::scheduler::{CheckScheduler, TargetId};
 use regex::Regex;
@@ -474,14 +474,16 @@ fn bench_http_server() {
     });
 }
 
-fn cpu_ticks() -> u64 {
+/// (utime, stime) clock ticks of this process.
+fn cpu_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
     let rest = stat.rsplit_once(") ").unwrap().1;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // Fields 14 (utime) and 15 (stime), counted from 1; `rest` starts at field 3.
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    (f[11].parse().unwrap(), f[12].parse().unwrap())
 }
 
+/// VmRSS of this process in KiB.
 fn rss_kb() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
@@ -536,73 +538,94 @@ fn bench_http_checks() {
         .enable_all()
         .build()
         .unwrap();
-    let (checks, per_target_min, per_target_max, failed, stats, cpu, rss) =
-        rt.block_on(async move {
-            let (tx, mut rx) = tokio::sync::mpsc::channel(8192);
-            let mut s = CheckScheduler::new(Arc::new(Checker::new().unwrap()), concurrency, tx);
-            let sp = spec(
-                CheckKind::Http(http("/", Some("OK"))),
-                Duration::from_secs(3),
-            );
-            for i in 0..reals {
-                let addr = SocketAddr::from(([127, 0, 0, 1], BENCH_BASE_PORT + i));
-                s.add(TargetId(u64::from(i)), target(addr), sp.clone());
-            }
-            let counts: Vec<AtomicUsize> = (0..reals).map(|_| AtomicUsize::new(0)).collect();
-            let mut failed = 0u64;
-            // Warm-up: the first interval spreads the jittered starts.
-            let warm = Instant::now() + Duration::from_secs(2);
-            while let Ok(Some(_)) = tokio::time::timeout_at(warm, rx.recv()).await {}
-            let base = s.stats();
-            let t0 = Instant::now();
-            let cpu0 = cpu_ticks();
-            let end = t0 + Duration::from_secs(secs);
-            let mut rss_max = 0;
-            let mut next_rss = t0;
-            loop {
-                match tokio::time::timeout_at(end, rx.recv()).await {
-                    Ok(Some((id, r, _))) => {
-                        counts[id.0 as usize].fetch_add(1, Ordering::Relaxed);
-                        if !r.ok {
-                            failed += 1;
-                            if failed < 5 {
-                                eprintln!("failed: {r:?}");
-                            }
-                        }
-                    }
-                    _ => break,
-                }
-                if Instant::now() >= next_rss {
-                    rss_max = rss_max.max(rss_kb());
-                    next_rss += Duration::from_millis(500);
-                }
-            }
-            let cpu1 = cpu_ticks();
-            let elapsed = t0.elapsed().as_secs_f64();
-            let stats = s.stats();
-            let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-                .unwrap()
-                .unwrap() as f64;
-            let cpu = (cpu1 - cpu0) as f64 / ticks / elapsed * 100.0;
-            let n: Vec<usize> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-            (
-                (stats.checks - base.checks) as f64 / elapsed,
-                *n.iter().min().unwrap(),
-                *n.iter().max().unwrap(),
-                failed,
-                stats,
-                cpu,
-                rss_max,
-            )
-        });
+    let r = rt.block_on(bench_run(Checker::new().unwrap(), reals, secs, concurrency));
     drop(server);
+    let cpu = r.cpu_user_sys.0 + r.cpu_user_sys.1;
     println!(
         "reals={reals} interval=1s secs={secs} concurrency={concurrency}\n\
-         checks/s={checks:.0} per-real checks in window: min={per_target_min} max={per_target_max}\n\
-         failed={failed} skipped={} max_lateness={:?}\n\
-         cpu={cpu:.1}% of one core  rss={} MB",
-        stats.skipped,
-        stats.max_lateness,
-        rss / 1024
+         checks/s={:.0} per-real checks in window: min={} max={}\n\
+         failed={} skipped={} max_lateness={:?}\n\
+         cpu={cpu:.1}% of one core (user {:.1}%, sys {:.1}%) = {:.0} us/check  rss={} MB",
+        r.checks_per_s,
+        r.per_real.0,
+        r.per_real.1,
+        r.failed,
+        r.stats.skipped,
+        r.stats.max_lateness,
+        r.cpu_user_sys.0,
+        r.cpu_user_sys.1,
+        cpu * 10_000.0 / r.checks_per_s,
+        r.rss_kb / 1024
     );
+}
+
+/// Figures of one benchmark run.
+struct BenchResult {
+    checks_per_s: f64,
+    per_real: (usize, usize),
+    failed: u64,
+    stats: hbd::director::scheduler::SchedulerStats,
+    cpu_user_sys: (f64, f64),
+    rss_kb: u64,
+}
+
+async fn bench_run<P: Probe>(probe: P, reals: u16, secs: u64, concurrency: usize) -> BenchResult {
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8192);
+        let mut s = CheckScheduler::new(Arc::new(probe), concurrency, tx);
+        let sp = spec(
+            CheckKind::Http(http("/", Some("OK"))),
+            Duration::from_secs(3),
+        );
+        for i in 0..reals {
+            let addr = SocketAddr::from(([127, 0, 0, 1], BENCH_BASE_PORT + i));
+            s.add(TargetId(u64::from(i)), target(addr), sp.clone());
+        }
+        let counts: Vec<AtomicUsize> = (0..reals).map(|_| AtomicUsize::new(0)).collect();
+        let mut failed = 0u64;
+        // Warm-up: the first interval spreads the jittered starts.
+        let warm = Instant::now() + Duration::from_secs(2);
+        while let Ok(Some(_)) = tokio::time::timeout_at(warm, rx.recv()).await {}
+        let base = s.stats();
+        s.reset_max_lateness();
+        let t0 = Instant::now();
+        let cpu0 = cpu_ticks();
+        let end = t0 + Duration::from_secs(secs);
+        let mut rss_max = 0;
+        let mut next_rss = t0;
+        loop {
+            match tokio::time::timeout_at(end, rx.recv()).await {
+                Ok(Some((id, r, _))) => {
+                    counts[id.0 as usize].fetch_add(1, Ordering::Relaxed);
+                    if !r.ok {
+                        failed += 1;
+                        if failed < 5 {
+                            eprintln!("failed: {r:?}");
+                        }
+                    }
+                }
+                _ => break,
+            }
+            if Instant::now() >= next_rss {
+                rss_max = rss_max.max(rss_kb());
+                next_rss += Duration::from_millis(500);
+            }
+        }
+        let cpu1 = cpu_ticks();
+        let elapsed = t0.elapsed().as_secs_f64();
+        let stats = s.stats();
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .unwrap()
+            .unwrap() as f64;
+        let pct = |a: u64, b: u64| (b - a) as f64 / ticks / elapsed * 100.0;
+        let n: Vec<usize> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        BenchResult {
+            checks_per_s: (stats.checks - base.checks) as f64 / elapsed,
+            per_real: (*n.iter().min().unwrap(), *n.iter().max().unwrap()),
+            failed,
+            stats,
+            cpu_user_sys: (pct(cpu0.0, cpu1.0), pct(cpu0.1, cpu1.1)),
+            rss_kb: rss_max,
+        }
+    }
 }
