@@ -104,6 +104,9 @@ const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// Field of our `status` messages that carries our group reports (ignored by heartbeat).
 pub const GROUPS_FIELD: &str = "hbd_groups";
 
+/// How long a stopping node waits for its groups to stop before it exits anyway.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(120);
+
 /// How often the load average in our heartbeats is refreshed.
 const LOAD_REFRESH: Duration = Duration::from_secs(1);
 
@@ -251,8 +254,20 @@ impl Node {
         }
         let mut op_rx = self.op_rx.take().expect("run is called once");
         let mut control_open = true;
+        let mut stopping = false;
+        let mut stop_deadline = Instant::now();
         loop {
             let now = Instant::now();
+            if stopping && (!self.manager.holds_any() || now >= stop_deadline) {
+                if self.manager.holds_any() {
+                    tracing::error!(
+                        "stopping with groups still held here: their stop did not finish"
+                    );
+                }
+                // Tell the peer once more that nothing runs here any more.
+                self.send_status(now);
+                break;
+            }
             self.on_timer(now);
             let wake = match self.liveness.next_deadline() {
                 Some(d) => d.min(self.next_heartbeat),
@@ -260,9 +275,14 @@ impl Node {
             };
             tokio::select! {
                 biased;
-                changed = shutdown.changed() => {
+                changed = shutdown.changed(), if !stopping => {
                     if changed.is_err() || *shutdown.borrow() {
-                        break;
+                        stopping = true;
+                        let now = Instant::now();
+                        stop_deadline = now + SHUTDOWN_LIMIT;
+                        tracing::info!("stopping: releasing every group here to the peer");
+                        let actions = self.manager.on_shutdown();
+                        self.run_actions(now, actions);
                     }
                 }
                 frame = inbound.recv() => match frame {
@@ -274,7 +294,7 @@ impl Node {
                     Some(call) => self.on_call(Instant::now(), call),
                     None => control_open = false,
                 },
-                _ = tokio::time::sleep_until(wake) => {}
+                _ = tokio::time::sleep_until(if stopping { wake.min(stop_deadline) } else { wake }) => {}
             }
         }
         tracing::info!(node = %self.identity.name, "node stopped");

@@ -192,6 +192,7 @@ pub struct Manager {
     /// Placement epoch for which a split brain was last re-announced, per group: the keeper
     /// announces once per resolution, not once per stale report.
     announced: Vec<Option<u64>>,
+    shutting_down: bool,
 }
 
 impl Manager {
@@ -221,6 +222,7 @@ impl Manager {
             last_sent: Vec::new(),
             adopted: vec![false; groups.len()],
             announced: vec![None; groups.len()],
+            shutting_down: false,
         }
     }
 
@@ -385,6 +387,42 @@ impl Manager {
         }
     }
 
+    /// The daemon is stopping (SIGTERM): hand every group to a live peer and release what
+    /// runs here, as heartbeat gives up its resources on shutdown. Nothing is acquired any
+    /// more.
+    pub fn on_shutdown(&mut self) -> Vec<Action> {
+        self.shutting_down = true;
+        if self.peer_alive
+            && let Some(peer) = self.peer.clone()
+        {
+            for g in &mut self.groups {
+                if g.placement.target != peer {
+                    g.placement = Placement {
+                        target: peer.clone(),
+                        epoch: g.placement.epoch + 1,
+                    };
+                }
+            }
+        }
+        let mut actions = Vec::new();
+        for (i, g) in self.groups.iter_mut().enumerate() {
+            if g.phase == GroupPhase::Running {
+                g.phase = GroupPhase::Stopping;
+                actions.push(Action::Stop(i));
+            }
+        }
+        actions.push(Action::SendReport);
+        self.last_sent = self.reports();
+        actions
+    }
+
+    /// Whether any group may still run here (starting, running, stopping).
+    pub fn holds_any(&self) -> bool {
+        self.groups
+            .iter()
+            .any(|g| g.phase.holds() && g.phase != GroupPhase::StopFailed)
+    }
+
     /// A start finished.
     pub fn on_started(&mut self, index: usize, ok: bool) -> Vec<Action> {
         let g = &mut self.groups[index];
@@ -517,6 +555,21 @@ impl Manager {
     fn decide(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
         if !self.ready {
+            return actions;
+        }
+        if self.shutting_down {
+            // Only releases from now on: a start that finishes is undone.
+            for i in 0..self.groups.len() {
+                if self.groups[i].phase == GroupPhase::Running {
+                    self.groups[i].phase = GroupPhase::Stopping;
+                    actions.push(Action::Stop(i));
+                }
+            }
+            let reports = self.reports();
+            if reports != self.last_sent {
+                self.last_sent = reports;
+                actions.push(Action::SendReport);
+            }
             return actions;
         }
         for i in 0..self.groups.len() {

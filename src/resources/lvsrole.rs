@@ -10,6 +10,10 @@
 //!   "hidden" patch the seed scripts use.
 //! * **status**: running when prepared as director (no VIP on the device, forwarding on).
 //!
+//! `tunl` is the seed's other script, the real server's init script: the same switch turned
+//! around (start = real server with the VIP on the device, stop = VIP off; status = running
+//! while the VIP is on the device).
+//!
 //! Arguments: `lvs::VIP[::DEV]` / `tunl::VIP[::DEV]`; without a VIP, the VIPs of the group's
 //! IPaddr resources (the seed writes a bare `lvs`, its script had the VIP inside). The
 //! shipped resources/lvs and resources/tunl scripts do the same for heartbeat itself.
@@ -48,6 +52,7 @@ pub enum LvsRoleError {
 pub struct LvsRole {
     vips: Vec<IpAddr>,
     dev: String,
+    real_server_on_start: bool,
     netlink: OnceCell<Netlink>,
 }
 
@@ -61,13 +66,43 @@ impl std::fmt::Debug for LvsRole {
 }
 
 impl LvsRole {
-    /// A role switch for `vips` on `dev`.
-    pub fn new(vips: Vec<IpAddr>, dev: String) -> LvsRole {
+    /// A role switch for `vips` on `dev`: director on start (`lvs`), or real server on
+    /// start when `real_server_on_start` (`tunl`).
+    pub fn new(vips: Vec<IpAddr>, dev: String, real_server_on_start: bool) -> LvsRole {
         LvsRole {
             vips,
             dev,
+            real_server_on_start,
             netlink: OnceCell::new(),
         }
+    }
+
+    /// Starts the resource: the director role for `lvs`, the real-server role for `tunl`.
+    pub async fn start(&self) -> Result<(), LvsRoleError> {
+        if self.real_server_on_start {
+            self.become_real_server().await
+        } else {
+            self.become_director().await
+        }
+    }
+
+    /// Stops the resource: the opposite role.
+    pub async fn stop(&self) -> Result<(), LvsRoleError> {
+        if self.real_server_on_start {
+            self.become_director().await
+        } else {
+            self.become_real_server().await
+        }
+    }
+
+    /// Whether the resource counts as running (see the module doc).
+    pub async fn is_running(&self) -> Result<bool, LvsRoleError> {
+        let director = self.is_director().await?;
+        Ok(if self.real_server_on_start {
+            !director && self.vip_on_dev().await?
+        } else {
+            director
+        })
     }
 
     /// The VIPs and the device.
@@ -108,7 +143,7 @@ impl LvsRole {
     }
 
     /// Prepares the node as director.
-    pub async fn start(&self) -> Result<(), LvsRoleError> {
+    pub async fn become_director(&self) -> Result<(), LvsRoleError> {
         let nl = self.nl().await?;
         if nl.link_index(&self.dev).await.is_ok() {
             for vip in &self.vips {
@@ -122,7 +157,7 @@ impl LvsRole {
     }
 
     /// Prepares the node as real server.
-    pub async fn stop(&self) -> Result<(), LvsRoleError> {
+    pub async fn become_real_server(&self) -> Result<(), LvsRoleError> {
         let nl = self.nl().await?;
         let index = nl.link_index(&self.dev).await.map_err(self.net())?;
         for vip in &self.vips {
@@ -140,17 +175,21 @@ impl LvsRole {
 
     /// Whether the node is prepared as director.
     pub async fn is_director(&self) -> Result<bool, LvsRoleError> {
-        let nl = self.nl().await?;
         let forwarding = Sysctl::IpForward
             .read()
             .map(|v| v.trim() == "1")
             .unwrap_or(false);
+        Ok(forwarding && !self.vip_on_dev().await?)
+    }
+
+    async fn vip_on_dev(&self) -> Result<bool, LvsRoleError> {
+        let nl = self.nl().await?;
         let mut on_dev = false;
         if nl.link_index(&self.dev).await.is_ok() {
             for vip in &self.vips {
                 on_dev |= nl.has_address(&self.dev, *vip).await.map_err(self.net())?;
             }
         }
-        Ok(forwarding && !on_dev)
+        Ok(on_dev)
     }
 }

@@ -173,7 +173,11 @@ pub fn resolve(spec: &ResourceSpec, ctx: &ResolveContext) -> Result<Resource, Re
                 .get(1)
                 .cloned()
                 .unwrap_or_else(|| default_dev.to_string());
-            return Ok(Resource::LvsRole(lvsrole::LvsRole::new(vips, dev)));
+            return Ok(Resource::LvsRole(lvsrole::LvsRole::new(
+                vips,
+                dev,
+                spec.kind == "tunl",
+            )));
         }
         _ => {}
     }
@@ -264,7 +268,7 @@ impl Resource {
                 ResourceStatus::Stopped
             }),
             Resource::Noop(_) => Ok(ResourceStatus::Stopped),
-            Resource::LvsRole(r) => Ok(if r.is_director().await? {
+            Resource::LvsRole(r) => Ok(if r.is_running().await? {
                 ResourceStatus::Running
             } else {
                 ResourceStatus::Stopped

@@ -545,10 +545,22 @@ fn shipped_lvs_script_as_a_heartbeat_resource() {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     pair.boot();
     assert!(!pair.has_vip(0, "lo"));
-    assert!(pair.call(0, Request::Standby { class: GroupClass::All }).unwrap().ok);
+    assert!(
+        pair.call(
+            0,
+            Request::Standby {
+                class: GroupClass::All
+            }
+        )
+        .unwrap()
+        .ok
+    );
     pair.wait_owner(1, "dir2", LIMIT);
     pair.wait_owner(0, "dir2", LIMIT);
-    assert!(pair.has_vip(0, "lo"), "script's stop made dir1 a real server");
+    assert!(
+        pair.has_vip(0, "lo"),
+        "script's stop made dir1 a real server"
+    );
     assert!(!pair.has_vip(1, "lo"));
     assert_eq!(pair.ask_vip(), "dir2");
     let st = pair.status(1).unwrap();

@@ -559,7 +559,7 @@ fn group_of_script_and_vip_starts_in_order_and_rolls_back() {
 }
 
 #[test]
-fn shipped_lvs_and_tunl_scripts_switch_roles_in_a_namespace() {
+fn lvs_and_tunl_switch_roles_in_a_namespace() {
     require_root();
     use hbd::net::sysctl::Sysctl;
     let (dir, _peer) = pair("lvs");

@@ -151,11 +151,18 @@ impl SimNode {
         }
     }
 
-    /// Stops the node as a crash would: it simply falls silent.
+    /// Stops the node as a crash would: it simply falls silent, releasing nothing.
     pub async fn kill(self, net: &MemoryNet) {
         net.detach(&self.name);
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    /// Stops the node as SIGTERM does: it releases its groups to the peer, then exits.
+    pub async fn stop(self, net: &MemoryNet) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        net.detach(&self.name);
     }
 
     /// The node's status report.

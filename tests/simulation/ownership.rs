@@ -359,3 +359,18 @@ async fn killed_daemon_restarted_adopts_or_releases_without_a_gap() {
     )));
     lab.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn graceful_stop_hands_the_group_over_at_once() {
+    let mut lab = Lab::boot(AutoFailback::On).await;
+    let t = Instant::now();
+    lab.p.take().unwrap().stop(&lab.net).await;
+    lab.settle().await;
+    let started = lab.trace.last("b", 0, "start_end").expect("b took over");
+    // One message after p's 1 ms stop, plus b's 1 ms start: not a deadtime.
+    assert!(started - t <= ms(3), "took {:?}", started - t);
+    assert!(lab.trace.last("p", 0, "stop_end").unwrap() <= started);
+    lab.assert_exclusive_since(lab.t0);
+    assert_eq!(lab.state(lab.b()).await, "running");
+    lab.shutdown().await;
+}
