@@ -1215,14 +1215,7 @@ fn apply(
         "fallbackcommand" => s.fallbackcommand = opt(&v),
         "quiescent" => set(parse_bool(&v).map(|b| s.quiescent = Some(b)), diags),
         "cleanstop" => set(parse_bool(&v).map(|b| s.cleanstop = Some(b)), diags),
-        "autoreload" => {
-            set(parse_bool(&v).map(|b| g.autoreload = b), diags);
-            if g.autoreload {
-                diags.push(warn(
-                    "autoreload is not acted on yet: hbd does not watch the file; after editing it run `hactl reload` (or send SIGHUP), which reloads the director without touching healthy real servers".into(),
-                ));
-            }
-        }
+        "autoreload" => set(parse_bool(&v).map(|b| g.autoreload = b), diags),
         "readdquiescent" => set(parse_bool(&v).map(|b| g.readd_quiescent = b), diags),
         "callback" => {
             g.callback = opt(&v);
@@ -1230,12 +1223,7 @@ fn apply(
                 "callback is not acted on yet: hbd does not run it when the file changes; copy the file to the peer yourself".into(),
             ));
         }
-        "maintenancedir" => {
-            g.maintenance_dir = Some(PathBuf::from(&v));
-            diags.push(warn(
-                "maintenancedir is not acted on yet: real servers are not drained by files there; set their weight to 0 in this file and run `hactl reload`".into(),
-            ));
-        }
+        "maintenancedir" => g.maintenance_dir = Some(PathBuf::from(&v)),
         "logfile" => diags.push(warn(
             "logfile is ignored: hbd writes director messages to its own log (ha.cf logfile/logfacility, or YAML logging); remove the line".into(),
         )),
@@ -2281,17 +2269,13 @@ mod tests {
             let (c, w) = parse_ldirectord(&path).expect("seed loads");
             let w: Vec<String> = w.iter().map(|d| d.to_string()).collect();
             let p = path.display();
-            assert_eq!(w.len(), 3, "{w:#?}");
+            assert_eq!(w.len(), 2, "{w:#?}");
             assert!(
-                w[0].starts_with(&format!("{p}:9: warning: autoreload is not acted on yet")),
+                w[0].starts_with(&format!("{p}:11: warning: logfile is ignored")),
                 "{w:#?}"
             );
             assert!(
-                w[1].starts_with(&format!("{p}:11: warning: logfile is ignored")),
-                "{w:#?}"
-            );
-            assert!(
-                w[2].starts_with(&format!("{p}:19: warning: non-breaking spaces")),
+                w[1].starts_with(&format!("{p}:19: warning: non-breaking spaces")),
                 "{w:#?}"
             );
             assert_eq!(c, seed_expected(net), "{dir}");
@@ -2421,7 +2405,6 @@ virtual6 = [2001:db8::10]:53
 "#;
         let (c, w) = ok(text);
         let want_warnings = [
-            ":11: warning: autoreload is not acted on yet",
             ":12: warning: callback is not acted on yet",
             ":16: warning: emailalert is ignored",
             ":17: warning: emailalertfreq is ignored",
@@ -2432,7 +2415,6 @@ virtual6 = [2001:db8::10]:53
             ":22: warning: supervised is ignored",
             ":23: warning: fork is ignored",
             ":24: warning: logfile is ignored",
-            ":25: warning: maintenancedir is not acted on yet",
             ":30: warning: 192.0.2.21: port 8080 is replaced by the virtual port 80",
             ":42: warning: login is ignored",
             ":43: warning: passwd is ignored",
@@ -2722,12 +2704,7 @@ director:
       protocol: tcp
 "#,
         );
-        // autoreload = yes is named as not acted on, in YAML as in the file.
-        assert_eq!(d.len(), 1, "{d:?}");
-        assert!(
-            d[0].to_string().contains("autoreload is not acted on yet"),
-            "{d:?}"
-        );
+        assert!(d.is_empty(), "{d:?}");
         let (cf, _) = parse_ldirectord(&fixture("seed004-lab/ldirectord.cf")).unwrap();
         assert_eq!(r, Some(YamlDirector::Inline(cf)));
     }

@@ -314,6 +314,7 @@ pub async fn start(
         owned,
         stop_rx,
         cleanstop,
+        config.maintenance_dir.clone(),
     ));
     Ok(DirectorHandle {
         shared,
@@ -343,6 +344,7 @@ async fn run(
     owned: HashSet<ServiceKey>,
     mut stop: watch::Receiver<Stop>,
     cleanstop: bool,
+    maintenance_dir: Option<std::path::PathBuf>,
 ) {
     loop {
         let first = tokio::select! {
@@ -365,6 +367,14 @@ async fn run(
                     continue;
                 };
                 let s = &mut states[*vi];
+                let result = match maintenance_file(maintenance_dir.as_deref(), addr) {
+                    Some(file) => checks::CheckResult {
+                        ok: false,
+                        reason: format!("in maintenance ({})", file.display()),
+                        took: result.took,
+                    },
+                    None => result,
+                };
                 s.last.insert(*addr, (result.reason.clone(), at));
                 let Some(h) = s.health.get_mut(addr) else {
                     continue;
@@ -421,6 +431,18 @@ async fn run(
     } else {
         tracing::info!("director stopped: services left in place (cleanstop = no)");
     }
+}
+
+/// ldirectord `maintenancedir`: a file named `IP:PORT` or `IP` there forces the real down.
+fn maintenance_file(
+    dir: Option<&std::path::Path>,
+    addr: &SocketAddr,
+) -> Option<std::path::PathBuf> {
+    let dir = dir?;
+    [addr.to_string(), addr.ip().to_string()]
+        .into_iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.exists())
 }
 
 fn run_fallback_command(v: &VirtualConfig, event: FallbackEvent) {

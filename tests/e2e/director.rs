@@ -22,6 +22,8 @@ checktimeout=1
 checkinterval=1
 failurecount=1
 quiescent=no
+autoreload=yes
+maintenancedir=MAINTENANCE
 fallback=203.0.113.1:8080 masq
 
 virtual=198.51.100.10:80
@@ -34,6 +36,10 @@ virtual=198.51.100.10:80
     scheduler=wrr
     protocol=tcp
 ";
+
+fn ldirectord_cf(maintenance: &std::path::Path) -> String {
+    LDIRECTORD_CF.replace("MAINTENANCE", &maintenance.to_string_lossy())
+}
 
 struct NatLab {
     _lan_a: NetNs,
@@ -119,7 +125,9 @@ impl NatLab {
             ),
         )
         .unwrap();
-        std::fs::write(ha.join("ldirectord.cf"), LDIRECTORD_CF).unwrap();
+        let maintenance = work.path().join("maintenance");
+        std::fs::create_dir_all(&maintenance).unwrap();
+        std::fs::write(ha.join("ldirectord.cf"), ldirectord_cf(&maintenance)).unwrap();
         let keys = ha.join("authkeys");
         std::fs::write(&keys, "auth 1\n1 sha256 director-test\n").unwrap();
         std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -310,6 +318,39 @@ fn director_pair_over_nftables() {
     lab.web_pids.insert("rs2".into(), pid);
     lab.until("rs2 back", |c| c.contains_key("rs2"));
 
+    // maintenancedir: a file named after rs3 drains it; removing the file brings it back.
+    let maintenance = lab.work.path().join("maintenance");
+    std::fs::write(maintenance.join("203.0.113.23:80"), "").unwrap();
+    lab.until("rs3 drained", |c| {
+        !c.contains_key("rs3") && !c.contains_key("(failed)")
+    });
+    let checks = lab.call(0, Request::Checks).unwrap().checks.unwrap();
+    let rs3 = checks
+        .iter()
+        .find(|r| r.real.starts_with("203.0.113.23"))
+        .unwrap();
+    assert!(
+        rs3.reason.as_deref().unwrap_or("").contains("maintenance"),
+        "{rs3:?}"
+    );
+    std::fs::remove_file(maintenance.join("203.0.113.23:80")).unwrap();
+    lab.until("rs3 back", |c| c.contains_key("rs3"));
+
+    // autoreload: rs1's weight goes from 2 to 0 in the file, no hactl reload needed.
+    let edited =
+        ldirectord_cf(&maintenance).replace("203.0.113.21:80 masq 2", "203.0.113.21:80 masq 0");
+    std::fs::write(lab.ha.join("ldirectord.cf"), edited).unwrap();
+    lab.until("autoreload applied", |c| {
+        !c.contains_key("rs1") && c.contains_key("rs2")
+    });
+    assert!(
+        lab.log(0).contains("autoreload: director reloaded"),
+        "{}",
+        lab.log(0)
+    );
+    std::fs::write(lab.ha.join("ldirectord.cf"), ldirectord_cf(&maintenance)).unwrap();
+    lab.until("autoreload restored", |c| c.contains_key("rs1"));
+
     // All down: the fallback (sorry server on the active director) answers.
     for name in ["rs1", "rs2", "rs3"] {
         lab.kill_web(name);
@@ -329,7 +370,11 @@ fn director_pair_over_nftables() {
     assert!(!r.ok, "{r:?}");
     assert!(r.error.unwrap().contains("ldirectord.cf:3:"));
     assert_eq!(lab.ask(10).get("rs1"), Some(&10));
-    std::fs::write(lab.ha.join("ldirectord.cf"), LDIRECTORD_CF).unwrap();
+    std::fs::write(
+        lab.ha.join("ldirectord.cf"),
+        ldirectord_cf(&lab.work.path().join("maintenance")),
+    )
+    .unwrap();
 
     // The rules follow the VIP: dir1 loses both links, dir2 takes the VIPs and the director.
     lab.dirs[0].ip(&["link", "set", "eth0", "down"]);
