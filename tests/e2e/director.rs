@@ -396,3 +396,52 @@ fn director_pair_over_nftables() {
     let text = String::from_utf8_lossy(&save.stdout);
     assert!(text.contains("-A -t 198.51.100.10:80 -s wrr"), "{text}");
 }
+
+/// Benchmark (run with `--ignored --nocapture`): a director with 10,000 real servers
+/// (100 virtual services × 100 reals, `checktype = on`) in a fresh namespace, from
+/// `runtime::start` to the whole table programmed and serving.
+#[test]
+#[ignore]
+fn bench_director_start_with_10000_reals() {
+    let ns = NetNs::new("dbn");
+    let mut cf = String::from("checkinterval=1\nquiescent=yes\n");
+    for v in 0..100u32 {
+        cf.push_str(&format!("virtual=198.51.100.{}:{}\n", 1 + v / 50, 1000 + v));
+        for r in 0..100u32 {
+            cf.push_str(&format!(
+                "    real=203.0.{}.{}:80 masq\n",
+                113,
+                1 + (v * 100 + r) % 250
+            ));
+        }
+        cf.push_str("    checktype=on\n    scheduler=wrr\n");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ldirectord.cf");
+    std::fs::write(&path, cf).unwrap();
+    let (figures, reals) = ns.run(|| async move {
+        use hbd::dataplane::Dataplane;
+        use hbd::director::runtime;
+        let t0 = Instant::now();
+        let (config, _) = hbd::director::parse_ldirectord(&path).expect("parses");
+        let parsed = t0.elapsed();
+        let backend = runtime::open_backend(runtime::BackendChoice::Nftables).unwrap();
+        let handle = runtime::start(&config, backend, 256, &Default::default())
+            .await
+            .unwrap();
+        let started = t0.elapsed();
+        let mut check = runtime::open_backend(runtime::BackendChoice::Nftables).unwrap();
+        let listed = check.list().await.unwrap();
+        let reals: usize = listed
+            .iter()
+            .map(|s| s.reals.iter().filter(|r| r.weight > 0).count())
+            .sum();
+        handle.stop().await;
+        ((parsed, started), reals)
+    });
+    println!(
+        "MEASURE director start, 10,000 reals: parsed in {:?}, programmed and serving after {:?} ({} reals with weight > 0)",
+        figures.0, figures.1, reals
+    );
+    assert!(reals >= 10_000 - 100, "{reals}");
+}
