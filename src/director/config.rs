@@ -14,6 +14,7 @@
 //! ldirectord's defaults and rules to both. [`director_to_yaml`] writes a [`DirectorConfig`]
 //! back as YAML (`hactl convert`).
 
+use crate::config::diag::edit_distance;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -1081,21 +1082,6 @@ fn parse_checktype(v: &str) -> Result<CheckWord, String> {
             ));
         }
     })
-}
-
-/// Levenshtein distance, for "did you mean" on misspelt directives.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// Applies one directive to the settings of its scope (and to the file-wide ones).

@@ -5,7 +5,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hbd::control::client;
 use hbd::control::protocol::{Request, StatusReport};
 
 use crate::netns::{NetNs, veth};
@@ -90,18 +89,7 @@ impl Pair {
 }
 
 fn status(socket: &Path) -> Option<StatusReport> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    let r = rt
-        .block_on(client::call(
-            socket,
-            &Request::Status,
-            Duration::from_secs(2),
-        ))
-        .ok()?;
-    r.status
+    crate::control::call(socket, &Request::Status, Duration::from_secs(2))?.status
 }
 
 fn peer_status(report: &StatusReport, peer: &str) -> String {

@@ -9,7 +9,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use hbd::control::client;
 use hbd::control::protocol::{Request, Response};
 
 use crate::netns::{NetNs, veth};
@@ -188,16 +187,7 @@ impl NatLab {
     }
 
     fn call(&self, i: usize, request: Request) -> Option<Response> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        rt.block_on(client::call(
-            &self.socket(i),
-            &request,
-            Duration::from_secs(3),
-        ))
-        .ok()
+        crate::control::call(&self.socket(i), &request, Duration::from_secs(3))
     }
 
     fn wait_running(&self, i: usize, owner: &str) {

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use hbd::control::client;
 use hbd::control::protocol::{GroupClass, Request, Response, StatusReport};
 
 use crate::netns::{Lan, NetNs};
@@ -137,16 +136,7 @@ impl DirectorPair {
     }
 
     fn call(&self, i: usize, request: Request) -> Option<Response> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        rt.block_on(client::call(
-            &self.socket(i),
-            &request,
-            Duration::from_secs(2),
-        ))
-        .ok()
+        crate::control::call(&self.socket(i), &request, Duration::from_secs(2))
     }
 
     fn status(&self, i: usize) -> Option<StatusReport> {

@@ -3,6 +3,7 @@
 mod checks;
 mod cli;
 mod cluster;
+mod control;
 mod dataplane;
 mod director;
 mod failover;
