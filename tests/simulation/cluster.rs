@@ -39,13 +39,7 @@ async fn two_nodes_join_and_go_active() {
 async fn silent_peer_is_declared_dead_at_deadtime() {
     let net = MemoryNet::new();
     let cfg = config(&["a", "b"], 1, fast_timing(), keys("s3cret"));
-    let mut a = SimNode::start(&net, "a", &cfg, 1);
-    let b = SimNode::start(&net, "b", &cfg, 1);
-    assert!(
-        a.wait_for(ms(50), peer_became("b", PeerState::Active))
-            .await
-            .is_some()
-    );
+    let (mut a, b) = pair_active(&net, &cfg, 1).await;
     tokio::time::sleep(ms(55)).await;
     // Cut b's link: its last heartbeat arrived at most one keepalive ago.
     let cut_at = tokio::time::Instant::now();
@@ -80,13 +74,7 @@ async fn late_heartbeat_is_reported_with_its_interval() {
     let mut timing = fast_timing();
     timing.warntime = ms(15);
     let cfg = config(&["a", "b"], 1, timing, keys("s3cret"));
-    let mut a = SimNode::start(&net, "a", &cfg, 1);
-    let b = SimNode::start(&net, "b", &cfg, 1);
-    assert!(
-        a.wait_for(ms(50), peer_became("b", PeerState::Active))
-            .await
-            .is_some()
-    );
+    let (mut a, b) = pair_active(&net, &cfg, 1).await;
     tokio::time::sleep(ms(3)).await;
     net.cut("b", &link_name(0));
     tokio::time::sleep(ms(12)).await;
@@ -145,13 +133,7 @@ async fn replayed_stream_does_not_revive_a_dead_peer() {
     let net = MemoryNet::new();
     let cfg = config(&["a", "b"], 1, fast_timing(), keys("s3cret"));
     let mut tap = net.tap(&link_name(0));
-    let mut a = SimNode::start(&net, "a", &cfg, 1);
-    let b = SimNode::start(&net, "b", &cfg, 7);
-    assert!(
-        a.wait_for(ms(50), peer_became("b", PeerState::Active))
-            .await
-            .is_some()
-    );
+    let (mut a, b) = pair_active(&net, &cfg, 7).await;
     tokio::time::sleep(ms(100)).await;
     b.kill(&net).await;
     assert!(
@@ -189,13 +171,7 @@ async fn replayed_stream_does_not_revive_a_dead_peer() {
 async fn restart_with_higher_generation_is_accepted_lower_is_refused() {
     let net = MemoryNet::new();
     let cfg = config(&["a", "b"], 1, fast_timing(), keys("s3cret"));
-    let mut a = SimNode::start(&net, "a", &cfg, 1);
-    let b = SimNode::start(&net, "b", &cfg, 10);
-    assert!(
-        a.wait_for(ms(50), peer_became("b", PeerState::Active))
-            .await
-            .is_some()
-    );
+    let (mut a, b) = pair_active(&net, &cfg, 10).await;
     b.kill(&net).await;
     assert!(
         a.wait_for(ms(100), peer_became("b", PeerState::Dead))
@@ -226,13 +202,7 @@ async fn restart_with_higher_generation_is_accepted_lower_is_refused() {
 async fn losing_one_of_two_media_keeps_the_peer_alive() {
     let net = MemoryNet::new();
     let cfg = config(&["a", "b"], 2, fast_timing(), keys("s3cret"));
-    let mut a = SimNode::start(&net, "a", &cfg, 1);
-    let b = SimNode::start(&net, "b", &cfg, 1);
-    assert!(
-        a.wait_for(ms(50), peer_became("b", PeerState::Active))
-            .await
-            .is_some()
-    );
+    let (mut a, b) = pair_active(&net, &cfg, 1).await;
     net.cut("b", &link_name(1));
     let link_dead = a
         .wait_for(ms(100), |e| {

@@ -424,3 +424,17 @@ impl GroupRunner for FakeHandle {
         Box::pin(async move { running })
     }
 }
+
+/// Starts nodes `a` (generation 1) and `b` (generation `b_generation`) with `cfg` and waits
+/// until `a` sees `b` active.
+pub async fn pair_active(net: &MemoryNet, cfg: &Config, b_generation: u64) -> (SimNode, SimNode) {
+    let mut a = SimNode::start(net, "a", cfg, 1);
+    let b = SimNode::start(net, "b", cfg, b_generation);
+    assert!(
+        a.wait_for(ms(50), peer_became("b", PeerState::Active))
+            .await
+            .is_some(),
+        "a never saw b active"
+    );
+    (a, b)
+}
