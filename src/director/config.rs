@@ -133,29 +133,25 @@ pub struct VirtualConfig {
 }
 
 impl VirtualConfig {
-    /// The IPVS service for the current health: `up(real)` gives the weight of a real that is up
-    /// (usually its configured weight) or `None` when it is down. Down reals are kept at weight
-    /// 0 when quiescent and left out otherwise; the fallback (weight 1) is added only while no
-    /// real is up (ldirectord `_remove_service`, `fallback_on`).
-    pub fn to_virtual_service(&self, up: impl Fn(&RealConfig) -> Option<u32>) -> VirtualService {
+    /// The service with every real at its configured weight: what [`crate::director::health::desired_service`]
+    /// starts from.
+    pub fn configured_service(&self) -> VirtualService {
         let mut vs = VirtualService::new(self.key, self.scheduler);
         vs.persistence = self.persistence;
-        let mut any_up = false;
-        for r in &self.reals {
-            match up(r) {
-                Some(w) => {
-                    any_up = true;
-                    vs.reals.push(r.to_real_server(w));
-                }
-                None if self.quiescent => vs.reals.push(r.to_real_server(0)),
-                None => {}
-            }
-        }
-        if !any_up && let Some(f) = &self.fallback {
-            vs.reals.retain(|r| r.addr != f.addr);
-            vs.reals.push(f.to_real_server(1));
-        }
+        vs.reals = self
+            .reals
+            .iter()
+            .map(|r| r.to_real_server(r.weight))
+            .collect();
         vs
+    }
+
+    /// How down reals and the fallback are handled (`quiescent`, `fallback` at weight 1).
+    pub fn policy(&self) -> crate::director::health::ServicePolicy {
+        crate::director::health::ServicePolicy {
+            quiescent: self.quiescent,
+            fallback: self.fallback.as_ref().map(|f| f.to_real_server(1)),
+        }
     }
 
     /// Port the service listens on (0 for a fwmark service).
@@ -2604,26 +2600,34 @@ virtual6 = [2001:db8::10]:53
 
     #[test]
     fn virtual_service_follows_health_quiescent_and_fallback() {
+        use crate::director::health::{Health, desired_service};
         let (c, _) = ok(
             "fallback=127.0.0.1:80\nvirtual=192.0.2.10:80\n real=192.0.2.11 gate 5\n real=192.0.2.12 gate\n",
         );
         let v = &c.virtuals[0];
-        let all_up = v.to_virtual_service(|r| Some(r.weight));
+        let (vs, policy) = (v.configured_service(), v.policy());
+        let all_up = desired_service(&vs, |_| Health::Up, &policy);
         assert_eq!(all_up.reals.len(), 2);
         assert_eq!(all_up.reals[0].weight, 5);
-        let one_down =
-            v.to_virtual_service(|r| (r.addr.port() == 80 && r.weight == 5).then_some(5));
+        let first_up = |a: &SocketAddr| {
+            if *a == sa("192.0.2.11:80") {
+                Health::Up
+            } else {
+                Health::Down
+            }
+        };
+        let one_down = desired_service(&vs, first_up, &policy);
         assert_eq!(
             one_down.reals.iter().map(|r| r.weight).collect::<Vec<_>>(),
             [5, 0]
         );
-        let none = v.to_virtual_service(|_| None);
+        let none = desired_service(&vs, |_| Health::Down, &policy);
         assert_eq!(none.reals.len(), 3);
         assert_eq!(none.reals[2].addr, sa("127.0.0.1:80"));
         assert_eq!(none.reals[2].weight, 1);
         let mut v2 = v.clone();
         v2.quiescent = false;
-        let none = v2.to_virtual_service(|_| None);
+        let none = desired_service(&v2.configured_service(), |_| Health::Down, &v2.policy());
         assert_eq!(none.reals.len(), 1);
     }
 

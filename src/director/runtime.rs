@@ -211,15 +211,6 @@ fn check_spec(
     })
 }
 
-fn configured_service(v: &VirtualConfig) -> VirtualService {
-    VirtualService {
-        key: v.key,
-        scheduler: v.scheduler,
-        persistence: v.persistence,
-        reals: v.reals.iter().map(|r| r.to_real_server(r.weight)).collect(),
-    }
-}
-
 /// Starts the director for `config` on `backend`. `also_owned` names services a previous
 /// configuration owned (a reload): they are removed if the new one no longer has them.
 pub async fn start(
@@ -268,11 +259,8 @@ pub async fn start(
             checks_to_add.push((id, target, spec));
         }
         states.push(VirtualState {
-            configured: configured_service(v),
-            policy: ServicePolicy {
-                quiescent: v.quiescent,
-                fallback: v.fallback.as_ref().map(|r| r.to_real_server(1)),
-            },
+            configured: v.configured_service(),
+            policy: v.policy(),
             health,
             last: HashMap::new(),
             fallback: FallbackState::default(),
