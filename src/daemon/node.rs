@@ -154,7 +154,6 @@ pub struct Node {
     next_heartbeat: Instant,
     counters: Counters,
     drop_log: DropLog,
-    ttl: u32,
     observer: Option<mpsc::UnboundedSender<(Instant, NodeEvent)>>,
     manager: Manager,
     runner: Arc<dyn GroupRunner>,
@@ -194,8 +193,6 @@ impl Node {
             .iter()
             .map(|p| setup.peer_generations.get(p).copied())
             .collect();
-        let node_count = config.nodes.len() + config.ping_nodes.len() + config.ping_groups.len();
-        let ttl = config.hopfudge + u32::try_from(node_count).unwrap_or(u32::MAX);
         let manager = Manager::new(
             &setup.identity.name,
             &config.nodes,
@@ -216,7 +213,6 @@ impl Node {
             next_heartbeat: now,
             counters: Counters::default(),
             drop_log: DropLog::default(),
-            ttl,
             observer: setup.observer,
             manager,
             runner: setup.runner,
@@ -495,7 +491,7 @@ impl Node {
             generation: self.identity.generation,
             ts,
             load,
-            ttl: self.ttl,
+            ttl: frame_ttl(&self.config),
             dest_uuid: None,
         };
         wire::stamp(&mut msg, &env);
@@ -899,6 +895,15 @@ impl Node {
             counters: self.counters.clone(),
         }
     }
+}
+
+/// heartbeat's `ttl` field: hopfudge + node count, ping nodes included (§5). Derived from
+/// the configuration at each send, so a reload that changes either is on the wire at once.
+fn frame_ttl(config: &Config) -> u32 {
+    let nodes = config.nodes.len() + config.ping_nodes.len() + config.ping_groups.len();
+    config
+        .hopfudge
+        .saturating_add(u32::try_from(nodes).unwrap_or(u32::MAX))
 }
 
 fn millis(d: Duration) -> u64 {

@@ -292,3 +292,18 @@ async fn lone_node_goes_active_after_initdead() {
     assert_eq!(at - start, ms(100));
     a.kill(&net).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn frames_carry_heartbeats_ttl_from_the_configuration() {
+    let net = MemoryNet::new();
+    let mut cfg = config(&["a", "b"], 1, fast_timing(), keys("s3cret"));
+    cfg.ping_nodes = vec!["192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()];
+    let mut tap = net.tap(&link_name(0));
+    let a = SimNode::start(&net, "a", &cfg, 1);
+    tokio::time::sleep(ms(15)).await;
+    let (_, frame) = tap.recv().await.expect("a heartbeat");
+    let msg = hbd::membership::wire::decode(&frame, &cfg.auth).expect("decodes");
+    // hopfudge 1 + 2 nodes + 2 ping nodes, as heartbeat counts them (HEARTBEAT-WIRE.md §5).
+    assert_eq!(msg.get_str("ttl"), Some("5"));
+    a.kill(&net).await;
+}
