@@ -54,33 +54,11 @@ impl Pair {
     }
 
     fn socket(&self, node: &str) -> PathBuf {
-        self.dir.path().join(node).join("hbd.sock")
+        crate::control::socket_in(&self.dir.path().join(node))
     }
 
     fn start(&self, ns: &NetNs, node: &str, ha_dir: &Path) {
-        let state = self.dir.path().join(node);
-        std::fs::create_dir_all(&state).unwrap();
-        let log = std::fs::File::create(state.join("log")).unwrap();
-        let child = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns.name(),
-                env!("CARGO_BIN_EXE_hbd"),
-                "--ha-dir",
-            ])
-            .arg(ha_dir)
-            .args(["--node-name", node, "--state-dir"])
-            .arg(&state)
-            .arg("--socket")
-            .arg(self.socket(node))
-            .stdin(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn hbd");
-        ns.register_pid(child.id());
-        // The child is reaped by the namespace guard's kill; forget the handle.
-        std::mem::forget(child);
+        crate::control::spawn_hbd(ns, ha_dir, node, &self.dir.path().join(node), &[]);
     }
 
     fn log(&self, node: &str) -> String {

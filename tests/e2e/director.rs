@@ -143,10 +143,7 @@ impl NatLab {
     }
 
     fn socket(&self, i: usize) -> PathBuf {
-        self.work
-            .path()
-            .join(format!("dir{}", i + 1))
-            .join("hbd.sock")
+        crate::control::socket_in(&self.work.path().join(format!("dir{}", i + 1)))
     }
 
     fn log(&self, i: usize) -> String {
@@ -157,33 +154,13 @@ impl NatLab {
     fn start(&self, i: usize) {
         let name = format!("dir{}", i + 1);
         let state = self.work.path().join(&name);
-        std::fs::create_dir_all(&state).unwrap();
-        let log = std::fs::File::create(state.join("log")).unwrap();
-        let child = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                self.dirs[i].name(),
-                env!("CARGO_BIN_EXE_hbd"),
-                "--ha-dir",
-            ])
-            .arg(&self.ha)
-            .args([
-                "--node-name",
-                &name,
-                "--dataplane",
-                "nftables",
-                "--state-dir",
-            ])
-            .arg(&state)
-            .arg("--socket")
-            .arg(self.socket(i))
-            .stdin(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn hbd");
-        self.dirs[i].register_pid(child.id());
-        std::mem::forget(child);
+        crate::control::spawn_hbd(
+            &self.dirs[i],
+            &self.ha,
+            &name,
+            &state,
+            &["--dataplane", "nftables"],
+        );
     }
 
     fn call(&self, i: usize, request: Request) -> Option<Response> {

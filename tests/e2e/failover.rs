@@ -82,41 +82,20 @@ impl DirectorPair {
     }
 
     fn socket(&self, i: usize) -> PathBuf {
-        self.dir.path().join(Self::name(i)).join("hbd.sock")
+        crate::control::socket_in(&self.dir.path().join(Self::name(i)))
     }
 
     fn start(&self, i: usize) {
         let name = Self::name(i);
-        let state = self.dir.path().join(name);
-        std::fs::create_dir_all(&state).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(state.join("log"))
-            .unwrap();
         let resources = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources");
-        let child = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                self.ns(i).name(),
-                env!("CARGO_BIN_EXE_hbd"),
-                "--ha-dir",
-            ])
-            .arg(&self.ha)
-            .args(["--node-name", name, "--state-dir"])
-            .arg(&state)
-            .arg("--socket")
-            .arg(self.socket(i))
-            .arg("--resource-dir")
-            .arg(resources)
-            .stdin(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn hbd");
-        self.ns(i).register_pid(child.id());
-        self.pids.lock().unwrap().push((i, child.id()));
-        std::mem::forget(child);
+        let pid = crate::control::spawn_hbd(
+            self.ns(i),
+            &self.ha,
+            name,
+            &self.dir.path().join(name),
+            &["--resource-dir", &resources.to_string_lossy()],
+        );
+        self.pids.lock().unwrap().push((i, pid));
     }
 
     /// SIGKILLs the hbd of director `i` (as a crash would).
