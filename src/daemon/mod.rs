@@ -116,7 +116,10 @@ pub async fn run(
     if let Some(dir) = &options.ha_dir {
         ctx.ha_dir = dir.clone();
     }
-    ctx.director = config.director.as_ref().map(|d| d.config.clone());
+    ctx.director = config.director.as_ref().map(|d| match &d.ldirectord_cf {
+        Some(path) => crate::resources::director::DirectorSource::File(path.clone()),
+        None => crate::resources::director::DirectorSource::Inline(d.config.clone()),
+    });
     ctx.announce.count = config.vip_announce.count;
     ctx.announce.interval = config.vip_announce.interval;
     ctx.dataplane = options.dataplane;

@@ -676,7 +676,12 @@ impl Node {
             }
             Request::Reload => {
                 let first = self.reload();
-                let directors = self.runner.reload_directors();
+                let inline = self
+                    .config
+                    .director
+                    .as_ref()
+                    .and_then(|d| d.ldirectord_cf.is_none().then(|| d.config.clone()));
+                let directors = self.runner.reload_directors(inline);
                 tokio::spawn(async move {
                     let mut lines = Vec::new();
                     let mut ok = true;

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::config::GroupSpec;
+use crate::director::DirectorConfig;
 use crate::director::runtime::RealReport;
 use crate::resources::group::{self, GroupPolicy};
 use crate::resources::{self, ResolveContext, Resource, ResourceStatus};
@@ -36,7 +37,9 @@ pub trait GroupRunner: Send + Sync {
     }
 
     /// Re-reads the configuration of every director running here; one line per director.
-    fn reload_directors(&self) -> ReloadFuture {
+    /// `inline` is the reloaded YAML `director:` section, for directors that use it.
+    fn reload_directors(&self, inline: Option<DirectorConfig>) -> ReloadFuture {
+        let _ = inline;
         Box::pin(async { Vec::new() })
     }
 }
@@ -152,15 +155,19 @@ impl GroupRunner for ResourceRunner {
         })
     }
 
-    fn reload_directors(&self) -> ReloadFuture {
+    fn reload_directors(&self, inline: Option<DirectorConfig>) -> ReloadFuture {
         let groups = self.resolved();
         Box::pin(async move {
             let mut out = Vec::new();
             for members in groups {
                 for m in members.iter() {
-                    if let Resource::Director(d) = m
-                        && d.is_running().await
-                    {
+                    let Resource::Director(d) = m else {
+                        continue;
+                    };
+                    if let Some(config) = &inline {
+                        d.set_inline(config.clone());
+                    }
+                    if d.is_running().await {
                         out.push(d.reload().await);
                     }
                 }

@@ -1762,7 +1762,9 @@ fn resolve(
 // ---------------------------------------------------------------------------------------------
 // Front door 2: the YAML `director:` section.
 
-/// A YAML scalar kept as text, so `3`, `"3"`, `yes` and `true` reach the same parser.
+/// A YAML scalar kept as text, so `3`, `"3"`, `yes` and `true` reach the same parser. YAML
+/// 1.1 reads `on`/`off` (and `yes`/`no`) as booleans; they come back as `on`/`off`, which
+/// every yes/no directive accepts and which `checktype: on|off` means.
 #[derive(Debug, Clone)]
 pub(crate) struct Scalar(String);
 
@@ -1778,7 +1780,7 @@ impl<'de> Deserialize<'de> for Scalar {
                 Ok(Scalar(v.to_string()))
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar(if v { "yes" } else { "no" }.into()))
+                Ok(Scalar(if v { "on" } else { "off" }.into()))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
                 Ok(Scalar(v.to_string()))

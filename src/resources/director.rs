@@ -42,7 +42,7 @@ pub struct DirectorResource {
 
 #[derive(Debug)]
 struct Inner {
-    source: DirectorSource,
+    source: std::sync::Mutex<DirectorSource>,
     backend: BackendChoice,
     max_concurrent_checks: usize,
     handle: tokio::sync::Mutex<Option<DirectorHandle>>,
@@ -57,7 +57,7 @@ impl DirectorResource {
     pub fn new(source: DirectorSource, backend: BackendChoice) -> DirectorResource {
         DirectorResource {
             inner: std::sync::Arc::new(Inner {
-                source,
+                source: std::sync::Mutex::new(source),
                 backend,
                 max_concurrent_checks: runtime::DEFAULT_MAX_CONCURRENT_CHECKS,
                 handle: tokio::sync::Mutex::new(None),
@@ -67,8 +67,17 @@ impl DirectorResource {
     }
 
     /// Where its configuration comes from.
-    pub fn source(&self) -> &DirectorSource {
-        &self.inner.source
+    pub fn source(&self) -> DirectorSource {
+        self.inner.source()
+    }
+
+    /// Replaces an inline (YAML `director:`) configuration, for the next start or reload;
+    /// a file source is left alone (the file itself is re-read).
+    pub fn set_inline(&self, config: DirectorConfig) {
+        let mut source = self.inner.source.lock().unwrap_or_else(|e| e.into_inner());
+        if let DirectorSource::Inline(c) = &mut *source {
+            *c = config;
+        }
     }
 
     /// Reads the configuration now; every problem is listed as `file:line: …`.
@@ -80,7 +89,7 @@ impl DirectorResource {
     /// the file and reloads when it changes.
     pub async fn start(&self) -> Result<(), DirectorResourceError> {
         let autoreload = self.inner.start().await?;
-        if let (true, DirectorSource::File(path)) = (autoreload, &self.inner.source) {
+        if let (true, DirectorSource::File(path)) = (autoreload, self.inner.source()) {
             let inner = self.inner.clone();
             let path = path.clone();
             let task = tokio::spawn(async move {
@@ -148,8 +157,15 @@ impl DirectorResource {
 }
 
 impl Inner {
+    fn source(&self) -> DirectorSource {
+        self.source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn load(&self) -> Result<DirectorConfig, String> {
-        match &self.source {
+        match &self.source() {
             DirectorSource::Inline(c) => Ok(c.clone()),
             DirectorSource::File(path) => match director::parse_ldirectord(path) {
                 Ok((config, warnings)) => {

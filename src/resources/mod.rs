@@ -76,8 +76,9 @@ pub struct ResolveContext {
     pub announce: AnnounceConfig,
     /// The Linux-HA directory, where `ldirectord::NAME` files are looked up.
     pub ha_dir: PathBuf,
-    /// The YAML `director:` section, used by a bare `ldirectord`.
-    pub director: Option<crate::director::DirectorConfig>,
+    /// What a bare `ldirectord` runs when the YAML has a `director:` section: its
+    /// `ldirectord_cf` file, or its inline virtual services.
+    pub director: Option<director::DirectorSource>,
     /// Which dataplane the director drives.
     pub dataplane: crate::director::runtime::BackendChoice,
     /// The VIPs of the group being resolved (a bare `lvs` switches those).
@@ -143,7 +144,7 @@ pub fn resolve(spec: &ResourceSpec, ctx: &ResolveContext) -> Result<Resource, Re
     match spec.kind.as_str() {
         "ldirectord" => {
             let source = match (spec.args.first(), &ctx.director) {
-                (None, Some(inline)) => director::DirectorSource::Inline(inline.clone()),
+                (None, Some(source)) => source.clone(),
                 (arg, _) => director::DirectorSource::File(crate::director::locate_ldirectord_cf(
                     arg.map(String::as_str),
                     &ctx.ha_dir,
@@ -338,7 +339,7 @@ mod tests {
         let Resource::Director(d) = r else { panic!() };
         assert_eq!(
             d.source(),
-            &director::DirectorSource::File(std::path::PathBuf::from("lb.cf"))
+            director::DirectorSource::File(std::path::PathBuf::from("lb.cf"))
         );
         let e = resolve(&rs("OCF::Dummy::d", "OCF", &["Dummy", "d"]), &ctx).unwrap_err();
         assert!(e.to_string().contains("resource.d"), "{e}");

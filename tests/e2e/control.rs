@@ -19,8 +19,14 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Option<Respo
 
 /// Starts `hbd --ha-dir HA --node-name NODE --state-dir STATE --socket STATE/hbd.sock EXTRA…`
 /// inside `ns`, appending its log to STATE/log. The namespace guard kills it (by PID) when it
-/// drops; the PID is returned for tests that kill it earlier.
+/// drops; the PID is returned for tests that kill it earlier. A path ending in `.yaml` is
+/// passed as `--config` instead.
 pub fn spawn_hbd(ns: &NetNs, ha: &Path, node: &str, state: &Path, extra: &[&str]) -> u32 {
+    let source = if ha.extension().is_some_and(|e| e == "yaml") {
+        "--config"
+    } else {
+        "--ha-dir"
+    };
     std::fs::create_dir_all(state).unwrap();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -33,7 +39,7 @@ pub fn spawn_hbd(ns: &NetNs, ha: &Path, node: &str, state: &Path, extra: &[&str]
             "exec",
             ns.name(),
             env!("CARGO_BIN_EXE_hbd"),
-            "--ha-dir",
+            source,
         ])
         .arg(ha)
         .args(["--node-name", node, "--state-dir"])

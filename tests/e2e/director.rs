@@ -412,3 +412,57 @@ fn bench_director_start_with_10000_reals() {
     );
     assert!(reals >= 10_000 - 100, "{reals}");
 }
+
+/// A YAML configuration with an inline `director:` section: `hactl reload` applies a changed
+/// section to the running director (the rules change without a restart).
+#[test]
+fn yaml_director_section_is_reloaded() {
+    let ns = NetNs::new("dy");
+    let peer = NetNs::new("dy");
+    veth(&ns, "eth0", &peer, "eth0");
+    ns.addr_up("eth0", "198.51.100.11/24");
+    let work = tempfile::tempdir().unwrap();
+    let yaml = work.path().join("hbd.yaml");
+    let write = |weight: u32| {
+        std::fs::write(
+            &yaml,
+            format!(
+                "nodes: [dir1, dir2]\n\
+                 timing: {{ keepalive: 20ms, deadtime: 100ms, initdead: 200ms }}\n\
+                 media:\n  - ucast: {{ interface: eth0, peer: 198.51.100.12 }}\n\
+                 auth: {{ keys: [ {{ id: 1, method: sha256, key: yaml-director }} ] }}\n\
+                 auto_failback: on\n\
+                 groups:\n  - preferred: dir1\n    resources: [\"IPaddr::{VIP}/24/eth0\", ldirectord]\n\
+                 director:\n  virtual_services:\n    - virtual: \"{VIP}:80\"\n      checktype: on\n      \
+                 reals:\n        - {{ address: \"203.0.113.21:80\", forwarding: masq, weight: {weight} }}\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&yaml, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write(3);
+    let state = work.path().join("dir1");
+    crate::control::spawn_hbd(&ns, &yaml, "dir1", &state, &["--dataplane", "nftables"]);
+    let socket = crate::control::socket_in(&state);
+    let table = || {
+        let out = ns.exec(&[env!("CARGO_BIN_EXE_hactl"), "ipvs", "save"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let wait_for = |want: &str| {
+        let deadline = Instant::now() + LIMIT;
+        while Instant::now() < deadline {
+            if table().contains(want) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = std::fs::read_to_string(state.join("log")).unwrap_or_default();
+        panic!("table never had {want:?}: {}\nlog:\n{log}", table());
+    };
+    // The lone node holds the group after initdead; its director programs weight 3.
+    wait_for("-r 203.0.113.21:80 -m -w 3");
+    write(7);
+    let r = crate::control::call(&socket, &Request::Reload, Duration::from_secs(3)).unwrap();
+    assert!(r.ok, "{r:?}");
+    wait_for("-r 203.0.113.21:80 -m -w 7");
+}
