@@ -38,7 +38,8 @@
 //!   connections keep flowing because conntrack keeps their NAT binding.
 //! * **Atomicity**: one reconcile = one nfnetlink batch (BEGIN … END). Each affected
 //!   service's chain and map are flushed and refilled inside it; the kernel commits all or
-//!   nothing.
+//!   nothing. A packet crossing the commit can still meet the old rule and the new map, so
+//!   the map keeps keys up to the old rule's modulus ([`map_entries`]).
 //! * **Adoption**: the table itself is the shadow of what was programmed: each service
 //!   chain's first rule carries the service parameters in its comment, and the `reals` set
 //!   holds one element per real (quiescent ones included) whose comment is
@@ -820,15 +821,33 @@ fn emit_create_service(b: &mut Batch<'_>, key: &ServiceKey) {
     b.elements(NFT_MSG_NEWSETELEM, map, &[(k, Some(ElemData::Jump(chain)))]);
 }
 
-/// Fill a service's (empty) chain and map.
-fn emit_fill_service(b: &mut Batch<'_>, vs: &VirtualService) {
+/// The balancing map's entries: `slots` (the new rule's modulus is their count), padded
+/// with the same reals repeated up to the modulus of the rule being replaced.
+///
+/// Why the padding: the kernel picks a packet's rule generation when the packet enters the
+/// chain but reads the map's generation at the lookup, so a packet crossing a commit can
+/// run the old rule (`mod previous`) against the new map. Without keys up to `previous`
+/// that lookup misses, the packet is not translated and the client gets a reset. The
+/// padding is flushed with the map at the next change, so it never accumulates.
+pub fn map_entries(slots: &[SocketAddr], previous_modulus: usize) -> Vec<SocketAddr> {
+    if slots.is_empty() {
+        return vec![];
+    }
+    (0..slots.len().max(previous_modulus))
+        .map(|i| slots[i % slots.len()])
+        .collect()
+}
+
+/// Fill a service's (empty) chain and map; `previous_modulus` is the slot count of the
+/// balancing rule this replaces (0 for a new service).
+fn emit_fill_service(b: &mut Batch<'_>, vs: &VirtualService, previous_modulus: usize) {
     let chain = chain_name(&vs.key);
     let map = map_name(&vs.key);
     b.rule(&chain, &[], Some(&service_comment(vs)));
     let slots = slots(vs);
     if !slots.is_empty() {
         let fw = is_fwmark(&vs.key);
-        let elems: Vec<(Vec<u8>, Option<ElemData>)> = slots
+        let elems: Vec<(Vec<u8>, Option<ElemData>)> = map_entries(&slots, previous_modulus)
             .iter()
             .enumerate()
             .map(|(i, a)| {
@@ -916,7 +935,7 @@ fn build_batch(
         let mut shadow = Vec::new();
         for vs in after {
             emit_create_service(&mut b, &vs.key);
-            emit_fill_service(&mut b, vs);
+            emit_fill_service(&mut b, vs, 0);
             shadow.extend(vs.reals.iter().map(|r| real_elem(&vs.key, r)));
         }
         b.elements(NFT_MSG_NEWSETELEM, SET_REALS, &shadow);
@@ -935,7 +954,11 @@ fn build_batch(
         if !before.iter().any(|o| o.key == new.key) {
             emit_create_service(&mut b, &new.key);
         }
-        emit_fill_service(&mut b, new);
+        let previous = before
+            .iter()
+            .find(|o| o.key == new.key)
+            .map_or(0, |o| slots(o).len());
+        emit_fill_service(&mut b, new, previous);
     }
     // the shadow: net effect per affected service (edits = delete + add of the same key)
     let (mut del, mut add) = (Vec::new(), Vec::new());
@@ -1262,6 +1285,20 @@ mod tests {
         let s = slots(&vs(Scheduler::Rr, &[5, 1, 0]));
         assert_eq!(s.len(), 2);
         assert!(slots(&vs(Scheduler::Wrr, &[0, 0])).is_empty());
+    }
+
+    #[test]
+    fn map_entries_cover_the_replaced_rules_modulus() {
+        let s = slots(&vs(Scheduler::Wrr, &[1]));
+        // shrinking from 3 slots to 1: keys 0..3 all present, all the remaining real
+        let m = map_entries(&s, 3);
+        assert_eq!(m.len(), 3);
+        assert!(m.iter().all(|a| *a == s[0]));
+        // growing: exactly the new slots, in order
+        let s = slots(&vs(Scheduler::Wrr, &[2, 1, 1]));
+        assert_eq!(map_entries(&s, 1), s);
+        // nothing live: no entries (the rule goes too)
+        assert!(map_entries(&[], 3).is_empty());
     }
 
     #[test]

@@ -127,10 +127,15 @@ async fn http_server() -> SocketAddr {
     addr
 }
 
-/// A TCP port on 127.0.0.1 with nothing listening (bound then closed).
-fn closed_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+/// A TCP port on 127.0.0.1 with nothing listening: a bound socket that never listens, so
+/// a SYN gets a reset, and, while the guard lives, no other socket (not even the check's own,
+/// which could otherwise connect to itself) can take the port.
+fn closed_port() -> (SocketAddr, socket2::Socket) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    (addr, s)
 }
 
 async fn check(kind: CheckKind, addr: SocketAddr, timeout: Duration) -> CheckResult {
@@ -172,7 +177,8 @@ async fn http_check_status_body_and_host_header() {
     h.virtual_host = Some("www.example.org".into());
     let r = check(CheckKind::Http(h), addr, t).await;
     assert!(r.ok, "virtualhost is the Host header: {r:?}");
-    let r = check(CheckKind::Http(http("/ok", None)), closed_port(), t).await;
+    let (closed, _guard) = closed_port();
+    let r = check(CheckKind::Http(http("/ok", None)), closed, t).await;
     assert_eq!((r.ok, r.reason.as_str()), (false, "connect refused"));
 }
 
@@ -260,11 +266,12 @@ async fn connect_check_open_and_closed_ports() {
     let t = Duration::from_secs(2);
     let r = check(CheckKind::Connect, open, t).await;
     assert_eq!((r.ok, r.reason.as_str()), (true, "connected"));
-    let r = check(CheckKind::Connect, closed_port(), t).await;
+    let (closed, _guard) = closed_port();
+    let r = check(CheckKind::Connect, closed, t).await;
     assert_eq!((r.ok, r.reason.as_str()), (false, "connect refused"));
     // checkport: the real's port is closed, the check port is open.
     let c = Checker::new().unwrap();
-    let mut tg = target(closed_port());
+    let mut tg = target(closed);
     tg.check_port = Some(open.port());
     assert!(c.run_check(&spec(CheckKind::Connect, t), &tg).await.ok);
 }

@@ -245,27 +245,41 @@ fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) ->
     .expect("thread in namespace")
 }
 
-/// One request through a fresh connection: who answered (None on failure).
-fn ask(vip: SocketAddr) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&vip, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET /\n").ok()?;
+/// One request through a fresh connection: who answered, or which step failed and why.
+fn ask(vip: SocketAddr) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&vip, Duration::from_secs(2))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| format!("timeout: {e}"))?;
+    s.write_all(b"GET /\n").map_err(|e| format!("write: {e}"))?;
     let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).ok()?;
-    Some(line.trim().to_string())
+    BufReader::new(s)
+        .read_line(&mut line)
+        .map_err(|e| format!("read: {e}"))?;
+    Ok(line.trim().to_string())
 }
 
-/// `n` requests from the client namespace: answers counted by real name ("" = failure).
+/// `n` requests from the client namespace: answers counted by real name; a failure is
+/// counted under `FAILED` and its reason kept in the second map.
 fn ask_many(client: &str, n: usize) -> HashMap<String, usize> {
     in_ns(client, move || {
         let vip: SocketAddr = VIP.parse().unwrap();
         let mut seen = HashMap::new();
         for _ in 0..n {
-            *seen.entry(ask(vip).unwrap_or_default()).or_insert(0) += 1;
+            match ask(vip) {
+                Ok(name) => *seen.entry(name).or_insert(0) += 1,
+                Err(why) => {
+                    *seen.entry(FAILED.to_string()).or_insert(0) += 1;
+                    *seen.entry(format!("{FAILED} {why}")).or_insert(0) += 1;
+                }
+            }
         }
         seen
     })
 }
+
+/// The key under which [`ask_many`] counts failed requests.
+const FAILED: &str = "failed";
 
 fn real(i: u8, weight: u32) -> RealServer {
     RealServer {
@@ -351,7 +365,7 @@ fn nft_weighted_round_robin_is_idempotent_and_leaves_other_tables_alone() {
 
     let n = 4000;
     let seen = ask_many(&c, n);
-    assert_eq!(seen.get(""), None, "failed requests: {seen:?}");
+    assert_eq!(seen.get(FAILED), None, "failed requests: {seen:?}");
     for (name, want) in [("r1", 0.5), ("r2", 0.25), ("r3", 0.25)] {
         let got = *seen.get(name).unwrap_or(&0) as f64 / n as f64;
         assert!(
@@ -411,7 +425,7 @@ fn nft_quiescent_real_keeps_established_connections_and_removal_is_atomic() {
     );
 
     let seen = ask_many(&c, 300);
-    assert_eq!(seen.get(""), None, "{seen:?}");
+    assert_eq!(seen.get(FAILED), None, "{seen:?}");
     assert_eq!(
         seen.get(&first),
         None,
@@ -447,7 +461,7 @@ fn nft_quiescent_real_keeps_established_connections_and_removal_is_atomic() {
     }
     let seen = traffic.join().unwrap();
     assert_eq!(
-        seen.get(""),
+        seen.get(FAILED),
         None,
         "requests failed during updates: {seen:?}"
     );
@@ -544,7 +558,7 @@ fn nft_source_hash_and_persistence_pin_a_client() {
     block(dp.reconcile(std::slice::from_ref(&vs), &own)).unwrap();
     let seen = ask_many(&c, 60);
     assert_eq!(seen.len(), 1, "source hashing spread one client: {seen:?}");
-    assert!(!seen.contains_key(""), "{seen:?}");
+    assert!(!seen.contains_key(FAILED), "{seen:?}");
 
     // wrr + persistence /24: an EditService, still one real for this client
     vs.scheduler = Scheduler::Wrr;
