@@ -262,7 +262,8 @@ cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {pri
 late_of() { # node peer -> "late_heartbeats longest_gap_ms"
   status_json "$1" | jq -r --arg p "$2" '.nodes[] | select(.name == $p) | "\(.late_heartbeats) \(.longest_gap_ms)"'
 }
-deaths() { grep -c "node is dead" "$WORK/dir1/log" "$WORK/dir2/log" 2>/dev/null | awk -F: '{s += $2} END {print s+0}'; }
+# (grep -c exits 1 when it counts nothing; under pipefail that must not end the script)
+deaths() { { grep -c "node is dead" "$WORK/dir1/log" "$WORK/dir2/log" 2>/dev/null || true; } | awk -F: '{s += $2} END {print s+0}'; }
 
 fresh_pair() {
   kill_node dir1; kill_node dir2

@@ -28,6 +28,7 @@ use crate::media::{Inbound, Medium};
 use crate::membership::generation;
 use crate::membership::liveness::{LinkState, Liveness, LivenessEvent, PeerState, fmt_ms};
 use crate::membership::message::Message;
+use crate::membership::pacing::{self, HeartbeatPacer};
 use crate::membership::seqtrack::{SeqTrack, SeqVerdict};
 use crate::membership::wire::{self, Envelope, WireError};
 
@@ -151,7 +152,8 @@ pub struct Node {
     report_load: bool,
     load: (Option<Instant>, String),
     next_seq: u64,
-    next_heartbeat: Instant,
+    /// When our heartbeats go out (phase-locked to the pace-setting peer).
+    pacer: HeartbeatPacer,
     counters: Counters,
     drop_log: DropLog,
     observer: Option<mpsc::UnboundedSender<(Instant, NodeEvent)>>,
@@ -210,7 +212,7 @@ impl Node {
             report_load: setup.report_load,
             load: (None, "n/a".to_string()),
             next_seq: 1,
-            next_heartbeat: now,
+            pacer: HeartbeatPacer::new(now, config.timing.keepalive),
             counters: Counters::default(),
             drop_log: DropLog::default(),
             observer: setup.observer,
@@ -252,6 +254,10 @@ impl Node {
         let mut control_open = true;
         let mut stopping = false;
         let mut stop_deadline = Instant::now();
+        // One timer for the whole loop, replaced only when the deadline changes (a new
+        // registration can cost the driver an eventfd write and an extra epoll round).
+        let timer = tokio::time::sleep_until(self.pacer.due());
+        tokio::pin!(timer);
         loop {
             let now = Instant::now();
             if stopping && (!self.manager.holds_any() || now >= stop_deadline) {
@@ -266,9 +272,20 @@ impl Node {
             }
             self.on_timer(now);
             let wake = match self.liveness.next_deadline() {
-                Some(d) => d.min(self.next_heartbeat),
-                None => self.next_heartbeat,
+                Some(d) => d.min(self.pacer.due()),
+                None => self.pacer.due(),
             };
+            let wake = if stopping {
+                wake.min(stop_deadline)
+            } else {
+                wake
+            };
+            if timer.deadline() != wake {
+                // A fresh timer, not `reset`: tokio extends a later deadline lazily, leaving
+                // the old one in its wheel, and the driver then wakes at the old deadline for
+                // nothing (one spurious wakeup per received heartbeat).
+                timer.set(tokio::time::sleep_until(wake));
+            }
             tokio::select! {
                 biased;
                 changed = shutdown.changed(), if !stopping => {
@@ -290,7 +307,7 @@ impl Node {
                     Some(call) => self.on_call(Instant::now(), call),
                     None => control_open = false,
                 },
-                _ = tokio::time::sleep_until(if stopping { wake.min(stop_deadline) } else { wake }) => {}
+                _ = &mut timer => {}
             }
         }
         tracing::info!(node = %self.identity.name, "node stopped");
@@ -298,15 +315,8 @@ impl Node {
 
     /// Sends a heartbeat if one is due and applies passed liveness deadlines.
     fn on_timer(&mut self, now: Instant) {
-        if now >= self.next_heartbeat {
+        if self.pacer.on_timer(now) {
             self.send_status(now);
-            let keepalive = self.config.timing.keepalive;
-            self.next_heartbeat += keepalive;
-            if self.next_heartbeat <= now {
-                // We were not scheduled for more than a keepalive: resume from now rather
-                // than sending a burst.
-                self.next_heartbeat = now + keepalive;
-            }
         }
         let events = self.liveness.on_tick(now);
         self.apply_events(now, events);
@@ -398,7 +408,10 @@ impl Node {
                         }
                     });
                 }
-                Action::SendReport => self.send_status(now),
+                Action::SendReport => {
+                    self.send_status(now);
+                    self.pacer.on_extra_send(now);
+                }
             }
         }
     }
@@ -621,6 +634,8 @@ impl Node {
             | SeqVerdict::Gap { .. }
             | SeqVerdict::Resync { .. } => {}
         }
+        // A late (reordered) frame is old news: it must not set our pace.
+        let verdict_is_fresh = !matches!(verdict, SeqVerdict::Late);
         self.remember_generation(peer, &env.src, generation);
         self.counters.accepted += 1;
         let events = if is_status {
@@ -635,6 +650,13 @@ impl Node {
             self.liveness.on_packet(now, peer, inbound.link, Some(seq))
         };
         self.apply_events(now, events);
+        if is_status
+            && verdict_is_fresh
+            && self.is_pace_setter(&env.src)
+            && self.pacer.on_pace_setter_heartbeat(now)
+        {
+            self.send_status(now);
+        }
         if is_status && let Some(text) = msg.get_str(GROUPS_FIELD) {
             match manager::decode_reports(text) {
                 Some(reports) => {
@@ -647,6 +669,17 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Whether `name` is the peer whose heartbeats pace ours (see [`pacing`]).
+    fn is_pace_setter(&self, name: &str) -> bool {
+        let peers = self.liveness.peers().iter().map(|p| {
+            (
+                p.name.as_str(),
+                matches!(p.state, PeerState::Up | PeerState::Active),
+            )
+        });
+        pacing::pace_setter(&self.identity.name, peers) == Some(name)
     }
 
     fn remember_generation(&mut self, peer: usize, name: &str, generation: u64) {
@@ -786,6 +819,7 @@ impl Node {
         if new.timing != old.timing {
             changed.push("timers");
             self.liveness.set_timing(new.timing);
+            self.pacer.set_keepalive(new.timing.keepalive);
         }
         if new.logging != old.logging {
             changed.push("logging");
