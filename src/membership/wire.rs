@@ -244,17 +244,39 @@ fn push_netstring(out: &mut Vec<u8>, parts: &[&[u8]]) {
 ///
 /// This is exactly the input of the trailer digest (§4.3a).
 pub fn encode_body(msg: &Message) -> Vec<u8> {
+    encode_body_with_auth(msg, None)
+}
+
+/// [`encode_body`] with the first `auth` field's value replaced by `auth` (or `auth`
+/// appended last when there is none): what [`add_inner_auth`] followed by [`encode_body`]
+/// writes, without copying the message.
+fn encode_body_with_auth(msg: &Message, auth: Option<&[u8]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(
-        8 + msg
-            .fields
-            .iter()
-            .map(|f| f.name.len() + f.value.len() + 12)
-            .sum::<usize>(),
+        8 + 96
+            + msg
+                .fields
+                .iter()
+                .map(|f| f.name.len() + f.value.len() + 12)
+                .sum::<usize>(),
     );
     out.extend_from_slice(NETSTRING_START);
+    let string_prefix = [b'(', b'0' + FieldType::String.digit(), b')'];
+    let mut auth = auth;
     for f in &msg.fields {
         let prefix = [b'(', b'0' + f.ftype.digit(), b')'];
-        push_netstring(&mut out, &[&prefix, f.name.as_bytes(), b"=", &f.value]);
+        match auth {
+            Some(value) if f.name == AUTH_FIELD => {
+                push_netstring(&mut out, &[&string_prefix, f.name.as_bytes(), b"=", value]);
+                auth = None;
+            }
+            _ => push_netstring(&mut out, &[&prefix, f.name.as_bytes(), b"=", &f.value]),
+        }
+    }
+    if let Some(value) = auth {
+        push_netstring(
+            &mut out,
+            &[&string_prefix, AUTH_FIELD.as_bytes(), b"=", value],
+        );
     }
     out.extend_from_slice(NETSTRING_END);
     out
@@ -301,14 +323,20 @@ fn active_key(keys: &AuthKeys) -> Option<&AuthKey> {
 /// `ha_msg_mod` semantics: an existing `auth` field is replaced where it stands, otherwise
 /// it is appended last (heartbeat `add_msg_auth`, §4.3b).
 pub fn add_inner_auth(msg: &mut Message, keys: &AuthKeys) {
-    if let Some(key) = active_key(keys) {
-        let value = format!(
+    if let Some(value) = inner_auth_value(msg, keys) {
+        msg.set(FieldType::String, AUTH_FIELD, value.into_bytes());
+    }
+}
+
+/// The inner `auth` field's value for `msg`: `"<active index> <digest(classic text)>"`.
+fn inner_auth_value(msg: &Message, keys: &AuthKeys) -> Option<String> {
+    active_key(keys).map(|key| {
+        format!(
             "{} {}",
             keys.active,
             auth::digest(key.method, &key.secret, &classic_auth_input(msg))
-        );
-        msg.set(FieldType::String, AUTH_FIELD, value.into_bytes());
-    }
+        )
+    })
 }
 
 /// Whether heartbeat would refuse to add the inner auth field (`must_use_netstring`): the
@@ -331,9 +359,8 @@ fn must_use_netstring(msg: &Message) -> bool {
 /// as heartbeat does without an auth method, and peers will drop the frame.
 pub fn encode(msg: &Message, keys: &AuthKeys, fmt: MsgFormat) -> Vec<u8> {
     let mut body = if fmt == MsgFormat::Classic && !must_use_netstring(msg) {
-        let mut m = msg.clone();
-        add_inner_auth(&mut m, keys);
-        encode_body(&m)
+        let inner = inner_auth_value(msg, keys);
+        encode_body_with_auth(msg, inner.as_deref().map(str::as_bytes))
     } else {
         encode_body(msg)
     };
