@@ -334,14 +334,30 @@ impl CheckSession {
     }
 }
 
-/// The kept part of a plain-HTTP check, valid for one (probed address, check) pair.
+/// The kept part of a plain-HTTP check, valid for one probed address and the parts of the
+/// check that make the request (not its `receive` regex or status rule, which are applied to
+/// each response, and whose clone would cost a regex cache per session).
 #[derive(Debug)]
 struct HttpSession {
     addr: SocketAddr,
-    check: HttpCheck,
+    https: bool,
+    method: HttpMethod,
+    request_cfg: String,
+    virtual_host: Option<String>,
     rt: HttpRequestTarget,
     request: Vec<u8>,
     idle: Option<IdleConn>,
+}
+
+impl HttpSession {
+    /// This session was built for check `h` on `addr`.
+    fn serves(&self, h: &HttpCheck, addr: SocketAddr) -> bool {
+        self.addr == addr
+            && self.https == h.https
+            && self.method == h.method
+            && self.request_cfg == h.request
+            && self.virtual_host == h.virtual_host
+    }
 }
 
 /// A kept-alive connection and its budget unit.
@@ -554,10 +570,7 @@ impl Checker {
         if self.keepalive
             && let Some(s) = session
         {
-            let fresh = !s
-                .http
-                .as_ref()
-                .is_some_and(|hs| hs.addr == addr && hs.check == *h);
+            let fresh = !s.http.as_ref().is_some_and(|hs| hs.serves(h, addr));
             if fresh {
                 s.http = None;
                 let rt = match HttpRequestTarget::new(h, addr) {
@@ -571,7 +584,10 @@ impl Checker {
                     };
                     s.http = Some(HttpSession {
                         addr,
-                        check: h.clone(),
+                        https: h.https,
+                        method: h.method,
+                        request_cfg: h.request.clone(),
+                        virtual_host: h.virtual_host.clone(),
                         rt,
                         request,
                         idle: None,
