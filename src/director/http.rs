@@ -387,6 +387,15 @@ impl ResponseParser {
             return self.feed_body(data);
         }
         self.buf.extend_from_slice(data);
+        // A head can only end at a newline: a server dripping bytes does not cost a re-parse
+        // of the whole buffer per byte.
+        if !data.contains(&b'\n') {
+            return if self.buf.len() > MAX_HEAD {
+                Err(HttpError::HeadTooLarge)
+            } else {
+                Ok(())
+            };
+        }
         loop {
             let Some((head, n)) = parse_head(&self.buf, self.method, self.want_text)? else {
                 return Ok(());
@@ -806,6 +815,20 @@ mod tests {
             e(b"garbage\r\n\r\n").to_string(),
             "bad response head: invalid HTTP version"
         );
+    }
+
+    #[test]
+    fn a_dripped_head_without_end_is_cut_at_max_head() {
+        let mut p = ResponseParser::new(HttpMethod::Get, false, false);
+        p.feed(b"HTTP/1.1 200 OK\r\nX: ").unwrap();
+        let mut r = Ok(());
+        for _ in 0..=MAX_HEAD / 1024 {
+            r = p.feed(&[b'a'; 1024]);
+            if r.is_err() {
+                break;
+            }
+        }
+        assert_eq!(r, Err(HttpError::HeadTooLarge));
     }
 
     const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
