@@ -13,6 +13,20 @@
 //! name. The handshake signature is still verified against the presented certificate. When a
 //! `virtual_host` is set, it is sent both as the `Host` header and as the TLS SNI name.
 //!
+//! Keep-alive (the default; YAML `director: { httpkeepalive: no }` turns it off): a plain-HTTP
+//! check keeps its connection idle between runs in its [`CheckSession`] (one per scheduled
+//! check, owned by the scheduler's task for that check) and sends the next request on it. A
+//! connection the server closed meanwhile is noticed before use and replaced; a reused one the
+//! server closes as the request arrives (before any response byte) is retried once, fresh,
+//! within the same deadline. `Connection: close`, HTTP/1.0 without keep-alive, a body
+//! delimited by close, a parse error, a timeout or a failed check all drop the connection.
+//! Removing a check aborts its task, which drops its session and closes the socket; at most
+//! [`IdleBudget`] connections are kept idle so descriptors cannot run out. HTTPS opens a
+//! connection (and TLS handshake) per check, as before.
+//!
+//! HTTP itself is the small client in [`super::http`] (request bytes built once per check,
+//! response parsed with `httparse`), not hyper: see that module for why.
+//!
 //! The input types here ([`CheckTarget`], [`CheckSpec`]) are deliberately small; the
 //! configuration layer maps `ldirectord.cf` / YAML onto them.
 
@@ -21,11 +35,14 @@ use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use regex::Regex;
 use tokio::time::Instant;
+
+use super::http;
 
 /// Most body bytes read for the `receive` match; the rest is not downloaded.
 pub const MAX_BODY: usize = 1 << 20;
@@ -185,6 +202,19 @@ pub trait Probe: Send + Sync + 'static {
         spec: &'a CheckSpec,
         target: &'a CheckTarget,
     ) -> BoxFuture<'a, CheckResult>;
+
+    /// Runs one check of `target` that may use state kept from this check's earlier runs
+    /// (a kept-alive connection). The scheduler keeps one `session` per scheduled check and
+    /// drops it when the check is removed. By default the session is not used.
+    fn probe_in<'a>(
+        &'a self,
+        spec: &'a CheckSpec,
+        target: &'a CheckTarget,
+        session: &'a mut CheckSession,
+    ) -> BoxFuture<'a, CheckResult> {
+        let _ = session;
+        self.probe(spec, target)
+    }
 }
 
 /// "timeout after 3s" / "timeout after 250ms".
@@ -196,23 +226,165 @@ pub fn timeout_reason(d: Duration) -> String {
     }
 }
 
-/// The real check runner. HTTP(S) uses hyper's HTTP/1 connection API directly: one fresh
-/// connection per check (as ldirectord's LWP), `Connection: close`, closed with RST
-/// (`SO_LINGER` 0, as HAProxy's checks) so checks leave no TIME_WAIT sockets, no proxy, no redirects
-/// followed (a 3xx is a failure), TLS accepting any certificate (module docs). hyper was
-/// chosen over reqwest after scripts/bench-checks.sh: at 5,000 reals/s reqwest could not keep
-/// up on a loaded 2-core machine (≈150 µs CPU per check vs ≈107 µs for hyper).
+/// The real check runner. HTTP(S) uses the small client in [`super::http`]: no proxy, no
+/// redirects followed (a 3xx is a failure), TLS accepting any certificate (module docs).
+/// Plain-HTTP connections are kept alive between the runs of a check (module docs) unless
+/// [`Checker::with_keepalive`] turns that off; a connection that is not kept is closed with
+/// RST (`SO_LINGER` 0, as HAProxy's checks) so checks leave no TIME_WAIT sockets. hyper and
+/// reqwest were measured first (docs/benchmarks.md): a connection and a client handshake per
+/// check cost 90–160 µs of CPU per check, too much for 5,000 checks per second.
 #[derive(Clone)]
 pub struct Checker {
     tls: tokio_rustls::TlsConnector,
+    keepalive: bool,
+    budget: Arc<IdleBudget>,
 }
 
 impl fmt::Debug for Checker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Checker").finish_non_exhaustive()
+        f.debug_struct("Checker")
+            .field("keepalive", &self.keepalive)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
     }
 }
 
+/// Descriptors left for everything but idle check connections (in-flight checks, the
+/// daemon's own sockets and files) when the idle budget is derived from `RLIMIT_NOFILE`.
+pub const FD_RESERVE: u64 = 1024;
+
+/// How many check connections may sit idle at once, process-wide for one [`Checker`]: each
+/// holds a descriptor, and running out of descriptors would fail every check. A connection
+/// that finds the budget spent is closed instead of kept (the next check opens a new one).
+#[derive(Debug)]
+pub struct IdleBudget {
+    max: usize,
+    used: AtomicUsize,
+}
+
+impl IdleBudget {
+    /// A budget of `max` idle connections.
+    pub fn new(max: usize) -> IdleBudget {
+        IdleBudget {
+            max,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// The soft `RLIMIT_NOFILE` less [`FD_RESERVE`] (see [`raise_fd_limit`]).
+    pub fn from_fd_limit() -> IdleBudget {
+        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(0, |(soft, _)| soft);
+        IdleBudget::new(usize::try_from(soft.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX))
+    }
+
+    /// Idle connections kept now.
+    pub fn in_use(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn take(self: &Arc<Self>) -> Option<IdleSlot> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| IdleSlot(self.clone()))
+    }
+}
+
+/// One unit of [`IdleBudget`], given back when the idle connection is dropped.
+#[derive(Debug)]
+struct IdleSlot(Arc<IdleBudget>);
+
+impl Drop for IdleSlot {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (as the Go runtime and HAProxy do), so
+/// thousands of kept-alive check connections fit; returns the new soft limit.
+pub fn raise_fd_limit() -> Result<u64, nix::Error> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard.max(soft))
+}
+
+/// What one scheduled check keeps between its runs: for a plain-HTTP check with keep-alive,
+/// its request bytes and its idle connection. The scheduler owns one per check and drops it
+/// (closing the connection) when the check is removed. Empty until the first HTTP check.
+#[derive(Debug, Default)]
+pub struct CheckSession {
+    http: Option<HttpSession>,
+}
+
+impl CheckSession {
+    /// An empty session.
+    pub fn new() -> CheckSession {
+        CheckSession::default()
+    }
+
+    /// A connection is kept for the next run.
+    pub fn has_idle_connection(&self) -> bool {
+        self.http.as_ref().is_some_and(|h| h.idle.is_some())
+    }
+}
+
+/// The kept part of a plain-HTTP check, valid for one probed address and the parts of the
+/// check that make the request (not its `receive` regex or status rule, which are applied to
+/// each response, and whose clone would cost a regex cache per session).
+#[derive(Debug)]
+struct HttpSession {
+    addr: SocketAddr,
+    https: bool,
+    method: HttpMethod,
+    request_cfg: String,
+    virtual_host: Option<String>,
+    rt: HttpRequestTarget,
+    request: Vec<u8>,
+    idle: Option<IdleConn>,
+}
+
+impl HttpSession {
+    /// This session was built for check `h` on `addr`.
+    fn serves(&self, h: &HttpCheck, addr: SocketAddr) -> bool {
+        self.addr == addr
+            && self.https == h.https
+            && self.method == h.method
+            && self.request_cfg == h.request
+            && self.virtual_host == h.virtual_host
+    }
+}
+
+/// A kept-alive connection and its budget unit.
+#[derive(Debug)]
+struct IdleConn {
+    stream: tokio::net::TcpStream,
+    _slot: IdleSlot,
+}
+
+/// The server has not closed (or written to) an idle connection. Does not wait: WouldBlock
+/// means open and quiet; end of stream, an error or unexpected bytes mean discard it.
+fn still_open(s: &tokio::net::TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// Opens a check connection: no Nagle delay, closed with RST when dropped.
+async fn open(rt: &HttpRequestTarget) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = match &rt.connect {
+        HttpConnect::Addr(a) => tokio::net::TcpStream::connect(*a).await?,
+        HttpConnect::Name(n, p) => tokio::net::TcpStream::connect((n.as_str(), *p)).await?,
+    };
+    let _ = stream.set_nodelay(true);
+    // Close with RST when dropped (SO_LINGER 0): no TIME_WAIT left per check on the director.
+    let _ = stream.set_zero_linger();
+    Ok(stream)
+}
 /// The TLS client configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the TLS configuration for HTTPS checks: {0}")]
@@ -264,10 +436,10 @@ impl HttpRequestTarget {
     pub fn new(h: &HttpCheck, addr: SocketAddr) -> Result<HttpRequestTarget, BadRequestUrl> {
         let absolute = h.request.starts_with("http://") || h.request.starts_with("https://");
         let (connect, https, path, mut host) = if absolute {
-            let uri: hyper::Uri =
+            let uri: ::http::Uri =
                 h.request
                     .parse()
-                    .map_err(|e: hyper::http::uri::InvalidUri| BadRequestUrl::Parse {
+                    .map_err(|e: ::http::uri::InvalidUri| BadRequestUrl::Parse {
                         url: h.request.clone(),
                         reason: e.to_string(),
                     })?;
@@ -315,23 +487,66 @@ impl HttpRequestTarget {
 }
 
 impl Checker {
-    /// Builds the checker (the TLS configuration on the ring provider).
+    /// Builds the checker (the TLS configuration on the ring provider), with keep-alive on and
+    /// an idle budget from the descriptor limit ([`IdleBudget::from_fd_limit`]).
     pub fn new() -> Result<Checker, CheckerError> {
         let cfg = tls::any_certificate_config().map_err(|e| CheckerError(e.to_string()))?;
         Ok(Checker {
             tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
+            keepalive: true,
+            budget: Arc::new(IdleBudget::from_fd_limit()),
         })
     }
 
-    /// Runs one check with its total deadline.
+    /// Keeps plain-HTTP connections between checks (`true`, the default) or opens one per
+    /// check with `Connection: close` (`false`, ldirectord's behaviour).
+    pub fn with_keepalive(mut self, on: bool) -> Checker {
+        self.keepalive = on;
+        self
+    }
+
+    /// At most `max` idle connections at once (instead of the descriptor-derived default).
+    pub fn with_idle_budget(mut self, max: usize) -> Checker {
+        self.budget = Arc::new(IdleBudget::new(max));
+        self
+    }
+
+    /// Idle connections kept now, over all sessions.
+    pub fn idle_connections(&self) -> usize {
+        self.budget.in_use()
+    }
+
+    /// Runs one check with its total deadline, on a fresh connection.
     pub async fn run_check(&self, spec: &CheckSpec, target: &CheckTarget) -> CheckResult {
+        self.run(spec, target, None).await
+    }
+
+    /// Runs one check with its total deadline, reusing what `session` kept from this check's
+    /// earlier runs (module docs). One session belongs to one check.
+    pub async fn run_check_in(
+        &self,
+        spec: &CheckSpec,
+        target: &CheckTarget,
+        session: &mut CheckSession,
+    ) -> CheckResult {
+        self.run(spec, target, Some(session)).await
+    }
+
+    async fn run(
+        &self,
+        spec: &CheckSpec,
+        target: &CheckTarget,
+        session: Option<&mut CheckSession>,
+    ) -> CheckResult {
         let started = Instant::now();
+        // With the outcome known, the rest of a body is read for at most 90 % of the deadline.
+        let drain_until = started + spec.timeout.saturating_sub(spec.timeout / 10);
         let fut = async {
             match &spec.kind {
                 CheckKind::On => (true, "checktype on".to_string()),
                 CheckKind::Off => (false, "checktype off".to_string()),
                 CheckKind::Connect => connect(target.check_addr()).await,
-                CheckKind::Http(h) => self.http_check(h, target).await,
+                CheckKind::Http(h) => self.http_check(h, target, session, drain_until).await,
                 CheckKind::External { command } => {
                     external(command, target, spec.timeout, started).await
                 }
@@ -344,24 +559,114 @@ impl Checker {
         }
     }
 
-    async fn http_check(&self, h: &HttpCheck, target: &CheckTarget) -> (bool, String) {
+    async fn http_check(
+        &self,
+        h: &HttpCheck,
+        target: &CheckTarget,
+        session: Option<&mut CheckSession>,
+        drain_until: Instant,
+    ) -> (bool, String) {
+        let addr = target.check_addr();
+        if self.keepalive
+            && let Some(s) = session
+        {
+            let fresh = !s.http.as_ref().is_some_and(|hs| hs.serves(h, addr));
+            if fresh {
+                s.http = None;
+                let rt = match HttpRequestTarget::new(h, addr) {
+                    Ok(r) => r,
+                    Err(e) => return (false, e.to_string()),
+                };
+                if !rt.https {
+                    let request = match http::request_bytes(h.method, &rt.path, &rt.host, false) {
+                        Ok(r) => r,
+                        Err(e) => return (false, e.to_string()),
+                    };
+                    s.http = Some(HttpSession {
+                        addr,
+                        https: h.https,
+                        method: h.method,
+                        request_cfg: h.request.clone(),
+                        virtual_host: h.virtual_host.clone(),
+                        rt,
+                        request,
+                        idle: None,
+                    });
+                }
+            }
+            if let Some(hs) = &mut s.http {
+                return self.kept_alive(h, hs, drain_until).await;
+            }
+        }
+        self.one_shot(h, target, drain_until).await
+    }
+
+    /// A plain-HTTP check on the session's idle connection if it is still open (retried once
+    /// on a fresh one if the server closed it as the request arrived), else on a new one.
+    async fn kept_alive(
+        &self,
+        h: &HttpCheck,
+        hs: &mut HttpSession,
+        drain_until: Instant,
+    ) -> (bool, String) {
+        if let Some(idle) = hs.idle.take()
+            && still_open(&idle.stream)
+        {
+            let mut stream = idle.stream;
+            let ex = http::exchange(h, &hs.request, &mut stream, drain_until).await;
+            if !ex.closed_before_response {
+                return self.keep(hs, stream, ex);
+            }
+        }
+        let mut stream = match open(&hs.rt).await {
+            Ok(s) => s,
+            Err(e) => return (false, describe_io("connect", &e)),
+        };
+        let ex = http::exchange(h, &hs.request, &mut stream, drain_until).await;
+        self.keep(hs, stream, ex)
+    }
+
+    /// Keeps `stream` for the next run when the exchange allows it and the budget has room.
+    fn keep(
+        &self,
+        hs: &mut HttpSession,
+        stream: tokio::net::TcpStream,
+        ex: http::Exchange,
+    ) -> (bool, String) {
+        if ex.reusable
+            && let Some(slot) = self.budget.take()
+        {
+            hs.idle = Some(IdleConn {
+                stream,
+                _slot: slot,
+            });
+        }
+        (ex.ok, ex.reason)
+    }
+
+    /// One request on a new connection with `Connection: close` (HTTPS, keep-alive off, or
+    /// no session).
+    async fn one_shot(
+        &self,
+        h: &HttpCheck,
+        target: &CheckTarget,
+        drain_until: Instant,
+    ) -> (bool, String) {
         let rt = match HttpRequestTarget::new(h, target.check_addr()) {
             Ok(r) => r,
             Err(e) => return (false, e.to_string()),
         };
-        let stream = match &rt.connect {
-            HttpConnect::Addr(a) => tokio::net::TcpStream::connect(*a).await,
-            HttpConnect::Name(n, p) => tokio::net::TcpStream::connect((n.as_str(), *p)).await,
+        let request = match http::request_bytes(h.method, &rt.path, &rt.host, true) {
+            Ok(r) => r,
+            Err(e) => return (false, e.to_string()),
         };
-        let stream = match stream {
+        let mut stream = match open(&rt).await {
             Ok(s) => s,
             Err(e) => return (false, describe_io("connect", &e)),
         };
-        let _ = stream.set_nodelay(true);
-        // Close with RST when done (SO_LINGER 0): no TIME_WAIT left per check on the director.
-        let _ = stream.set_zero_linger();
         if !rt.https {
-            return exchange(h, &rt, stream).await;
+            let ex = http::exchange(h, &request, &mut stream, drain_until).await;
+            return (ex.ok, ex.reason);
         }
         let name = match &rt.sni {
             Some(n) => rustls::pki_types::ServerName::try_from(n.clone()),
@@ -378,98 +683,11 @@ impl Checker {
             Err(e) => return (false, format!("bad TLS name {:?}: {e}", rt.sni)),
         };
         match self.tls.connect(name, stream).await {
-            Ok(tls) => exchange(h, &rt, tls).await,
-            Err(e) => (false, format!("TLS: {e}")),
-        }
-    }
-}
-
-/// One HTTP/1.1 request/response on `io`; the connection is driven in the same future, so
-/// the check's deadline (which drops this future) also closes the socket.
-async fn exchange<T>(h: &HttpCheck, rt: &HttpRequestTarget, io: T) -> (bool, String)
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    use http_body_util::BodyExt;
-    let (mut sender, conn) =
-        match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await {
-            Ok(x) => x,
-            Err(e) => return (false, format!("HTTP: {}", root_cause(&e))),
-        };
-    let method = match h.method {
-        HttpMethod::Get => hyper::Method::GET,
-        HttpMethod::Head => hyper::Method::HEAD,
-    };
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(rt.path.as_str())
-        .header(hyper::header::HOST, rt.host.as_str())
-        .header(
-            hyper::header::USER_AGENT,
-            concat!("hbd-check/", env!("CARGO_PKG_VERSION")),
-        )
-        .header(hyper::header::CONNECTION, "close")
-        .body(http_body_util::Empty::<hyper::body::Bytes>::new());
-    let req = match req {
-        Ok(r) => r,
-        Err(e) => return (false, format!("bad HTTP request: {e}")),
-    };
-    let work = async move {
-        let resp = match sender.send_request(req).await {
-            Ok(r) => r,
-            Err(e) => return (false, format!("HTTP: {}", root_cause(&e))),
-        };
-        let code = resp.status().as_u16();
-        let status_ok = match h.status {
-            HttpStatus::Any2xx => (200..300).contains(&code),
-            HttpStatus::Code(c) => code == c,
-        };
-        if !status_ok {
-            return (false, format!("HTTP {code}"));
-        }
-        let Some(re) = &h.receive else {
-            return (true, format!("HTTP {code}"));
-        };
-        let text = match h.method {
-            HttpMethod::Head => resp
-                .headers()
-                .iter()
-                .map(|(k, v)| format!("{}: {}\n", k, String::from_utf8_lossy(v.as_bytes())))
-                .collect::<String>(),
-            HttpMethod::Get => {
-                let mut body = resp.into_body();
-                let mut buf = Vec::new();
-                while buf.len() < MAX_BODY {
-                    match body.frame().await {
-                        Some(Ok(frame)) => {
-                            if let Some(d) = frame.data_ref() {
-                                let room = MAX_BODY - buf.len();
-                                buf.extend_from_slice(&d[..d.len().min(room)]);
-                            }
-                        }
-                        Some(Err(e)) => {
-                            return (false, format!("HTTP {code}, body: {}", root_cause(&e)));
-                        }
-                        None => break,
-                    }
-                }
-                String::from_utf8_lossy(&buf).into_owned()
+            Ok(mut tls) => {
+                let ex = http::exchange(h, &request, &mut tls, drain_until).await;
+                (ex.ok, ex.reason)
             }
-        };
-        if re.is_match(&text) {
-            (true, format!("HTTP {code}, receive matched"))
-        } else {
-            (false, format!("HTTP {code}, receive regex not matched"))
-        }
-    };
-    tokio::pin!(work);
-    tokio::pin!(conn);
-    let mut conn_live = true;
-    loop {
-        tokio::select! {
-            r = &mut work => return r,
-            // Connection finished (or failed): the response side reports the outcome.
-            _ = &mut conn, if conn_live => conn_live = false,
+            Err(e) => (false, format!("TLS: {e}")),
         }
     }
 }
@@ -482,15 +700,15 @@ impl Probe for Checker {
     ) -> BoxFuture<'a, CheckResult> {
         Box::pin(self.run_check(spec, target))
     }
-}
 
-/// The innermost error message, e.g. "Connection refused (os error 111)".
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
+    fn probe_in<'a>(
+        &'a self,
+        spec: &'a CheckSpec,
+        target: &'a CheckTarget,
+        session: &'a mut CheckSession,
+    ) -> BoxFuture<'a, CheckResult> {
+        Box::pin(self.run_check_in(spec, target, session))
     }
-    cur.to_string()
 }
 
 fn describe_io(what: &str, e: &std::io::Error) -> String {
@@ -661,6 +879,15 @@ impl<P: Probe> Probe for Arc<P> {
         target: &'a CheckTarget,
     ) -> BoxFuture<'a, CheckResult> {
         (**self).probe(spec, target)
+    }
+
+    fn probe_in<'a>(
+        &'a self,
+        spec: &'a CheckSpec,
+        target: &'a CheckTarget,
+        session: &'a mut CheckSession,
+    ) -> BoxFuture<'a, CheckResult> {
+        (**self).probe_in(spec, target, session)
     }
 }
 

@@ -64,6 +64,9 @@ pub struct DirectorConfig {
     pub maintenance_dir: Option<PathBuf>,
     /// Re-add a quiesced real that was removed from IPVS by hand (`readdquiescent`, default yes).
     pub readd_quiescent: bool,
+    /// hbd extension `httpkeepalive` (default yes): plain-HTTP checks keep their connection
+    /// between runs; `no` opens one per check, as ldirectord does.
+    pub http_keepalive: bool,
     /// Virtual services, in file order.
     pub virtuals: Vec<VirtualConfig>,
 }
@@ -76,6 +79,7 @@ impl Default for DirectorConfig {
             callback: None,
             maintenance_dir: None,
             readd_quiescent: true,
+            http_keepalive: true,
             virtuals: Vec::new(),
         }
     }
@@ -972,7 +976,7 @@ struct Settings {
 }
 
 /// Directives that belong to the whole file only.
-const GLOBAL_ONLY: [&str; 8] = [
+const GLOBAL_ONLY: [&str; 9] = [
     "autoreload",
     "callback",
     "logfile",
@@ -981,6 +985,7 @@ const GLOBAL_ONLY: [&str; 8] = [
     "fork",
     "readdquiescent",
     "maintenancedir",
+    "httpkeepalive",
 ];
 
 /// Directives that belong inside a `virtual` block only.
@@ -1199,6 +1204,7 @@ fn apply(
         "cleanstop" => set(parse_bool(&v).map(|b| s.cleanstop = Some(b)), diags),
         "autoreload" => set(parse_bool(&v).map(|b| g.autoreload = b), diags),
         "readdquiescent" => set(parse_bool(&v).map(|b| g.readd_quiescent = b), diags),
+        "httpkeepalive" => set(parse_bool(&v).map(|b| g.http_keepalive = b), diags),
         "callback" => {
             g.callback = opt(&v);
             diags.push(warn(
@@ -1816,6 +1822,7 @@ pub(crate) struct RawDirector {
     callback: Option<Spanned<Scalar>>,
     readdquiescent: Option<Spanned<Scalar>>,
     maintenancedir: Option<Spanned<Scalar>>,
+    httpkeepalive: Option<Spanned<Scalar>>,
     #[serde(default)]
     virtual_services: Vec<Spanned<RawVirtual>>,
 }
@@ -1961,6 +1968,7 @@ pub(crate) fn from_yaml(
         ("callback", &r.callback),
         ("readdquiescent", &r.readdquiescent),
         ("maintenancedir", &r.maintenancedir),
+        ("httpkeepalive", &r.httpkeepalive),
     ] {
         text_entry(k, v, &mut globals);
     }
@@ -2086,6 +2094,9 @@ pub fn director_to_yaml(d: &DirectorConfig, indent: usize) -> String {
     let yn = |b: bool| if b { "yes" } else { "no" };
     let _ = writeln!(o, "{p}autoreload: {}", yn(d.autoreload));
     let _ = writeln!(o, "{p}readdquiescent: {}", yn(d.readd_quiescent));
+    if !d.http_keepalive {
+        let _ = writeln!(o, "{p}httpkeepalive: no");
+    }
     if let Some(c) = &d.callback {
         let _ = writeln!(o, "{p}callback: {}", q(c));
     }
@@ -2210,6 +2221,7 @@ mod tests {
             callback: None,
             maintenance_dir: None,
             readd_quiescent: true,
+            http_keepalive: true,
             virtuals: vec![VirtualConfig {
                 key: ServiceKey::Tcp(sa(&format!("{net}.10:80"))),
                 protocol: Protocol::Tcp,
@@ -2705,11 +2717,13 @@ director:
     fn to_yaml_round_trips() {
         let (seed, _) = parse_ldirectord(&fixture("seed004-lab/ldirectord.cf")).unwrap();
         let (rich, _) = ok(
-            "autoreload=yes\ncallback=/bin/cb\nmaintenancedir=/m\nfallback6=[::1]:80\n\
+            "autoreload=yes\ncallback=/bin/cb\nmaintenancedir=/m\nhttpkeepalive=no\nfallback6=[::1]:80\n\
              virtual=192.0.2.10:80\n real=192.0.2.20:8080 masq 2 \"/h\", \"o.k\" <l:1> <u:9>\n \
              persistent=30\n netmask=24\n statuscode=200\n virtualhost=v\n checkport=81\n servicename=s\n comment=c\n fallbackcommand=/f\n\
              virtual6=9\n real6=[2001:db8::2]:80 gate\n checktype=external\n checkcommand=/c\n",
         );
+        assert!(seed.http_keepalive, "keep-alive is the default");
+        assert!(!rich.http_keepalive);
         for c in [seed, rich] {
             let text = format!("director:\n{}", director_to_yaml(&c, 2));
             let (r, d) = yaml(&text);

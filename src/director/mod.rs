@@ -4,6 +4,7 @@
 //! * [`config`]: `ldirectord.cf` (unchanged) and the YAML `director:` section → one validated
 //!   [`DirectorConfig`], with ldirectord's defaults and rules.
 //! * [`checks`]: one health check (connect, HTTP/HTTPS with a total deadline, external, ping).
+//! * [`http`]: the small HTTP/1.1 client of HTTP checks (request bytes, response parser).
 //! * [`scheduler`]: thousands of checks with bounded concurrency, jittered starts, shared
 //!   identical checks.
 //! * [`health`]: rise/fall per real server and the desired service (quiescent, fallback), pure.
@@ -12,6 +13,7 @@
 pub mod checks;
 pub mod config;
 pub mod health;
+pub mod http;
 pub mod ping;
 pub mod runtime;
 pub mod scheduler;

@@ -283,7 +283,12 @@ pub async fn start(
         }
     }
 
-    let checker = Checker::new().map_err(|e| DirectorError::Checker(e.to_string()))?;
+    if let Err(e) = checks::raise_fd_limit() {
+        tracing::warn!(error = %e, "cannot raise the descriptor limit for kept-alive checks");
+    }
+    let checker = Checker::new()
+        .map_err(|e| DirectorError::Checker(e.to_string()))?
+        .with_keepalive(config.http_keepalive);
     let (tx, rx) = mpsc::channel(4096);
     let mut scheduler = CheckScheduler::new(Arc::new(checker), max_concurrent_checks, tx);
     for (id, target, spec) in checks_to_add {

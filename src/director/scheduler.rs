@@ -28,7 +28,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::director::checks::{CheckKind, CheckResult, CheckSpec, CheckTarget, CheckVip, Probe};
+use crate::director::checks::{
+    CheckKind, CheckResult, CheckSession, CheckSpec, CheckTarget, CheckVip, Probe,
+};
 
 /// The caller's name for one (virtual service, real) pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -233,6 +235,8 @@ async fn run<P: Probe>(
 ) {
     let interval = spec.interval.max(Duration::from_millis(1));
     let mut next = first;
+    // What this check keeps between runs (a kept-alive connection); dropped with the task.
+    let mut session = CheckSession::default();
     loop {
         tokio::time::sleep_until(next).await;
         let Ok(permit) = limit.acquire().await else {
@@ -241,7 +245,7 @@ async fn run<P: Probe>(
         let began = Instant::now();
         let late = u64::try_from((began - next).as_nanos()).unwrap_or(u64::MAX);
         counters.max_lateness_ns.fetch_max(late, Ordering::Relaxed);
-        let result = probe.probe(&spec, &target).await;
+        let result = probe.probe_in(&spec, &target, &mut session).await;
         drop(permit);
         let done = Instant::now();
         counters.checks.fetch_add(1, Ordering::Relaxed);

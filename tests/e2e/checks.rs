@@ -1,6 +1,7 @@
 //! Director health checks against real sockets and processes: HTTP and HTTPS servers on
 //! 127.0.0.1 written in the test (200 + body, 503, a byte-dripping server for the total
-//! deadline, Host/SNI echo), TCP connect to open and closed ports, external commands (exit
+//! deadline, Host/SNI echo; HTTP/1.1 keep-alive, counting connections, optionally closing
+//! idle ones), kept-alive connection reuse and its failure cases, TCP connect to open and closed ports, external commands (exit
 //! 0/1, argument contract, a hanging one killed with its process group at the deadline), and
 //! ICMP echo to loopback, to a host in a namespace, and to an address with no host.
 //!
@@ -17,8 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hbd::director::checks::{
-    CheckKind, CheckResult, CheckSpec, CheckTarget, CheckVip, Checker, HttpCheck, HttpMethod,
-    HttpStatus, Probe,
+    CheckKind, CheckResult, CheckSession, CheckSpec, CheckTarget, CheckVip, Checker, HttpCheck,
+    HttpMethod, HttpStatus,
 };
 use hbd::director::scheduler::{CheckScheduler, TargetId};
 use regex::Regex;
@@ -82,49 +83,140 @@ async fn read_head(s: &mut tokio::net::TcpStream) -> Option<(String, String, Str
     Some((method, path, host))
 }
 
+/// A kept-alive HTTP/1.1 response (no `Connection` header).
 fn response(code: u16, body: &str) -> Vec<u8> {
     format!(
-        "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {code} X\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
 }
 
-/// The in-test HTTP server: `/ok` 200 "service OK", `/fail` 503, `/host` echoes the Host
-/// header, `/drip` sends headers then one body byte every 100 ms (for 10 s at most).
+/// How the in-test HTTP server treats its connections.
+#[derive(Debug, Clone, Copy, Default)]
+struct ServerMode {
+    /// Close a connection idle this long after a response (as nginx `keepalive_timeout`).
+    idle_close: Option<Duration>,
+    /// Answer one request per connection, then close on reading the next one without
+    /// answering: the server's idle close racing the client's next request.
+    answer_once: bool,
+}
+
+/// Connections a test server accepted and closed.
+#[derive(Debug, Default)]
+struct ConnCount {
+    accepted: AtomicUsize,
+    closed: AtomicUsize,
+}
+
+impl ConnCount {
+    fn get(&self) -> (usize, usize) {
+        (
+            self.accepted.load(Ordering::SeqCst),
+            self.closed.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Waits (5 s at most) until `closed` connections were closed.
+    async fn wait_closed(&self, closed: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.closed.load(Ordering::SeqCst) < closed {
+            assert!(
+                Instant::now() < deadline,
+                "server saw {:?} (accepted, closed), wanted {closed} closed",
+                self.get()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// The in-test HTTP server (see [`http_server_with`]) in its plain mode.
 async fn http_server() -> SocketAddr {
+    http_server_with(ServerMode::default()).await.0
+}
+
+/// The in-test HTTP/1.1 server, serving several requests per connection: `/ok` 200
+/// "service OK", `/fail` 503, `/host` echoes the Host header, `/close` 200 with
+/// `Connection: close`, `/chunked` a chunked 200, `/silent` never answers, `/drip` sends
+/// headers then one body byte every 100 ms (for 10 s at most). Counts connections.
+async fn http_server_with(mode: ServerMode) -> (SocketAddr, Arc<ConnCount>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    let count = Arc::new(ConnCount::default());
+    let c = count.clone();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
+        while let Ok((s, _)) = l.accept().await {
+            c.accepted.fetch_add(1, Ordering::SeqCst);
+            let c = c.clone();
             tokio::spawn(async move {
-                let Some((_method, path, host)) = read_head(&mut s).await else {
-                    return;
-                };
-                let out = match path.as_str() {
-                    "/ok" => response(200, "service OK\n"),
-                    "/fail" => response(503, "down for maintenance\n"),
-                    "/host" => response(200, &format!("host={host}\n")),
-                    "/redirect" => response(301, ""),
-                    "/drip" => {
-                        let _ = s
-                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
-                            .await;
-                        for _ in 0..100 {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            if s.write_all(b"x").await.is_err() {
-                                return;
-                            }
-                        }
-                        return;
-                    }
-                    _ => response(404, "no\n"),
-                };
-                let _ = s.write_all(&out).await;
+                serve_connection(s, mode).await;
+                c.closed.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    addr
+    (addr, count)
+}
+
+async fn serve_connection(mut s: tokio::net::TcpStream, mode: ServerMode) {
+    for served in 0..1000 {
+        let head = match mode.idle_close {
+            Some(idle) if served > 0 => match tokio::time::timeout(idle, read_head(&mut s)).await {
+                Ok(h) => h,
+                Err(_) => return,
+            },
+            _ => read_head(&mut s).await,
+        };
+        let Some((method, path, host)) = head else {
+            return;
+        };
+        if mode.answer_once && served > 0 {
+            return;
+        }
+        let out = match path.as_str() {
+            "/ok" => response(200, "service OK\n"),
+            "/fail" => response(503, "down for maintenance\n"),
+            "/host" => response(200, &format!("host={host}\n")),
+            "/redirect" => response(301, ""),
+            "/close" => {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nOK\n".to_vec()
+            }
+            "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                3\r\nser\r\n8\r\nvice OK\n\r\n0\r\n\r\n"
+                .to_vec(),
+            "/silent" => {
+                // Wait for the client to go away (its deadline closes the socket).
+                let mut b = [0u8; 64];
+                let _ = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await;
+                return;
+            }
+            "/drip" => {
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+                    .await;
+                for _ in 0..100 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if s.write_all(b"x").await.is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+            _ => response(404, "no\n"),
+        };
+        let mut out = out;
+        if method == "HEAD" {
+            // The head only (RFC 9110 §9.3.2): a body here would desynchronise the connection.
+            let end = out
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(out.len(), |i| i + 4);
+            out.truncate(end);
+        }
+        if s.write_all(&out).await.is_err() || path == "/close" {
+            return;
+        }
+    }
 }
 
 /// A TCP port on 127.0.0.1 with nothing listening: a bound socket that never listens, so
@@ -180,6 +272,167 @@ async fn http_check_status_body_and_host_header() {
     let (closed, _guard) = closed_port();
     let r = check(CheckKind::Http(http("/ok", None)), closed, t).await;
     assert_eq!((r.ok, r.reason.as_str()), (false, "connect refused"));
+    let r = check(
+        CheckKind::Http(http("/chunked", Some("^service OK\n$"))),
+        addr,
+        t,
+    )
+    .await;
+    assert_eq!(
+        (r.ok, r.reason.as_str()),
+        (true, "HTTP 200, receive matched")
+    );
+}
+
+/// Runs `n` checks of `h` on one session, all expected to pass.
+async fn checks_in(c: &Checker, h: HttpCheck, addr: SocketAddr, n: usize) -> CheckSession {
+    let mut session = CheckSession::new();
+    let sp = spec(CheckKind::Http(h), Duration::from_secs(2));
+    for i in 0..n {
+        let r = c.run_check_in(&sp, &target(addr), &mut session).await;
+        assert!(r.ok, "check {i}: {r:?}");
+    }
+    session
+}
+
+#[tokio::test]
+async fn keepalive_checks_reuse_one_connection_and_close_it_with_the_session() {
+    let (addr, count) = http_server_with(ServerMode::default()).await;
+    let c = Checker::new().unwrap();
+    for h in [
+        http("/ok", Some("OK")),
+        http("/chunked", Some("OK")),
+        http("/ok", None),
+        HttpCheck {
+            method: HttpMethod::Head,
+            ..http("/ok", Some("(?i)content-length: 11"))
+        },
+    ] {
+        let before = count.get().0;
+        let session = checks_in(&c, h.clone(), addr, 5).await;
+        assert_eq!(count.get().0 - before, 1, "5 checks, one connection: {h:?}");
+        assert!(session.has_idle_connection());
+        assert_eq!(c.idle_connections(), 1);
+        drop(session);
+        assert_eq!(c.idle_connections(), 0);
+        count.wait_closed(count.get().0).await;
+    }
+}
+
+#[tokio::test]
+async fn connections_not_kept_when_off_closed_by_the_server_or_failing() {
+    let (addr, count) = http_server_with(ServerMode::default()).await;
+    // Keep-alive off: one connection per check (ldirectord's behaviour).
+    let off = Checker::new().unwrap().with_keepalive(false);
+    let s = checks_in(&off, http("/ok", Some("OK")), addr, 3).await;
+    assert!(!s.has_idle_connection());
+    assert_eq!(count.get().0, 3);
+    // The server says Connection: close.
+    let c = Checker::new().unwrap();
+    let s = checks_in(&c, http("/close", Some("OK")), addr, 3).await;
+    assert!(!s.has_idle_connection());
+    assert_eq!(count.get().0, 6);
+    // A failed check drops its connection.
+    let mut session = CheckSession::new();
+    let sp = spec(CheckKind::Http(http("/fail", None)), Duration::from_secs(2));
+    for _ in 0..2 {
+        let r = c.run_check_in(&sp, &target(addr), &mut session).await;
+        assert_eq!((r.ok, r.reason.as_str()), (false, "HTTP 503"));
+        assert!(!session.has_idle_connection());
+    }
+    assert_eq!(count.get().0, 8);
+    count.wait_closed(8).await;
+}
+
+#[tokio::test]
+async fn a_server_closing_idle_connections_fails_no_check() {
+    // Closes each connection 50 ms after its last response: every later check finds it closed.
+    let (addr, count) = http_server_with(ServerMode {
+        idle_close: Some(Duration::from_millis(50)),
+        ..ServerMode::default()
+    })
+    .await;
+    let c = Checker::new().unwrap();
+    let mut session = CheckSession::new();
+    let sp = spec(
+        CheckKind::Http(http("/ok", Some("OK"))),
+        Duration::from_secs(2),
+    );
+    for i in 1..=4 {
+        let r = c.run_check_in(&sp, &target(addr), &mut session).await;
+        assert_eq!(
+            (r.ok, r.reason.as_str()),
+            (true, "HTTP 200, receive matched"),
+            "check {i}"
+        );
+        count.wait_closed(i).await;
+    }
+    assert_eq!(count.get(), (4, 4));
+    // The server closes as the next request arrives (before answering): retried fresh once.
+    let (addr, count) = http_server_with(ServerMode {
+        answer_once: true,
+        ..ServerMode::default()
+    })
+    .await;
+    let mut session = CheckSession::new();
+    for i in 1..=4 {
+        let r = c.run_check_in(&sp, &target(addr), &mut session).await;
+        assert_eq!(
+            (r.ok, r.reason.as_str()),
+            (true, "HTTP 200, receive matched"),
+            "check {i}"
+        );
+    }
+    assert_eq!(
+        count.get().0,
+        4,
+        "one fresh connection per check after the first"
+    );
+}
+
+#[tokio::test]
+async fn a_check_cut_by_its_deadline_closes_its_connection() {
+    let (addr, count) = http_server_with(ServerMode::default()).await;
+    let c = Checker::new().unwrap();
+    let mut session = checks_in(&c, http("/ok", None), addr, 1).await;
+    let sp = spec(
+        CheckKind::Http(http("/silent", None)),
+        Duration::from_millis(300),
+    );
+    let r = c.run_check_in(&sp, &target(addr), &mut session).await;
+    assert_eq!((r.ok, r.reason.as_str()), (false, "timeout after 300ms"));
+    assert!(!session.has_idle_connection());
+    assert_eq!(c.idle_connections(), 0);
+    // Another check on the session replaced its connection; the server sees both closed:
+    // the one the deadline cut did not outlive the check.
+    count.wait_closed(2).await;
+    assert_eq!(count.get(), (2, 2));
+}
+
+#[tokio::test]
+async fn removing_a_scheduled_check_closes_its_kept_connection() {
+    let (addr, count) = http_server_with(ServerMode::default()).await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(100);
+    let checker = Arc::new(Checker::new().unwrap());
+    let mut s = CheckScheduler::new(checker.clone(), 4, tx);
+    let mut sp = spec(
+        CheckKind::Http(http("/ok", Some("OK"))),
+        Duration::from_secs(1),
+    );
+    sp.interval = Duration::from_millis(50);
+    s.add(TargetId(1), target(addr), sp);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for _ in 0..4 {
+        let (_, r, _) = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("results within 5 s")
+            .unwrap();
+        assert!(r.ok, "{r:?}");
+    }
+    assert_eq!(count.get(), (1, 0), "4 checks on one connection");
+    s.remove(TargetId(1));
+    count.wait_closed(1).await;
+    assert_eq!(checker.idle_connections(), 0);
 }
 
 #[tokio::test]
@@ -232,7 +485,9 @@ fn tls_server(conns: usize) -> (SocketAddr, std::thread::JoinHandle<Vec<Option<S
                 }
             }
             snis.push(tls.conn.server_name().map(str::to_string));
-            let _ = tls.write_all(&response(200, "secure OK\n"));
+            let _ = tls.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nsecure OK\n",
+            );
             tls.conn.send_close_notify();
             let _ = tls.flush();
         }
@@ -447,7 +702,7 @@ const BENCH_ENV: &str = "HBD_BENCH_SERVER";
 const BENCH_BASE_PORT: u16 = 20000;
 
 /// The benchmark's server: `HBD_BENCH_SERVER=<n>` listens on 127.0.0.1 ports 20000.. and
-/// answers every request with 200 "OK" until killed. Without the variable it does nothing.
+/// answers every request with 200 "OK" (several per connection) until killed. Without the variable it does nothing.
 /// Needs `ulimit -n` above the number of ports (scripts/bench-checks.sh sets it).
 #[test]
 #[ignore]
@@ -468,9 +723,12 @@ fn bench_http_server() {
                 .unwrap_or_else(|e| panic!("bind port {}: {e}", BENCH_BASE_PORT + i));
             tokio::spawn(async move {
                 while let Ok((mut s, _)) = l.accept().await {
+                    // HTTP/1.1 keep-alive: serve requests on the connection until it closes.
                     tokio::spawn(async move {
-                        if read_head(&mut s).await.is_some() {
-                            let _ = s.write_all(&response(200, "OK\n")).await;
+                        while read_head(&mut s).await.is_some() {
+                            if s.write_all(&response(200, "OK\n")).await.is_err() {
+                                return;
+                            }
                         }
                     });
                 }
@@ -510,6 +768,7 @@ fn bench_http_checks() {
     let secs: u64 = std::env::var("HBD_BENCH_SECS").map_or(20, |v| v.parse().unwrap());
     let concurrency: usize =
         std::env::var("HBD_BENCH_CONCURRENCY").map_or(256, |v| v.parse().unwrap());
+    let keepalive = std::env::var("HBD_BENCH_KEEPALIVE").map_or(true, |v| v != "0");
     let exe = std::env::current_exe().unwrap();
     let mut server = std::process::Command::new(exe)
         .args([
@@ -545,14 +804,17 @@ fn bench_http_checks() {
         .enable_all()
         .build()
         .unwrap();
-    let r = rt.block_on(bench_run(Checker::new().unwrap(), reals, secs, concurrency));
+    let checker = Arc::new(Checker::new().unwrap().with_keepalive(keepalive));
+    let r = rt.block_on(bench_run(checker.clone(), reals, secs, concurrency));
     drop(server);
     let cpu = r.cpu_user_sys.0 + r.cpu_user_sys.1;
     println!(
-        "reals={reals} interval=1s secs={secs} concurrency={concurrency}\n\
+        "reals={reals} interval=1s secs={secs} concurrency={concurrency} keepalive={keepalive} \
+         kept connections at the end={}\n\
          checks/s={:.0} per-real checks in window: min={} max={}\n\
          failed={} skipped={} max_lateness={:?}\n\
          cpu={cpu:.1}% of one core (user {:.1}%, sys {:.1}%) = {:.0} us/check  rss={} MB",
+        r.kept,
         r.checks_per_s,
         r.per_real.0,
         r.per_real.1,
@@ -564,6 +826,7 @@ fn bench_http_checks() {
         cpu * 10_000.0 / r.checks_per_s,
         r.rss_kb / 1024
     );
+    drop(checker);
 }
 
 /// Figures of one benchmark run.
@@ -574,12 +837,13 @@ struct BenchResult {
     stats: hbd::director::scheduler::SchedulerStats,
     cpu_user_sys: (f64, f64),
     rss_kb: u64,
+    kept: usize,
 }
 
-async fn bench_run<P: Probe>(probe: P, reals: u16, secs: u64, concurrency: usize) -> BenchResult {
+async fn bench_run(probe: Arc<Checker>, reals: u16, secs: u64, concurrency: usize) -> BenchResult {
     {
         let (tx, mut rx) = tokio::sync::mpsc::channel(8192);
-        let mut s = CheckScheduler::new(Arc::new(probe), concurrency, tx);
+        let mut s = CheckScheduler::new(probe.clone(), concurrency, tx);
         let sp = spec(
             CheckKind::Http(http("/", Some("OK"))),
             Duration::from_secs(3),
@@ -633,6 +897,7 @@ async fn bench_run<P: Probe>(probe: P, reals: u16, secs: u64, concurrency: usize
             stats,
             cpu_user_sys: (pct(cpu0.0, cpu1.0), pct(cpu0.1, cpu1.1)),
             rss_kb: rss_max,
+            kept: probe.idle_connections(),
         }
     }
 }
