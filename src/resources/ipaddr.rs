@@ -404,8 +404,15 @@ impl Vip {
     pub async fn stop(&self) -> Result<DelOutcome, VipError> {
         self.abort_burst();
         let nl = self.nl().await?;
-        let Some(ifname) = self.locate(nl).await? else {
-            return Ok(DelOutcome::AlreadyAbsent);
+        // With the interface named, `del_address` itself finds the address (or reports it
+        // absent); looking it up first would cost two more netlink round trips before the
+        // delete, on the path that ends a split brain.
+        let ifname = match &self.spec.ifname {
+            Some(i) => i.clone(),
+            None => match nl.interface_with(self.spec.ip).await.map_err(self.nl_err())? {
+                Some(i) => i,
+                None => return Ok(DelOutcome::AlreadyAbsent),
+            },
         };
         let outcome = nl
             .del_address(&ifname, self.spec.ip)
