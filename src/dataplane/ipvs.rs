@@ -430,40 +430,30 @@ impl Ipvs {
         sock.set_recv_timeout(Duration::from_secs(10)).map_err(nl)?;
         let mut w = MsgWriter::new();
         encode_get_family(&mut w, 1);
-        sock.send(&w.buf).map_err(nl)?;
         let mut family = None;
-        let mut missing = false;
-        sock.recv_until(|m| {
-            if m.seq != 1 {
-                return Ok(false);
+        let answer = sock.dump(&w.buf, 1, "generic netlink family lookup", |payload| {
+            let attrs = parse_attrs(payload.get(4..).unwrap_or(&[]))?;
+            if let Some(a) = find(&attrs, CTRL_ATTR_FAMILY_ID) {
+                family = Some(a.u16()?);
             }
-            match m.error_code() {
-                Some(0) => Ok(true),
-                Some(e) if e == -libc_enoent() => {
-                    missing = true;
-                    Ok(true)
-                }
-                Some(e) => Err(NetlinkError::Refused {
-                    what: "generic netlink family lookup".into(),
-                    errno: nix::errno::Errno::from_raw(-e),
-                }),
-                None => {
-                    let attrs = parse_attrs(m.payload.get(4..).unwrap_or(&[]))?;
-                    if let Some(a) = find(&attrs, CTRL_ATTR_FAMILY_ID) {
-                        family = Some(a.u16()?);
-                    }
-                    Ok(false)
-                }
-            }
-        })
-        .map_err(nl)?;
+            Ok(())
+        });
+        match answer {
+            Ok(()) => {}
+            // No such family: the kernel has no IPVS.
+            Err(NetlinkError::Refused {
+                errno: nix::errno::Errno::ENOENT,
+                ..
+            }) => return Err(DataplaneError::NoIpvs),
+            Err(e) => return Err(nl(e)),
+        }
         match family {
-            Some(family) if !missing => Ok(Ipvs {
+            Some(family) => Ok(Ipvs {
                 sock,
                 family,
                 seq: 1,
             }),
-            _ => Err(DataplaneError::NoIpvs),
+            None => Err(DataplaneError::NoIpvs),
         }
     }
 
@@ -492,10 +482,6 @@ impl Ipvs {
             .map_err(nl)?;
         Ok(out)
     }
-}
-
-fn libc_enoent() -> i32 {
-    nix::errno::Errno::ENOENT as i32
 }
 
 impl Dataplane for Ipvs {

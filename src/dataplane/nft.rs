@@ -58,8 +58,8 @@ use super::model::{
     Family, Forwarding, Netmask, Persistence, RealServer, Scheduler, ServiceKey, VirtualService,
 };
 use super::netlink::{
-    Message, MsgWriter, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST,
-    NLMSG_DONE, NLMSG_ERROR, NetlinkError, RequestSocket, find, parse_attrs,
+    MsgWriter, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ERROR,
+    NetlinkError, RequestSocket, find, parse_attrs,
 };
 use super::{Dataplane, DataplaneError};
 
@@ -1036,41 +1036,28 @@ impl Nft {
         w.raw(&[NFPROTO_IPV4, 0, 0, 0]);
         w.str(NFTA_RULE_TABLE, &self.table);
         w.end_msg();
-        self.sock.send(&w.buf).map_err(nl)?;
         let mut services: BTreeMap<ServiceKey, VirtualService> = BTreeMap::new();
         let mut dispatch_rules = 0;
-        let mut missing_table = false;
-        self.sock
-            .recv_until(|m| {
-                if m.seq != seq {
-                    return Ok(false);
+        let answer = self
+            .sock
+            .dump(&w.buf, seq, "nftables rule dump", |payload| {
+                let (chain, comment) = decode_rule(payload)?;
+                if chain == CHAIN_PREROUTING {
+                    dispatch_rules += 1;
+                } else if let Some(vs) = comment.as_deref().and_then(parse_service_comment) {
+                    services.insert(vs.key, vs);
                 }
-                match m.ty {
-                    NLMSG_DONE => Ok(true),
-                    NLMSG_ERROR => match m.error_code() {
-                        Some(0) => Ok(true),
-                        Some(e) if -e == nix::errno::Errno::ENOENT as i32 => {
-                            missing_table = true;
-                            Ok(true)
-                        }
-                        e => Err(NetlinkError::Refused {
-                            what: "nftables rule dump".into(),
-                            errno: nix::errno::Errno::from_raw(-e.unwrap_or(0)),
-                        }),
-                    },
-                    _ => {
-                        let (chain, comment) = decode_rule(m)?;
-                        if chain == CHAIN_PREROUTING {
-                            dispatch_rules += 1;
-                        } else if let Some(vs) = comment.as_deref().and_then(parse_service_comment)
-                        {
-                            services.insert(vs.key, vs);
-                        }
-                        Ok(false)
-                    }
-                }
-            })
-            .map_err(nl)?;
+                Ok(())
+            });
+        let missing_table = match answer {
+            Ok(()) => false,
+            // No table yet: nothing programmed.
+            Err(NetlinkError::Refused {
+                errno: nix::errno::Errno::ENOENT,
+                ..
+            }) => true,
+            Err(e) => return Err(nl(e)),
+        };
         self.skeleton = dispatch_rules == 2;
         if missing_table || !self.skeleton {
             return Ok(services.into_values().collect());
@@ -1146,8 +1133,8 @@ impl Nft {
 }
 
 /// The chain name and comment of a `NEWRULE` dump message.
-fn decode_rule(m: &Message<'_>) -> Result<(String, Option<String>), NetlinkError> {
-    let attrs = parse_attrs(m.payload.get(4..).unwrap_or(&[]))?;
+fn decode_rule(payload: &[u8]) -> Result<(String, Option<String>), NetlinkError> {
+    let attrs = parse_attrs(payload.get(4..).unwrap_or(&[]))?;
     let chain = find(&attrs, NFTA_RULE_CHAIN)
         .map(|a| a.str().map(str::to_string))
         .transpose()?

@@ -409,7 +409,11 @@ impl Vip {
         // delete, on the path that ends a split brain.
         let ifname = match &self.spec.ifname {
             Some(i) => i.clone(),
-            None => match nl.interface_with(self.spec.ip).await.map_err(self.nl_err())? {
+            None => match nl
+                .interface_with(self.spec.ip)
+                .await
+                .map_err(self.nl_err())?
+            {
                 Some(i) => i,
                 None => return Ok(DelOutcome::AlreadyAbsent),
             },
