@@ -322,12 +322,22 @@ where
     (buf, task)
 }
 
-fn failed(script: &Path, op: &str, out: &RunOutput) -> ScriptError {
-    ScriptError::Failed {
-        script: script.to_path_buf(),
-        op: op.to_string(),
-        code: out.status.code(),
-        stderr_tail: tail(&out.stderr, STDERR_TAIL),
+/// Ok when `out` exited with one of `accepted`, else the failure of `op` with its code and
+/// the tail of its stderr.
+fn expect_exit(
+    script: &Path,
+    op: &str,
+    out: &RunOutput,
+    accepted: &[i32],
+) -> Result<(), ScriptError> {
+    match out.status.code() {
+        Some(c) if accepted.contains(&c) => Ok(()),
+        code => Err(ScriptError::Failed {
+            script: script.to_path_buf(),
+            op: op.to_string(),
+            code,
+            stderr_tail: tail(&out.stderr, STDERR_TAIL),
+        }),
     }
 }
 
@@ -403,21 +413,13 @@ impl ScriptResource {
     /// `<script> args… start`; success is exit 0.
     pub async fn start(&self) -> Result<(), ScriptError> {
         let out = self.run("start").await?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(failed(&self.path, "start", &out))
-        }
+        expect_exit(&self.path, "start", &out, &[0])
     }
 
     /// `<script> args… stop`; success is exit 0.
     pub async fn stop(&self) -> Result<(), ScriptError> {
         let out = self.run("stop").await?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(failed(&self.path, "stop", &out))
-        }
+        expect_exit(&self.path, "stop", &out, &[0])
     }
 
     /// `<script> args… status` read with the script's class contract.
@@ -553,20 +555,13 @@ impl OcfResource {
     /// `start`; success is exit 0.
     pub async fn start(&self) -> Result<(), ScriptError> {
         let out = self.run("start").await?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(failed(&self.path, "start", &out))
-        }
+        expect_exit(&self.path, "start", &out, &[0])
     }
 
     /// `stop`; success is exit 0 (7, "not running", is accepted too).
     pub async fn stop(&self) -> Result<(), ScriptError> {
         let out = self.run("stop").await?;
-        match out.status.code() {
-            Some(0) | Some(OCF_NOT_RUNNING) => Ok(()),
-            _ => Err(failed(&self.path, "stop", &out)),
-        }
+        expect_exit(&self.path, "stop", &out, &[0, OCF_NOT_RUNNING])
     }
 
     /// `monitor` read with the OCF contract.
