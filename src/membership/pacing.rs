@@ -49,11 +49,6 @@ impl HeartbeatPacer {
         self.next
     }
 
-    /// The configured interval.
-    pub fn keepalive(&self) -> Duration {
-        self.keepalive
-    }
-
     /// A new keepalive (reload): applies from the next send.
     pub fn set_keepalive(&mut self, keepalive: Duration) {
         self.keepalive = keepalive;
@@ -205,7 +200,9 @@ mod tests {
         assert_eq!(p.due(), t0 + ms(13));
         p.set_keepalive(ms(5));
         assert_eq!(p.due(), t0 + ms(8));
-        assert_eq!(p.keepalive(), ms(5));
+        // the new keepalive is the interval from then on
+        assert!(p.on_timer(t0 + ms(8)));
+        assert_eq!(p.due(), t0 + ms(13));
     }
 
     #[test]
