@@ -12,9 +12,8 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,56 +22,37 @@ use hbd::dataplane::{
     ipvs::Ipvs, nft::Nft,
 };
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+use crate::netns::{NetNs, enter, ip};
 
 const VIP: &str = "192.0.2.10:80";
 
-fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "dataplane e2e tests need root (network namespaces, nftables)"
-    );
+/// `nft COMMAND` inside namespace `ns` (the oracle); its stdout.
+fn nft(ns: &str, command: &str) -> String {
+    ip(&["netns", "exec", ns, "nft", command])
 }
 
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Private namespace guard (a shared one lives in netns.rs): unique names, and Drop stops
-/// the responders and deletes the namespaces, even when a test panics.
+/// The topology's namespaces (each a [`NetNs`] guard) and the responders running in them.
+/// Drop stops the responders; the guards then delete the namespaces, even when a test panics.
 struct Lab {
-    prefix: String,
-    names: Vec<String>,
+    namespaces: Vec<NetNs>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Lab {
     fn new() -> Lab {
-        require_root();
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         Lab {
-            prefix: format!("hbddp{}x{n}", std::process::id()),
-            names: Vec::new(),
+            namespaces: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
         }
     }
 
+    /// A fresh namespace for `role` (`c`, `d`, `r1`…); its name.
     fn ns(&mut self, role: &str) -> String {
-        let name = format!("{}{role}", self.prefix);
-        run(&["ip", "netns", "add", &name]);
-        self.names.push(name.clone());
-        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        let ns = NetNs::new(&format!("dp{role}"));
+        let name = ns.name().to_string();
+        self.namespaces.push(ns);
         name
     }
 
@@ -80,26 +60,15 @@ impl Lab {
     fn topology(&mut self) -> (String, String, Vec<String>) {
         let c = self.ns("c");
         let d = self.ns("d");
-        run(&[
-            "ip", "-n", &d, "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns",
-            &c,
+        ip(&[
+            "-n", &d, "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns", &c,
         ]);
-        run(&["ip", "-n", &d, "addr", "add", "203.0.113.1/24", "dev", "c0"]);
-        run(&["ip", "-n", &d, "link", "set", "c0", "up"]);
-        run(&["ip", "-n", &d, "addr", "add", "192.0.2.10/32", "dev", "lo"]);
-        run(&[
-            "ip",
-            "-n",
-            &c,
-            "addr",
-            "add",
-            "203.0.113.2/24",
-            "dev",
-            "eth0",
-        ]);
-        run(&["ip", "-n", &c, "link", "set", "eth0", "up"]);
-        run(&[
-            "ip",
+        ip(&["-n", &d, "addr", "add", "203.0.113.1/24", "dev", "c0"]);
+        ip(&["-n", &d, "link", "set", "c0", "up"]);
+        ip(&["-n", &d, "addr", "add", "192.0.2.10/32", "dev", "lo"]);
+        ip(&["-n", &c, "addr", "add", "203.0.113.2/24", "dev", "eth0"]);
+        ip(&["-n", &c, "link", "set", "eth0", "up"]);
+        ip(&[
             "-n",
             &c,
             "route",
@@ -108,8 +77,7 @@ impl Lab {
             "via",
             "203.0.113.1",
         ]);
-        run(&[
-            "ip",
+        ip(&[
             "netns",
             "exec",
             &d,
@@ -122,12 +90,10 @@ impl Lab {
             let r = self.ns(&format!("r{i}"));
             let dev = format!("r{i}");
             let base = 16 * i;
-            run(&[
-                "ip", "-n", &d, "link", "add", &dev, "type", "veth", "peer", "name", "eth0",
-                "netns", &r,
+            ip(&[
+                "-n", &d, "link", "add", &dev, "type", "veth", "peer", "name", "eth0", "netns", &r,
             ]);
-            run(&[
-                "ip",
+            ip(&[
                 "-n",
                 &d,
                 "addr",
@@ -136,9 +102,8 @@ impl Lab {
                 "dev",
                 &dev,
             ]);
-            run(&["ip", "-n", &d, "link", "set", &dev, "up"]);
-            run(&[
-                "ip",
+            ip(&["-n", &d, "link", "set", &dev, "up"]);
+            ip(&[
                 "-n",
                 &r,
                 "addr",
@@ -147,9 +112,8 @@ impl Lab {
                 "dev",
                 "eth0",
             ]);
-            run(&["ip", "-n", &r, "link", "set", "eth0", "up"]);
-            run(&[
-                "ip",
+            ip(&["-n", &r, "link", "set", "eth0", "up"]);
+            ip(&[
                 "-n",
                 &r,
                 "route",
@@ -222,16 +186,9 @@ impl Drop for Lab {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        for n in self.names.drain(..).rev() {
-            let _ = Command::new("ip").args(["netns", "del", &n]).status();
-        }
+        // reals before the director, as they were created after it
+        while self.namespaces.pop().is_some() {}
     }
-}
-
-/// Move the calling thread into a named network namespace.
-fn enter(ns: &str) {
-    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("netns file");
-    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
 }
 
 /// Run `f` on a thread inside `ns` and return its result.
@@ -321,24 +278,13 @@ fn nft_weighted_round_robin_is_idempotent_and_leaves_other_tables_alone() {
     let mut lab = Lab::new();
     let (c, d, _) = lab.topology();
     // a foreign table hbd must never touch
-    run(&["ip", "netns", "exec", &d, "nft", "add table ip other"]);
-    run(&[
-        "ip",
-        "netns",
-        "exec",
+    nft(&d, "add table ip other");
+    nft(
         &d,
-        "nft",
         "add chain ip other input { type filter hook input priority 0; }",
-    ]);
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &d,
-        "nft",
-        "add rule ip other input tcp dport 9999 counter accept",
-    ]);
-    let other_before = run(&["ip", "netns", "exec", &d, "nft", "list table ip other"]);
+    );
+    nft(&d, "add rule ip other input tcp dport 9999 counter accept");
+    let other_before = nft(&d, "list table ip other");
 
     let mut dp = open_nft(&d);
     let desired = vec![web(&[2, 1, 1])];
@@ -360,7 +306,7 @@ fn nft_weighted_round_robin_is_idempotent_and_leaves_other_tables_alone() {
             .is_empty()
     );
 
-    let table = run(&["ip", "netns", "exec", &d, "nft", "list table ip hbd"]);
+    let table = nft(&d, "list table ip hbd");
     println!("{table}");
 
     let n = 4000;
@@ -378,7 +324,7 @@ fn nft_weighted_round_robin_is_idempotent_and_leaves_other_tables_alone() {
     let gone = block(dp.reconcile(&[], &own)).unwrap();
     assert_eq!(gone.changes.len(), 4);
     assert!(block(dp.list()).unwrap().is_empty());
-    let other_after = run(&["ip", "netns", "exec", &d, "nft", "list table ip other"]);
+    let other_after = nft(&d, "list table ip other");
     assert_eq!(other_before, other_after);
 }
 
@@ -606,26 +552,12 @@ fn nft_udp_and_fwmark_services_round_trip_through_the_kernel() {
     let mut want = desired.clone();
     want.sort_by_key(|v| v.key);
     assert_eq!(listed, want);
-    let table = run(&["ip", "netns", "exec", &d, "nft", "list table ip hbd"]);
+    let table = nft(&d, "list table ip hbd");
     assert!(table.contains("meta mark vmap @fwmarks"), "{table}");
     assert!(table.contains("0x00000007 : jump svc-fwm-7"), "{table}");
     // a hand-deleted map makes the next batch fail; the one after rebuilds the table
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &d,
-        "nft",
-        "flush chain ip hbd svc-fwm-7",
-    ]);
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &d,
-        "nft",
-        "delete map ip hbd lb-fwm-7",
-    ]);
+    nft(&d, "flush chain ip hbd svc-fwm-7");
+    nft(&d, "delete map ip hbd lb-fwm-7");
     let mut changed = desired.clone();
     changed[1].reals[0].weight = 2;
     let first = block(dp.reconcile(&changed, &own));
@@ -636,6 +568,6 @@ fn nft_udp_and_fwmark_services_round_trip_through_the_kernel() {
     listed.sort_by_key(|v| v.key);
     changed.sort_by_key(|v| v.key);
     assert_eq!(listed, changed);
-    let table = run(&["ip", "netns", "exec", &d, "nft", "list table ip hbd"]);
+    let table = nft(&d, "list table ip hbd");
     assert!(table.contains("map lb-fwm-7"), "{table}");
 }

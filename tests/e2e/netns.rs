@@ -51,6 +51,14 @@ pub fn ip(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Moves the calling thread into the named namespace (`setns(CLONE_NEWNET)`); panics if it
+/// cannot.
+pub fn enter(name: &str) {
+    let path = format!("/run/netns/{name}");
+    let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    setns(&file, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
+}
+
 /// A named network namespace deleted (with its registered processes killed) on drop.
 pub struct NetNs {
     name: String,
@@ -131,12 +139,10 @@ impl NetNs {
         F: Future,
         F::Output: Send,
     {
-        let path = format!("/run/netns/{}", self.name);
+        let name = self.name.as_str();
         std::thread::scope(|s| {
             let handle = s.spawn(move || {
-                let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-                setns(&file, CloneFlags::CLONE_NEWNET)
-                    .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+                enter(name);
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
