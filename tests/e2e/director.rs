@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use hbd::control::protocol::{Request, Response};
 
 use crate::netns::{NetNs, veth};
+use crate::web::who_answers;
 
 const VIP: &str = "198.51.100.10";
 const LIMIT: Duration = Duration::from_secs(10);
@@ -189,21 +190,10 @@ impl NatLab {
     /// `n` requests from the client to the VIP; the answers counted by name.
     fn ask(&self, n: usize) -> HashMap<String, usize> {
         self.client.run(|| async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut counts = HashMap::new();
             for _ in 0..n {
-                let attempt = async {
-                    let mut s = tokio::net::TcpStream::connect((VIP, 80)).await.ok()?;
-                    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
-                    let mut buf = Vec::new();
-                    s.read_to_end(&mut buf).await.ok()?;
-                    let text = String::from_utf8_lossy(&buf).into_owned();
-                    text.split("\r\n\r\n").nth(1).map(|b| b.trim().to_string())
-                };
-                let name = tokio::time::timeout(Duration::from_millis(500), attempt)
+                let name = who_answers((VIP, 80), Duration::from_millis(500))
                     .await
-                    .ok()
-                    .flatten()
                     .unwrap_or_else(|| "(failed)".into());
                 *counts.entry(name).or_insert(0) += 1;
             }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use hbd::control::protocol::{GroupClass, Request, Response, StatusReport};
 
 use crate::netns::{Lan, NetNs};
+use crate::web::who_answers;
 
 const VIP: &str = "192.0.2.10";
 
@@ -154,19 +155,8 @@ impl DirectorPair {
     /// Asks the VIP from the client who answers.
     fn ask_vip(&self) -> String {
         self.lan.hosts[2].run(|| async {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let attempt = async {
-                let mut s = tokio::net::TcpStream::connect((VIP, 80)).await.ok()?;
-                s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
-                let mut buf = Vec::new();
-                s.read_to_end(&mut buf).await.ok()?;
-                let text = String::from_utf8_lossy(&buf).into_owned();
-                text.split("\r\n\r\n").nth(1).map(|b| b.trim().to_string())
-            };
-            tokio::time::timeout(Duration::from_secs(1), attempt)
+            who_answers((VIP, 80), Duration::from_secs(1))
                 .await
-                .ok()
-                .flatten()
                 .unwrap_or_else(|| "(no answer)".into())
         })
     }

@@ -9,3 +9,4 @@ mod director;
 mod failover;
 mod net;
 mod netns;
+mod web;
