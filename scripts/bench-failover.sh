@@ -73,22 +73,7 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 bash scripts/lab.sh down >/dev/null 2>&1 || true
 HBD_LABWEB=$BIN/hbd-labweb bash scripts/lab.sh up >&2
 
-mkdir -p "$WORK/ha.d"
-cat >"$WORK/ha.d/ha.cf" <<CF
-keepalive 10ms
-deadtime 30ms
-warntime 20ms
-initdead 1
-udpport 694
-ucast eth0 192.0.2.11
-ucast eth0 192.0.2.12
-auto_failback on
-node dir1
-node dir2
-CF
-echo "dir1 IPaddr::$VIP/24/eth0" >"$WORK/ha.d/haresources"
-printf 'auth 1\n1 sha1 bench-only-secret\n' >"$WORK/ha.d/authkeys"
-chmod 600 "$WORK/ha.d/authkeys"
+bash scripts/lab.sh ha-dir "$WORK/ha.d" "dir1 IPaddr::$VIP/24/eth0" "sha1 bench-only-secret"
 "$BIN/hbd" --check-config --ha-dir "$WORK/ha.d" --node-name dir1 >&2
 
 start_node() { # name

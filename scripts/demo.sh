@@ -30,23 +30,7 @@ HBD_LABWEB=$BIN/hbd-labweb bash scripts/lab.sh up
 
 # One Linux-HA directory shared by both directors, heartbeat syntax throughout. The lvs
 # script (resources/lvs) prepares the node as director on start and as real server on stop.
-mkdir -p "$WORK/ha.d"
-cat > "$WORK/ha.d/ha.cf" <<CF
-logfacility local0
-keepalive 10ms
-deadtime 30ms
-warntime 20ms
-initdead 1
-udpport 694
-ucast eth0 192.0.2.11
-ucast eth0 192.0.2.12
-auto_failback on
-node dir1
-node dir2
-CF
-echo "dir1 lvs::$VIP::lo IPaddr::$VIP/24/eth0" > "$WORK/ha.d/haresources"
-printf 'auth 1\n1 sha256 demo-only-secret\n' > "$WORK/ha.d/authkeys"
-chmod 600 "$WORK/ha.d/authkeys"
+bash scripts/lab.sh ha-dir "$WORK/ha.d" "dir1 lvs::$VIP::lo IPaddr::$VIP/24/eth0" "sha256 demo-only-secret"
 echo "== hbd --check-config"
 "$BIN/hbd" --check-config --ha-dir "$WORK/ha.d" --node-name dir1
 

@@ -2,6 +2,12 @@
 # lab.sh: a network-namespace lab for an LVS director pair.
 #
 #   scripts/lab.sh up|down|status
+#   scripts/lab.sh ha-dir DIR 'HARESOURCES LINE' 'AUTHKEY'   (e.g. 'sha1 secret')
+#
+# `ha-dir` writes the pair's unchanged-heartbeat-syntax configuration for this lab into DIR:
+# ha.cf (dir1 and dir2 over ucast on eth0, keepalive 10ms, deadtime 30ms, warntime 20ms,
+# initdead 1, auto_failback on), haresources (the one line given) and authkeys (key 1, mode
+# 600). The demo and the failover benchmark both use it.
 #
 # Topology (one LAN, 192.0.2.0/24, TEST-NET-1, no route out of the lab):
 #
@@ -127,9 +133,30 @@ status() {
     return $rc
 }
 
+ha_dir() {
+    local dir=${1:?ha-dir needs DIR HARESOURCES AUTHKEY} res=${2:?ha-dir needs a haresources line} key=${3:?ha-dir needs an auth key, e.g. "sha1 secret"}
+    mkdir -p "$dir"
+    cat >"$dir/ha.cf" <<CF
+keepalive 10ms
+deadtime 30ms
+warntime 20ms
+initdead 1
+udpport 694
+ucast eth0 192.0.2.11
+ucast eth0 192.0.2.12
+auto_failback on
+node dir1
+node dir2
+CF
+    echo "$res" >"$dir/haresources"
+    printf 'auth 1\n1 %s\n' "$key" >"$dir/authkeys"
+    chmod 600 "$dir/authkeys"
+}
+
 case "${1:-}" in
 up) up ;;
 down) down ;;
 status) status ;;
-*) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+ha-dir) shift; ha_dir "$@" ;;
+*) echo "usage: $0 up|down|status|ha-dir DIR HARESOURCES AUTHKEY" >&2; exit 2 ;;
 esac
