@@ -116,11 +116,31 @@ fn destination(ifindex: u32) -> Option<LinkAddr> {
 }
 
 /// A raw socket ready to announce IPv4 addresses on one interface.
+///
+/// Closing an `AF_PACKET` socket waits for an RCU grace period in the kernel (about 10 ms
+/// on a small VM). Dropping an `Announcer` therefore hands the socket to a short-lived thread
+/// to close: on the daemon's single async thread that wait would stall heartbeats and, when
+/// a stop aborts a burst, delay the release that ends a split brain.
 pub struct Announcer {
     ifname: String,
     mac: [u8; 6],
     dest: LinkAddr,
-    fd: OwnedFd,
+    fd: Option<OwnedFd>,
+}
+
+impl Drop for Announcer {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            let spawned = std::thread::Builder::new()
+                .name("hbd-close-arp".into())
+                .spawn(move || drop(fd));
+            // Without a thread the socket is closed here (the closure, and so the fd, is
+            // dropped with the error): slower, never leaked.
+            if let Err(e) = spawned {
+                tracing::debug!(%e, "closing the ARP socket inline");
+            }
+        }
+    }
 }
 
 impl Announcer {
@@ -164,7 +184,7 @@ impl Announcer {
             ifname: ifname.to_string(),
             mac,
             dest,
-            fd,
+            fd: Some(fd),
         })
     }
 
@@ -176,13 +196,12 @@ impl Announcer {
     /// Sends one gratuitous ARP for `ip` now.
     pub fn send_once(&self, ip: Ipv4Addr) -> Result<(), AnnounceError> {
         let f = frame(self.mac, ip);
-        sendto(self.fd.as_raw_fd(), &f, &self.dest, MsgFlags::empty()).map_err(|e| {
-            AnnounceError::Socket {
-                ifname: self.ifname.clone(),
-                ip: ip.to_string(),
-                op: "sendto",
-                source: std::io::Error::from(e),
-            }
+        let fd = self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
+        sendto(fd, &f, &self.dest, MsgFlags::empty()).map_err(|e| AnnounceError::Socket {
+            ifname: self.ifname.clone(),
+            ip: ip.to_string(),
+            op: "sendto",
+            source: std::io::Error::from(e),
         })?;
         Ok(())
     }
@@ -272,6 +291,44 @@ mod tests {
         assert_eq!(d.ifindex(), 7);
         assert_eq!(d.addr(), Some(BROADCAST_MAC));
         assert_eq!(u16::from_be(d.protocol()), ETH_P_ARP);
+    }
+
+    /// Every open descriptor's link target ("socket:[inode]" for sockets).
+    fn open_fd_targets() -> Vec<String> {
+        std::fs::read_dir("/proc/self/fd")
+            .map(|dir| {
+                dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn dropping_an_announcer_closes_its_socket_off_thread() {
+        let announcer = match Announcer::on_link("lo", 1, [0; 6]) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("skipped: an AF_PACKET socket needs CAP_NET_RAW ({e})");
+                return;
+            }
+        };
+        let fd = announcer.fd.as_ref().unwrap().as_raw_fd();
+        let target = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(target.starts_with("socket:["), "{target}");
+        drop(announcer);
+        // The closing thread needs one RCU grace period; give it up to 5 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while open_fd_targets().contains(&target) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{target} still open 5 s after the drop"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]
