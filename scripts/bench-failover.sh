@@ -18,7 +18,8 @@
 #      bridge's namespace) until dir2 holds, then forwards again; also how long the VIP was
 #      configured on both directors after the heal (from `ip -ts monitor address` events)
 #   e  dir1's hbd SIGKILLed (links up, VIP left behind) and restarted after KILL_GAP_MS
-#   idle footprint of one hbd after 10 s (VmRSS, PSS, CPU over 10 s)
+#   idle footprint of one hbd after 10 s (VmRSS, PSS, CPU over 10 s), measured with the lab's
+#      default veths and again after `lab.sh napi` (when ethtool is installed)
 #   f  both cores saturated for LOAD_S seconds: late heartbeats, longest gap, false deaths
 #
 # Environment: KILL_GAP_MS (e, default 100), LOAD_S (f, default 30), HBD_ARGS (extra hbd
@@ -277,18 +278,18 @@ fresh_pair() {
   restore
 }
 
-run_idle() {
-  log "== idle footprint (fresh pair, 10 s idle, then CPU over 10 s)"
-  fresh_pair || { log "   could not restore"; return; }
-  sleep 10
-  local n pid rss pss thr t0 t1 n0 n1 c0 c1
+# measure_idle LABEL: CPU of each hbd over 10 s, with VmRSS/PSS, into FOOTPRINT
+measure_idle() {
+  local n pid rss pss thr t1 n1 c1 k0 k1 w0 w1 line
   for n in dir1 dir2; do
     pid=${HBD_PID[$n]}
     eval "t0_$n=\$(cpu_ticks $pid) n0_$n=\$(cpu_ns $pid) c0_$n=\$(ctxsw $pid)"
   done
-  local w0 w1; w0=$(date +%s%N)
+  k0=$(napi_ns); w0=$(date +%s%N)
   sleep 10
-  w1=$(date +%s%N)
+  w1=$(date +%s%N); k1=$(napi_ns)
+  FOOTPRINT+="$1"$'\n'
+  log "   $1"
   for n in dir1 dir2; do
     pid=${HBD_PID[$n]}
     eval "t0=\$t0_$n n0=\$n0_$n c0=\$c0_$n"
@@ -296,14 +297,41 @@ run_idle() {
     rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
     pss=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo "?")
     thr=$(awk '/^Threads/ {print $2}' "/proc/$pid/status")
-    local line
     line=$(awk -v t="$((t1 - t0))" -v ns="$((n1 - n0))" -v w="$((w1 - w0))" -v rss="$rss" -v pss="$pss" -v thr="$thr" -v n="$n" -v cs="$((c1 - c0))" \
       'BEGIN {printf "%s: VmRSS %.1f MB, PSS %.1f MB, %d threads, CPU %.2f %% of a core (stat ticks), %.3f %% (schedstat), %.0f wakeups/s", n, rss/1024, pss/1024, thr, t/100*1e9/w*100, ns/w*100, cs/(w/1e9)}')
-    log "   $line"
-    FOOTPRINT+="$line"$'\n'
+    log "     $line"
+    FOOTPRINT+="  $line"$'\n'
   done
+  if [ "$k1" -gt 0 ]; then
+    line=$(awk -v ns="$((k1 - k0))" -v w="$((w1 - w0))" 'BEGIN {printf "NAPI kernel threads (receive paths of the whole lab): %.3f %% of a core", ns/w*100}')
+    log "     $line"
+    FOOTPRINT+="  $line"$'\n'
+  fi
+}
+# CPU time of the lab's threaded-NAPI kernel threads (0 before `lab.sh napi`)
+napi_ns() {
+  local p s=0 v
+  for p in $(pgrep '^napi/' 2>/dev/null); do
+    v=$(awk '{print $1}' "/proc/$p/schedstat" 2>/dev/null || echo 0)
+    s=$((s + v))
+  done
+  echo "$s"
+}
+
+run_idle() {
+  log "== idle footprint (fresh pair, 10 s idle, then CPU over 10 s; then again with threaded NAPI)"
+  fresh_pair || { log "   could not restore"; return; }
+  sleep 10
+  measure_idle "veth receive in the sender's system call (the lab's default: the sender pays for the bridge and the peer's stack):"
   IDLE_LATE="dir1 sees dir2: $(late_of dir1 dir2) ; dir2 sees dir1: $(late_of dir2 dir1) (late_heartbeats longest_gap_ms after ~20 s idle)"
   log "   $IDLE_LATE"
+  if command -v ethtool >/dev/null; then
+    bash scripts/lab.sh napi
+    sleep 2
+    measure_idle "veth receive in threaded NAPI (lab.sh napi: each side pays for its own stack, as on two machines):"
+  else
+    log "   (no ethtool: the threaded-NAPI measurement is skipped)"
+  fi
 }
 
 run_f() {

@@ -3,6 +3,7 @@
 #
 #   scripts/lab.sh up|down|status
 #   scripts/lab.sh ha-dir DIR 'HARESOURCES LINE' 'AUTHKEY'   (e.g. 'sha1 secret')
+#   scripts/lab.sh napi      (needs ethtool)
 #
 # `ha-dir` writes the pair's unchanged-heartbeat-syntax configuration for this lab into DIR:
 # ha.cf (dir1 and dir2 over ucast on eth0, keepalive 10ms, deadtime 30ms, warntime 20ms,
@@ -18,6 +19,12 @@
 #   hbdlab-rs1..3  real servers    192.0.2.21-23, each running hbd-labweb on :80 that
 #                  answers with its name; VIP 192.0.2.10 on lo, hidden from ARP
 #                  (resources/tunl with DEV=lo), ready for LVS-DR.
+#
+# `napi` moves every lab veth's receive processing into threaded NAPI (GRO on, UDP GRO
+# forwarding on, /sys/class/net/DEV/threaded = 1). By default a veth delivers a frame in the
+# sender's system call: the bridge and the receiver's whole IP/UDP stack are billed to the
+# sending process, which two real machines would never do. The failover benchmark measures
+# idle CPU both ways.
 #
 # Each host's interface is eth0. `down` kills only the PIDs it recorded and deletes every
 # hbdlab-* namespace it created. Run as root. HBD_LABWEB overrides the server binary
@@ -153,10 +160,25 @@ CF
     chmod 600 "$dir/authkeys"
 }
 
+napi() {
+    [ "$(id -u)" = 0 ] || die "must run as root"
+    command -v ethtool >/dev/null || die "napi needs ethtool (apt-get install ethtool)"
+    local ns dev
+    for ns in $(ip netns list | awk '{print $1}' | grep '^hbdlab-'); do
+        for dev in $(ip -n "$ns" -o link show type veth | awk -F': ' '{print $2}' | cut -d@ -f1); do
+            ip netns exec "$ns" ethtool -K "$dev" gro on rx-udp-gro-forwarding on >/dev/null \
+                || die "ethtool -K $dev in $ns failed"
+            ip netns exec "$ns" sh -c "echo 1 > /sys/class/net/$dev/threaded" \
+                || die "threaded NAPI on $dev in $ns failed"
+        done
+    done
+}
+
 case "${1:-}" in
 up) up ;;
+napi) napi ;;
 down) down ;;
 status) status ;;
 ha-dir) shift; ha_dir "$@" ;;
-*) echo "usage: $0 up|down|status|ha-dir DIR HARESOURCES AUTHKEY" >&2; exit 2 ;;
+*) echo "usage: $0 up|down|status|napi|ha-dir DIR HARESOURCES AUTHKEY" >&2; exit 2 ;;
 esac
