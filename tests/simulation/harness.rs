@@ -167,15 +167,7 @@ impl SimNode {
 
     /// The node's status report.
     pub async fn status(&self) -> StatusReport {
-        let (reply, answer) = oneshot::channel();
-        self.control
-            .send(ControlCall {
-                request: Request::Status,
-                reply,
-            })
-            .await
-            .expect("node running");
-        answer.await.expect("answer").status.expect("status")
+        self.request(Request::Status).await.status.expect("status")
     }
 
     /// Sends a control request and returns the answer.
@@ -376,35 +368,39 @@ impl FakeRunner {
 /// The shareable handle the node holds.
 struct FakeHandle(Arc<FakeRunner>);
 
-impl GroupRunner for FakeHandle {
-    fn start(&self, group: usize) -> OpFuture {
+impl FakeHandle {
+    /// A start (`start` true) or a stop: traced begin, its delay, then the traced failure
+    /// when its failure flag is set, or else the group's new running state and the traced end.
+    fn op(&self, group: usize, start: bool) -> OpFuture {
         let me = self.0.clone();
         Box::pin(async move {
-            me.trace.push(&me.node, group, "start_begin");
-            tokio::time::sleep(me.start_delay).await;
-            if me.fail_start.load(Ordering::SeqCst) {
-                me.trace.push(&me.node, group, "start_fail");
-                return Err("simulated start failure".into());
+            let (delay, failing, [begin, fail, end], what) = if start {
+                let events = ["start_begin", "start_fail", "start_end"];
+                (me.start_delay, &me.fail_start, events, "start")
+            } else {
+                let events = ["stop_begin", "stop_fail", "stop_end"];
+                (me.stop_delay, &me.fail_stop, events, "stop")
+            };
+            me.trace.push(&me.node, group, begin);
+            tokio::time::sleep(delay).await;
+            if failing.load(Ordering::SeqCst) {
+                me.trace.push(&me.node, group, fail);
+                return Err(format!("simulated {what} failure"));
             }
-            me.running.lock().unwrap()[group] = true;
-            me.trace.push(&me.node, group, "start_end");
+            me.running.lock().unwrap()[group] = start;
+            me.trace.push(&me.node, group, end);
             Ok(())
         })
     }
+}
+
+impl GroupRunner for FakeHandle {
+    fn start(&self, group: usize) -> OpFuture {
+        self.op(group, true)
+    }
 
     fn stop(&self, group: usize) -> OpFuture {
-        let me = self.0.clone();
-        Box::pin(async move {
-            me.trace.push(&me.node, group, "stop_begin");
-            tokio::time::sleep(me.stop_delay).await;
-            if me.fail_stop.load(Ordering::SeqCst) {
-                me.trace.push(&me.node, group, "stop_fail");
-                return Err("simulated stop failure".into());
-            }
-            me.running.lock().unwrap()[group] = false;
-            me.trace.push(&me.node, group, "stop_end");
-            Ok(())
-        })
+        self.op(group, false)
     }
 
     fn announce(&self, group: usize) -> OpFuture {
