@@ -1,6 +1,9 @@
-//! Test support: start `hbd` in a namespace, and send it one control request.
+//! Test support: start `hbd` (or the lab web server) in a namespace, and send it one control
+//! request.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 use hbd::control::client;
@@ -33,29 +36,34 @@ pub fn spawn_hbd(ns: &NetNs, ha: &Path, node: &str, state: &Path, extra: &[&str]
         .append(true)
         .open(state.join("log"))
         .unwrap();
-    let child = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns.name(),
-            env!("CARGO_BIN_EXE_hbd"),
-            source,
-        ])
-        .arg(ha)
-        .args(["--node-name", node, "--state-dir"])
-        .arg(state)
-        .arg("--socket")
-        .arg(socket_in(state))
-        .args(extra)
-        .stdin(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn hbd");
-    let pid = child.id();
-    ns.register_pid(pid);
-    // Reaped by the namespace guard's kill; the handle is not needed.
-    std::mem::forget(child);
-    pid
+    let socket = socket_in(state);
+    let mut cmd: Vec<&OsStr> = vec![
+        OsStr::new(env!("CARGO_BIN_EXE_hbd")),
+        OsStr::new(source),
+        ha.as_os_str(),
+        OsStr::new("--node-name"),
+        OsStr::new(node),
+        OsStr::new("--state-dir"),
+        state.as_os_str(),
+        OsStr::new("--socket"),
+        socket.as_os_str(),
+    ];
+    cmd.extend(extra.iter().map(OsStr::new));
+    ns.spawn(&cmd, Stdio::from(log))
+}
+
+/// Starts `hbd-labweb --listen LISTEN --name NAME` (a web server answering its own name)
+/// inside `ns`; the namespace guard kills it, and its PID is returned for tests that kill it
+/// earlier.
+pub fn spawn_labweb(ns: &NetNs, listen: &str, name: &str) -> u32 {
+    let cmd = [
+        env!("CARGO_BIN_EXE_hbd-labweb"),
+        "--listen",
+        listen,
+        "--name",
+        name,
+    ];
+    ns.spawn(&cmd, Stdio::null())
 }
 
 /// The control socket of a daemon started by [`spawn_hbd`] with state directory `state`.

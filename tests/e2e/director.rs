@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use hbd::control::protocol::{Request, Response};
 
+use crate::control::spawn_labweb;
 use crate::netns::{NetNs, veth};
 use crate::web::who_answers;
 
@@ -59,20 +60,6 @@ fn attach(lan: &NetNs, host: &NetNs, ifname: &str, port: &str) {
     lan.ip(&["link", "set", port, "up"]);
 }
 
-fn spawn_web(ns: &NetNs, listen: &str, name: &str) -> u32 {
-    let child = std::process::Command::new("ip")
-        .args(["netns", "exec", ns.name(), env!("CARGO_BIN_EXE_hbd-labweb")])
-        .args(["--listen", listen, "--name", name])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn hbd-labweb");
-    ns.register_pid(child.id());
-    let pid = child.id();
-    std::mem::forget(child);
-    pid
-}
-
 impl NatLab {
     fn new(prefix: &str) -> NatLab {
         let lan_a = NetNs::new(prefix);
@@ -95,7 +82,7 @@ impl NatLab {
             // The sorry server, reached through the floating gateway address.
             web_pids.insert(
                 format!("sorry{}", i + 1),
-                spawn_web(d, "0.0.0.0:8080", &format!("sorry-dir{}", i + 1)),
+                spawn_labweb(d, "0.0.0.0:8080", &format!("sorry-dir{}", i + 1)),
             );
         }
         attach(&lan_a, &client, "eth0", "c0");
@@ -105,7 +92,7 @@ impl NatLab {
             r.addr_up("eth0", &format!("203.0.113.{}/24", 21 + i));
             r.ip(&["route", "add", "default", "via", "203.0.113.1"]);
             let name = format!("rs{}", i + 1);
-            web_pids.insert(name.clone(), spawn_web(r, "0.0.0.0:80", &name));
+            web_pids.insert(name.clone(), spawn_labweb(r, "0.0.0.0:80", &name));
         }
         let work = tempfile::tempdir().unwrap();
         let ha = work.path().join("ha.d");
@@ -271,7 +258,7 @@ fn director_pair_over_nftables() {
     assert_eq!(rs2.state, "down", "{rs2:?}");
     assert!(rs2.reason.is_some());
     // rs2 is back.
-    let pid = spawn_web(&lab.reals[1], "0.0.0.0:80", "rs2");
+    let pid = spawn_labweb(&lab.reals[1], "0.0.0.0:80", "rs2");
     lab.web_pids.insert("rs2".into(), pid);
     lab.until("rs2 back", |c| c.contains_key("rs2"));
 
@@ -313,7 +300,7 @@ fn director_pair_over_nftables() {
         lab.kill_web(name);
     }
     lab.until("fallback", |c| c.get("sorry-dir1") == Some(&20));
-    let pid = spawn_web(&lab.reals[0], "0.0.0.0:80", "rs1");
+    let pid = spawn_labweb(&lab.reals[0], "0.0.0.0:80", "rs1");
     lab.web_pids.insert("rs1".into(), pid);
     lab.until("fallback out", |c| c.get("rs1") == Some(&20));
 

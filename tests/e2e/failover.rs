@@ -34,21 +34,7 @@ impl DirectorPair {
             lan.hosts[i].ip(&["addr", "add", addr, "dev", "eth0"]);
         }
         for (i, name) in ["dir1", "dir2"].iter().enumerate() {
-            let child = std::process::Command::new("ip")
-                .args(["netns", "exec", lan.hosts[i].name()])
-                .args([
-                    env!("CARGO_BIN_EXE_hbd-labweb"),
-                    "--listen",
-                    "0.0.0.0:80",
-                    "--name",
-                    name,
-                ])
-                .stdin(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("spawn hbd-labweb");
-            lan.hosts[i].register_pid(child.id());
-            std::mem::forget(child);
+            crate::control::spawn_labweb(&lan.hosts[i], "0.0.0.0:80", name);
         }
         let dir = tempfile::tempdir().unwrap();
         let ha = dir.path().join("ha.d");

@@ -12,9 +12,10 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::future::Future;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -110,16 +111,24 @@ impl NetNs {
             .unwrap_or_else(|e| panic!("cannot exec {cmd:?} in {}: {e}", self.name))
     }
 
-    /// Starts a command inside the namespace; its PID is killed when the guard drops.
-    pub fn spawn(&self, cmd: &[&str]) -> Child {
+    /// Starts a command inside the namespace (stdin from /dev/null, stderr to `stderr`) and
+    /// returns its PID, which is killed when the guard drops (and may be killed earlier).
+    pub fn spawn<S: AsRef<OsStr>>(&self, cmd: &[S], stderr: Stdio) -> u32 {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.name])
             .args(cmd)
             .stdin(Stdio::null())
+            .stderr(stderr)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {cmd:?} in {}: {e}", self.name));
-        self.register_pid(child.id());
-        child
+            .unwrap_or_else(|e| {
+                let shown: Vec<_> = cmd.iter().map(|a| a.as_ref().to_string_lossy()).collect();
+                panic!("cannot spawn {shown:?} in {}: {e}", self.name)
+            });
+        let pid = child.id();
+        self.register_pid(pid);
+        // The guard's SIGKILL by PID ends it; the handle is not needed.
+        std::mem::forget(child);
+        pid
     }
 
     /// Registers a PID to be killed (SIGKILL) when this guard drops.
@@ -233,8 +242,7 @@ fn namespace_is_removed_even_when_the_test_panics() {
     let result = std::panic::catch_unwind(|| {
         let ns = NetNs::new("pnc");
         *name.lock().unwrap() = ns.name().to_string();
-        let mut child = ns.spawn(&["sleep", "30"]);
-        let _ = &mut child;
+        ns.spawn(&["sleep", "30"], Stdio::null());
         assert!(ip(&["netns", "list"]).contains(ns.name()));
         panic!("deliberate panic inside a NetNs scope");
     });
