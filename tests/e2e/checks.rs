@@ -11,7 +11,6 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::netns::{NetNs, require_root, veth};
+use crate::netns::{NetNs, gone, require_root, veth, wait_until, write_exec};
 
 fn target(addr: SocketAddr) -> CheckTarget {
     CheckTarget {
@@ -531,39 +530,26 @@ async fn connect_check_open_and_closed_ports() {
     assert!(c.run_check(&spec(CheckKind::Connect, t), &tg).await.ok);
 }
 
-fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
-}
-
-fn gone(pid: i32) -> bool {
-    // Killed processes disappear once reaped; a zombie ("Z") awaiting its reaper also counts.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
-    }
-}
-
 #[tokio::test]
 async fn external_check_contract_and_deadline_kill() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let args = d.join("args");
-    let ok = script(
-        d,
-        "ok",
-        &format!("echo \"$@\" > {}\nexit 0", args.display()),
+    let ok = d.join("ok");
+    write_exec(
+        &ok,
+        &format!("#!/bin/sh\necho \"$@\" > {}\nexit 0\n", args.display()),
     );
-    let fail = script(d, "fail", "exit 1");
+    let fail = d.join("fail");
+    write_exec(&fail, "#!/bin/sh\nexit 1\n");
     let pids = d.join("pids");
-    let hang = script(
-        d,
-        "hang",
-        &format!("sleep 30 &\necho $$ $! > {}\nwait", pids.display()),
+    let hang = d.join("hang");
+    write_exec(
+        &hang,
+        &format!(
+            "#!/bin/sh\nsleep 30 &\necho $$ $! > {}\nwait\n",
+            pids.display()
+        ),
     );
     let real: SocketAddr = "192.0.2.21:8080".parse().unwrap();
     let c = Checker::new().unwrap();
@@ -601,14 +587,11 @@ async fn external_check_contract_and_deadline_kill() {
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !ids.iter().all(|p| gone(*p)) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "group {ids:?} survived the deadline"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        &format!("group {ids:?} gone after the deadline"),
+        || ids.iter().all(|p| gone(*p)),
+    );
 }
 
 #[tokio::test]

@@ -5,8 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hbd::control::protocol::{Request, StatusReport};
-
+use crate::control::wait_peer;
 use crate::netns::{NetNs, veth};
 
 const KEEPALIVE_MS: u64 = 100;
@@ -64,33 +63,6 @@ impl Pair {
     fn log(&self, node: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(node).join("log")).unwrap_or_default()
     }
-}
-
-fn status(socket: &Path) -> Option<StatusReport> {
-    crate::control::call(socket, &Request::Status, Duration::from_secs(2))?.status
-}
-
-fn peer_status(report: &StatusReport, peer: &str) -> String {
-    report
-        .nodes
-        .iter()
-        .find(|n| n.name == peer)
-        .map(|n| n.status.clone())
-        .unwrap_or_default()
-}
-
-/// Polls `socket` (every millisecond, at most `limit`) until `peer` has `wanted` status.
-fn wait_peer(socket: &Path, peer: &str, wanted: &str, limit: Duration) -> Option<StatusReport> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(r) = status(socket)
-            && peer_status(&r, peer) == wanted
-        {
-            return Some(r);
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    None
 }
 
 fn see_each_other_then_detect_death(prefix: &str, media: &str) {

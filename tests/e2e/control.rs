@@ -4,10 +4,10 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hbd::control::client;
-use hbd::control::protocol::{Request, Response};
+use hbd::control::protocol::{Request, Response, StatusReport};
 
 use crate::netns::NetNs;
 
@@ -69,4 +69,55 @@ pub fn spawn_labweb(ns: &NetNs, listen: &str, name: &str) -> u32 {
 /// The control socket of a daemon started by [`spawn_hbd`] with state directory `state`.
 pub fn socket_in(state: &Path) -> PathBuf {
     state.join("hbd.sock")
+}
+
+/// The daemon's status report; `None` if it does not answer within 3 s.
+pub fn status(socket: &Path) -> Option<StatusReport> {
+    call(socket, &Request::Status, Duration::from_secs(3))?.status
+}
+
+fn peer_status(report: &StatusReport, peer: &str) -> String {
+    report
+        .nodes
+        .iter()
+        .find(|n| n.name == peer)
+        .map(|n| n.status.clone())
+        .unwrap_or_default()
+}
+
+/// Polls `socket` (every millisecond, at most `limit`) until `peer` has `wanted` status.
+pub fn wait_peer(socket: &Path, peer: &str, wanted: &str, limit: Duration) -> Option<StatusReport> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(r) = status(socket)
+            && peer_status(&r, peer) == wanted
+        {
+            return Some(r);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+/// Waits (at most `limit`) until the daemon at `socket` reports `owner` as the owner of its
+/// first group, running it exactly when it is itself `owner`. Panics with the last status
+/// and `logs()` otherwise.
+pub fn wait_owner(socket: &Path, owner: &str, limit: Duration, logs: impl Fn() -> String) {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(s) = status(socket) {
+            let g = &s.groups[0];
+            if g.owner.as_deref() == Some(owner) && (g.state == "running") == (s.node == owner) {
+                return;
+            }
+            last = Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!(
+        "{} never saw {owner} own and run the group; last status {last:#?}\n{}",
+        socket.display(),
+        logs()
+    );
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hbd::control::protocol::{Request, Response};
 
 use crate::control::spawn_labweb;
-use crate::netns::{NetNs, veth};
+use crate::netns::{NetNs, poll_until, veth};
 use crate::web::who_answers;
 
 const VIP: &str = "198.51.100.10";
@@ -155,23 +155,11 @@ impl NatLab {
         crate::control::call(&self.socket(i), &request, Duration::from_secs(3))
     }
 
+    /// Waits until director `i` sees `owner` own the group, running it where it is owned.
     fn wait_running(&self, i: usize, owner: &str) {
-        let deadline = Instant::now() + LIMIT;
-        while Instant::now() < deadline {
-            if let Some(s) = self.call(i, Request::Status).and_then(|r| r.status)
-                && s.groups[0].owner.as_deref() == Some(owner)
-                && (s.groups[0].state == "running") == (s.node == owner)
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!(
-            "dir{} never saw {owner} run the group\ndir1 log:\n{}\ndir2 log:\n{}",
-            i + 1,
-            self.log(0),
-            self.log(1)
-        );
+        crate::control::wait_owner(&self.socket(i), owner, LIMIT, || {
+            format!("dir1 log:\n{}\ndir2 log:\n{}", self.log(0), self.log(1))
+        });
     }
 
     /// `n` requests from the client to the VIP; the answers counted by name.
@@ -426,15 +414,10 @@ fn yaml_director_section_is_reloaded() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let wait_for = |want: &str| {
-        let deadline = Instant::now() + LIMIT;
-        while Instant::now() < deadline {
-            if table().contains(want) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if !poll_until(LIMIT, || table().contains(want)) {
+            let log = std::fs::read_to_string(state.join("log")).unwrap_or_default();
+            panic!("table never had {want:?}: {}\nlog:\n{log}", table());
         }
-        let log = std::fs::read_to_string(state.join("log")).unwrap_or_default();
-        panic!("table never had {want:?}: {}\nlog:\n{log}", table());
     };
     // The lone node holds the group after initdead; its director programs weight 3.
     wait_for("-r 203.0.113.21:80 -m -w 3");

@@ -106,30 +106,14 @@ impl DirectorPair {
     }
 
     fn status(&self, i: usize) -> Option<StatusReport> {
-        self.call(i, Request::Status)?.status
+        crate::control::status(&self.socket(i))
     }
 
     /// Waits until director `i` reports `owner` for the group and the expected local state.
     fn wait_owner(&self, i: usize, owner: &str, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        let mut last = None;
-        while Instant::now() < deadline {
-            if let Some(s) = self.status(i) {
-                let g = &s.groups[0];
-                let here_ok = (g.owner.as_deref() == Some(Self::name(i))) == (g.state == "running");
-                if g.owner.as_deref() == Some(owner) && here_ok {
-                    return;
-                }
-                last = Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        panic!(
-            "{} never saw {owner} own the group; last status {last:#?}\nlog dir1:\n{}\nlog dir2:\n{}",
-            Self::name(i),
-            self.log(0),
-            self.log(1)
-        );
+        crate::control::wait_owner(&self.socket(i), owner, limit, || {
+            format!("log dir1:\n{}\nlog dir2:\n{}", self.log(0), self.log(1))
+        });
     }
 
     fn has_vip(&self, i: usize, dev: &str) -> bool {
@@ -256,7 +240,8 @@ fn planned_takeover_and_standby() {
     assert_eq!(pair.ask_vip(), "dir1");
     // hactl's own exit codes for a refused standby: kill dir2, then standby on dir1.
     pair.kill(1);
-    pair.wait_until_dead(0, "dir2");
+    crate::control::wait_peer(&pair.socket(0), "dir2", "dead", LIMIT)
+        .unwrap_or_else(|| panic!("dir2 never declared dead"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
         .arg("--socket")
         .arg(pair.socket(0))
@@ -264,21 +249,6 @@ fn planned_takeover_and_standby() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-}
-
-impl DirectorPair {
-    fn wait_until_dead(&self, i: usize, peer: &str) {
-        let deadline = Instant::now() + LIMIT;
-        while Instant::now() < deadline {
-            if let Some(s) = self.status(i)
-                && s.nodes.iter().any(|n| n.name == peer && n.status == "dead")
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        panic!("{peer} never declared dead");
-    }
 }
 
 #[test]

@@ -6,7 +6,6 @@
 //! directories only.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
-use crate::netns::{NetNs, require_root, veth};
+use crate::netns::{NetNs, gone, poll_until, require_root, veth, wait_until, write_exec};
 
 /// Two namespaces joined by a veth pair: `dir` (director, 192.0.2.1) and `peer` (192.0.2.2),
 /// both with `eth0`; IPv6 2001:db8::1 / ::2 (documentation prefix, RFC 3849) without DAD.
@@ -103,16 +102,15 @@ fn parse_mac(s: &str) -> [u8; 6] {
     v.try_into().unwrap()
 }
 
-/// Polls the peer's neighbour entry for `ip` until it shows `mac` (bounded: 2 s).
+/// Polls the peer's neighbour entry for `ip` until it shows `mac` (bounded: 2 s); the last
+/// entry seen.
 fn wait_neigh(ns: &NetNs, ip: &str, mac: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let out = ns.ip(&["neigh", "show", ip]);
-        if out.contains(mac) || Instant::now() > deadline {
-            return out;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut out = String::new();
+    poll_until(Duration::from_secs(2), || {
+        out = ns.ip(&["neigh", "show", ip]);
+        out.contains(mac)
+    });
+    out
 }
 
 #[test]
@@ -349,11 +347,6 @@ fn ipv6_vip_sends_unsolicited_na_that_updates_the_peer() {
     assert!(neigh.contains(&dir_mac), "peer cache not updated: {neigh}");
 }
 
-fn write_exec(path: &Path, body: &str) {
-    std::fs::write(path, body).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 fn ctx_for(root: &Path, timeout: Duration) -> ResolveContext {
     let rd = root.join("resource.d");
     let initd = root.join("init.d");
@@ -459,18 +452,13 @@ async fn script_timeout_kills_the_whole_process_group() {
         .trim()
         .parse()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
     // The background child was in the script's process group: it must be gone (or a zombie
     // waiting for init, which /proc shows as state Z).
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{bg}/stat")).unwrap_or_default();
-        let gone = stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z");
-        if gone {
-            break;
-        }
-        assert!(Instant::now() < deadline, "background child {bg} survived");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        Duration::from_secs(2),
+        &format!("background child {bg} gone"),
+        || gone(bg),
+    );
 }
 
 #[tokio::test]

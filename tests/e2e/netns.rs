@@ -15,9 +15,12 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
 use nix::sys::signal::{Signal, kill};
@@ -199,6 +202,43 @@ impl Drop for NetNs {
     }
 }
 
+/// Polls `done` every 10 ms until it holds (true), or `limit` passes first (false).
+pub fn poll_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `done` (see [`poll_until`]) and panics naming `what` unless it holds within `limit`.
+pub fn wait_until(limit: Duration, what: &str, done: impl FnMut() -> bool) {
+    assert!(poll_until(limit, done), "{what}: not within {limit:?}");
+}
+
+/// Whether process `pid` is gone: no longer in /proc, or a zombie ("Z") awaiting its reaper.
+/// The state is read after the last ')' of /proc/PID/stat, as the command name may hold
+/// spaces and parentheses.
+pub fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// Writes an executable (mode 0755) file: `body` is the whole script, shebang included.
+pub fn write_exec(path: &Path, body: &str) {
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// Connects two namespaces with a veth pair: `a_if` in `a`, `b_if` in `b` (both left down).
 pub fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) {
     a.ip(&[
@@ -274,7 +314,6 @@ fn run_executes_inside_the_namespace() {
 
 #[test]
 fn lan_hosts_reach_each_other() {
-    use std::time::Duration;
     let lan = Lan::new("lan", 2);
     lan.hosts[0].ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]);
     lan.hosts[1].ip(&["addr", "add", "192.0.2.2/24", "dev", "eth0"]);
