@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::netns::{NetNs, gone, require_root, veth, wait_until, write_exec};
+use crate::netns::{gone, pair, require_root, wait_until, write_exec};
 
 fn target(addr: SocketAddr) -> CheckTarget {
     CheckTarget {
@@ -615,22 +615,7 @@ async fn ping_loopback() {
 
 #[test]
 fn ping_a_namespace_host_and_an_absent_one() {
-    let a = NetNs::new("chka");
-    let b = NetNs::new("chkb");
-    veth(&a, "va", &b, "vb");
-    a.addr_up("va", "198.51.100.1/24");
-    b.addr_up("vb", "198.51.100.2/24");
-    // Wait for carrier on both ends, so the first ARP request is not lost on a down link.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !(a.ip(&["link", "show", "va"]).contains("LOWER_UP")
-        && b.ip(&["link", "show", "vb"]).contains("LOWER_UP"))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "veth carrier never came up"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (a, _b) = pair("chk", "198.51.100.1/24", "198.51.100.2/24");
     let (up, absent) = a.run(|| async {
         let c = Checker::new().unwrap();
         let s = spec(CheckKind::Ping, Duration::from_millis(1000));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::control::wait_peer;
-use crate::netns::{NetNs, veth};
+use crate::netns::{NetNs, pair};
 
 const KEEPALIVE_MS: u64 = 100;
 const DEADTIME_MS: u64 = 400;
@@ -21,11 +21,7 @@ struct Pair {
 
 impl Pair {
     fn new(prefix: &str) -> Pair {
-        let a = NetNs::new(prefix);
-        let b = NetNs::new(prefix);
-        veth(&a, "eth0", &b, "eth0");
-        a.addr_up("eth0", "192.0.2.11/24");
-        b.addr_up("eth0", "192.0.2.12/24");
+        let (a, b) = pair(prefix, "192.0.2.11/24", "192.0.2.12/24");
         Pair {
             a,
             b,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hbd::control::protocol::{Request, Response};
 
 use crate::control::spawn_labweb;
-use crate::netns::{NetNs, poll_until, veth};
+use crate::netns::{NetNs, pair, poll_until, veth};
 use crate::web::who_answers;
 
 const VIP: &str = "198.51.100.10";
@@ -382,10 +382,8 @@ fn bench_director_start_with_10000_reals() {
 /// section to the running director (the rules change without a restart).
 #[test]
 fn yaml_director_section_is_reloaded() {
-    let ns = NetNs::new("dy");
-    let peer = NetNs::new("dy");
-    veth(&ns, "eth0", &peer, "eth0");
-    ns.addr_up("eth0", "198.51.100.11/24");
+    // The peer end is up but holds no address of dir2 (198.51.100.12): dir2 is absent.
+    let (ns, _peer) = pair("dy", "198.51.100.11/24", "198.51.100.13/24");
     let work = tempfile::tempdir().unwrap();
     let yaml = work.path().join("hbd.yaml");
     let write = |weight: u32| {

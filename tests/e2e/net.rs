@@ -22,16 +22,12 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
-use crate::netns::{NetNs, gone, poll_until, require_root, veth, wait_until, write_exec};
+use crate::netns::{NetNs, gone, poll_until, require_root, wait_until, write_exec};
 
 /// Two namespaces joined by a veth pair: `dir` (director, 192.0.2.1) and `peer` (192.0.2.2),
 /// both with `eth0`; IPv6 2001:db8::1 / ::2 (documentation prefix, RFC 3849) without DAD.
 fn pair(prefix: &str) -> (NetNs, NetNs) {
-    let dir = NetNs::new(prefix);
-    let peer = NetNs::new(prefix);
-    veth(&dir, "eth0", &peer, "eth0");
-    dir.addr_up("eth0", "192.0.2.1/24");
-    peer.addr_up("eth0", "192.0.2.2/24");
+    let (dir, peer) = crate::netns::pair(prefix, "192.0.2.1/24", "192.0.2.2/24");
     dir.ip(&[
         "-6",
         "addr",

@@ -246,6 +246,24 @@ pub fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) {
     ]);
 }
 
+/// Two fresh namespaces joined by a veth pair named `eth0` on both sides, addressed
+/// `a_cidr` and `b_cidr` and up; returns once both ends have carrier (LOWER_UP), so the
+/// first packet (an ARP request, a heartbeat) is not lost on a link still coming up.
+pub fn pair(prefix: &str, a_cidr: &str, b_cidr: &str) -> (NetNs, NetNs) {
+    let a = NetNs::new(prefix);
+    let b = NetNs::new(prefix);
+    veth(&a, "eth0", &b, "eth0");
+    a.addr_up("eth0", a_cidr);
+    b.addr_up("eth0", b_cidr);
+    let carrier = |ns: &NetNs| ns.ip(&["link", "show", "eth0"]).contains("LOWER_UP");
+    wait_until(
+        Duration::from_secs(5),
+        "veth carrier up on both ends",
+        || carrier(&a) && carrier(&b),
+    );
+    (a, b)
+}
+
 /// A bridged LAN: one namespace holding bridge `br0`, and `hosts`, each with `eth0` attached
 /// to a bridge port `p<i>`. Drop order deletes the hosts, then the bridge.
 pub struct Lan {
