@@ -22,117 +22,74 @@ use hbd::dataplane::{
     ipvs::Ipvs, nft::Nft,
 };
 
-use crate::netns::{NetNs, enter, ip};
+use crate::netns::{NetNs, enter, veth};
 
 const VIP: &str = "192.0.2.10:80";
 
-/// `nft COMMAND` inside namespace `ns` (the oracle); its stdout.
-fn nft(ns: &str, command: &str) -> String {
-    ip(&["netns", "exec", ns, "nft", command])
+/// `nft COMMAND` inside namespace `ns` (the oracle); its stdout. Panics when nft fails.
+fn nft(ns: &NetNs, command: &str) -> String {
+    let out = ns.exec(&["nft", command]);
+    assert!(
+        out.status.success(),
+        "`nft {command}` in {} failed ({}): {}",
+        ns.name(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The topology's namespaces (each a [`NetNs`] guard) and the responders running in them.
-/// Drop stops the responders; the guards then delete the namespaces, even when a test panics.
+/// Drop stops the responders; the guards then delete the namespaces (reals first, then the
+/// director and the client), even when a test panics.
 struct Lab {
-    namespaces: Vec<NetNs>,
+    reals: Vec<NetNs>,
+    director: NetNs,
+    client: NetNs,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Lab {
-    fn new() -> Lab {
-        Lab {
-            namespaces: Vec::new(),
+    /// client — director — three reals, forwarding on, a responder in each real.
+    fn topology() -> Lab {
+        let client = NetNs::new("dpc");
+        let director = NetNs::new("dpd");
+        veth(&director, "c0", &client, "eth0");
+        director.addr_up("c0", "203.0.113.1/24");
+        director.ip(&["addr", "add", "192.0.2.10/32", "dev", "lo"]);
+        client.addr_up("eth0", "203.0.113.2/24");
+        client.ip(&["route", "add", "192.0.2.0/24", "via", "203.0.113.1"]);
+        let forward = director.exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
+        assert!(forward.status.success(), "ip_forward: {forward:?}");
+        let mut lab = Lab {
+            reals: Vec::new(),
+            director,
+            client,
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
-        }
-    }
-
-    /// A fresh namespace for `role` (`c`, `d`, `r1`…); its name.
-    fn ns(&mut self, role: &str) -> String {
-        let ns = NetNs::new(&format!("dp{role}"));
-        let name = ns.name().to_string();
-        self.namespaces.push(ns);
-        name
-    }
-
-    /// client — director — three reals, forwarding on; returns (client, director, reals).
-    fn topology(&mut self) -> (String, String, Vec<String>) {
-        let c = self.ns("c");
-        let d = self.ns("d");
-        ip(&[
-            "-n", &d, "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns", &c,
-        ]);
-        ip(&["-n", &d, "addr", "add", "203.0.113.1/24", "dev", "c0"]);
-        ip(&["-n", &d, "link", "set", "c0", "up"]);
-        ip(&["-n", &d, "addr", "add", "192.0.2.10/32", "dev", "lo"]);
-        ip(&["-n", &c, "addr", "add", "203.0.113.2/24", "dev", "eth0"]);
-        ip(&["-n", &c, "link", "set", "eth0", "up"]);
-        ip(&[
-            "-n",
-            &c,
-            "route",
-            "add",
-            "192.0.2.0/24",
-            "via",
-            "203.0.113.1",
-        ]);
-        ip(&[
-            "netns",
-            "exec",
-            &d,
-            "sh",
-            "-c",
-            "echo 1 > /proc/sys/net/ipv4/ip_forward",
-        ]);
-        let mut reals = Vec::new();
+        };
         for i in 1..=3u8 {
-            let r = self.ns(&format!("r{i}"));
+            let r = NetNs::new(&format!("dpr{i}"));
             let dev = format!("r{i}");
             let base = 16 * i;
-            ip(&[
-                "-n", &d, "link", "add", &dev, "type", "veth", "peer", "name", "eth0", "netns", &r,
-            ]);
-            ip(&[
-                "-n",
-                &d,
-                "addr",
-                "add",
-                &format!("198.51.100.{}/28", base + 1),
-                "dev",
-                &dev,
-            ]);
-            ip(&["-n", &d, "link", "set", &dev, "up"]);
-            ip(&[
-                "-n",
-                &r,
-                "addr",
-                "add",
-                &format!("198.51.100.{}/28", base + 2),
-                "dev",
-                "eth0",
-            ]);
-            ip(&["-n", &r, "link", "set", "eth0", "up"]);
-            ip(&[
-                "-n",
-                &r,
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("198.51.100.{}", base + 1),
-            ]);
-            self.responder(&r, &format!("r{i}"));
-            reals.push(r);
+            veth(&lab.director, &dev, &r, "eth0");
+            lab.director
+                .addr_up(&dev, &format!("198.51.100.{}/28", base + 1));
+            r.addr_up("eth0", &format!("198.51.100.{}/28", base + 2));
+            let gateway = format!("198.51.100.{}", base + 1);
+            r.ip(&["route", "add", "default", "via", &gateway]);
+            lab.responder(&r, &format!("r{i}"));
+            lab.reals.push(r);
         }
-        (c, d, reals)
+        lab
     }
 
     /// A line responder on 0.0.0.0:80 inside `ns`, answering each line with `name`.
-    fn responder(&mut self, ns: &str, name: &str) {
+    fn responder(&mut self, ns: &NetNs, name: &str) {
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = self.stop.clone();
-        let (ns, name) = (ns.to_string(), name.to_string());
+        let (ns, name) = (ns.name().to_string(), name.to_string());
         self.threads.push(std::thread::spawn(move || {
             enter(&ns);
             let l = TcpListener::bind("0.0.0.0:80").expect("bind responder");
@@ -186,20 +143,7 @@ impl Drop for Lab {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        // reals before the director, as they were created after it
-        while self.namespaces.pop().is_some() {}
     }
-}
-
-/// Run `f` on a thread inside `ns` and return its result.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = ns.to_string();
-    std::thread::spawn(move || {
-        enter(&ns);
-        f()
-    })
-    .join()
-    .expect("thread in namespace")
 }
 
 /// One request through a fresh connection: who answered, or which step failed and why.
@@ -218,8 +162,8 @@ fn ask(vip: SocketAddr) -> Result<String, String> {
 
 /// `n` requests from the client namespace: answers counted by real name; a failure is
 /// counted under `FAILED` and its reason kept in the second map.
-fn ask_many(client: &str, n: usize) -> HashMap<String, usize> {
-    in_ns(client, move || {
+fn ask_many(client: &NetNs, n: usize) -> HashMap<String, usize> {
+    client.run(|| async move {
         let vip: SocketAddr = VIP.parse().unwrap();
         let mut seen = HashMap::new();
         for _ in 0..n {
@@ -259,10 +203,8 @@ fn web(weights: &[u32]) -> VirtualService {
     }
 }
 
-fn open_nft(director: &str) -> Nft {
-    in_ns(director, || {
-        Nft::open("hbd").expect("open nftables dataplane")
-    })
+fn open_nft(director: &NetNs) -> Nft {
+    director.run(|| async { Nft::open("hbd").expect("open nftables dataplane") })
 }
 
 fn block<F: std::future::Future>(f: F) -> F::Output {
@@ -275,18 +217,18 @@ fn owned(vs: &[VirtualService]) -> HashSet<ServiceKey> {
 
 #[test]
 fn nft_weighted_round_robin_is_idempotent_and_leaves_other_tables_alone() {
-    let mut lab = Lab::new();
-    let (c, d, _) = lab.topology();
+    let lab = Lab::topology();
+    let (c, d) = (&lab.client, &lab.director);
     // a foreign table hbd must never touch
-    nft(&d, "add table ip other");
+    nft(d, "add table ip other");
     nft(
-        &d,
+        d,
         "add chain ip other input { type filter hook input priority 0; }",
     );
-    nft(&d, "add rule ip other input tcp dport 9999 counter accept");
-    let other_before = nft(&d, "list table ip other");
+    nft(d, "add rule ip other input tcp dport 9999 counter accept");
+    let other_before = nft(d, "list table ip other");
 
-    let mut dp = open_nft(&d);
+    let mut dp = open_nft(d);
     let desired = vec![web(&[2, 1, 1])];
     let own = owned(&desired);
     let first = block(dp.reconcile(&desired, &own)).expect("first reconcile");
@@ -297,7 +239,7 @@ fn nft_weighted_round_robin_is_idempotent_and_leaves_other_tables_alone() {
         "second reconcile changed {again:?}"
     );
     // a freshly opened dataplane adopts the table: same services, nothing to do
-    let mut adopted = open_nft(&d);
+    let mut adopted = open_nft(d);
     assert_eq!(block(adopted.list()).unwrap(), desired);
     assert!(
         block(adopted.reconcile(&desired, &own))
@@ -306,11 +248,11 @@ fn nft_weighted_round_robin_is_idempotent_and_leaves_other_tables_alone() {
             .is_empty()
     );
 
-    let table = nft(&d, "list table ip hbd");
+    let table = nft(d, "list table ip hbd");
     println!("{table}");
 
     let n = 4000;
-    let seen = ask_many(&c, n);
+    let seen = ask_many(c, n);
     assert_eq!(seen.get(FAILED), None, "failed requests: {seen:?}");
     for (name, want) in [("r1", 0.5), ("r2", 0.25), ("r3", 0.25)] {
         let got = *seen.get(name).unwrap_or(&0) as f64 / n as f64;
@@ -324,88 +266,88 @@ fn nft_weighted_round_robin_is_idempotent_and_leaves_other_tables_alone() {
     let gone = block(dp.reconcile(&[], &own)).unwrap();
     assert_eq!(gone.changes.len(), 4);
     assert!(block(dp.list()).unwrap().is_empty());
-    let other_after = nft(&d, "list table ip other");
+    let other_after = nft(d, "list table ip other");
     assert_eq!(other_before, other_after);
 }
 
 #[test]
 fn nft_quiescent_real_keeps_established_connections_and_removal_is_atomic() {
-    let mut lab = Lab::new();
-    let (c, d, _) = lab.topology();
-    let mut dp = open_nft(&d);
+    let lab = Lab::topology();
+    let (c, d) = (&lab.client, &lab.director);
+    let mut dp = open_nft(d);
     let own = owned(&[web(&[1, 1, 1])]);
     block(dp.reconcile(&[web(&[1, 1, 1])], &own)).unwrap();
 
     // open a long-lived connection and learn which real it landed on
-    let (to_main, from_client) = std::sync::mpsc::channel::<String>();
-    let (to_client, from_main) = std::sync::mpsc::channel::<()>();
-    let held = std::thread::spawn({
-        let c = c.clone();
-        move || {
-            enter(&c);
-            let vip: SocketAddr = VIP.parse().unwrap();
-            let s = TcpStream::connect_timeout(&vip, Duration::from_secs(2)).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            let mut w = s.try_clone().unwrap();
-            let mut r = BufReader::new(s);
-            let mut line = String::new();
-            w.write_all(b"GET /\n").unwrap();
-            r.read_line(&mut line).unwrap();
-            to_main.send(line.trim().to_string()).unwrap();
-            from_main.recv_timeout(Duration::from_secs(30)).unwrap();
-            line.clear();
-            w.write_all(b"GET /\n").unwrap();
-            r.read_line(&mut line).unwrap();
-            line.trim().to_string()
-        }
-    });
-    let first = from_client.recv_timeout(Duration::from_secs(10)).unwrap();
-    let idx: usize = first[1..].parse::<usize>().unwrap() - 1;
-    let mut weights = [1, 1, 1];
-    weights[idx] = 0;
-    let report = block(dp.reconcile(&[web(&weights)], &own)).unwrap();
-    assert_eq!(
-        report.changes.len(),
-        1,
-        "a weight change is one edit: {report:?}"
-    );
+    let idx = std::thread::scope(|s| {
+        let (to_main, from_client) = std::sync::mpsc::channel::<String>();
+        let (to_client, from_main) = std::sync::mpsc::channel::<()>();
+        let held = s.spawn(move || {
+            c.run(move || async move {
+                let vip: SocketAddr = VIP.parse().unwrap();
+                let s = TcpStream::connect_timeout(&vip, Duration::from_secs(2)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                let mut line = String::new();
+                w.write_all(b"GET /\n").unwrap();
+                r.read_line(&mut line).unwrap();
+                to_main.send(line.trim().to_string()).unwrap();
+                from_main.recv_timeout(Duration::from_secs(30)).unwrap();
+                line.clear();
+                w.write_all(b"GET /\n").unwrap();
+                r.read_line(&mut line).unwrap();
+                line.trim().to_string()
+            })
+        });
+        let first = from_client.recv_timeout(Duration::from_secs(10)).unwrap();
+        let idx: usize = first[1..].parse::<usize>().unwrap() - 1;
+        let mut weights = [1, 1, 1];
+        weights[idx] = 0;
+        let report = block(dp.reconcile(&[web(&weights)], &own)).unwrap();
+        assert_eq!(
+            report.changes.len(),
+            1,
+            "a weight change is one edit: {report:?}"
+        );
 
-    let seen = ask_many(&c, 300);
-    assert_eq!(seen.get(FAILED), None, "{seen:?}");
-    assert_eq!(
-        seen.get(&first),
-        None,
-        "quiesced {first} got new connections: {seen:?}"
-    );
-    to_client.send(()).unwrap();
-    assert_eq!(held.join().unwrap(), first, "established connection broke");
+        let seen = ask_many(c, 300);
+        assert_eq!(seen.get(FAILED), None, "{seen:?}");
+        assert_eq!(
+            seen.get(&first),
+            None,
+            "quiesced {first} got new connections: {seen:?}"
+        );
+        to_client.send(()).unwrap();
+        assert_eq!(held.join().unwrap(), first, "established connection broke");
+        idx
+    });
 
     // flip a real in and out while traffic flows: every request must succeed
-    let traffic = std::thread::spawn({
-        let c = c.clone();
-        move || ask_many(&c, 600)
-    });
-    let keep = (idx + 1) % 3;
-    for round in 0..40 {
-        if round % 2 == 0 {
-            // remove every real but `keep`
-            let only: Vec<RealServer> = web(&[1, 1, 1])
-                .reals
-                .into_iter()
-                .skip(keep)
-                .take(1)
-                .collect();
-            let vs = VirtualService {
-                reals: only,
-                ..web(&[1, 1, 1])
-            };
-            block(dp.reconcile(&[vs], &own)).unwrap();
-        } else {
-            block(dp.reconcile(&[web(&[1, 1, 1])], &own)).unwrap();
+    let seen = std::thread::scope(|s| {
+        let traffic = s.spawn(|| ask_many(c, 600));
+        let keep = (idx + 1) % 3;
+        for round in 0..40 {
+            if round % 2 == 0 {
+                // remove every real but `keep`
+                let only: Vec<RealServer> = web(&[1, 1, 1])
+                    .reals
+                    .into_iter()
+                    .skip(keep)
+                    .take(1)
+                    .collect();
+                let vs = VirtualService {
+                    reals: only,
+                    ..web(&[1, 1, 1])
+                };
+                block(dp.reconcile(&[vs], &own)).unwrap();
+            } else {
+                block(dp.reconcile(&[web(&[1, 1, 1])], &own)).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let seen = traffic.join().unwrap();
+        traffic.join().unwrap()
+    });
     assert_eq!(
         seen.get(FAILED),
         None,
@@ -435,9 +377,8 @@ fn ipvs_absent_is_a_clear_error() {
 #[test]
 #[ignore]
 fn bench_nft_apply_10000_reals() {
-    let mut lab = Lab::new();
-    let d = lab.ns("d");
-    let mut dp = open_nft(&d);
+    let d = &NetNs::new("dpd");
+    let mut dp = open_nft(d);
     let mut desired = Vec::new();
     for s in 0..100u16 {
         let mut vs = VirtualService::new(
@@ -495,14 +436,14 @@ fn bench_nft_apply_10000_reals() {
 
 #[test]
 fn nft_source_hash_and_persistence_pin_a_client() {
-    let mut lab = Lab::new();
-    let (c, d, _) = lab.topology();
-    let mut dp = open_nft(&d);
+    let lab = Lab::topology();
+    let (c, d) = (&lab.client, &lab.director);
+    let mut dp = open_nft(d);
     let mut vs = web(&[1, 1, 1]);
     vs.scheduler = Scheduler::Sh;
     let own = owned(std::slice::from_ref(&vs));
     block(dp.reconcile(std::slice::from_ref(&vs), &own)).unwrap();
-    let seen = ask_many(&c, 60);
+    let seen = ask_many(c, 60);
     assert_eq!(seen.len(), 1, "source hashing spread one client: {seen:?}");
     assert!(!seen.contains_key(FAILED), "{seen:?}");
 
@@ -520,16 +461,15 @@ fn nft_source_hash_and_persistence_pin_a_client() {
         ),
         "{r:?}"
     );
-    let seen = ask_many(&c, 60);
+    let seen = ask_many(c, 60);
     assert_eq!(seen.len(), 1, "persistence spread one client: {seen:?}");
     assert_eq!(block(dp.list()).unwrap(), vec![vs]);
 }
 
 #[test]
 fn nft_udp_and_fwmark_services_round_trip_through_the_kernel() {
-    let mut lab = Lab::new();
-    let d = lab.ns("d");
-    let mut dp = open_nft(&d);
+    let d = &NetNs::new("dpd");
+    let mut dp = open_nft(d);
     let mut udp = VirtualService::new(
         ServiceKey::Udp("192.0.2.53:53".parse().unwrap()),
         Scheduler::Rr,
@@ -552,12 +492,12 @@ fn nft_udp_and_fwmark_services_round_trip_through_the_kernel() {
     let mut want = desired.clone();
     want.sort_by_key(|v| v.key);
     assert_eq!(listed, want);
-    let table = nft(&d, "list table ip hbd");
+    let table = nft(d, "list table ip hbd");
     assert!(table.contains("meta mark vmap @fwmarks"), "{table}");
     assert!(table.contains("0x00000007 : jump svc-fwm-7"), "{table}");
     // a hand-deleted map makes the next batch fail; the one after rebuilds the table
-    nft(&d, "flush chain ip hbd svc-fwm-7");
-    nft(&d, "delete map ip hbd lb-fwm-7");
+    nft(d, "flush chain ip hbd svc-fwm-7");
+    nft(d, "delete map ip hbd lb-fwm-7");
     let mut changed = desired.clone();
     changed[1].reals[0].weight = 2;
     let first = block(dp.reconcile(&changed, &own));
@@ -568,6 +508,6 @@ fn nft_udp_and_fwmark_services_round_trip_through_the_kernel() {
     listed.sort_by_key(|v| v.key);
     changed.sort_by_key(|v| v.key);
     assert_eq!(listed, changed);
-    let table = nft(&d, "list table ip hbd");
+    let table = nft(d, "list table ip hbd");
     assert!(table.contains("map lb-fwm-7"), "{table}");
 }
