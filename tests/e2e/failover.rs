@@ -179,36 +179,36 @@ fn failover_on_link_down_and_failback_on() {
     assert!(pair.log(0).contains("re-announcing"), "{}", pair.log(0));
 }
 
-#[test]
-fn auto_failback_off_keeps_the_group_where_it_is() {
-    let pair = DirectorPair::new("fo2", "off", &format!("dir1 IPaddr::{VIP}/24/eth0"));
+/// dir1's hbd is SIGKILLed and dir2 takes over; dir1's daemon comes back and finds the VIP
+/// it left behind: the group ends on `owner_after` (director index), as auto_failback says.
+fn crash_and_restart_dir1(prefix: &str, auto_failback: &str, owner_after: usize) {
+    let pair = DirectorPair::new(
+        prefix,
+        auto_failback,
+        &format!("dir1 IPaddr::{VIP}/24/eth0"),
+    );
     pair.boot();
     pair.kill(0);
     pair.wait_owner(1, "dir2", LIMIT);
     assert_eq!(pair.ask_vip(), "dir2");
-    // dir1's daemon comes back; it finds the VIP it left behind, and with auto_failback off
-    // the newer decision (dir2) wins: dir1 releases its stale copy.
     pair.start(0);
-    pair.wait_owner(0, "dir2", LIMIT);
-    pair.wait_owner(1, "dir2", LIMIT);
-    assert!(!pair.has_vip(0, "eth0"));
-    assert!(pair.has_vip(1, "eth0"));
-    assert_eq!(pair.ask_vip(), "dir2");
+    let owner = DirectorPair::name(owner_after);
+    pair.wait_owner(0, owner, LIMIT);
+    pair.wait_owner(1, owner, LIMIT);
+    assert!(pair.has_vip(owner_after, "eth0"));
+    assert!(!pair.has_vip(1 - owner_after, "eth0"));
+    assert_eq!(pair.ask_vip(), owner);
+}
+
+#[test]
+fn auto_failback_off_keeps_the_group_where_it_is() {
+    // With auto_failback off the newer decision (dir2) wins: dir1 releases its stale copy.
+    crash_and_restart_dir1("fo2", "off", 1);
 }
 
 #[test]
 fn sigkill_failover_then_restart_with_auto_failback_on() {
-    let pair = DirectorPair::new("fo3", "on", &format!("dir1 IPaddr::{VIP}/24/eth0"));
-    pair.boot();
-    pair.kill(0);
-    pair.wait_owner(1, "dir2", LIMIT);
-    assert_eq!(pair.ask_vip(), "dir2");
-    pair.start(0);
-    pair.wait_owner(0, "dir1", LIMIT);
-    pair.wait_owner(1, "dir1", LIMIT);
-    assert!(pair.has_vip(0, "eth0"));
-    assert!(!pair.has_vip(1, "eth0"));
-    assert_eq!(pair.ask_vip(), "dir1");
+    crash_and_restart_dir1("fo3", "on", 0);
 }
 
 #[test]
