@@ -27,8 +27,9 @@
 # idle CPU both ways.
 #
 # Each host's interface is eth0. `down` kills only the PIDs it recorded and deletes every
-# hbdlab-* namespace it created. Run as root. HBD_LABWEB overrides the server binary
-# (default: target/debug/hbd-labweb, built with cargo when missing).
+# hbdlab-* namespace it created; a failed `up` runs it before exiting, so the next `up` can
+# start over. Run as root. HBD_LABWEB overrides the server binary (default:
+# target/debug/hbd-labweb, built with cargo when missing).
 
 set -euo pipefail
 
@@ -56,6 +57,8 @@ up() {
     if [ ! -x "$LABWEB" ]; then
         (cd "$ROOT" && cargo build --quiet --bin hbd-labweb) || die "cannot build hbd-labweb"
     fi
+    # From here on a failure tears the half-built lab down, so the next `up` can start over.
+    trap 'rc=$?; [ "$rc" = 0 ] || { echo "lab.sh: up failed; removing the half-built lab" >&2; down >/dev/null 2>&1; }' EXIT
     mkdir -p "$RUN"
     ip netns add "$BR"
     ip -n "$BR" link set lo up
@@ -72,14 +75,12 @@ up() {
         ip -n "$ns" addr add "$addr/24" dev eth0
         ip -n "$ns" link set eth0 up
         case $name in
-        rs*)
-            ip netns exec "$ns" "$ROOT/resources/tunl" "$VIP" lo start >/dev/null
-            ip netns exec "$ns" "$LABWEB" --listen 0.0.0.0:80 --name "$name" \
-                >"$RUN/$name.log" 2>&1 &
-            echo $! >"$RUN/$name.pid"
-            ;;
-        dir*)
-            # Directors answer on the VIP themselves, so a client sees which one holds it.
+        rs*) ip netns exec "$ns" "$ROOT/resources/tunl" "$VIP" lo start >/dev/null ;;
+        esac
+        case $name in
+        rs* | dir*)
+            # Real servers answer with their name; directors too, on the VIP itself, so a
+            # client sees which one holds it.
             ip netns exec "$ns" "$LABWEB" --listen 0.0.0.0:80 --name "$name" \
                 >"$RUN/$name.log" 2>&1 &
             echo $! >"$RUN/$name.pid"
@@ -95,8 +96,10 @@ up() {
             if ip netns exec hbdlab-client curl -s -m 1 "http://$2/" >/dev/null 2>&1; then ok=1; break; fi
             sleep 0.1
         done
-        [ -n "$ok" ] || die "$1 ($2) does not answer; see $RUN/$1.log"
+        # (`down` removes the log with the rest of the lab: quote it here)
+        [ -n "$ok" ] || die "$1 ($2) does not answer; its log: $(cat "$RUN/$1.log" 2>/dev/null)"
     done
+    trap - EXIT
     echo "lab up: directors 192.0.2.11/.12, client .100, real servers .21-.23, VIP $VIP"
 }
 
