@@ -34,7 +34,6 @@ TRIALS=5
 SCENARIOS="a b c d e idle f"
 KILL_GAP_MS=${KILL_GAP_MS:-100}
 LOAD_S=${LOAD_S:-30}
-HBD_ARGS=${HBD_ARGS:-} # extra hbd arguments, e.g. HBD_ARGS=--no-realtime
 KEEP=
 while [ $# -gt 0 ]; do
   case $1 in
@@ -44,8 +43,9 @@ while [ $# -gt 0 ]; do
   *) echo "usage: $0 [--trials N] [--only 'a b c d e idle f'] [--keep]" >&2; exit 2 ;;
   esac
 done
-[ "$(id -u)" = 0 ] || { echo "bench-failover.sh: must run as root" >&2; exit 1; }
-case $TRIALS in '' | *[!0-9]* | 0) echo "--trials: a positive number" >&2; exit 2 ;; esac
+source scripts/lab-lib.sh
+lab_require_root bench-failover.sh
+lab_positive --trials "$TRIALS"
 
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 BIN=$TARGET/release
@@ -56,44 +56,18 @@ fi
 
 VIP=192.0.2.10
 WORK=$(mktemp -d /tmp/hbd-bench.XXXXXX)
-declare -A HBD_PID=()
-extra_pids=()
-cleanup() {
-  set +e
-  for pid in "${HBD_PID[@]}" "${extra_pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-  for pid in "${HBD_PID[@]}" "${extra_pids[@]}"; do wait "$pid" 2>/dev/null; done
-  bash scripts/lab.sh down >/dev/null 2>&1
-  if [ -n "$KEEP" ]; then echo "logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+remove_work() { if [ -n "$KEEP" ]; then echo "logs kept in $WORK" >&2; else rm -rf "$WORK"; fi; }
+lab_on_exit remove_work
 
 log() { echo "$*" >&2; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # ---------------------------------------------------------------- lab and nodes
-bash scripts/lab.sh down >/dev/null 2>&1 || true
-HBD_LABWEB=$BIN/hbd-labweb bash scripts/lab.sh up >&2
+lab_up >&2
 
 bash scripts/lab.sh ha-dir "$WORK/ha.d" "dir1 IPaddr::$VIP/24/eth0" "sha1 bench-only-secret"
 "$BIN/hbd" --check-config --ha-dir "$WORK/ha.d" --node-name dir1 >&2
 
-start_node() { # name
-  mkdir -p "$WORK/$1"
-  # `ip netns exec` execs hbd, so $! is hbd's own PID.
-  ip netns exec "hbdlab-$1" "$BIN/hbd" --ha-dir "$WORK/ha.d" --node-name "$1" \
-    --state-dir "$WORK/$1" --socket "$WORK/$1/hbd.sock" --resource-dir "$PWD/resources" \
-    $HBD_ARGS 2>>"$WORK/$1/log" &
-  HBD_PID[$1]=$!
-}
-kill_node() { # name
-  local pid=${HBD_PID[$1]:-}
-  [ -n "$pid" ] || return 0
-  kill -KILL "$pid" 2>/dev/null || true
-  { wait "$pid"; } 2>/dev/null || true
-  unset "HBD_PID[$1]"
-}
-hactl() { "$BIN/hactl" --socket "$WORK/$1/hbd.sock" "${@:2}"; }
 status_json() { hactl "$1" status --json 2>/dev/null; }
 owner_seen_by() { status_json "$1" | jq -r '.groups[0].owner // "none"' 2>/dev/null || echo "?"; }
 peer_up_seen_by() { # node peer -> 0 when node sees peer in an up state
@@ -101,7 +75,6 @@ peer_up_seen_by() { # node peer -> 0 when node sees peer in an up state
     '.nodes[] | select(.name == $p) | (.state|ascii_downcase) as $s | ($s == "active" or $s == "up")' >/dev/null 2>&1
 }
 vip_on() { ip -n "hbdlab-$1" -o -4 addr show dev eth0 2>/dev/null | grep -q " $VIP/"; }
-ask_vip() { ip netns exec hbdlab-client curl -s -m 0.2 "http://$VIP/" 2>/dev/null || true; }
 link() { ip -n "hbdlab-$1" link set eth0 "$2"; }
 
 # wait_holds OWNER [timeout_s]: both nodes' status (those running) name OWNER, the VIP is on
@@ -112,12 +85,12 @@ wait_holds() {
   while [ "$(now_ms)" -lt "$limit" ]; do
     if [ "$(owner_seen_by "$owner")" = "$owner" ] && vip_on "$owner" \
       && { [ -z "${HBD_PID[$other]:-}" ] || { [ "$(owner_seen_by "$other")" = "$owner" ] && ! vip_on "$other"; }; } \
-      && [ "$(ask_vip)" = "$owner" ]; then
+      && [ "$(ask_vip 0.2)" = "$owner" ]; then
       return 0
     fi
     sleep 0.05
   done
-  log "   timed out waiting for $owner to hold the VIP: dir1 sees $(owner_seen_by dir1), dir2 sees $(owner_seen_by dir2), VIP on dir1: $(vip_on dir1 && echo yes || echo no), dir2: $(vip_on dir2 && echo yes || echo no), client gets '$(ask_vip)'"
+  log "   timed out waiting for $owner to hold the VIP: dir1 sees $(owner_seen_by dir1), dir2 sees $(owner_seen_by dir2), VIP on dir1: $(vip_on dir1 && echo yes || echo no), dir2: $(vip_on dir2 && echo yes || echo no), client gets '$(ask_vip 0.2)'"
   return 1
 }
 
@@ -126,10 +99,10 @@ wait_holds() {
 wait_client() {
   local owner=$1 limit=$(($(now_ms) + ${2:-5} * 1000))
   while [ "$(now_ms)" -lt "$limit" ]; do
-    [ "$(owner_seen_by "$owner")" = "$owner" ] && vip_on "$owner" && [ "$(ask_vip)" = "$owner" ] && return 0
+    [ "$(owner_seen_by "$owner")" = "$owner" ] && vip_on "$owner" && [ "$(ask_vip 0.2)" = "$owner" ] && return 0
     sleep 0.05
   done
-  log "   timed out waiting for the client to reach $owner (it sees owner $(owner_seen_by "$owner"), client gets '$(ask_vip)')"
+  log "   timed out waiting for the client to reach $owner (it sees owner $(owner_seen_by "$owner"), client gets '$(ask_vip 0.2)')"
   return 1
 }
 
@@ -149,13 +122,6 @@ restore() {
   sleep 0.3 # let the pair settle (no measurement starts in a transient)
 }
 
-probe_bg() { # duration_ms outfile
-  ip netns exec hbdlab-client "$BIN/hbd-labprobe" --target "$VIP:80" --interval-ms 2 \
-    --timeout-ms 50 --duration-ms "$1" >"$2" 2>&1 &
-  PROBE_PID=$!
-  extra_pids+=("$PROBE_PID")
-}
-probe_wait() { wait "$PROBE_PID" || true; }
 field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" "$2"; }
 
 # stats of numbers on stdin -> "median / min / max"
@@ -177,7 +143,7 @@ record() { # scenario trial probe-file [extra]
 scenario_a() { # $1 = trial
   probe_bg 1500 "$WORK/probe"; sleep 0.3
   link dir1 down
-  probe_wait
+  probe_wait || true
   record a "$1" "$WORK/probe"
   wait_client dir2 5 || true
 }
@@ -185,7 +151,7 @@ scenario_a() { # $1 = trial
 scenario_b() {
   probe_bg 1500 "$WORK/probe"; sleep 0.3
   { kill -KILL "${HBD_PID[dir1]}"; link dir1 down; kill_node dir1; } 2>/dev/null
-  probe_wait
+  probe_wait || true
   record b "$1" "$WORK/probe"
   wait_client dir2 5 || true
 }
@@ -195,7 +161,7 @@ scenario_c() {
   local t0 t1; t0=$(now_ms)
   hactl dir2 takeover >/dev/null || log "   hactl takeover refused"
   t1=$(now_ms)
-  probe_wait
+  probe_wait || true
   record c "$1" "$WORK/probe" "hactl_ms=$((t1 - t0))"
   wait_holds dir2 5 || true
   hactl dir1 takeover >/dev/null || log "   hactl takeover (give back) refused"
@@ -211,7 +177,7 @@ now_us() { echo "${EPOCHREALTIME/./}"; }
 # the other director's address change then waits for) would be measured instead of hbd.
 switch_open() {
   coproc SWITCH { ip netns exec hbdlab-br nft -i >"$WORK/switch.log" 2>&1; }
-  extra_pids+=("$SWITCH_PID")
+  lab_track "$SWITCH_PID"
   echo 'add table bridge hbdbench' >&"${SWITCH[1]}"
   echo 'add chain bridge hbdbench cut { type filter hook forward priority 0; }' >&"${SWITCH[1]}"
 }
@@ -225,17 +191,18 @@ scenario_d() {
   wait_client dir2 5 || log "   (d) dir2 did not take over before the heal"
   local m1 m2 theal
   ip -ts -n hbdlab-dir1 monitor address >"$WORK/mon1" 2>&1 &
-  m1=$!; extra_pids+=("$m1")
+  m1=$!; lab_track "$m1"
   ip -ts -n hbdlab-dir2 monitor address >"$WORK/mon2" 2>&1 &
-  m2=$!; extra_pids+=("$m2")
+  m2=$!; lab_track "$m2"
   probe_bg 1500 "$WORK/probe"; sleep 0.3
   # The heal's time is taken before the command is written, so nft's own parse and commit
   # time counts against hbd (the figure is an upper bound).
   theal=$(now_us)
   switch_heal
-  probe_wait
+  probe_wait || true
   kill "$m1" "$m2" 2>/dev/null || true
   wait "$m1" "$m2" 2>/dev/null || true
+  lab_forget "$m1" "$m2"
   # First deletion of the VIP on either director after the heal ends the overlap.
   local first="" who="" line t
   for n in 1 2; do
@@ -257,16 +224,13 @@ scenario_e() {
   kill_node dir1
   sleep "$(awk "BEGIN{print $KILL_GAP_MS/1000}")"
   start_node dir1
-  probe_wait
+  probe_wait || true
   local failed; failed=$(field failed "$WORK/probe")
   record e "$1" "$WORK/probe" "total_outage_ms~$((failed * 2))"
   NOTES[e]+="$((failed * 2)) "
 }
 
 # ---------------------------------------------------------------- footprint and load
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-ctxsw() { awk '/ctxt_switches/ {s += $2} END {print s+0}' "/proc/$1/status"; }
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s+0}'; }
 late_of() { # node peer -> "late_heartbeats longest_gap_ms"
   status_json "$1" | jq -r --arg p "$2" '.nodes[] | select(.name == $p) | "\(.late_heartbeats) \(.longest_gap_ms)"'
 }
@@ -278,44 +242,27 @@ fresh_pair() {
   restore
 }
 
-# measure_idle LABEL: CPU of each hbd over 10 s, with VmRSS/PSS, into FOOTPRINT
+# measure_idle LABEL: CPU of each hbd over 10 s (lab_window), with VmRSS/PSS, into FOOTPRINT
 measure_idle() {
-  local n pid rss pss thr t1 n1 c1 k0 k1 w0 w1 line
-  for n in dir1 dir2; do
-    pid=${HBD_PID[$n]}
-    eval "t0_$n=\$(cpu_ticks $pid) n0_$n=\$(cpu_ns $pid) c0_$n=\$(ctxsw $pid)"
-  done
-  k0=$(napi_ns); w0=$(date +%s%N)
-  sleep 10
-  w1=$(date +%s%N); k1=$(napi_ns)
+  local n pid rss pss thr line
+  lab_window 10 "${HBD_PID[dir1]}" "${HBD_PID[dir2]}"
   FOOTPRINT+="$1"$'\n'
   log "   $1"
   for n in dir1 dir2; do
     pid=${HBD_PID[$n]}
-    eval "t0=\$t0_$n n0=\$n0_$n c0=\$c0_$n"
-    t1=$(cpu_ticks "$pid"); n1=$(cpu_ns "$pid"); c1=$(ctxsw "$pid")
     rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
     pss=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo "?")
     thr=$(awk '/^Threads/ {print $2}' "/proc/$pid/status")
-    line=$(awk -v t="$((t1 - t0))" -v ns="$((n1 - n0))" -v w="$((w1 - w0))" -v rss="$rss" -v pss="$pss" -v thr="$thr" -v n="$n" -v cs="$((c1 - c0))" \
-      'BEGIN {printf "%s: VmRSS %.1f MB, PSS %.1f MB, %d threads, CPU %.2f %% of a core (stat ticks), %.3f %% (schedstat), %.0f wakeups/s", n, rss/1024, pss/1024, thr, t/100*1e9/w*100, ns/w*100, cs/(w/1e9)}')
+    line=$(awk -v rss="$rss" -v pss="$pss" -v thr="$thr" -v n="$n" \
+      'BEGIN {printf "%s: VmRSS %.1f MB, PSS %.1f MB, %d threads", n, rss/1024, pss/1024, thr}')
+    line+=", CPU ${LAB_TICKS[$pid]} % of a core (stat ticks), ${LAB_CPU[$pid]} % (schedstat), ${LAB_WAKEUPS[$pid]} wakeups/s"
     log "     $line"
     FOOTPRINT+="  $line"$'\n'
   done
-  if [ "$k1" -gt 0 ]; then
-    line=$(awk -v ns="$((k1 - k0))" -v w="$((w1 - w0))" 'BEGIN {printf "NAPI kernel threads (receive paths of the whole lab): %.3f %% of a core", ns/w*100}')
-    log "     $line"
-    FOOTPRINT+="  $line"$'\n'
+  if [ -n "$LAB_NAPI" ]; then
+    log "     $LAB_NAPI"
+    FOOTPRINT+="  $LAB_NAPI"$'\n'
   fi
-}
-# CPU time of the lab's threaded-NAPI kernel threads (0 before `lab.sh napi`)
-napi_ns() {
-  local p s=0 v
-  for p in $(pgrep '^napi/' 2>/dev/null); do
-    v=$(awk '{print $1}' "/proc/$p/schedstat" 2>/dev/null || echo 0)
-    s=$((s + v))
-  done
-  echo "$s"
 }
 
 run_idle() {
@@ -342,9 +289,10 @@ run_f() {
   d0=$(deaths)
   for i in 1 2; do
     timeout "$LOAD_S" sh -c 'while :; do :; done' &
-    loads+=($!); extra_pids+=($!)
+    loads+=($!); lab_track $!
   done
   local w; for w in "${loads[@]}"; do wait "$w" 2>/dev/null || true; done
+  lab_forget "${loads[@]}"
   after="$(late_of dir1 dir2) | $(late_of dir2 dir1)"
   d1=$(deaths)
   LOAD_RESULT="late_heartbeats longest_gap_ms (dir1 sees dir2 | dir2 sees dir1): before $before, after $after; 'node is dead' logged during load: $((d1 - d0)); owner after: $(owner_seen_by dir1)/$(owner_seen_by dir2)"

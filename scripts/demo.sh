@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+source scripts/lab-lib.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "== building hbd"
@@ -14,19 +15,11 @@ cargo build --quiet --bins
 BIN=$PWD/target/debug
 VIP=192.0.2.10
 WORK=$(mktemp -d /tmp/hbd-demo.XXXXXX)
-pids=()
-cleanup() {
-  set +e
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
-  bash scripts/lab.sh down >/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+remove_work() { rm -rf "$WORK"; }
+lab_on_exit remove_work
 
 echo "== lab: bridge, directors dir1 (.11) and dir2 (.12), client (.100), real servers (.21-.23)"
-bash scripts/lab.sh down >/dev/null 2>&1 || true
-HBD_LABWEB=$BIN/hbd-labweb bash scripts/lab.sh up
+lab_up
 
 # One Linux-HA directory shared by both directors, heartbeat syntax throughout. The lvs
 # script (resources/lvs) prepares the node as director on start and as real server on stop.
@@ -34,15 +27,6 @@ bash scripts/lab.sh ha-dir "$WORK/ha.d" "dir1 lvs::$VIP::lo IPaddr::$VIP/24/eth0
 echo "== hbd --check-config"
 "$BIN/hbd" --check-config --ha-dir "$WORK/ha.d" --node-name dir1
 
-start_node() { # name
-  mkdir -p "$WORK/$1"
-  ip netns exec "hbdlab-$1" "$BIN/hbd" --ha-dir "$WORK/ha.d" --node-name "$1" \
-    --state-dir "$WORK/$1" --socket "$WORK/$1/hbd.sock" --resource-dir "$PWD/resources" \
-    2>"$WORK/$1/log" &
-  pids+=($!)
-}
-hactl() { "$BIN/hactl" --socket "$WORK/$1/hbd.sock" "${@:2}"; }
-ask_vip() { ip netns exec hbdlab-client curl -s -m 1 "http://$VIP/" || echo "(no answer)"; }
 wait_owner() { # node-to-ask group-owner
   for _ in $(seq 1 200); do
     if hactl "$1" status --json 2>/dev/null | tr -d ' \n' | grep -q "\"owner\":\"$2\""; then return 0; fi
@@ -50,44 +34,41 @@ wait_owner() { # node-to-ask group-owner
   done
   echo "timed out waiting for $2 to own the group (asking $1)" >&2; return 1
 }
-probe() { ip netns exec hbdlab-client "$BIN/hbd-labprobe" --target "$VIP:80" --interval-ms 2 --timeout-ms 50 --duration-ms "$1"; }
 
 start_node dir1
 start_node dir2
 wait_owner dir1 dir1
 wait_owner dir2 dir1
 echo; echo "== hactl status on dir1"; hactl dir1 status
-echo "== client asks the VIP: $(ask_vip)"
+echo "== client asks the VIP: $(ask_vip 1 "(no answer)")"
 
 echo; echo "== cutting dir1's link while the client probes the VIP every 2 ms"
-probe 1500 > "$WORK/probe" &
-probe_pid=$!
+probe_bg 1500 "$WORK/probe"
 sleep 0.5
 ip -n hbdlab-dir1 link set eth0 down
-wait "$probe_pid"
+probe_wait
 wait_owner dir2 dir2
 echo "   outage seen by the client: $(cat "$WORK/probe")"
-echo "== client asks the VIP: $(ask_vip)"
+echo "== client asks the VIP: $(ask_vip 1 "(no answer)")"
 hactl dir2 status
 
 echo; echo "== restoring dir1's link (auto_failback on: dir1 keeps the VIP, dir2 lets go)"
 ip -n hbdlab-dir1 link set eth0 up
 wait_owner dir2 dir1
-echo "== client asks the VIP: $(ask_vip)"
+echo "== client asks the VIP: $(ask_vip 1 "(no answer)")"
 
 echo; echo "== hactl standby on dir1 (planned move)"
-probe 1000 > "$WORK/probe" &
-probe_pid=$!
+probe_bg 1000 "$WORK/probe"
 sleep 0.3
 hactl dir1 standby
-wait "$probe_pid"
+probe_wait
 wait_owner dir1 dir2
 echo "   outage seen by the client: $(cat "$WORK/probe")"
-echo "== client asks the VIP: $(ask_vip)"
+echo "== client asks the VIP: $(ask_vip 1 "(no answer)")"
 echo; echo "== hactl takeover on dir1"
 hactl dir1 takeover
 wait_owner dir2 dir1
-echo "== client asks the VIP: $(ask_vip)"
+echo "== client asks the VIP: $(ask_vip 1 "(no answer)")"
 hactl dir1 status
 echo; echo "== dir2's log (last lines)"
 tail -n 12 "$WORK/dir2/log"
