@@ -35,7 +35,7 @@ pub(crate) struct RawConfig {
     auth: Option<Spanned<RawAuth>>,
     msgfmt: Option<Spanned<String>>,
     hopfudge: Option<Spanned<u32>>,
-    auto_failback: Option<Spanned<Word>>,
+    auto_failback: Option<Spanned<Scalar>>,
     #[serde(default)]
     ping: Vec<Spanned<String>>,
     #[serde(default)]
@@ -56,17 +56,17 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawVipAnnounce {
     count: Option<u32>,
-    interval: Option<Word>,
+    interval: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTiming {
-    keepalive: Option<Spanned<Word>>,
-    deadtime: Option<Spanned<Word>>,
-    warntime: Option<Spanned<Word>>,
-    initdead: Option<Spanned<Word>>,
-    deadping: Option<Spanned<Word>>,
+    keepalive: Option<Spanned<Scalar>>,
+    deadtime: Option<Spanned<Scalar>>,
+    warntime: Option<Spanned<Scalar>>,
+    initdead: Option<Spanned<Scalar>>,
+    deadping: Option<Spanned<Scalar>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,40 +167,44 @@ struct RawApiAuth {
     gids: Vec<String>,
 }
 
-/// A scalar kept as text: durations may be written `10ms`, `1.5` or `2`, and
-/// `auto_failback` as `on` or `true`.
+/// A YAML scalar kept as text, so `3`, `"3"`, `yes` and `true` reach the same parser:
+/// durations may be written `10ms`, `1.5` or `2`, and `auto_failback` as `on` or `true`.
+/// YAML 1.1 reads `on`/`off` (and `yes`/`no`) as booleans; they come back as `on`/`off`,
+/// which every boolean setting accepts (and which the director's `checktype: on|off` means).
+/// Shared with the `director:` section.
 #[derive(Debug, Clone)]
-struct Word(String);
+pub(crate) struct Scalar(pub(crate) String);
 
-impl<'de> Deserialize<'de> for Word {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Word, D::Error> {
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
         struct V;
         impl Visitor<'_> for V {
-            type Value = Word;
+            type Value = Scalar;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a word or a number")
+                f.write_str("a string, number or boolean")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Word, E> {
-                Ok(Word(v.to_string()))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
             }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Word, E> {
-                Ok(Word(if v { "on" } else { "off" }.to_string()))
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(if v { "on" } else { "off" }.to_string()))
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Word, E> {
-                Ok(Word(v.to_string()))
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Word, E> {
-                Ok(Word(v.to_string()))
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Word, E> {
-                Ok(Word(v.to_string()))
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
             }
         }
         d.deserialize_any(V)
     }
 }
 
-fn line_of<T>(s: &Spanned<T>) -> Option<usize> {
+/// The 1-based line a spanned YAML value was written on, when serde-saphyr knows it.
+pub(crate) fn line_of<T>(s: &Spanned<T>) -> Option<usize> {
     let l = s.referenced.line();
     (l > 0).then(|| usize::try_from(l).unwrap_or(usize::MAX))
 }
@@ -577,17 +581,17 @@ fn inline_keys(
     ok.then_some(AuthKeys { active, keys: out })
 }
 
-/// JSON string syntax is valid YAML double-quoted syntax.
-fn q(s: &str) -> String {
+/// Quotes `s` as a YAML double-quoted string (JSON string syntax is valid YAML).
+pub(crate) fn quote(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| format!("\"{}\"", s.escape_default()))
 }
 
 fn qp(p: &Path) -> String {
-    q(&p.to_string_lossy())
+    quote(&p.to_string_lossy())
 }
 
 fn list<T: fmt::Display>(items: &[T]) -> String {
-    let parts: Vec<String> = items.iter().map(|i| q(&i.to_string())).collect();
+    let parts: Vec<String> = items.iter().map(|i| quote(&i.to_string())).collect();
     format!("[{}]", parts.join(", "))
 }
 
@@ -603,7 +607,7 @@ pub fn to_yaml(config: &Config) -> String {
          # It holds the authentication keys inline: store it with mode 0600 (`chmod 600 FILE`);\n\
          # hbd refuses to load a file that group or others can read."
     );
-    let _ = writeln!(o, "cluster: {}", q(&c.cluster_name));
+    let _ = writeln!(o, "cluster: {}", quote(&c.cluster_name));
     let _ = writeln!(o, "nodes: {}", list(&c.nodes));
     let t = &c.timing;
     let _ = writeln!(o, "timing:");
@@ -627,8 +631,8 @@ pub fn to_yaml(config: &Config) -> String {
             } => writeln!(
                 o,
                 "  - ucast: {{ interface: {}, peer: {}, port: {port} }}",
-                q(interface),
-                q(&peer.to_string())
+                quote(interface),
+                quote(&peer.to_string())
             ),
             MediumSpec::Mcast {
                 interface,
@@ -639,14 +643,14 @@ pub fn to_yaml(config: &Config) -> String {
             } => writeln!(
                 o,
                 "  - mcast: {{ interface: {}, group: {}, port: {port}, ttl: {ttl}, loop: {loopback} }}",
-                q(interface),
-                q(&group.to_string())
+                quote(interface),
+                quote(&group.to_string())
             ),
             MediumSpec::Bcast { interface, port } => {
                 writeln!(
                     o,
                     "  - bcast: {{ interface: {}, port: {port} }}",
-                    q(interface)
+                    quote(interface)
                 )
             }
             MediumSpec::Serial { device, baud } => {
@@ -662,7 +666,7 @@ pub fn to_yaml(config: &Config) -> String {
                 o,
                 "    - {{ id: {id}, method: {}, key: {} }}",
                 m.as_str(),
-                q(&String::from_utf8_lossy(&k.secret))
+                quote(&String::from_utf8_lossy(&k.secret))
             ),
         };
     }
@@ -672,7 +676,7 @@ pub fn to_yaml(config: &Config) -> String {
     };
     let _ = writeln!(o, "msgfmt: {msgfmt}");
     let _ = writeln!(o, "hopfudge: {}", c.hopfudge);
-    let _ = writeln!(o, "auto_failback: {}", q(c.auto_failback.as_str()));
+    let _ = writeln!(o, "auto_failback: {}", quote(c.auto_failback.as_str()));
     if !c.ping_nodes.is_empty() {
         let _ = writeln!(o, "ping: {}", list(&c.ping_nodes));
     }
@@ -682,7 +686,7 @@ pub fn to_yaml(config: &Config) -> String {
             let _ = writeln!(
                 o,
                 "  - {{ name: {}, addresses: {} }}",
-                q(&g.name),
+                quote(&g.name),
                 list(&g.addresses)
             );
         }
@@ -694,7 +698,7 @@ pub fn to_yaml(config: &Config) -> String {
             let _ = writeln!(
                 o,
                 "  - preferred: {}\n    resources: {}",
-                q(&g.preferred),
+                quote(&g.preferred),
                 list(&specs)
             );
         }
@@ -708,7 +712,7 @@ pub fn to_yaml(config: &Config) -> String {
         let _ = writeln!(o, "  debug_file: {}", qp(f));
     }
     if let Some(f) = &l.facility {
-        let _ = writeln!(o, "  facility: {}", q(f));
+        let _ = writeln!(o, "  facility: {}", quote(f));
     }
     let _ = writeln!(o, "  debug: {}", l.debug_level);
     if !c.respawn.is_empty() {
@@ -717,7 +721,7 @@ pub fn to_yaml(config: &Config) -> String {
             let _ = writeln!(
                 o,
                 "  - {{ user: {}, command: {} }}",
-                q(&r.user),
+                quote(&r.user),
                 list(&r.command)
             );
         }
@@ -728,7 +732,7 @@ pub fn to_yaml(config: &Config) -> String {
             let _ = writeln!(
                 o,
                 "  - {{ client: {}, uids: {}, gids: {} }}",
-                q(&a.client),
+                quote(&a.client),
                 list(&a.uids),
                 list(&a.gids)
             );
