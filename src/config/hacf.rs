@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::diag::Diagnostic;
 use super::model::*;
 use super::time::parse_duration;
-use super::validate::{At, Draft, Loc, bauds_list};
+use super::validate::{At, Draft, Loc, bauds_list, respawn_spec};
 
 /// One non-blank ha.cf line, comments removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,26 +151,28 @@ pub(crate) fn parse_bool(word: &str) -> Option<bool> {
     }
 }
 
-/// `auto_failback` values: a boolean or `legacy`.
-pub(crate) fn parse_auto_failback(word: &str) -> Option<AutoFailback> {
+/// `auto_failback` values: a boolean or `legacy`; the error is the diagnostic's message.
+pub(crate) fn parse_auto_failback(word: &str) -> Result<AutoFailback, String> {
     if word.eq_ignore_ascii_case("legacy") {
-        return Some(AutoFailback::Legacy);
+        return Ok(AutoFailback::Legacy);
     }
-    parse_bool(word).map(|b| {
-        if b {
-            AutoFailback::On
-        } else {
-            AutoFailback::Off
-        }
-    })
+    match parse_bool(word) {
+        Some(true) => Ok(AutoFailback::On),
+        Some(false) => Ok(AutoFailback::Off),
+        None => Err(format!(
+            "auto_failback '{word}' is unknown; use on, off or legacy"
+        )),
+    }
 }
 
-/// `msgfmt` values.
-pub(crate) fn parse_msgfmt(word: &str) -> Option<MsgFormat> {
+/// `msgfmt` values; the error is the diagnostic's message.
+pub(crate) fn parse_msgfmt(word: &str) -> Result<MsgFormat, String> {
     match word.to_ascii_lowercase().as_str() {
-        "classic" => Some(MsgFormat::Classic),
-        "netstring" => Some(MsgFormat::Netstring),
-        _ => None,
+        "classic" => Ok(MsgFormat::Classic),
+        "netstring" => Ok(MsgFormat::Netstring),
+        _ => Err(format!(
+            "msgfmt '{word}' is unknown; use classic or netstring"
+        )),
     }
 }
 
@@ -486,25 +488,15 @@ impl State {
             }
             "baud" => self.baud(l),
             "hopfudge" => {
-                if let Some(n) = self.number::<u32>(l, "0-255") {
-                    if n > 255 {
-                        self.err(
-                            l,
-                            format!("hopfudge {n} is too large; use a small number such as 1"),
-                        );
-                    } else {
-                        self.draft.hopfudge = n;
-                    }
+                if let Some(n) = self.number::<u8>(l, "0-255") {
+                    self.draft.hopfudge = n;
                 }
             }
             "msgfmt" => {
                 if let Some(v) = self.one(l, "classic|netstring") {
                     match parse_msgfmt(v) {
-                        Some(f) => self.draft.msgfmt = f,
-                        None => self.err(
-                            l,
-                            format!("msgfmt '{v}' is unknown; use classic or netstring"),
-                        ),
+                        Ok(f) => self.draft.msgfmt = f,
+                        Err(e) => self.err(l, e),
                     }
                 }
             }
@@ -607,16 +599,13 @@ impl State {
             "auto_failback" => {
                 if let Some(v) = self.one(l, "on|off|legacy") {
                     match parse_auto_failback(v) {
-                        Some(a) => {
+                        Ok(a) => {
                             if let Some(nl) = self.nice_failback {
                                 self.err(l, format!("auto_failback and nice_failback (line {nl}) are both set; remove nice_failback"));
                             }
                             self.draft.auto_failback = Some(At::new(a, self.loc(l)));
                         }
-                        None => self.err(
-                            l,
-                            format!("auto_failback '{v}' is unknown; use on, off or legacy"),
-                        ),
+                        Err(e) => self.err(l, e),
                     }
                 }
             }
@@ -663,17 +652,9 @@ impl State {
             }
             "respawn" => {
                 if self.at_least(l, 2, "USER PROGRAM [ARGS...]") {
-                    let program = &l.args[1];
-                    if Path::new(program)
-                        .file_name()
-                        .is_some_and(|n| n == "ipfail")
-                    {
-                        self.warn(l, "ipfail is not started: hbd replaces it with reachability built into the daemon (ping/ping_group), which does not move groups yet; remove this line");
-                    } else {
-                        self.draft.respawn.push(RespawnSpec {
-                            user: l.args[0].clone(),
-                            command: l.args[1..].to_vec(),
-                        });
+                    let loc = self.loc(l);
+                    if let Some(r) = respawn_spec(&l.args[0], &l.args[1..], &loc, &mut self.diags) {
+                        self.draft.respawn.push(r);
                     }
                 }
             }
@@ -1115,7 +1096,7 @@ mod tests {
         let (_, diags) = run(
             "keepalive fast\nkeepalive 1 2\nkeepaliv 2\ncrm respawn\npacemaker on\nbaud 1200\nmcast eth0 10.0.0.1 694 1 0\n\
              mcast eth0 239.0.0.1 694 1\nmcast eth0 239.0.0.1 x 300 2\nucast eth0 peerhost\nucast eth0 2001:db8::1\nauto_failback maybe\n\
-             nice_failback on\nmsgfmt xml\ndebug 300\nlogfacility local9\napiauth x foo=1\nudpport 0\nrealtime maybe\nping_group g\nbogus 1\ncrm\n",
+             nice_failback on\nmsgfmt xml\ndebug 300\nlogfacility local9\napiauth x foo=1\nudpport 0\nrealtime maybe\nping_group g\nbogus 1\ncrm\nhopfudge 300\n",
         );
         let all = diags.join("\n");
         for want in [
@@ -1141,6 +1122,7 @@ mod tests {
             "ha.cf:20: ping_group needs at least 2 values",
             "ha.cf:21: unknown directive 'bogus'",
             "ha.cf:22: crm takes one value",
+            "ha.cf:23: hopfudge: '300' is not a number in 0-255",
         ] {
             assert!(all.contains(want), "missing {want} in\n{all}");
         }
@@ -1178,6 +1160,6 @@ mod tests {
             assert_eq!(parse_bool(f), Some(false));
         }
         assert_eq!(parse_bool("2"), None);
-        assert_eq!(parse_auto_failback("Legacy"), Some(AutoFailback::Legacy));
+        assert_eq!(parse_auto_failback("Legacy"), Ok(AutoFailback::Legacy));
     }
 }

@@ -18,7 +18,7 @@ pub const DEFAULT_BAUD: u32 = 19200;
 /// Serial speeds heartbeat accepts (`StringToBaud`).
 pub const VALID_BAUDS: [u32; 7] = [9600, 19200, 38400, 57600, 115200, 230400, 460800];
 /// Extra forwarding hops above the node count (heartbeat config.c default; only fills `ttl`).
-pub const DEFAULT_HOPFUDGE: u32 = 1;
+pub const DEFAULT_HOPFUDGE: u8 = 1;
 /// Cluster name when none is given (heartbeat config.c default).
 pub const DEFAULT_CLUSTER_NAME: &str = "linux-ha";
 
@@ -39,8 +39,9 @@ pub struct Config {
     pub auth: AuthKeys,
     /// Wire form of outbound UDP frames (heartbeat `msgfmt`).
     pub msgfmt: MsgFormat,
-    /// Extra hops above node count, only used to fill the `ttl` field (heartbeat `hopfudge`).
-    pub hopfudge: u32,
+    /// Extra hops above node count, only used to fill the `ttl` field (heartbeat `hopfudge`,
+    /// 0–255).
+    pub hopfudge: u8,
     /// Whether groups return to their preferred node (heartbeat `auto_failback`).
     pub auto_failback: AutoFailback,
     /// Independent ping nodes (`ping`), each a pseudo-member.

@@ -88,7 +88,7 @@ pub(crate) struct Draft {
     /// `msgfmt`.
     pub msgfmt: MsgFormat,
     /// `hopfudge`.
-    pub hopfudge: u32,
+    pub hopfudge: u8,
     /// `auto_failback` (or the `nice_failback` it was derived from).
     pub auto_failback: Option<At<AutoFailback>>,
     /// `ping`.
@@ -210,6 +210,30 @@ pub(crate) fn check_medium(medium: &MediumSpec, loc: &Loc, diags: &mut Vec<Diagn
             }
         }
     }
+}
+
+/// A `respawn` program to keep running, or `None` with a warning for ipfail, which hbd
+/// replaces with the reachability built into the daemon (shared by ha.cf and YAML).
+pub(crate) fn respawn_spec(
+    user: &str,
+    command: &[String],
+    loc: &Loc,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<RespawnSpec> {
+    let program = command.first()?;
+    if Path::new(program)
+        .file_name()
+        .is_some_and(|n| n == "ipfail")
+    {
+        diags.push(loc.warning(
+            "ipfail is not started: hbd replaces it with reachability built into the daemon (ping nodes and ping groups), which does not move groups yet; remove this respawn entry",
+        ));
+        return None;
+    }
+    Some(RespawnSpec {
+        user: user.to_string(),
+        command: command.to_vec(),
+    })
 }
 
 /// The valid serial speeds, for messages.

@@ -19,7 +19,7 @@ use super::hacf::{check_facility, parse_auto_failback, parse_msgfmt};
 use super::haresources::parse_resource;
 use super::model::*;
 use super::time::{format_duration, parse_duration};
-use super::validate::{At, Draft, Loc};
+use super::validate::{At, Draft, Loc, respawn_spec};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -34,7 +34,7 @@ pub(crate) struct RawConfig {
     media: Vec<Spanned<RawMedium>>,
     auth: Option<Spanned<RawAuth>>,
     msgfmt: Option<Spanned<String>>,
-    hopfudge: Option<Spanned<u32>>,
+    hopfudge: Option<u8>,
     auto_failback: Option<Spanned<Scalar>>,
     #[serde(default)]
     ping: Vec<Spanned<String>>,
@@ -362,31 +362,18 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
 
     if let Some(m) = raw.msgfmt {
         match parse_msgfmt(&m.value) {
-            Some(f) => d.msgfmt = f,
-            None => diags.push(at(line_of(&m)).error(format!(
-                "msgfmt '{}' is unknown; use classic or netstring",
-                m.value
-            ))),
+            Ok(f) => d.msgfmt = f,
+            Err(e) => diags.push(at(line_of(&m)).error(e)),
         }
     }
     if let Some(h) = raw.hopfudge {
-        if h.value > 255 {
-            diags.push(at(line_of(&h)).error(format!(
-                "hopfudge {} is too large; use a small number such as 1",
-                h.value
-            )));
-        } else {
-            d.hopfudge = h.value;
-        }
+        d.hopfudge = h;
     }
     if let Some(a) = raw.auto_failback {
         let loc = at(line_of(&a));
         match parse_auto_failback(&a.value.0) {
-            Some(v) => d.auto_failback = Some(At::new(v, loc)),
-            None => diags.push(loc.error(format!(
-                "auto_failback '{}' is unknown; use on, off or legacy",
-                a.value.0
-            ))),
+            Ok(v) => d.auto_failback = Some(At::new(v, loc)),
+            Err(e) => diags.push(loc.error(e)),
         }
     }
     for p in &raw.ping {
@@ -448,16 +435,8 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
             diags.push(loc.error(
                 "respawn entry has an empty command; write `command: [/path/to/program, ARGS...]`",
             ));
-        } else if Path::new(&r.command[0])
-            .file_name()
-            .is_some_and(|n| n == "ipfail")
-        {
-            diags.push(loc.warning("ipfail is not started: hbd replaces it with reachability built into the daemon (ping/ping_groups), which does not move groups yet; remove this entry"));
-        } else {
-            d.respawn.push(RespawnSpec {
-                user: r.user,
-                command: r.command,
-            });
+        } else if let Some(r) = respawn_spec(&r.user, &r.command, &loc, &mut diags) {
+            d.respawn.push(r);
         }
     }
     d.apiauth = raw
@@ -862,6 +841,26 @@ hopfudge: 2
         )
         .expect_err("bad medium");
         assert!(e.to_string().starts_with("hbd.yaml:2: "), "{e}");
+    }
+
+    #[test]
+    fn hopfudge_beyond_a_byte_is_refused_at_its_line() {
+        let e = parse_raw("nodes: [a]\nhopfudge: 300\n", Path::new("hbd.yaml"))
+            .expect_err("hopfudge is 0-255");
+        assert!(e.to_string().starts_with("hbd.yaml:2: "), "{e}");
+    }
+
+    #[test]
+    fn ipfail_is_not_respawned() {
+        let (d, diags) = draft(
+            "respawn:\n  - { user: hacluster, command: [/usr/lib/heartbeat/ipfail] }\n  - { user: root, command: [/usr/bin/x] }\nauth: { authkeys: keys }\n",
+        );
+        assert_eq!(d.respawn.len(), 1);
+        assert_eq!(d.respawn[0].command, ["/usr/bin/x"]);
+        assert!(
+            diags[0].starts_with("hbd.yaml:2: warning: ipfail is not started"),
+            "{diags:?}"
+        );
     }
 
     #[test]
