@@ -31,8 +31,6 @@ pub struct Config {
     pub nodes: Vec<String>,
     /// Liveness timers.
     pub timing: Timing,
-    /// Default UDP port for `ucast`/`bcast` media (`udpport`).
-    pub udp_port: u16,
     /// Heartbeat media; a peer is alive while any of them carries its heartbeats.
     pub media: Vec<MediumSpec>,
     /// Keys for signing and verifying heartbeat frames.

@@ -79,7 +79,8 @@ pub(crate) struct Draft {
     pub initdead: Option<At<Duration>>,
     /// `deadping`.
     pub deadping: Option<At<Duration>>,
-    /// Default UDP port.
+    /// Default UDP port (`udpport`), given to the media that name none; each medium then
+    /// holds its own port, so it is not kept in [`Config`].
     pub udp_port: u16,
     /// Media, with every port already resolved.
     pub media: Vec<At<MediumSpec>>,
@@ -377,7 +378,6 @@ pub(crate) fn validate(
             .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.to_string()),
         nodes: dedup(draft.nodes.into_iter().map(|n| n.value)),
         timing,
-        udp_port: draft.udp_port,
         media: draft.media.into_iter().map(|m| m.value).collect(),
         auth,
         msgfmt: draft.msgfmt,

@@ -599,7 +599,6 @@ pub fn to_yaml(config: &Config) -> String {
     ] {
         let _ = writeln!(o, "  {k}: {}", format_duration(v));
     }
-    let _ = writeln!(o, "udp_port: {}", c.udp_port);
     let _ = writeln!(o, "media:");
     for m in &c.media {
         let _ = match m {

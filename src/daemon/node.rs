@@ -797,7 +797,7 @@ impl Node {
         if new.nodes != old.nodes {
             needs_restart.push("node");
         }
-        if new.media != old.media || new.udp_port != old.udp_port {
+        if new.media != old.media {
             needs_restart.push("media");
         }
         if new.groups != old.groups {
