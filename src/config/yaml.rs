@@ -4,7 +4,6 @@
 //!
 //! The schema is documented key by key in docs/configuration.md.
 
-use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -488,6 +487,8 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
     (d, source, diags)
 }
 
+/// Inline `auth.keys`: the same rules as an authkeys file ([`authkeys::assemble`]); with a
+/// single key, `active` may be left out.
 fn inline_keys(
     active: Option<u8>,
     keys: &[Spanned<RawKey>],
@@ -495,69 +496,34 @@ fn inline_keys(
     file: &Path,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<AuthKeys> {
-    let mut out = BTreeMap::new();
-    let mut ok = true;
-    for k in keys {
-        let loc = Loc::new(file, line_of(k));
-        let k = &k.value;
-        if k.id > authkeys::MAX_INDEX {
-            ok = false;
-            diags.push(loc.error(format!(
-                "key id {} is out of range; use a number from 0 to {}",
-                k.id,
-                authkeys::MAX_INDEX
-            )));
-            continue;
-        }
-        let Some(method) = authkeys::parse_method(&k.method) else {
-            ok = false;
-            diags.push(loc.error(format!(
-                "'{}' is not an authentication method; use sha256, sha1, md5 or crc",
-                k.method
-            )));
-            continue;
-        };
-        if k.key
-            .as_deref()
-            .is_some_and(|s| s.chars().any(char::is_whitespace))
-        {
-            ok = false;
-            diags.push(loc.error(format!(
-                "key {}: the secret contains whitespace, which heartbeat's authkeys cannot hold; remove the spaces",
-                k.id
-            )));
-            continue;
-        }
-        let Some(key) = authkeys::check_key(k.id, method, k.key.as_deref(), &loc, diags) else {
-            ok = false;
-            continue;
-        };
-        if out.insert(k.id, key).is_some() {
-            ok = false;
-            diags.push(loc.error(format!(
-                "key id {} is defined twice; give each key its own id",
-                k.id
-            )));
-        }
-    }
-    let active =
-        match active {
-            Some(a) => a,
-            None if out.len() == 1 => *out.keys().next().unwrap_or(&0),
-            None => {
-                diags.push(auth_loc.error(
-                    "auth.active is missing; name the key id that signs outbound heartbeats",
-                ));
-                return None;
-            }
-        };
-    if ok && !out.contains_key(&active) {
-        diags.push(auth_loc.error(format!(
-            "auth.active is {active} but no key has id {active}; add it to `keys` or change `active`"
-        )));
-        return None;
-    }
-    ok.then_some(AuthKeys { active, keys: out })
+    let ids: Vec<String> = keys.iter().map(|k| k.value.id.to_string()).collect();
+    let entries: Vec<authkeys::KeyEntry<'_>> = keys
+        .iter()
+        .zip(&ids)
+        .map(|(k, id)| authkeys::KeyEntry {
+            index: id,
+            method: Some(&k.value.method),
+            secret: k.value.key.as_deref(),
+            loc: Loc::new(file, line_of(k)),
+        })
+        .collect();
+    let signing = match (active, keys) {
+        (Some(index), _) => authkeys::Signing::Named {
+            index,
+            loc: auth_loc.clone(),
+            written: format!("`auth.active: {index}`"),
+        },
+        (None, [only]) => authkeys::Signing::Named {
+            index: only.value.id,
+            loc: auth_loc.clone(),
+            written: format!("the only key, id {},", only.value.id),
+        },
+        (None, _) => authkeys::Signing::Missing(Some(
+            auth_loc
+                .error("auth.active is missing; name the key id that signs outbound heartbeats"),
+        )),
+    };
+    authkeys::assemble(&entries, signing, diags)
 }
 
 /// Quotes `s` as a YAML double-quoted string (JSON string syntax is valid YAML).
@@ -860,6 +826,32 @@ hopfudge: 2
             diags[0].starts_with("hbd.yaml:2: warning: ipfail is not started"),
             "{diags:?}"
         );
+    }
+
+    #[test]
+    fn inline_keys_follow_the_authkeys_rules() {
+        let (d, diags) = draft(
+            "auth:\n  active: 1\n  keys:\n    - { id: 16, method: md5, key: x }\n    - { id: 1, method: sha1, key: \"a b\" }\n    - { id: 2, method: sha1, key: a }\n    - { id: 2, method: sha1, key: b }\n",
+        );
+        assert!(d.auth.is_none());
+        let all = diags.join("\n");
+        for want in [
+            "hbd.yaml:4: '16' is not a key index; use a number from 0 to 15",
+            "hbd.yaml:5: key 1: the secret contains whitespace",
+            "hbd.yaml:7: key index 2 is defined twice (first on line 6)",
+        ] {
+            assert!(all.contains(want), "missing {want} in\n{all}");
+        }
+        let (d, diags) =
+            draft("auth: { active: 3, keys: [ { id: 1, method: sha256, key: k } ] }\n");
+        assert!(d.auth.is_none());
+        assert!(
+            diags[0].starts_with("hbd.yaml:1: `auth.active: 3` names key 3, which is not defined"),
+            "{diags:?}"
+        );
+        let (d, diags) = draft("auth: { keys: [ { id: 4, method: sha256, key: k } ] }\n");
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(d.auth.expect("one key signs").active, 4);
     }
 
     #[test]
