@@ -360,11 +360,13 @@ fn render_status(r: &StatusReport) -> String {
 }
 
 fn convert(dir: &std::path::Path, node_name: Option<String>) -> ExitCode {
-    let node = node_name.unwrap_or_else(|| {
-        nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().to_lowercase())
-            .unwrap_or_default()
-    });
+    let node = match config::local_node_name(node_name.as_deref()) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("hactl: {e} (--node-name)");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
     match config::load_ha_dir(dir, &node) {
         Ok(loaded) => {
             for w in &loaded.warnings {

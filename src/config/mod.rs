@@ -42,6 +42,23 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// The host name could not be read, so this node's name is unknown.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the host name ({0}); give the node name explicitly")]
+pub struct NodeNameError(#[source] nix::errno::Errno);
+
+/// The name this node goes by in the configuration: `given` (an operator's override) or the
+/// host name (`uname -n`), lower-cased the way `node` names are (ASCII only, as heartbeat
+/// does), so both compare equal.
+pub fn local_node_name(given: Option<&str>) -> Result<String, NodeNameError> {
+    match given {
+        Some(name) => Ok(name.to_ascii_lowercase()),
+        None => nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().to_ascii_lowercase())
+            .map_err(NodeNameError),
+    }
+}
+
 /// Reads a configuration file as text. heartbeat files from old systems may hold comments in
 /// legacy encodings, so invalid UTF-8 is replaced rather than refused (a damaged directive
 /// then fails to parse and is reported at its line). `what` names the file in the error.
