@@ -420,29 +420,11 @@ impl State {
             }
         }
         match d {
-            "keepalive" => {
-                if let Some(v) = self.duration(l) {
-                    self.draft.keepalive = Some(v);
-                }
-            }
-            "deadtime" => {
-                if let Some(v) = self.duration(l) {
-                    self.draft.deadtime = Some(v);
-                }
-            }
-            "warntime" => {
-                if let Some(v) = self.duration(l) {
-                    self.draft.warntime = Some(v);
-                }
-            }
-            "initdead" => {
-                if let Some(v) = self.duration(l) {
-                    self.draft.initdead = Some(v);
-                }
-            }
-            "deadping" => {
-                if let Some(v) = self.duration(l) {
-                    self.draft.deadping = Some(v);
+            "keepalive" | "deadtime" | "warntime" | "initdead" | "deadping" => {
+                if let Some(v) = self.duration(l)
+                    && let Some(slot) = self.draft.timer_mut(d)
+                {
+                    *slot = Some(v);
                 }
             }
             "udpport" => self.udpport(l),

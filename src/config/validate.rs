@@ -141,6 +141,19 @@ impl Draft {
             vip_announce: VipAnnounce::default(),
         }
     }
+
+    /// The slot of the timer called `name` (`keepalive`, `deadtime`, `warntime`, `initdead`
+    /// or `deadping`, as ha.cf and YAML `timing` spell them); `None` for any other name.
+    pub fn timer_mut(&mut self, name: &str) -> Option<&mut Option<At<Duration>>> {
+        Some(match name {
+            "keepalive" => &mut self.keepalive,
+            "deadtime" => &mut self.deadtime,
+            "warntime" => &mut self.warntime,
+            "initdead" => &mut self.initdead,
+            "deadping" => &mut self.deadping,
+            _ => return None,
+        })
+    }
 }
 
 /// The shortest keepalive hbd accepts.
@@ -417,30 +430,16 @@ fn dedup(names: impl Iterator<Item = String>) -> Vec<String> {
 
 /// Timers: defaults from the final deadtime, then heartbeat's rules.
 fn check_timing(draft: &Draft, main: &Loc, diags: &mut Vec<Diagnostic>) -> Option<Timing> {
-    let keepalive = draft
-        .keepalive
-        .as_ref()
-        .map_or(Timing::default().keepalive, |k| k.value);
-    let deadtime = draft
-        .deadtime
-        .as_ref()
-        .map_or(Timing::default().deadtime, |d| d.value);
+    let or = |a: &Option<At<Duration>>, default: Duration| a.as_ref().map_or(default, |a| a.value);
+    let keepalive = or(&draft.keepalive, Timing::default().keepalive);
+    let deadtime = or(&draft.deadtime, Timing::default().deadtime);
     let defaults = Timing::with_defaults(keepalive, deadtime);
     let timing = Timing {
         keepalive,
         deadtime,
-        warntime: draft
-            .warntime
-            .as_ref()
-            .map_or(defaults.warntime, |w| w.value),
-        initdead: draft
-            .initdead
-            .as_ref()
-            .map_or(defaults.initdead, |i| i.value),
-        deadping: draft
-            .deadping
-            .as_ref()
-            .map_or(defaults.deadping, |d| d.value),
+        warntime: or(&draft.warntime, defaults.warntime),
+        initdead: or(&draft.initdead, defaults.initdead),
+        deadping: or(&draft.deadping, defaults.deadping),
     };
     let loc_of = |a: &Option<At<Duration>>| a.as_ref().map_or(main.clone(), |a| a.loc.clone());
     let f = format_duration;

@@ -254,17 +254,21 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
             .push(At::new(n.value.to_ascii_lowercase(), at(line_of(n))));
     }
     if let Some(t) = raw.timing {
-        for (slot, value, name) in [
-            (&mut d.keepalive, t.keepalive, "keepalive"),
-            (&mut d.deadtime, t.deadtime, "deadtime"),
-            (&mut d.warntime, t.warntime, "warntime"),
-            (&mut d.initdead, t.initdead, "initdead"),
-            (&mut d.deadping, t.deadping, "deadping"),
+        for (name, value) in [
+            ("keepalive", t.keepalive),
+            ("deadtime", t.deadtime),
+            ("warntime", t.warntime),
+            ("initdead", t.initdead),
+            ("deadping", t.deadping),
         ] {
             if let Some(v) = value {
                 let loc = at(line_of(&v));
                 match parse_duration(&v.value.0) {
-                    Ok(dur) => *slot = Some(At::new(dur, loc)),
+                    Ok(dur) => {
+                        if let Some(slot) = d.timer_mut(name) {
+                            *slot = Some(At::new(dur, loc));
+                        }
+                    }
                     Err(e) => diags.push(loc.error(format!("timing.{name}: {e}"))),
                 }
             }
