@@ -216,6 +216,8 @@ fn unsupported_hint(directive: &str) -> Option<&'static str> {
         }
         "env" => "hbd does not start heartbeat API clients, so there is no environment to set",
         "conn_logd_time" => "hbd does not use ha_logd",
+        "use_logd" => "hbd writes logfile, debugfile and syslog itself",
+        "autojoin" => "only the listed `node`s are members; add a `node` line for each member",
         "realtime" | "rtprio" | "memreserve" | "normalpoll" => {
             "hbd runs as a normal process; its scheduling is not configured here"
         }
@@ -502,8 +504,7 @@ impl State {
             }
             "max_rexmit_delay" | "conn_logd_time" => {
                 if let Some(v) = self.one(l, "TIME") {
-                    let v = v.to_string();
-                    if v.parse::<u64>().is_err() && parse_duration(&v).is_err() {
+                    if parse_duration(v).is_err() {
                         self.err(
                             l,
                             format!("{d}: '{v}' is not a number; write a number of milliseconds"),
@@ -530,10 +531,7 @@ impl State {
             }
             "use_logd" => {
                 if self.boolean(l) == Some(true) {
-                    self.warn(
-                        l,
-                        "'use_logd' is not supported by hbd yet and is ignored; hbd writes logfile, debugfile and syslog itself",
-                    );
+                    self.ignored(l);
                 }
             }
             "node" => {
@@ -548,11 +546,11 @@ impl State {
                 if let Some(v) = self.one(l, "none|other|any") {
                     match v.to_ascii_lowercase().as_str() {
                         "none" => {}
-                        "other" | "any" => self.warn(
+                        "other" | "any" => self.ignored(l),
+                        _ => self.err(
                             l,
-                            format!("'autojoin {v}' is not supported by hbd yet and is ignored; only the listed `node`s are members, add a `node` line for each member"),
+                            format!("autojoin '{v}' is unknown; use none, other or any"),
                         ),
-                        _ => self.err(l, format!("autojoin '{v}' is unknown; use none, other or any")),
                     }
                 }
             }
@@ -790,7 +788,7 @@ impl State {
                     l.args.len(),
                     l.directive,
                     l.directive,
-                    if v6 { "ff12::1:694" } else { "239.192.0.1" }
+                    if v6 { "ff12::1" } else { "239.192.0.1" }
                 ),
             );
             return;
@@ -1078,7 +1076,7 @@ mod tests {
         let (_, diags) = run(
             "keepalive fast\nkeepalive 1 2\nkeepaliv 2\ncrm respawn\npacemaker on\nbaud 1200\nmcast eth0 10.0.0.1 694 1 0\n\
              mcast eth0 239.0.0.1 694 1\nmcast eth0 239.0.0.1 x 300 2\nucast eth0 peerhost\nucast eth0 2001:db8::1\nauto_failback maybe\n\
-             nice_failback on\nmsgfmt xml\ndebug 300\nlogfacility local9\napiauth x foo=1\nudpport 0\nrealtime maybe\nping_group g\nbogus 1\ncrm\nhopfudge 300\n",
+             nice_failback on\nmsgfmt xml\ndebug 300\nlogfacility local9\napiauth x foo=1\nudpport 0\nrealtime maybe\nping_group g\nbogus 1\ncrm\nhopfudge 300\nmcast6 eth0 ff12::1 694\n",
         );
         let all = diags.join("\n");
         for want in [
@@ -1105,6 +1103,7 @@ mod tests {
             "ha.cf:21: unknown directive 'bogus'",
             "ha.cf:22: crm takes one value",
             "ha.cf:23: hopfudge: '300' is not a number in 0-255",
+            "ha.cf:24: mcast6 takes 5 values, got 3; write `mcast6 IFACE GROUP PORT TTL LOOP` (e.g. `mcast6 eth0 ff12::1 694 1 0`)",
         ] {
             assert!(all.contains(want), "missing {want} in\n{all}");
         }

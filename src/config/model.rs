@@ -263,6 +263,16 @@ pub enum MsgFormat {
     Netstring,
 }
 
+impl MsgFormat {
+    /// The word used in ha.cf and YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MsgFormat::Classic => "classic",
+            MsgFormat::Netstring => "netstring",
+        }
+    }
+}
+
 /// Failback policy (heartbeat `auto_failback`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AutoFailback {

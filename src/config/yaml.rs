@@ -618,11 +618,7 @@ pub fn to_yaml(config: &Config) -> String {
             ),
         };
     }
-    let msgfmt = match c.msgfmt {
-        MsgFormat::Classic => "classic",
-        MsgFormat::Netstring => "netstring",
-    };
-    let _ = writeln!(o, "msgfmt: {msgfmt}");
+    let _ = writeln!(o, "msgfmt: {}", c.msgfmt.as_str());
     let _ = writeln!(o, "hopfudge: {}", c.hopfudge);
     let _ = writeln!(o, "auto_failback: {}", quote(c.auto_failback.as_str()));
     if !c.ping_nodes.is_empty() {
