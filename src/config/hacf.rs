@@ -369,15 +369,20 @@ impl State {
     }
 
     fn ip(&mut self, l: &Line, word: &str, v6: bool, what: &str) -> Option<IpAddr> {
-        let (want, other) = if v6 { ("IPv6", "") } else { ("IPv4", "6") };
+        let want = if v6 { "IPv6" } else { "IPv4" };
         match word.parse::<IpAddr>() {
             Ok(a) if a.is_ipv6() == v6 => Some(a),
             Ok(_) => {
                 let base = l.directive.trim_end_matches('6');
+                let v6_form = format!("{base}6");
                 let hint = if v6 {
                     format!("use `{base}` for IPv4")
+                } else if KNOWN.contains(&v6_form.as_str()) {
+                    format!("use `{v6_form}` for IPv6")
                 } else {
-                    format!("use `{base}{other}` for IPv6")
+                    format!(
+                        "`{base}` takes IPv4 addresses only; use `ping6` for IPv6 ping nodes (or `ping_groups` in the YAML form)"
+                    )
                 };
                 self.err(
                     l,
@@ -486,7 +491,9 @@ impl State {
             }
             "compression" => {
                 if let Some(v) = self.one(l, "zlib|bz2") {
-                    if !matches!(v.to_ascii_lowercase().as_str(), "zlib" | "bz2") {
+                    if matches!(v.to_ascii_lowercase().as_str(), "zlib" | "bz2") {
+                        self.ignored(l);
+                    } else {
                         self.err(
                             l,
                             format!(
@@ -494,7 +501,6 @@ impl State {
                             ),
                         );
                     }
-                    self.ignored(l);
                 }
             }
             "compression_threshold" | "memreserve" | "rtprio" => {
@@ -1108,6 +1114,30 @@ mod tests {
             assert!(all.contains(want), "missing {want} in\n{all}");
         }
         // The group address check in mcast (line 7) is a validation rule (check_medium).
+    }
+
+    #[test]
+    fn one_clear_error_for_a_bad_value() {
+        let (_, diags) = run("ping_group g1 192.0.2.1 2001:db8::1\n");
+        assert_eq!(
+            diags,
+            [
+                "ha.cf:1: ping_group address '2001:db8::1' is not an IPv4 address; `ping_group` takes IPv4 addresses only; use `ping6` for IPv6 ping nodes (or `ping_groups` in the YAML form)"
+            ]
+        );
+        let (_, diags) = run("compression lzma\n");
+        assert_eq!(
+            diags,
+            ["ha.cf:1: compression 'lzma' is unknown; use zlib or bz2 (or remove the line)"]
+        );
+        let (_, diags) = run("compression BZ2\n");
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert!(
+            diags[0].starts_with(
+                "ha.cf:1: warning: 'compression' is not supported by hbd yet and is ignored"
+            ),
+            "{diags:?}"
+        );
     }
 
     #[test]
