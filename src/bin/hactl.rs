@@ -1,5 +1,5 @@
-//! `hactl`: the operator's command line. Exit codes: 0 ok, 1 refused or failed, 2 usage,
-//! 3 daemon unreachable.
+//! `hactl`: the operator's command line. Exit codes: 0 ok, 1 refused or failed, 2 usage
+//! (clap's own code for a bad command line, a bad CLASS included), 3 daemon unreachable.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use hbd::config;
 use hbd::control::DEFAULT_SOCKET;
 use hbd::control::client::{self, ClientError};
-use hbd::control::protocol::{GroupClass, Request, StatusReport};
+use hbd::control::protocol::{GroupClass, Request, Response, StatusReport};
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_UNREACHABLE: u8 = 3;
@@ -36,14 +36,14 @@ enum Command {
     /// node prefers), foreign (groups the other node prefers; `failback` is the same).
     Takeover {
         /// all | local | foreign | failback
-        #[arg(default_value = "all")]
-        class: String,
+        #[arg(default_value = "all", value_parser = parse_class)]
+        class: GroupClass,
     },
     /// Move groups from this node to the other one (hb_standby). CLASS as for takeover.
     Standby {
         /// all | local | foreign | failback
-        #[arg(default_value = "all")]
-        class: String,
+        #[arg(default_value = "all", value_parser = parse_class)]
+        class: GroupClass,
     },
     /// Show every real server of the directors running on this node: state, weight, last
     /// check result, time since the last change and the reason.
@@ -80,11 +80,15 @@ fn main() -> ExitCode {
     match args.command {
         Command::Status { json } => status(&args.socket, json),
         Command::Convert { ha_dir, node_name } => convert(&ha_dir, node_name),
-        Command::Reload => reload(&args.socket),
         Command::Checks { json } => checks(&args.socket, json),
         Command::Ipvs { save, json } => ipvs(save.is_some(), json),
-        Command::Takeover { class } => move_groups(&args.socket, &class, true),
-        Command::Standby { class } => move_groups(&args.socket, &class, false),
+        Command::Takeover { class } => {
+            answer(call(&args.socket, Request::Takeover { class }), "done")
+        }
+        Command::Standby { class } => {
+            answer(call(&args.socket, Request::Standby { class }), "done")
+        }
+        Command::Reload => answer(call(&args.socket, Request::Reload), "reloaded"),
     }
 }
 
@@ -133,15 +137,9 @@ fn checks(socket: &std::path::Path, json: bool) -> ExitCode {
 fn ipvs(save: bool, json: bool) -> ExitCode {
     use hbd::dataplane::{Dataplane, ServiceKey, format};
     use hbd::director::runtime::{BackendChoice, open_backend};
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("hactl: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(code) => return code,
     };
     let listed = runtime.block_on(async {
         let mut backend = open_backend(BackendChoice::Auto)?;
@@ -188,10 +186,12 @@ fn ipvs(save: bool, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn reload(socket: &std::path::Path) -> ExitCode {
-    match call(socket, Request::Reload) {
+/// Prints a command's answer: the daemon's message (or `done_word`) when it was carried out,
+/// the reason when refused.
+fn answer(response: Result<Response, ExitCode>, done_word: &str) -> ExitCode {
+    match response {
         Ok(r) if r.ok => {
-            println!("{}", r.message.unwrap_or_else(|| "reloaded".into()));
+            println!("{}", r.message.unwrap_or_else(|| done_word.into()));
             ExitCode::SUCCESS
         }
         Ok(r) => {
@@ -202,53 +202,33 @@ fn reload(socket: &std::path::Path) -> ExitCode {
     }
 }
 
-fn parse_class(word: &str) -> Option<GroupClass> {
+/// A group class as written on the command line; clap reports anything else as a usage
+/// error (exit code 2).
+fn parse_class(word: &str) -> Result<GroupClass, String> {
     match word.to_ascii_lowercase().as_str() {
-        "all" => Some(GroupClass::All),
-        "local" => Some(GroupClass::Local),
+        "all" => Ok(GroupClass::All),
+        "local" => Ok(GroupClass::Local),
         // heartbeat's `failback` means the groups preferred by the other node.
-        "foreign" | "failback" => Some(GroupClass::Foreign),
-        _ => None,
+        "foreign" | "failback" => Ok(GroupClass::Foreign),
+        _ => Err(format!(
+            "unknown group class '{word}'; use all, local, foreign or failback"
+        )),
     }
 }
 
-fn move_groups(socket: &std::path::Path, class: &str, takeover: bool) -> ExitCode {
-    let Some(class) = parse_class(class) else {
-        eprintln!("hactl: unknown group class '{class}'; use all, local, foreign or failback");
-        return ExitCode::from(2);
-    };
-    let request = if takeover {
-        Request::Takeover { class }
-    } else {
-        Request::Standby { class }
-    };
-    let response = match call(socket, request) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    if response.ok {
-        println!("{}", response.message.unwrap_or_else(|| "done".into()));
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("hactl: refused: {}", response.error.unwrap_or_default());
-        ExitCode::from(EXIT_FAILED)
-    }
-}
-
-fn call(
-    socket: &std::path::Path,
-    request: Request,
-) -> Result<hbd::control::protocol::Response, ExitCode> {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+/// The single-threaded runtime each command runs its one request on.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("hactl: cannot start the async runtime: {e}");
-            return Err(ExitCode::from(EXIT_FAILED));
-        }
-    };
+            ExitCode::from(EXIT_FAILED)
+        })
+}
+
+fn call(socket: &std::path::Path, request: Request) -> Result<Response, ExitCode> {
+    let runtime = runtime()?;
     match runtime.block_on(client::call(socket, &request, client::DEFAULT_TIMEOUT)) {
         Ok(r) => Ok(r),
         Err(e @ (ClientError::Unreachable { .. } | ClientError::Timeout(..))) => {
@@ -360,11 +340,13 @@ fn render_status(r: &StatusReport) -> String {
 }
 
 fn convert(dir: &std::path::Path, node_name: Option<String>) -> ExitCode {
-    let node = node_name.unwrap_or_else(|| {
-        nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().to_lowercase())
-            .unwrap_or_default()
-    });
+    let node = match config::local_node_name(node_name.as_deref()) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("hactl: {e} (--node-name)");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
     match config::load_ha_dir(dir, &node) {
         Ok(loaded) => {
             for w in &loaded.warnings {

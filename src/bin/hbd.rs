@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{ArgGroup, Parser};
-use hbd::config::{self, Loaded, Severity};
+use hbd::config::{self, ConfigError, Loaded, Severity};
 use hbd::control::DEFAULT_SOCKET;
 use hbd::daemon::{self, DEFAULT_STATE_DIR, DaemonOptions};
 use hbd::director::runtime::BackendChoice;
@@ -50,22 +50,19 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging();
-    let node_name = match args.node_name.clone() {
-        Some(n) => n.to_lowercase(),
-        None => match nix::unistd::gethostname() {
-            Ok(h) => h.to_string_lossy().to_lowercase(),
-            Err(e) => {
-                eprintln!("hbd: cannot read the host name ({e}); pass --node-name");
-                return ExitCode::from(1);
-            }
-        },
+    let node_name = match config::local_node_name(args.node_name.as_deref()) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("hbd: {e} (--node-name)");
+            return ExitCode::from(1);
+        }
     };
-    let loaded = match (&args.config, &args.ha_dir) {
-        (Some(file), _) => config::load_yaml(file, &node_name),
-        (None, Some(dir)) => config::load_ha_dir(dir, &node_name),
+    let source = match (&args.config, &args.ha_dir) {
+        (Some(file), _) => Source::Yaml(file.clone()),
+        (None, Some(dir)) => Source::HaDir(dir.clone()),
         (None, None) => unreachable!("clap requires one source"),
     };
-    let Loaded { config, warnings } = match loaded {
+    let Loaded { config, warnings } = match source.load(&node_name) {
         Ok(l) => l,
         Err(err) => {
             for d in &err.diagnostics {
@@ -122,18 +119,10 @@ fn main() -> ExitCode {
         dataplane: args.dataplane,
     };
     let reloader: hbd::daemon::node::Reloader = {
-        let (file, dir, node) = (
-            args.config.clone(),
-            args.ha_dir.clone(),
-            options.node_name.clone(),
-        );
+        let node = options.node_name.clone();
         std::sync::Arc::new(move || {
-            let loaded = match (&file, &dir) {
-                (Some(f), _) => config::load_yaml(f, &node),
-                (None, Some(d)) => config::load_ha_dir(d, &node),
-                (None, None) => unreachable!("clap requires one source"),
-            };
-            loaded
+            source
+                .load(&node)
                 .map(|l| l.config)
                 .map_err(|e| format!("the new configuration is refused, the old one stays:\n{e}"))
         })
@@ -143,6 +132,23 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("hbd: {e:#}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Where the configuration is read from, at start and on every reload.
+enum Source {
+    /// `--config FILE`.
+    Yaml(PathBuf),
+    /// `--ha-dir DIR`.
+    HaDir(PathBuf),
+}
+
+impl Source {
+    fn load(&self, node_name: &str) -> Result<Loaded, ConfigError> {
+        match self {
+            Source::Yaml(file) => config::load_yaml(file, node_name),
+            Source::HaDir(dir) => config::load_ha_dir(dir, node_name),
         }
     }
 }

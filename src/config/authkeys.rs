@@ -31,8 +31,8 @@ pub(crate) fn parse_method(word: &str) -> Option<AuthMethod> {
     }
 }
 
-/// Checks one key (shared with YAML): secret required except for crc, forbidden for crc;
-/// crc gets a warning.
+/// Checks one key's secret: required except for crc, forbidden for crc, and holding no
+/// whitespace (heartbeat's authkeys cannot hold it) nor undecodable bytes; crc gets a warning.
 pub(crate) fn check_key(
     index: u8,
     method: AuthMethod,
@@ -71,6 +71,18 @@ pub(crate) fn check_key(
             )));
             None
         }
+        (_, Some(s)) if s.contains('\u{FFFD}') => {
+            diags.push(loc.error(format!(
+                "key {index}: the secret is not valid UTF-8 text; use printable ASCII characters"
+            )));
+            None
+        }
+        (_, Some(s)) if s.chars().any(char::is_whitespace) => {
+            diags.push(loc.error(format!(
+                "key {index}: the secret contains whitespace, which heartbeat's authkeys cannot hold; remove the spaces"
+            )));
+            None
+        }
         (m, Some(s)) => Some(AuthKey {
             method: m,
             secret: s.as_bytes().to_vec(),
@@ -91,54 +103,49 @@ pub(crate) fn check_index(text: &str, loc: &Loc, diags: &mut Vec<Diagnostic>) ->
     }
 }
 
-/// Parses authkeys text; `None` when any error was reported.
-pub(crate) fn parse(text: &str, file: &Path) -> (Option<AuthKeys>, Vec<Diagnostic>) {
-    let mut diags = Vec::new();
-    let mut active: Option<(u8, Loc)> = None;
-    let mut keys: BTreeMap<u8, (AuthKey, usize)> = BTreeMap::new();
+/// One key as a front door read it (an authkeys line, a YAML `keys` entry), not yet checked.
+pub(crate) struct KeyEntry<'a> {
+    /// The index as written.
+    pub index: &'a str,
+    /// The method as written, if any.
+    pub method: Option<&'a str>,
+    /// The secret, if any.
+    pub secret: Option<&'a str>,
+    /// Where the key was written.
+    pub loc: Loc,
+}
+
+/// The key that signs outbound frames, as a front door found it.
+pub(crate) enum Signing {
+    /// Named as `written` (`auth 2`, `auth.active: 2`) at `loc`.
+    Named {
+        /// The key index.
+        index: u8,
+        /// Where it was named.
+        loc: Loc,
+        /// How the file named it, for the message when no key has that index.
+        written: String,
+    },
+    /// Not named: the error to report, or `None` when one was reported already.
+    Missing(Option<Diagnostic>),
+}
+
+/// Checks every key (index, method, secret, one key per index) and the signing key, the
+/// rules both front doors share; `None` when any error was reported.
+pub(crate) fn assemble(
+    entries: &[KeyEntry<'_>],
+    signing: Signing,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<AuthKeys> {
+    let mut keys: BTreeMap<u8, (AuthKey, &Loc)> = BTreeMap::new();
     let mut broken = false;
-    for (i, raw) in text.lines().enumerate() {
-        let loc = Loc::new(file, Some(i + 1));
-        let body = raw.split('#').next().unwrap_or_default();
-        let words: Vec<&str> = body.split_whitespace().collect();
-        let Some(&first) = words.first() else {
-            continue;
-        };
-        if first.eq_ignore_ascii_case("auth") {
-            match words.get(1) {
-                None => {
-                    broken = true;
-                    diags.push(
-                        loc.error("`auth` needs the index of the signing key, e.g. `auth 1`"),
-                    );
-                }
-                Some(w) => {
-                    if words.len() > 2 {
-                        diags.push(loc.warning("text after `auth N` is ignored; remove it"));
-                    }
-                    match check_index(w, &loc, &mut diags) {
-                        Some(idx) => {
-                            if let Some((_, prev)) = &active {
-                                broken = true;
-                                diags.push(loc.error(format!(
-                                    "`auth` is given twice (first on line {}); keep exactly one `auth N` line",
-                                    prev.line.unwrap_or(0)
-                                )));
-                            } else {
-                                active = Some((idx, loc));
-                            }
-                        }
-                        None => broken = true,
-                    }
-                }
-            }
-            continue;
-        }
-        let Some(index) = check_index(first, &loc, &mut diags) else {
+    for e in entries {
+        let loc = &e.loc;
+        let Some(index) = check_index(e.index, loc, diags) else {
             broken = true;
             continue;
         };
-        let Some(method_word) = words.get(1) else {
+        let Some(method_word) = e.method else {
             broken = true;
             diags.push(loc.error(format!(
                 "key {index} has no method; write `{index} sha256 SECRET` (methods: crc, md5, sha1, sha256)"
@@ -152,53 +159,114 @@ pub(crate) fn parse(text: &str, file: &Path) -> (Option<AuthKeys>, Vec<Diagnosti
             )));
             continue;
         };
-        if words.len() > 3 {
-            diags.push(loc.warning(format!(
-                "key {index}: text after the secret is ignored (a secret cannot contain spaces); remove it"
-            )));
-        }
-        if words.get(2).is_some_and(|k| k.contains('\u{FFFD}')) {
-            broken = true;
-            diags.push(loc.error(format!(
-                "key {index}: the secret is not valid UTF-8 text; use printable ASCII characters"
-            )));
-            continue;
-        }
-        let Some(key) = check_key(index, method, words.get(2).copied(), &loc, &mut diags) else {
+        let Some(key) = check_key(index, method, e.secret, loc, diags) else {
             broken = true;
             continue;
         };
         if let Some((_, prev)) = keys.get(&index) {
             broken = true;
             diags.push(loc.error(format!(
-                "key index {index} is defined twice (first on line {prev}); give each key its own index"
+                "key index {index} is defined twice (first on line {}); give each key its own index",
+                prev.line.map_or_else(|| "?".to_string(), |l| l.to_string())
             )));
             continue;
         }
-        keys.insert(index, (key, i + 1));
+        keys.insert(index, (key, loc));
     }
-    let main = Loc::new(file, None);
-    let Some((active, active_loc)) = active else {
-        if !broken {
-            diags.push(main.error(
-                "no `auth N` line; add `auth 1` naming the key that signs outbound heartbeats",
-            ));
+    let active = match signing {
+        Signing::Named {
+            index,
+            loc,
+            written,
+        } => {
+            if !broken && !keys.contains_key(&index) {
+                diags.push(loc.error(format!(
+                    "{written} names key {index}, which is not defined; add key {index} (e.g. `{index} sha256 SECRET`) or name another key"
+                )));
+                return None;
+            }
+            index
         }
-        return (None, diags);
+        Signing::Missing(d) => {
+            diags.extend(d);
+            return None;
+        }
     };
-    if !keys.contains_key(&active) {
-        if !broken {
-            diags.push(active_loc.error(format!(
-                "`auth {active}` names key {active}, which is not defined; add a line `{active} sha256 SECRET`"
-            )));
-        }
-        return (None, diags);
-    }
     if broken {
-        return (None, diags);
+        return None;
     }
     let keys = keys.into_iter().map(|(i, (k, _))| (i, k)).collect();
-    (Some(AuthKeys { active, keys }), diags)
+    Some(AuthKeys { active, keys })
+}
+
+/// Parses authkeys text; `None` when any error was reported.
+pub(crate) fn parse(text: &str, file: &Path) -> (Option<AuthKeys>, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let mut active: Option<(u8, Loc)> = None;
+    let mut entries = Vec::new();
+    let mut auth_broken = false;
+    for (i, raw) in text.lines().enumerate() {
+        let loc = Loc::new(file, Some(i + 1));
+        let body = raw.split('#').next().unwrap_or_default();
+        let words: Vec<&str> = body.split_whitespace().collect();
+        let Some(&first) = words.first() else {
+            continue;
+        };
+        if first.eq_ignore_ascii_case("auth") {
+            match words.get(1) {
+                None => {
+                    auth_broken = true;
+                    diags.push(
+                        loc.error("`auth` needs the index of the signing key, e.g. `auth 1`"),
+                    );
+                }
+                Some(w) => {
+                    if words.len() > 2 {
+                        diags.push(loc.warning("text after `auth N` is ignored; remove it"));
+                    }
+                    match check_index(w, &loc, &mut diags) {
+                        Some(idx) => {
+                            if let Some((_, prev)) = &active {
+                                auth_broken = true;
+                                diags.push(loc.error(format!(
+                                    "`auth` is given twice (first on line {}); keep exactly one `auth N` line",
+                                    prev.line.unwrap_or(0)
+                                )));
+                            } else {
+                                active = Some((idx, loc));
+                            }
+                        }
+                        None => auth_broken = true,
+                    }
+                }
+            }
+            continue;
+        }
+        if words.len() > 3 {
+            diags.push(loc.warning(format!(
+                "key {first}: text after the secret is ignored (a secret cannot contain spaces); remove it"
+            )));
+        }
+        entries.push(KeyEntry {
+            index: first,
+            method: words.get(1).copied(),
+            secret: words.get(2).copied(),
+            loc,
+        });
+    }
+    let signing = match active {
+        Some((index, loc)) => Signing::Named {
+            index,
+            loc,
+            written: format!("`auth {index}`"),
+        },
+        None if auth_broken => Signing::Missing(None),
+        None => Signing::Missing(Some(Loc::new(file, None).error(
+            "no `auth N` line; add `auth 1` naming the key that signs outbound heartbeats",
+        ))),
+    };
+    let keys = assemble(&entries, signing, &mut diags);
+    (keys.filter(|_| !auth_broken), diags)
 }
 
 /// heartbeat refuses an authkeys file that group or others may read or write.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::diag::Diagnostic;
 use super::model::*;
 use super::time::parse_duration;
-use super::validate::{At, Draft, Loc, bauds_list};
+use super::validate::{At, Draft, Loc, bauds_list, respawn_spec};
 
 /// One non-blank ha.cf line, comments removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,26 +151,28 @@ pub(crate) fn parse_bool(word: &str) -> Option<bool> {
     }
 }
 
-/// `auto_failback` values: a boolean or `legacy`.
-pub(crate) fn parse_auto_failback(word: &str) -> Option<AutoFailback> {
+/// `auto_failback` values: a boolean or `legacy`; the error is the diagnostic's message.
+pub(crate) fn parse_auto_failback(word: &str) -> Result<AutoFailback, String> {
     if word.eq_ignore_ascii_case("legacy") {
-        return Some(AutoFailback::Legacy);
+        return Ok(AutoFailback::Legacy);
     }
-    parse_bool(word).map(|b| {
-        if b {
-            AutoFailback::On
-        } else {
-            AutoFailback::Off
-        }
-    })
+    match parse_bool(word) {
+        Some(true) => Ok(AutoFailback::On),
+        Some(false) => Ok(AutoFailback::Off),
+        None => Err(format!(
+            "auto_failback '{word}' is unknown; use on, off or legacy"
+        )),
+    }
 }
 
-/// `msgfmt` values.
-pub(crate) fn parse_msgfmt(word: &str) -> Option<MsgFormat> {
+/// `msgfmt` values; the error is the diagnostic's message.
+pub(crate) fn parse_msgfmt(word: &str) -> Result<MsgFormat, String> {
     match word.to_ascii_lowercase().as_str() {
-        "classic" => Some(MsgFormat::Classic),
-        "netstring" => Some(MsgFormat::Netstring),
-        _ => None,
+        "classic" => Ok(MsgFormat::Classic),
+        "netstring" => Ok(MsgFormat::Netstring),
+        _ => Err(format!(
+            "msgfmt '{word}' is unknown; use classic or netstring"
+        )),
     }
 }
 
@@ -214,6 +216,8 @@ fn unsupported_hint(directive: &str) -> Option<&'static str> {
         }
         "env" => "hbd does not start heartbeat API clients, so there is no environment to set",
         "conn_logd_time" => "hbd does not use ha_logd",
+        "use_logd" => "hbd writes logfile, debugfile and syslog itself",
+        "autojoin" => "only the listed `node`s are members; add a `node` line for each member",
         "realtime" | "rtprio" | "memreserve" | "normalpoll" => {
             "hbd runs as a normal process; its scheduling is not configured here"
         }
@@ -365,15 +369,20 @@ impl State {
     }
 
     fn ip(&mut self, l: &Line, word: &str, v6: bool, what: &str) -> Option<IpAddr> {
-        let (want, other) = if v6 { ("IPv6", "") } else { ("IPv4", "6") };
+        let want = if v6 { "IPv6" } else { "IPv4" };
         match word.parse::<IpAddr>() {
             Ok(a) if a.is_ipv6() == v6 => Some(a),
             Ok(_) => {
                 let base = l.directive.trim_end_matches('6');
+                let v6_form = format!("{base}6");
                 let hint = if v6 {
                     format!("use `{base}` for IPv4")
+                } else if KNOWN.contains(&v6_form.as_str()) {
+                    format!("use `{v6_form}` for IPv6")
                 } else {
-                    format!("use `{base}{other}` for IPv6")
+                    format!(
+                        "`{base}` takes IPv4 addresses only; use `ping6` for IPv6 ping nodes (or `ping_groups` in the YAML form)"
+                    )
                 };
                 self.err(
                     l,
@@ -418,29 +427,11 @@ impl State {
             }
         }
         match d {
-            "keepalive" => {
-                if let Some(v) = self.duration(l) {
-                    self.draft.keepalive = Some(v);
-                }
-            }
-            "deadtime" => {
-                if let Some(v) = self.duration(l) {
-                    self.draft.deadtime = Some(v);
-                }
-            }
-            "warntime" => {
-                if let Some(v) = self.duration(l) {
-                    self.draft.warntime = Some(v);
-                }
-            }
-            "initdead" => {
-                if let Some(v) = self.duration(l) {
-                    self.draft.initdead = Some(v);
-                }
-            }
-            "deadping" => {
-                if let Some(v) = self.duration(l) {
-                    self.draft.deadping = Some(v);
+            "keepalive" | "deadtime" | "warntime" | "initdead" | "deadping" => {
+                if let Some(v) = self.duration(l)
+                    && let Some(slot) = self.draft.timer_mut(d)
+                {
+                    *slot = Some(v);
                 }
             }
             "udpport" => self.udpport(l),
@@ -486,31 +477,23 @@ impl State {
             }
             "baud" => self.baud(l),
             "hopfudge" => {
-                if let Some(n) = self.number::<u32>(l, "0-255") {
-                    if n > 255 {
-                        self.err(
-                            l,
-                            format!("hopfudge {n} is too large; use a small number such as 1"),
-                        );
-                    } else {
-                        self.draft.hopfudge = n;
-                    }
+                if let Some(n) = self.number::<u8>(l, "0-255") {
+                    self.draft.hopfudge = n;
                 }
             }
             "msgfmt" => {
                 if let Some(v) = self.one(l, "classic|netstring") {
                     match parse_msgfmt(v) {
-                        Some(f) => self.draft.msgfmt = f,
-                        None => self.err(
-                            l,
-                            format!("msgfmt '{v}' is unknown; use classic or netstring"),
-                        ),
+                        Ok(f) => self.draft.msgfmt = f,
+                        Err(e) => self.err(l, e),
                     }
                 }
             }
             "compression" => {
                 if let Some(v) = self.one(l, "zlib|bz2") {
-                    if !matches!(v.to_ascii_lowercase().as_str(), "zlib" | "bz2") {
+                    if matches!(v.to_ascii_lowercase().as_str(), "zlib" | "bz2") {
+                        self.ignored(l);
+                    } else {
                         self.err(
                             l,
                             format!(
@@ -518,7 +501,6 @@ impl State {
                             ),
                         );
                     }
-                    self.ignored(l);
                 }
             }
             "compression_threshold" | "memreserve" | "rtprio" => {
@@ -528,8 +510,7 @@ impl State {
             }
             "max_rexmit_delay" | "conn_logd_time" => {
                 if let Some(v) = self.one(l, "TIME") {
-                    let v = v.to_string();
-                    if v.parse::<u64>().is_err() && parse_duration(&v).is_err() {
+                    if parse_duration(v).is_err() {
                         self.err(
                             l,
                             format!("{d}: '{v}' is not a number; write a number of milliseconds"),
@@ -556,10 +537,7 @@ impl State {
             }
             "use_logd" => {
                 if self.boolean(l) == Some(true) {
-                    self.warn(
-                        l,
-                        "'use_logd' is not supported by hbd yet and is ignored; hbd writes logfile, debugfile and syslog itself",
-                    );
+                    self.ignored(l);
                 }
             }
             "node" => {
@@ -574,11 +552,11 @@ impl State {
                 if let Some(v) = self.one(l, "none|other|any") {
                     match v.to_ascii_lowercase().as_str() {
                         "none" => {}
-                        "other" | "any" => self.warn(
+                        "other" | "any" => self.ignored(l),
+                        _ => self.err(
                             l,
-                            format!("'autojoin {v}' is not supported by hbd yet and is ignored; only the listed `node`s are members, add a `node` line for each member"),
+                            format!("autojoin '{v}' is unknown; use none, other or any"),
                         ),
-                        _ => self.err(l, format!("autojoin '{v}' is unknown; use none, other or any")),
                     }
                 }
             }
@@ -607,16 +585,13 @@ impl State {
             "auto_failback" => {
                 if let Some(v) = self.one(l, "on|off|legacy") {
                     match parse_auto_failback(v) {
-                        Some(a) => {
+                        Ok(a) => {
                             if let Some(nl) = self.nice_failback {
                                 self.err(l, format!("auto_failback and nice_failback (line {nl}) are both set; remove nice_failback"));
                             }
                             self.draft.auto_failback = Some(At::new(a, self.loc(l)));
                         }
-                        None => self.err(
-                            l,
-                            format!("auto_failback '{v}' is unknown; use on, off or legacy"),
-                        ),
+                        Err(e) => self.err(l, e),
                     }
                 }
             }
@@ -663,17 +638,9 @@ impl State {
             }
             "respawn" => {
                 if self.at_least(l, 2, "USER PROGRAM [ARGS...]") {
-                    let program = &l.args[1];
-                    if Path::new(program)
-                        .file_name()
-                        .is_some_and(|n| n == "ipfail")
-                    {
-                        self.warn(l, "ipfail is not started: hbd replaces it with reachability built into the daemon (ping/ping_group), which does not move groups yet; remove this line");
-                    } else {
-                        self.draft.respawn.push(RespawnSpec {
-                            user: l.args[0].clone(),
-                            command: l.args[1..].to_vec(),
-                        });
+                    let loc = self.loc(l);
+                    if let Some(r) = respawn_spec(&l.args[0], &l.args[1..], &loc, &mut self.diags) {
+                        self.draft.respawn.push(r);
                     }
                 }
             }
@@ -827,7 +794,7 @@ impl State {
                     l.args.len(),
                     l.directive,
                     l.directive,
-                    if v6 { "ff12::1:694" } else { "239.192.0.1" }
+                    if v6 { "ff12::1" } else { "239.192.0.1" }
                 ),
             );
             return;
@@ -1115,7 +1082,7 @@ mod tests {
         let (_, diags) = run(
             "keepalive fast\nkeepalive 1 2\nkeepaliv 2\ncrm respawn\npacemaker on\nbaud 1200\nmcast eth0 10.0.0.1 694 1 0\n\
              mcast eth0 239.0.0.1 694 1\nmcast eth0 239.0.0.1 x 300 2\nucast eth0 peerhost\nucast eth0 2001:db8::1\nauto_failback maybe\n\
-             nice_failback on\nmsgfmt xml\ndebug 300\nlogfacility local9\napiauth x foo=1\nudpport 0\nrealtime maybe\nping_group g\nbogus 1\ncrm\n",
+             nice_failback on\nmsgfmt xml\ndebug 300\nlogfacility local9\napiauth x foo=1\nudpport 0\nrealtime maybe\nping_group g\nbogus 1\ncrm\nhopfudge 300\nmcast6 eth0 ff12::1 694\n",
         );
         let all = diags.join("\n");
         for want in [
@@ -1141,10 +1108,36 @@ mod tests {
             "ha.cf:20: ping_group needs at least 2 values",
             "ha.cf:21: unknown directive 'bogus'",
             "ha.cf:22: crm takes one value",
+            "ha.cf:23: hopfudge: '300' is not a number in 0-255",
+            "ha.cf:24: mcast6 takes 5 values, got 3; write `mcast6 IFACE GROUP PORT TTL LOOP` (e.g. `mcast6 eth0 ff12::1 694 1 0`)",
         ] {
             assert!(all.contains(want), "missing {want} in\n{all}");
         }
         // The group address check in mcast (line 7) is a validation rule (check_medium).
+    }
+
+    #[test]
+    fn one_clear_error_for_a_bad_value() {
+        let (_, diags) = run("ping_group g1 192.0.2.1 2001:db8::1\n");
+        assert_eq!(
+            diags,
+            [
+                "ha.cf:1: ping_group address '2001:db8::1' is not an IPv4 address; `ping_group` takes IPv4 addresses only; use `ping6` for IPv6 ping nodes (or `ping_groups` in the YAML form)"
+            ]
+        );
+        let (_, diags) = run("compression lzma\n");
+        assert_eq!(
+            diags,
+            ["ha.cf:1: compression 'lzma' is unknown; use zlib or bz2 (or remove the line)"]
+        );
+        let (_, diags) = run("compression BZ2\n");
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert!(
+            diags[0].starts_with(
+                "ha.cf:1: warning: 'compression' is not supported by hbd yet and is ignored"
+            ),
+            "{diags:?}"
+        );
     }
 
     #[test]
@@ -1178,6 +1171,6 @@ mod tests {
             assert_eq!(parse_bool(f), Some(false));
         }
         assert_eq!(parse_bool("2"), None);
-        assert_eq!(parse_auto_failback("Legacy"), Some(AutoFailback::Legacy));
+        assert_eq!(parse_auto_failback("Legacy"), Ok(AutoFailback::Legacy));
     }
 }

@@ -21,9 +21,12 @@ mod validate;
 mod yaml;
 
 pub use diag::{ConfigError, Diagnostic, Severity};
+/// Helpers the director's front doors (ldirectord.cf, YAML `director:`) share with these.
+pub(crate) use hacf::parse_bool;
 pub use model::*;
 pub use time::{format_duration, parse_duration};
 pub use yaml::to_yaml;
+pub(crate) use yaml::{Scalar, line_of, quote};
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -39,10 +42,27 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// The host name could not be read, so this node's name is unknown.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the host name ({0}); give the node name explicitly")]
+pub struct NodeNameError(#[source] nix::errno::Errno);
+
+/// The name this node goes by in the configuration: `given` (an operator's override) or the
+/// host name (`uname -n`), lower-cased the way `node` names are (ASCII only, as heartbeat
+/// does), so both compare equal.
+pub fn local_node_name(given: Option<&str>) -> Result<String, NodeNameError> {
+    match given {
+        Some(name) => Ok(name.to_ascii_lowercase()),
+        None => nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().to_ascii_lowercase())
+            .map_err(NodeNameError),
+    }
+}
+
 /// Reads a configuration file as text. heartbeat files from old systems may hold comments in
 /// legacy encodings, so invalid UTF-8 is replaced rather than refused (a damaged directive
-/// then fails to parse and is reported at its line).
-fn read_text(path: &Path, what: &str, diags: &mut Vec<Diagnostic>) -> Option<String> {
+/// then fails to parse and is reported at its line). `what` names the file in the error.
+pub(crate) fn read_text(path: &Path, what: &str, diags: &mut Vec<Diagnostic>) -> Option<String> {
     match std::fs::read(path) {
         Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
         Err(e) => {
@@ -74,16 +94,23 @@ fn load_authkeys(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<AuthKeys> {
     keys
 }
 
-/// Ends a load: sorts diagnostics by file and line, and splits errors from warnings.
-fn finish(config: Option<Config>, mut diags: Vec<Diagnostic>) -> Result<Loaded, ConfigError> {
+/// Ends a parse: sorts diagnostics by file and line; any error refuses `value` (as does a
+/// `None` value, whose reason is among the diagnostics), else the value comes with its
+/// warnings.
+pub(crate) fn finish<T>(
+    value: Option<T>,
+    mut diags: Vec<Diagnostic>,
+) -> Result<(T, Vec<Diagnostic>), ConfigError> {
     diags.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-    match config {
-        Some(config) if !diags.iter().any(|d| d.severity == Severity::Error) => Ok(Loaded {
-            config,
-            warnings: diags,
-        }),
+    match value {
+        Some(value) if !diags.iter().any(|d| d.severity == Severity::Error) => Ok((value, diags)),
         _ => Err(ConfigError { diagnostics: diags }),
     }
+}
+
+/// Ends a load of the whole configuration ([`finish`] into a [`Loaded`]).
+fn finish_load(config: Option<Config>, diags: Vec<Diagnostic>) -> Result<Loaded, ConfigError> {
+    finish(config, diags).map(|(config, warnings)| Loaded { config, warnings })
 }
 
 /// Loads an unchanged Linux-HA directory (`ha.cf`, `haresources`, `authkeys`) for the node
@@ -118,7 +145,7 @@ pub fn load_ha_dir(dir: &Path, local_node: &str) -> Result<Loaded, ConfigError> 
         }
         None => None,
     };
-    finish(config, diags)
+    finish_load(config, diags)
 }
 
 /// Checks every ldirectord.cf the groups name (`ldirectord`, `ldirectord::FILE`), so
@@ -149,11 +176,11 @@ fn check_director_files(
 pub fn load_yaml(path: &Path, local_node: &str) -> Result<Loaded, ConfigError> {
     let mut diags = Vec::new();
     let Some(text) = read_text(path, "configuration file", &mut diags) else {
-        return finish(None, diags);
+        return finish_load(None, diags);
     };
     let raw = match yaml::parse_raw(&text, path) {
         Ok(raw) => raw,
-        Err(d) => return finish(None, vec![d]),
+        Err(d) => return finish_load(None, vec![d]),
     };
     let (mut draft, source, d): (Draft, _, _) = yaml::to_draft(raw, path);
     diags.extend(d);
@@ -183,7 +210,7 @@ pub fn load_yaml(path: &Path, local_node: &str) -> Result<Loaded, ConfigError> {
         }
     }
     let config = validate::validate(draft, local_node, &mut diags);
-    finish(config, diags)
+    finish_load(config, diags)
 }
 
 #[cfg(test)]

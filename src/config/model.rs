@@ -18,7 +18,7 @@ pub const DEFAULT_BAUD: u32 = 19200;
 /// Serial speeds heartbeat accepts (`StringToBaud`).
 pub const VALID_BAUDS: [u32; 7] = [9600, 19200, 38400, 57600, 115200, 230400, 460800];
 /// Extra forwarding hops above the node count (heartbeat config.c default; only fills `ttl`).
-pub const DEFAULT_HOPFUDGE: u32 = 1;
+pub const DEFAULT_HOPFUDGE: u8 = 1;
 /// Cluster name when none is given (heartbeat config.c default).
 pub const DEFAULT_CLUSTER_NAME: &str = "linux-ha";
 
@@ -31,16 +31,15 @@ pub struct Config {
     pub nodes: Vec<String>,
     /// Liveness timers.
     pub timing: Timing,
-    /// Default UDP port for `ucast`/`bcast` media (`udpport`).
-    pub udp_port: u16,
     /// Heartbeat media; a peer is alive while any of them carries its heartbeats.
     pub media: Vec<MediumSpec>,
     /// Keys for signing and verifying heartbeat frames.
     pub auth: AuthKeys,
     /// Wire form of outbound UDP frames (heartbeat `msgfmt`).
     pub msgfmt: MsgFormat,
-    /// Extra hops above node count, only used to fill the `ttl` field (heartbeat `hopfudge`).
-    pub hopfudge: u32,
+    /// Extra hops above node count, only used to fill the `ttl` field (heartbeat `hopfudge`,
+    /// 0–255).
+    pub hopfudge: u8,
     /// Whether groups return to their preferred node (heartbeat `auto_failback`).
     pub auto_failback: AutoFailback,
     /// Independent ping nodes (`ping`), each a pseudo-member.
@@ -262,6 +261,16 @@ pub enum MsgFormat {
     Classic,
     /// Netstring frame without the inner field.
     Netstring,
+}
+
+impl MsgFormat {
+    /// The word used in ha.cf and YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MsgFormat::Classic => "classic",
+            MsgFormat::Netstring => "netstring",
+        }
+    }
 }
 
 /// Failback policy (heartbeat `auto_failback`).

@@ -444,3 +444,18 @@ fn empty_yaml_is_reported_not_accepted() {
         assert!(e.errors().count() >= 1, "{e}");
     }
 }
+
+#[test]
+fn local_node_name_is_lowercased_like_node_names() {
+    assert_eq!(
+        local_node_name(Some("LoadBalancer")).expect("given"),
+        "loadbalancer"
+    );
+    // ASCII only, as `node` names are lower-cased: a non-ASCII letter is kept as written.
+    assert_eq!(local_node_name(Some("ÄB")).expect("given"), "Äb");
+    let host = nix::unistd::gethostname().expect("hostname");
+    assert_eq!(
+        local_node_name(None).expect("host name"),
+        host.to_string_lossy().to_ascii_lowercase()
+    );
+}

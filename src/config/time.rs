@@ -66,12 +66,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         scale *= 10;
     }
     let frac_micros = frac * unit_micros / scale;
-    if !(frac * unit_micros).is_multiple_of(scale) {
-        return Err(format!(
-            "'{text}' is finer than a microsecond; round it to whole microseconds"
-        ));
-    }
-    if frac_part.bytes().skip(6).any(|b| b != b'0') {
+    if !(frac * unit_micros).is_multiple_of(scale) || frac_part.bytes().skip(6).any(|b| b != b'0') {
         return Err(format!(
             "'{text}' is finer than a microsecond; round it to whole microseconds"
         ));

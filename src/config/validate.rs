@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::diag::{Diagnostic, Severity};
 use super::model::*;
 use super::time::format_duration;
+use crate::net::addr::MAX_IFNAME_LEN;
 
 /// Where a value was written: file and 1-based line (when known).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +80,8 @@ pub(crate) struct Draft {
     pub initdead: Option<At<Duration>>,
     /// `deadping`.
     pub deadping: Option<At<Duration>>,
-    /// Default UDP port.
+    /// Default UDP port (`udpport`), given to the media that name none; each medium then
+    /// holds its own port, so it is not kept in [`Config`].
     pub udp_port: u16,
     /// Media, with every port already resolved.
     pub media: Vec<At<MediumSpec>>,
@@ -88,7 +90,7 @@ pub(crate) struct Draft {
     /// `msgfmt`.
     pub msgfmt: MsgFormat,
     /// `hopfudge`.
-    pub hopfudge: u32,
+    pub hopfudge: u8,
     /// `auto_failback` (or the `nice_failback` it was derived from).
     pub auto_failback: Option<At<AutoFailback>>,
     /// `ping`.
@@ -140,6 +142,19 @@ impl Draft {
             vip_announce: VipAnnounce::default(),
         }
     }
+
+    /// The slot of the timer called `name` (`keepalive`, `deadtime`, `warntime`, `initdead`
+    /// or `deadping`, as ha.cf and YAML `timing` spell them); `None` for any other name.
+    pub fn timer_mut(&mut self, name: &str) -> Option<&mut Option<At<Duration>>> {
+        Some(match name {
+            "keepalive" => &mut self.keepalive,
+            "deadtime" => &mut self.deadtime,
+            "warntime" => &mut self.warntime,
+            "initdead" => &mut self.initdead,
+            "deadping" => &mut self.deadping,
+            _ => return None,
+        })
+    }
 }
 
 /// The shortest keepalive hbd accepts.
@@ -150,7 +165,7 @@ const INITDEAD_WARN_BELOW: Duration = Duration::from_secs(10);
 /// Checks one medium's values (shared by ha.cf and YAML): multicast groups, TTL, ports, baud.
 pub(crate) fn check_medium(medium: &MediumSpec, loc: &Loc, diags: &mut Vec<Diagnostic>) {
     let iface_ok = |iface: &str, diags: &mut Vec<Diagnostic>| {
-        if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
+        if iface.is_empty() || iface.len() > MAX_IFNAME_LEN || iface.contains(['/', ' ']) {
             diags.push(loc.error(format!(
                 "'{iface}' is not a network interface name; use the name shown by `ip link` (e.g. eth0)"
             )));
@@ -212,6 +227,30 @@ pub(crate) fn check_medium(medium: &MediumSpec, loc: &Loc, diags: &mut Vec<Diagn
     }
 }
 
+/// A `respawn` program to keep running, or `None` with a warning for ipfail, which hbd
+/// replaces with the reachability built into the daemon (shared by ha.cf and YAML).
+pub(crate) fn respawn_spec(
+    user: &str,
+    command: &[String],
+    loc: &Loc,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<RespawnSpec> {
+    let program = command.first()?;
+    if Path::new(program)
+        .file_name()
+        .is_some_and(|n| n == "ipfail")
+    {
+        diags.push(loc.warning(
+            "ipfail is not started: hbd replaces it with reachability built into the daemon (ping nodes and ping groups), which does not move groups yet; remove this respawn entry",
+        ));
+        return None;
+    }
+    Some(RespawnSpec {
+        user: user.to_string(),
+        command: command.to_vec(),
+    })
+}
+
 /// The valid serial speeds, for messages.
 pub(crate) fn bauds_list() -> String {
     VALID_BAUDS
@@ -240,10 +279,13 @@ pub(crate) fn validate(
         check_medium(&m.value, &m.loc, diags);
     }
 
-    // Nodes.
+    // Nodes: each once, in file order.
     let mut seen = BTreeSet::new();
+    let mut nodes = Vec::new();
     for n in &draft.nodes {
-        if !seen.insert(n.value.clone()) {
+        if seen.insert(n.value.clone()) {
+            nodes.push(n.value.clone());
+        } else {
             diags.push(n.loc.warning(format!(
                 "node '{}' is listed twice; remove the duplicate",
                 n.value
@@ -351,9 +393,8 @@ pub(crate) fn validate(
         cluster_name: draft
             .cluster
             .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.to_string()),
-        nodes: dedup(draft.nodes.into_iter().map(|n| n.value)),
+        nodes,
         timing,
-        udp_port: draft.udp_port,
         media: draft.media.into_iter().map(|m| m.value).collect(),
         auth,
         msgfmt: draft.msgfmt,
@@ -381,46 +422,21 @@ fn canonical(r: &ResourceSpec) -> String {
     s
 }
 
-fn dedup(names: impl Iterator<Item = String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for n in names {
-        if !out.contains(&n) {
-            out.push(n);
-        }
-    }
-    out
-}
-
 /// Timers: defaults from the final deadtime, then heartbeat's rules.
 fn check_timing(draft: &Draft, main: &Loc, diags: &mut Vec<Diagnostic>) -> Option<Timing> {
-    let keepalive = draft
-        .keepalive
-        .as_ref()
-        .map_or(Timing::default().keepalive, |k| k.value);
-    let deadtime = draft
-        .deadtime
-        .as_ref()
-        .map_or(Timing::default().deadtime, |d| d.value);
+    let or = |a: &Option<At<Duration>>, default: Duration| a.as_ref().map_or(default, |a| a.value);
+    let keepalive = or(&draft.keepalive, Timing::default().keepalive);
+    let deadtime = or(&draft.deadtime, Timing::default().deadtime);
     let defaults = Timing::with_defaults(keepalive, deadtime);
     let timing = Timing {
         keepalive,
         deadtime,
-        warntime: draft
-            .warntime
-            .as_ref()
-            .map_or(defaults.warntime, |w| w.value),
-        initdead: draft
-            .initdead
-            .as_ref()
-            .map_or(defaults.initdead, |i| i.value),
-        deadping: draft
-            .deadping
-            .as_ref()
-            .map_or(defaults.deadping, |d| d.value),
+        warntime: or(&draft.warntime, defaults.warntime),
+        initdead: or(&draft.initdead, defaults.initdead),
+        deadping: or(&draft.deadping, defaults.deadping),
     };
     let loc_of = |a: &Option<At<Duration>>| a.as_ref().map_or(main.clone(), |a| a.loc.clone());
     let f = format_duration;
-    let before = diags.len();
     let mut errors = false;
 
     if keepalive < MIN_TIMER {
@@ -483,7 +499,6 @@ fn check_timing(draft: &Draft, main: &Loc, diags: &mut Vec<Diagnostic>) -> Optio
             f(keepalive)
         )));
     }
-    debug_assert!(diags.len() >= before);
     if errors { None } else { Some(timing) }
 }
 

@@ -4,7 +4,6 @@
 //!
 //! The schema is documented key by key in docs/configuration.md.
 
-use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -19,7 +18,7 @@ use super::hacf::{check_facility, parse_auto_failback, parse_msgfmt};
 use super::haresources::parse_resource;
 use super::model::*;
 use super::time::{format_duration, parse_duration};
-use super::validate::{At, Draft, Loc};
+use super::validate::{At, Draft, Loc, respawn_spec};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -34,8 +33,8 @@ pub(crate) struct RawConfig {
     media: Vec<Spanned<RawMedium>>,
     auth: Option<Spanned<RawAuth>>,
     msgfmt: Option<Spanned<String>>,
-    hopfudge: Option<Spanned<u32>>,
-    auto_failback: Option<Spanned<Word>>,
+    hopfudge: Option<u8>,
+    auto_failback: Option<Spanned<Scalar>>,
     #[serde(default)]
     ping: Vec<Spanned<String>>,
     #[serde(default)]
@@ -56,17 +55,17 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawVipAnnounce {
     count: Option<u32>,
-    interval: Option<Word>,
+    interval: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTiming {
-    keepalive: Option<Spanned<Word>>,
-    deadtime: Option<Spanned<Word>>,
-    warntime: Option<Spanned<Word>>,
-    initdead: Option<Spanned<Word>>,
-    deadping: Option<Spanned<Word>>,
+    keepalive: Option<Spanned<Scalar>>,
+    deadtime: Option<Spanned<Scalar>>,
+    warntime: Option<Spanned<Scalar>>,
+    initdead: Option<Spanned<Scalar>>,
+    deadping: Option<Spanned<Scalar>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,40 +166,44 @@ struct RawApiAuth {
     gids: Vec<String>,
 }
 
-/// A scalar kept as text: durations may be written `10ms`, `1.5` or `2`, and
-/// `auto_failback` as `on` or `true`.
+/// A YAML scalar kept as text, so `3`, `"3"`, `yes` and `true` reach the same parser:
+/// durations may be written `10ms`, `1.5` or `2`, and `auto_failback` as `on` or `true`.
+/// YAML 1.1 reads `on`/`off` (and `yes`/`no`) as booleans; they come back as `on`/`off`,
+/// which every boolean setting accepts (and which the director's `checktype: on|off` means).
+/// Shared with the `director:` section.
 #[derive(Debug, Clone)]
-struct Word(String);
+pub(crate) struct Scalar(pub(crate) String);
 
-impl<'de> Deserialize<'de> for Word {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Word, D::Error> {
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
         struct V;
         impl Visitor<'_> for V {
-            type Value = Word;
+            type Value = Scalar;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a word or a number")
+                f.write_str("a string, number or boolean")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Word, E> {
-                Ok(Word(v.to_string()))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
             }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Word, E> {
-                Ok(Word(if v { "on" } else { "off" }.to_string()))
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(if v { "on" } else { "off" }.to_string()))
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Word, E> {
-                Ok(Word(v.to_string()))
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Word, E> {
-                Ok(Word(v.to_string()))
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Word, E> {
-                Ok(Word(v.to_string()))
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
             }
         }
         d.deserialize_any(V)
     }
 }
 
-fn line_of<T>(s: &Spanned<T>) -> Option<usize> {
+/// The 1-based line a spanned YAML value was written on, when serde-saphyr knows it.
+pub(crate) fn line_of<T>(s: &Spanned<T>) -> Option<usize> {
     let l = s.referenced.line();
     (l > 0).then(|| usize::try_from(l).unwrap_or(usize::MAX))
 }
@@ -251,17 +254,21 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
             .push(At::new(n.value.to_ascii_lowercase(), at(line_of(n))));
     }
     if let Some(t) = raw.timing {
-        for (slot, value, name) in [
-            (&mut d.keepalive, t.keepalive, "keepalive"),
-            (&mut d.deadtime, t.deadtime, "deadtime"),
-            (&mut d.warntime, t.warntime, "warntime"),
-            (&mut d.initdead, t.initdead, "initdead"),
-            (&mut d.deadping, t.deadping, "deadping"),
+        for (name, value) in [
+            ("keepalive", t.keepalive),
+            ("deadtime", t.deadtime),
+            ("warntime", t.warntime),
+            ("initdead", t.initdead),
+            ("deadping", t.deadping),
         ] {
             if let Some(v) = value {
                 let loc = at(line_of(&v));
                 match parse_duration(&v.value.0) {
-                    Ok(dur) => *slot = Some(At::new(dur, loc)),
+                    Ok(dur) => {
+                        if let Some(slot) = d.timer_mut(name) {
+                            *slot = Some(At::new(dur, loc));
+                        }
+                    }
                     Err(e) => diags.push(loc.error(format!("timing.{name}: {e}"))),
                 }
             }
@@ -358,31 +365,18 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
 
     if let Some(m) = raw.msgfmt {
         match parse_msgfmt(&m.value) {
-            Some(f) => d.msgfmt = f,
-            None => diags.push(at(line_of(&m)).error(format!(
-                "msgfmt '{}' is unknown; use classic or netstring",
-                m.value
-            ))),
+            Ok(f) => d.msgfmt = f,
+            Err(e) => diags.push(at(line_of(&m)).error(e)),
         }
     }
     if let Some(h) = raw.hopfudge {
-        if h.value > 255 {
-            diags.push(at(line_of(&h)).error(format!(
-                "hopfudge {} is too large; use a small number such as 1",
-                h.value
-            )));
-        } else {
-            d.hopfudge = h.value;
-        }
+        d.hopfudge = h;
     }
     if let Some(a) = raw.auto_failback {
         let loc = at(line_of(&a));
         match parse_auto_failback(&a.value.0) {
-            Some(v) => d.auto_failback = Some(At::new(v, loc)),
-            None => diags.push(loc.error(format!(
-                "auto_failback '{}' is unknown; use on, off or legacy",
-                a.value.0
-            ))),
+            Ok(v) => d.auto_failback = Some(At::new(v, loc)),
+            Err(e) => diags.push(loc.error(e)),
         }
     }
     for p in &raw.ping {
@@ -444,16 +438,8 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
             diags.push(loc.error(
                 "respawn entry has an empty command; write `command: [/path/to/program, ARGS...]`",
             ));
-        } else if Path::new(&r.command[0])
-            .file_name()
-            .is_some_and(|n| n == "ipfail")
-        {
-            diags.push(loc.warning("ipfail is not started: hbd replaces it with reachability built into the daemon (ping/ping_groups), which does not move groups yet; remove this entry"));
-        } else {
-            d.respawn.push(RespawnSpec {
-                user: r.user,
-                command: r.command,
-            });
+        } else if let Some(r) = respawn_spec(&r.user, &r.command, &loc, &mut diags) {
+            d.respawn.push(r);
         }
     }
     d.apiauth = raw
@@ -505,6 +491,8 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
     (d, source, diags)
 }
 
+/// Inline `auth.keys`: the same rules as an authkeys file ([`authkeys::assemble`]); with a
+/// single key, `active` may be left out.
 fn inline_keys(
     active: Option<u8>,
     keys: &[Spanned<RawKey>],
@@ -512,82 +500,47 @@ fn inline_keys(
     file: &Path,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<AuthKeys> {
-    let mut out = BTreeMap::new();
-    let mut ok = true;
-    for k in keys {
-        let loc = Loc::new(file, line_of(k));
-        let k = &k.value;
-        if k.id > authkeys::MAX_INDEX {
-            ok = false;
-            diags.push(loc.error(format!(
-                "key id {} is out of range; use a number from 0 to {}",
-                k.id,
-                authkeys::MAX_INDEX
-            )));
-            continue;
-        }
-        let Some(method) = authkeys::parse_method(&k.method) else {
-            ok = false;
-            diags.push(loc.error(format!(
-                "'{}' is not an authentication method; use sha256, sha1, md5 or crc",
-                k.method
-            )));
-            continue;
-        };
-        if k.key
-            .as_deref()
-            .is_some_and(|s| s.chars().any(char::is_whitespace))
-        {
-            ok = false;
-            diags.push(loc.error(format!(
-                "key {}: the secret contains whitespace, which heartbeat's authkeys cannot hold; remove the spaces",
-                k.id
-            )));
-            continue;
-        }
-        let Some(key) = authkeys::check_key(k.id, method, k.key.as_deref(), &loc, diags) else {
-            ok = false;
-            continue;
-        };
-        if out.insert(k.id, key).is_some() {
-            ok = false;
-            diags.push(loc.error(format!(
-                "key id {} is defined twice; give each key its own id",
-                k.id
-            )));
-        }
-    }
-    let active =
-        match active {
-            Some(a) => a,
-            None if out.len() == 1 => *out.keys().next().unwrap_or(&0),
-            None => {
-                diags.push(auth_loc.error(
-                    "auth.active is missing; name the key id that signs outbound heartbeats",
-                ));
-                return None;
-            }
-        };
-    if ok && !out.contains_key(&active) {
-        diags.push(auth_loc.error(format!(
-            "auth.active is {active} but no key has id {active}; add it to `keys` or change `active`"
-        )));
-        return None;
-    }
-    ok.then_some(AuthKeys { active, keys: out })
+    let ids: Vec<String> = keys.iter().map(|k| k.value.id.to_string()).collect();
+    let entries: Vec<authkeys::KeyEntry<'_>> = keys
+        .iter()
+        .zip(&ids)
+        .map(|(k, id)| authkeys::KeyEntry {
+            index: id,
+            method: Some(&k.value.method),
+            secret: k.value.key.as_deref(),
+            loc: Loc::new(file, line_of(k)),
+        })
+        .collect();
+    let signing = match (active, keys) {
+        (Some(index), _) => authkeys::Signing::Named {
+            index,
+            loc: auth_loc.clone(),
+            written: format!("`auth.active: {index}`"),
+        },
+        (None, [only]) => authkeys::Signing::Named {
+            index: only.value.id,
+            loc: auth_loc.clone(),
+            written: format!("the only key, id {},", only.value.id),
+        },
+        (None, _) => authkeys::Signing::Missing(Some(
+            auth_loc
+                .error("auth.active is missing; name the key id that signs outbound heartbeats"),
+        )),
+    };
+    authkeys::assemble(&entries, signing, diags)
 }
 
-/// JSON string syntax is valid YAML double-quoted syntax.
-fn q(s: &str) -> String {
+/// Quotes `s` as a YAML double-quoted string (JSON string syntax is valid YAML).
+pub(crate) fn quote(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| format!("\"{}\"", s.escape_default()))
 }
 
 fn qp(p: &Path) -> String {
-    q(&p.to_string_lossy())
+    quote(&p.to_string_lossy())
 }
 
 fn list<T: fmt::Display>(items: &[T]) -> String {
-    let parts: Vec<String> = items.iter().map(|i| q(&i.to_string())).collect();
+    let parts: Vec<String> = items.iter().map(|i| quote(&i.to_string())).collect();
     format!("[{}]", parts.join(", "))
 }
 
@@ -603,7 +556,7 @@ pub fn to_yaml(config: &Config) -> String {
          # It holds the authentication keys inline: store it with mode 0600 (`chmod 600 FILE`);\n\
          # hbd refuses to load a file that group or others can read."
     );
-    let _ = writeln!(o, "cluster: {}", q(&c.cluster_name));
+    let _ = writeln!(o, "cluster: {}", quote(&c.cluster_name));
     let _ = writeln!(o, "nodes: {}", list(&c.nodes));
     let t = &c.timing;
     let _ = writeln!(o, "timing:");
@@ -616,7 +569,6 @@ pub fn to_yaml(config: &Config) -> String {
     ] {
         let _ = writeln!(o, "  {k}: {}", format_duration(v));
     }
-    let _ = writeln!(o, "udp_port: {}", c.udp_port);
     let _ = writeln!(o, "media:");
     for m in &c.media {
         let _ = match m {
@@ -627,8 +579,8 @@ pub fn to_yaml(config: &Config) -> String {
             } => writeln!(
                 o,
                 "  - ucast: {{ interface: {}, peer: {}, port: {port} }}",
-                q(interface),
-                q(&peer.to_string())
+                quote(interface),
+                quote(&peer.to_string())
             ),
             MediumSpec::Mcast {
                 interface,
@@ -639,14 +591,14 @@ pub fn to_yaml(config: &Config) -> String {
             } => writeln!(
                 o,
                 "  - mcast: {{ interface: {}, group: {}, port: {port}, ttl: {ttl}, loop: {loopback} }}",
-                q(interface),
-                q(&group.to_string())
+                quote(interface),
+                quote(&group.to_string())
             ),
             MediumSpec::Bcast { interface, port } => {
                 writeln!(
                     o,
                     "  - bcast: {{ interface: {}, port: {port} }}",
-                    q(interface)
+                    quote(interface)
                 )
             }
             MediumSpec::Serial { device, baud } => {
@@ -662,17 +614,13 @@ pub fn to_yaml(config: &Config) -> String {
                 o,
                 "    - {{ id: {id}, method: {}, key: {} }}",
                 m.as_str(),
-                q(&String::from_utf8_lossy(&k.secret))
+                quote(&String::from_utf8_lossy(&k.secret))
             ),
         };
     }
-    let msgfmt = match c.msgfmt {
-        MsgFormat::Classic => "classic",
-        MsgFormat::Netstring => "netstring",
-    };
-    let _ = writeln!(o, "msgfmt: {msgfmt}");
+    let _ = writeln!(o, "msgfmt: {}", c.msgfmt.as_str());
     let _ = writeln!(o, "hopfudge: {}", c.hopfudge);
-    let _ = writeln!(o, "auto_failback: {}", q(c.auto_failback.as_str()));
+    let _ = writeln!(o, "auto_failback: {}", quote(c.auto_failback.as_str()));
     if !c.ping_nodes.is_empty() {
         let _ = writeln!(o, "ping: {}", list(&c.ping_nodes));
     }
@@ -682,7 +630,7 @@ pub fn to_yaml(config: &Config) -> String {
             let _ = writeln!(
                 o,
                 "  - {{ name: {}, addresses: {} }}",
-                q(&g.name),
+                quote(&g.name),
                 list(&g.addresses)
             );
         }
@@ -694,7 +642,7 @@ pub fn to_yaml(config: &Config) -> String {
             let _ = writeln!(
                 o,
                 "  - preferred: {}\n    resources: {}",
-                q(&g.preferred),
+                quote(&g.preferred),
                 list(&specs)
             );
         }
@@ -708,7 +656,7 @@ pub fn to_yaml(config: &Config) -> String {
         let _ = writeln!(o, "  debug_file: {}", qp(f));
     }
     if let Some(f) = &l.facility {
-        let _ = writeln!(o, "  facility: {}", q(f));
+        let _ = writeln!(o, "  facility: {}", quote(f));
     }
     let _ = writeln!(o, "  debug: {}", l.debug_level);
     if !c.respawn.is_empty() {
@@ -717,7 +665,7 @@ pub fn to_yaml(config: &Config) -> String {
             let _ = writeln!(
                 o,
                 "  - {{ user: {}, command: {} }}",
-                q(&r.user),
+                quote(&r.user),
                 list(&r.command)
             );
         }
@@ -728,7 +676,7 @@ pub fn to_yaml(config: &Config) -> String {
             let _ = writeln!(
                 o,
                 "  - {{ client: {}, uids: {}, gids: {} }}",
-                q(&a.client),
+                quote(&a.client),
                 list(&a.uids),
                 list(&a.gids)
             );
@@ -858,6 +806,52 @@ hopfudge: 2
         )
         .expect_err("bad medium");
         assert!(e.to_string().starts_with("hbd.yaml:2: "), "{e}");
+    }
+
+    #[test]
+    fn hopfudge_beyond_a_byte_is_refused_at_its_line() {
+        let e = parse_raw("nodes: [a]\nhopfudge: 300\n", Path::new("hbd.yaml"))
+            .expect_err("hopfudge is 0-255");
+        assert!(e.to_string().starts_with("hbd.yaml:2: "), "{e}");
+    }
+
+    #[test]
+    fn ipfail_is_not_respawned() {
+        let (d, diags) = draft(
+            "respawn:\n  - { user: hacluster, command: [/usr/lib/heartbeat/ipfail] }\n  - { user: root, command: [/usr/bin/x] }\nauth: { authkeys: keys }\n",
+        );
+        assert_eq!(d.respawn.len(), 1);
+        assert_eq!(d.respawn[0].command, ["/usr/bin/x"]);
+        assert!(
+            diags[0].starts_with("hbd.yaml:2: warning: ipfail is not started"),
+            "{diags:?}"
+        );
+    }
+
+    #[test]
+    fn inline_keys_follow_the_authkeys_rules() {
+        let (d, diags) = draft(
+            "auth:\n  active: 1\n  keys:\n    - { id: 16, method: md5, key: x }\n    - { id: 1, method: sha1, key: \"a b\" }\n    - { id: 2, method: sha1, key: a }\n    - { id: 2, method: sha1, key: b }\n",
+        );
+        assert!(d.auth.is_none());
+        let all = diags.join("\n");
+        for want in [
+            "hbd.yaml:4: '16' is not a key index; use a number from 0 to 15",
+            "hbd.yaml:5: key 1: the secret contains whitespace",
+            "hbd.yaml:7: key index 2 is defined twice (first on line 6)",
+        ] {
+            assert!(all.contains(want), "missing {want} in\n{all}");
+        }
+        let (d, diags) =
+            draft("auth: { active: 3, keys: [ { id: 1, method: sha256, key: k } ] }\n");
+        assert!(d.auth.is_none());
+        assert!(
+            diags[0].starts_with("hbd.yaml:1: `auth.active: 3` names key 3, which is not defined"),
+            "{diags:?}"
+        );
+        let (d, diags) = draft("auth: { keys: [ { id: 4, method: sha256, key: k } ] }\n");
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(d.auth.expect("one key signs").active, 4);
     }
 
     #[test]

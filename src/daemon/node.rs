@@ -797,7 +797,7 @@ impl Node {
         if new.nodes != old.nodes {
             needs_restart.push("node");
         }
-        if new.media != old.media || new.udp_port != old.udp_port {
+        if new.media != old.media {
             needs_restart.push("media");
         }
         if new.groups != old.groups {
@@ -940,9 +940,7 @@ impl Node {
 /// the configuration at each send, so a reload that changes either is on the wire at once.
 fn frame_ttl(config: &Config) -> u32 {
     let nodes = config.nodes.len() + config.ping_nodes.len() + config.ping_groups.len();
-    config
-        .hopfudge
-        .saturating_add(u32::try_from(nodes).unwrap_or(u32::MAX))
+    u32::from(config.hopfudge).saturating_add(u32::try_from(nodes).unwrap_or(u32::MAX))
 }
 
 fn millis(d: Duration) -> u64 {

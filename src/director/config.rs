@@ -16,16 +16,18 @@
 
 use crate::config::diag::edit_distance;
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
 use serde_saphyr::Spanned;
 
-use crate::config::{ConfigError, Diagnostic, Severity, format_duration, parse_duration};
+use crate::config::{
+    ConfigError, Diagnostic, Scalar, finish, format_duration, line_of, parse_duration, quote as q,
+    read_text,
+};
 use crate::dataplane::model::{
     Family, Forwarding, Netmask, Persistence, RealServer, Scheduler, ServiceKey, VirtualService,
 };
@@ -530,19 +532,9 @@ pub fn locate_ldirectord_cf(arg: Option<&str>, ha_dir: &Path) -> PathBuf {
 /// Reads and validates an ldirectord configuration file. Returns the configuration and its
 /// warnings, or every error (and warning) found.
 pub fn parse_ldirectord(path: &Path) -> Result<(DirectorConfig, Vec<Diagnostic>), ConfigError> {
-    let text = match std::fs::read(path) {
-        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-        Err(e) => {
-            return Err(ConfigError {
-                diagnostics: vec![Diagnostic::error(
-                    path,
-                    None,
-                    format!(
-                        "cannot read the ldirectord configuration: {e}; check the path and permissions"
-                    ),
-                )],
-            });
-        }
+    let mut diags = Vec::new();
+    let Some(text) = read_text(path, "ldirectord configuration", &mut diags) else {
+        return Err(ConfigError { diagnostics: diags });
     };
     parse_ldirectord_str(&text, path, &ServiceNames::system())
 }
@@ -556,20 +548,7 @@ pub fn parse_ldirectord_str(
     let mut diags = Vec::new();
     let (globals, blocks) = lex(text, file, &mut diags);
     let config = build(file, &globals, &blocks, names, &mut diags);
-    finish(config, diags)
-}
-
-/// Splits diagnostics into a result: any error refuses the configuration.
-pub(crate) fn finish(
-    config: DirectorConfig,
-    mut diags: Vec<Diagnostic>,
-) -> Result<(DirectorConfig, Vec<Diagnostic>), ConfigError> {
-    diags.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-    if diags.iter().any(|d| d.severity == Severity::Error) {
-        Err(ConfigError { diagnostics: diags })
-    } else {
-        Ok((config, diags))
-    }
+    finish(Some(config), diags)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1041,12 +1020,9 @@ const OVERRIDABLE: [&str; 17] = [
 /// Directives that may appear more than once in one scope.
 const REPEATABLE: [&str; 3] = ["real", "real6", "execute"];
 
+/// ldirectord's yes/no: heartbeat's booleans, with the message the directive errors use.
 fn parse_bool(v: &str) -> Result<bool, String> {
-    match v.to_ascii_lowercase().as_str() {
-        "yes" | "y" | "true" | "on" | "1" => Ok(true),
-        "no" | "n" | "false" | "off" | "0" => Ok(false),
-        _ => Err(format!("'{v}' is not yes or no")),
-    }
+    crate::config::parse_bool(v).ok_or_else(|| format!("'{v}' is not yes or no"))
 }
 
 fn parse_count(v: &str, what: &str) -> Result<u32, String> {
@@ -1768,40 +1744,6 @@ fn resolve(
 // ---------------------------------------------------------------------------------------------
 // Front door 2: the YAML `director:` section.
 
-/// A YAML scalar kept as text, so `3`, `"3"`, `yes` and `true` reach the same parser. YAML
-/// 1.1 reads `on`/`off` (and `yes`/`no`) as booleans; they come back as `on`/`off`, which
-/// every yes/no directive accepts and which `checktype: on|off` means.
-#[derive(Debug, Clone)]
-pub(crate) struct Scalar(String);
-
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string, number or boolean")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar(if v { "on" } else { "off" }.into()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// `director:` in the native YAML: a reference to an ldirectord.cf, or the services inline.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1877,11 +1819,6 @@ struct RawReal {
     receive: Option<String>,
     lower_threshold: Option<u32>,
     upper_threshold: Option<u32>,
-}
-
-fn line_of<T>(s: &Spanned<T>) -> Option<usize> {
-    let l = s.referenced.line();
-    (l > 0).then(|| usize::try_from(l).unwrap_or(usize::MAX))
 }
 
 fn text_entry(key: &str, v: &Option<Spanned<Scalar>>, out: &mut Vec<Entry>) {
@@ -2053,11 +1990,6 @@ pub(crate) fn from_yaml(
     Some(YamlDirector::Inline(build(
         file, &globals, &blocks, names, diags,
     )))
-}
-
-/// JSON string syntax is valid YAML double-quoted syntax.
-fn q(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{}\"", s.escape_default()))
 }
 
 fn secs(d: Duration) -> String {

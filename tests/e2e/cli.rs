@@ -118,3 +118,38 @@ fn hactl_convert_prints_yaml_that_loads_back() {
         .unwrap();
     assert_eq!(check.status.code(), Some(0), "{}", text(&check));
 }
+
+#[test]
+fn hactl_refuses_an_unknown_group_class_as_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("none.sock");
+    let out = Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .arg("--socket")
+        .arg(&sock)
+        .args(["takeover", "sideways"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown group class 'sideways'"),
+        "{}",
+        text(&out)
+    );
+    // A valid class (any case, `failback` included) reaches the daemon: here, none.
+    for class in ["FailBack", "local"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hactl"))
+            .arg("--socket")
+            .arg(&sock)
+            .args(["standby", class])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{class}: {}", text(&out));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .arg("--socket")
+        .arg(&sock)
+        .arg("reload")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+}

@@ -59,7 +59,6 @@ pub fn config(nodes: &[&str], links: usize, timing: Timing, auth: AuthKeys) -> C
         cluster_name: "sim".into(),
         nodes: nodes.iter().map(|n| n.to_string()).collect(),
         timing,
-        udp_port: 694,
         media: (0..links)
             .map(|i| MediumSpec::Bcast {
                 interface: format!("sim{i}"),
