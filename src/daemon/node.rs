@@ -22,8 +22,8 @@ use crate::control::protocol::{
     Counters, GroupReport, LinkReport, NodeReport, Request, ResourceReport, Response, StatusReport,
 };
 use crate::control::server::ControlCall;
-use crate::daemon::runner::GroupRunner;
-use crate::manager::{self, Action, Command, CommandOutcome, GroupPhase, Manager};
+use crate::daemon::runner::{GroupRunner, OpError};
+use crate::manager::{self, Action, Command, CommandOutcome, GroupPhase, Manager, StartOutcome};
 use crate::media::{Inbound, Medium};
 use crate::membership::generation;
 use crate::membership::liveness::{LinkState, Liveness, LivenessEvent, PeerState, fmt_ms};
@@ -169,7 +169,7 @@ pub struct Node {
 struct OpDone {
     group: usize,
     start: bool,
-    result: Result<(), String>,
+    result: Result<(), OpError>,
 }
 
 impl Node {
@@ -422,10 +422,11 @@ impl Node {
         match (&done.result, done.start) {
             (Ok(()), true) => tracing::info!(group = %name, "group running"),
             (Ok(()), false) => tracing::info!(group = %name, "group stopped"),
-            (Err(e), true) => tracing::error!(group = %name, "group start failed: {e}"),
-            (Err(e), false) => tracing::error!(
+            (Err(e), true) if !e.held => tracing::error!(group = %name, "group start failed: {e}"),
+            (Err(e), _) => tracing::error!(
                 group = %name,
-                "GROUP STOP FAILED: {e}; the group is held failed here and will not be started on the peer; fix it and restart hbd"
+                "GROUP {} FAILED: {e}; the group is held failed here and will not be started on the peer; fix it and restart hbd",
+                if done.start { "START" } else { "STOP" }
             ),
         }
         self.notify(
@@ -437,8 +438,14 @@ impl Node {
             },
         );
         let actions = if done.start {
-            self.manager.on_started(done.group, ok)
+            let outcome = match &done.result {
+                Ok(()) => StartOutcome::Running,
+                Err(e) if e.held => StartOutcome::Stuck,
+                Err(_) => StartOutcome::Failed,
+            };
+            self.manager.on_started(done.group, outcome)
         } else {
+            // Any failed stop may leave resources running here.
             self.manager.on_stopped(done.group, ok)
         };
         self.run_actions(now, actions);

@@ -83,6 +83,18 @@ impl GroupPhase {
     }
 }
 
+/// How a group start ended, as the node reports it to [`Manager::on_started`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// Every member runs.
+    Running,
+    /// A member failed and the rollback stopped everything again: nothing runs here.
+    Failed,
+    /// A member failed and the rollback got stuck: something may still run here, so the
+    /// group is held as after a failed stop and the peer must never start it.
+    Stuck,
+}
+
 /// Where a group should run, and how recent that decision is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
@@ -423,24 +435,27 @@ impl Manager {
             .any(|g| g.phase.holds() && g.phase != GroupPhase::StopFailed)
     }
 
-    /// A start finished.
-    pub fn on_started(&mut self, index: usize, ok: bool) -> Vec<Action> {
+    /// A start finished. A start whose rollback got stuck holds the group here, failed, as a
+    /// failed stop does.
+    pub fn on_started(&mut self, index: usize, outcome: StartOutcome) -> Vec<Action> {
         let g = &mut self.groups[index];
-        if ok {
-            g.phase = GroupPhase::Running;
-        } else {
-            g.phase = GroupPhase::Failed;
-            // Let the peer try, unless it failed there too (no ping-pong).
-            let peer_failed = self
-                .peer_reports
-                .as_ref()
-                .and_then(|r| report_for(r, &g.name))
-                .is_some_and(|r| r.failed);
-            if let (Some(peer), true, false) = (&self.peer, self.peer_alive, peer_failed) {
-                g.placement = Placement {
-                    target: peer.clone(),
-                    epoch: g.placement.epoch + 1,
-                };
+        match outcome {
+            StartOutcome::Running => g.phase = GroupPhase::Running,
+            StartOutcome::Stuck => g.phase = GroupPhase::StopFailed,
+            StartOutcome::Failed => {
+                g.phase = GroupPhase::Failed;
+                // Let the peer try, unless it failed there too (no ping-pong).
+                let peer_failed = self
+                    .peer_reports
+                    .as_ref()
+                    .and_then(|r| report_for(r, &g.name))
+                    .is_some_and(|r| r.failed);
+                if let (Some(peer), true, false) = (&self.peer, self.peer_alive, peer_failed) {
+                    g.placement = Placement {
+                        target: peer.clone(),
+                        epoch: g.placement.epoch + 1,
+                    };
+                }
             }
         }
         self.decide()

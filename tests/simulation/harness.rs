@@ -16,7 +16,7 @@ use hbd::control::protocol::Response;
 use hbd::control::protocol::{Request, StatusReport};
 use hbd::control::server::ControlCall;
 use hbd::daemon::node::{Node, NodeEvent, NodeIdentity, NodeSetup};
-use hbd::daemon::runner::{GroupRunner, OpFuture};
+use hbd::daemon::runner::{GroupRunner, OpError, OpFuture};
 use hbd::media::Medium;
 use hbd::media::memory::MemoryNet;
 use hbd::membership::liveness::{LivenessEvent, PeerState};
@@ -348,6 +348,8 @@ pub struct FakeRunner {
     pub fail_start: AtomicBool,
     /// Make stops fail.
     pub fail_stop: AtomicBool,
+    /// Make failed starts report a stuck rollback (resources may still run here).
+    pub stuck_rollback: AtomicBool,
     running: Mutex<Vec<bool>>,
 }
 
@@ -361,6 +363,7 @@ impl FakeRunner {
             stop_delay: ms(1),
             fail_start: AtomicBool::new(false),
             fail_stop: AtomicBool::new(false),
+            stuck_rollback: AtomicBool::new(false),
             running: Mutex::new(vec![false; groups]),
         })
     }
@@ -384,7 +387,11 @@ impl GroupRunner for FakeHandle {
             tokio::time::sleep(me.start_delay).await;
             if me.fail_start.load(Ordering::SeqCst) {
                 me.trace.push(&me.node, group, "start_fail");
-                return Err("simulated start failure".into());
+                if me.stuck_rollback.load(Ordering::SeqCst) {
+                    me.running.lock().unwrap()[group] = true;
+                    return Err(OpError::held("simulated start failure, rollback stuck"));
+                }
+                return Err(OpError::clean("simulated start failure"));
             }
             me.running.lock().unwrap()[group] = true;
             me.trace.push(&me.node, group, "start_end");
@@ -399,7 +406,7 @@ impl GroupRunner for FakeHandle {
             tokio::time::sleep(me.stop_delay).await;
             if me.fail_stop.load(Ordering::SeqCst) {
                 me.trace.push(&me.node, group, "stop_fail");
-                return Err("simulated stop failure".into());
+                return Err(OpError::held("simulated stop failure"));
             }
             me.running.lock().unwrap()[group] = false;
             me.trace.push(&me.node, group, "stop_end");

@@ -270,6 +270,33 @@ async fn failed_start_lets_the_peer_take_the_group() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn stuck_rollback_holds_the_group_and_the_peer_never_starts_it() {
+    let net = MemoryNet::new();
+    let trace = Trace::default();
+    let mut cfg = config(&["p", "b"], 1, fast_timing(), keys("s3cret"));
+    cfg.auto_failback = AutoFailback::On;
+    cfg.groups = vec![group("p", "vip1")];
+    let rp = FakeRunner::new("p", &trace, 1);
+    rp.fail_start.store(true, Ordering::SeqCst);
+    rp.stuck_rollback.store(true, Ordering::SeqCst);
+    let rb = FakeRunner::new("b", &trace, 1);
+    let p = SimNode::start_with(&net, "p", &cfg, 1, rp);
+    let b = SimNode::start_with(&net, "b", &cfg, 1, rb);
+    tokio::time::sleep(ms(500)).await;
+    assert!(
+        trace.last("p", 0, "start_fail").is_some(),
+        "{:?}",
+        trace.entries()
+    );
+    assert_eq!(p.status().await.groups[0].state, "stop_failed");
+    assert_eq!(b.status().await.groups[0].state, "stopped");
+    assert!(trace.last("b", 0, "start_begin").is_none());
+    assert_eq!(b.status().await.groups[0].owner.as_deref(), Some("p"));
+    p.kill(&net).await;
+    b.kill(&net).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn failed_stop_holds_the_group_and_the_peer_never_starts_it() {
     let mut lab = Lab::boot(AutoFailback::On).await;
     lab.rp.fail_stop.store(true, Ordering::SeqCst);
