@@ -25,7 +25,7 @@ use crate::control::server::ControlCall;
 use crate::daemon::runner::{GroupRunner, OpError};
 use crate::manager::{self, Action, Command, CommandOutcome, GroupPhase, Manager, StartOutcome};
 use crate::media::{Inbound, Medium};
-use crate::membership::generation;
+use crate::membership::generation::PeerGenerationWriter;
 use crate::membership::liveness::{LinkState, Liveness, LivenessEvent, PeerState, fmt_ms};
 use crate::membership::message::Message;
 use crate::membership::pacing::{self, HeartbeatPacer};
@@ -147,8 +147,8 @@ pub struct Node {
     media: Vec<Medium>,
     liveness: Liveness,
     seqtracks: Vec<SeqTrack>,
-    peer_generations: Vec<Option<u64>>,
-    state_dir: Option<PathBuf>,
+    /// Persists peer generations off the async thread; `None` keeps them in memory only.
+    generation_writer: Option<PeerGenerationWriter>,
     report_load: bool,
     load: (Option<Instant>, String),
     next_seq: u64,
@@ -191,10 +191,16 @@ impl Node {
                 None => SeqTrack::new(),
             })
             .collect();
-        let peer_generations = peers
-            .iter()
-            .map(|p| setup.peer_generations.get(p).copied())
-            .collect();
+        let generation_writer =
+            setup
+                .state_dir
+                .and_then(|dir| match PeerGenerationWriter::spawn(dir) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the peer generation writer: peer generations are not persisted");
+                        None
+                    }
+                });
         let manager = Manager::new(
             &setup.identity.name,
             &config.nodes,
@@ -207,8 +213,7 @@ impl Node {
             media: setup.media,
             liveness,
             seqtracks,
-            peer_generations,
-            state_dir: setup.state_dir,
+            generation_writer,
             report_load: setup.report_load,
             load: (None, "n/a".to_string()),
             next_seq: 1,
@@ -309,6 +314,9 @@ impl Node {
                 },
                 _ = &mut timer => {}
             }
+        }
+        if let Some(writer) = self.generation_writer.take() {
+            writer.close().await;
         }
         tracing::info!(node = %self.identity.name, "node stopped");
     }
@@ -596,6 +604,7 @@ impl Node {
         };
         let is_status = msg_type == "status";
         let peer_dead = self.liveness.peers()[peer].state == PeerState::Dead;
+        let known_generation = self.seqtracks[peer].generation();
         let verdict = self.seqtracks[peer].check(generation, seq, is_status, peer_dead);
         match verdict {
             SeqVerdict::Replay { known } => {
@@ -643,7 +652,12 @@ impl Node {
         }
         // A late (reordered) frame is old news: it must not set our pace.
         let verdict_is_fresh = !matches!(verdict, SeqVerdict::Late);
-        self.remember_generation(peer, &env.src, generation);
+        if self.seqtracks[peer].generation() != known_generation
+            && let Some(writer) = &self.generation_writer
+        {
+            // A new generation for this peer: remember it across our restarts.
+            writer.store(&env.src, generation);
+        }
         self.counters.accepted += 1;
         let events = if is_status {
             let st = msg.get_str("st").unwrap_or("up").to_string();
@@ -687,18 +701,6 @@ impl Node {
             )
         });
         pacing::pace_setter(&self.identity.name, peers) == Some(name)
-    }
-
-    fn remember_generation(&mut self, peer: usize, name: &str, generation: u64) {
-        if self.peer_generations[peer].is_some_and(|g| g >= generation) {
-            return;
-        }
-        self.peer_generations[peer] = Some(generation);
-        if let Some(dir) = &self.state_dir
-            && let Err(e) = generation::store_peer_generation(dir, name, generation)
-        {
-            tracing::warn!(node = %name, error = %e, "cannot persist peer generation");
-        }
     }
 
     /// Answers one control call; requests that wait on resources are answered from a task

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -113,6 +114,29 @@ impl SimNode {
         generation: u64,
         runner: Arc<FakeRunner>,
     ) -> SimNode {
+        SimNode::launch(net, name, config, generation, runner, None)
+    }
+
+    /// Starts `name` persisting peer generations in `state_dir`.
+    pub fn start_persisting(
+        net: &MemoryNet,
+        name: &str,
+        config: &Config,
+        generation: u64,
+        state_dir: PathBuf,
+    ) -> SimNode {
+        let runner = FakeRunner::new(name, &Trace::default(), config.groups.len());
+        SimNode::launch(net, name, config, generation, runner, Some(state_dir))
+    }
+
+    fn launch(
+        net: &MemoryNet,
+        name: &str,
+        config: &Config,
+        generation: u64,
+        runner: Arc<FakeRunner>,
+        state_dir: Option<PathBuf>,
+    ) -> SimNode {
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
         let media = (0..config.media.len())
             .map(|i| Medium {
@@ -132,7 +156,7 @@ impl SimNode {
             },
             media,
             peer_generations: BTreeMap::new(),
-            state_dir: None,
+            state_dir,
             report_load: false,
             observer: Some(observer),
             runner: Arc::new(FakeHandle(runner)),
