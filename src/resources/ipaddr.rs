@@ -14,7 +14,7 @@
 //! it (heartbeat does the same; a VIP left behind is the worse failure, see kube-vip#588).
 //! IPaddr2's `lvs_support` (moving the VIP to `lo` on stop) is not implemented.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -350,27 +350,19 @@ impl Vip {
                 ip: self.spec.ip.to_string(),
             }));
         };
-        let handle = match self.spec.ip {
-            IpAddr::V4(ip) => {
-                let a = Announcer::on_link(ifname, link.index, mac)?;
-                a.send_once(ip)?;
-                tokio::spawn(async move {
-                    for _ in 1..count {
-                        tokio::time::sleep(interval).await;
-                        if let Err(e) = a.send_once(ip) {
-                            tracing::warn!(%e, "gratuitous ARP not sent");
-                        }
-                    }
-                })
-            }
+        let announcer = match self.spec.ip {
+            IpAddr::V4(ip) => Burst::Arp(Announcer::on_link(ifname, link.index, mac, ip)?),
             IpAddr::V6(ip) => {
-                let a = open_na(ifname, link.index, mac, ip, ipv6_router)?;
-                a.send_once()?;
-                tokio::spawn(async move {
-                    let _ = a.announce(count - 1, interval).await;
-                })
+                Burst::Na(NaAnnouncer::open(ifname, link.index, mac, ip, ipv6_router)?)
             }
         };
+        // The first frame goes out before any await: takeover latency is this one send.
+        announcer.send_once()?;
+        let vip = self.spec.ip;
+        let handle = tokio::spawn(async move {
+            follow_up(|| announcer.send_once(), count - 1, interval).await;
+            tracing::debug!(%vip, count, "announcement burst sent");
+        });
         *self.burst.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle.abort_handle());
         Ok(())
     }
@@ -447,14 +439,37 @@ impl Drop for Vip {
     }
 }
 
-fn open_na(
-    ifname: &str,
-    index: u32,
-    mac: [u8; 6],
-    ip: Ipv6Addr,
-    router: bool,
-) -> Result<NaAnnouncer, NdiscError> {
-    NaAnnouncer::open(ifname, index, mac, ip, router)
+/// An open announcer of either family, for one VIP on one interface.
+enum Burst {
+    /// Gratuitous ARP (IPv4).
+    Arp(Announcer),
+    /// Unsolicited neighbour advertisement (IPv6).
+    Na(NaAnnouncer),
+}
+
+impl Burst {
+    fn send_once(&self) -> Result<(), VipError> {
+        match self {
+            Burst::Arp(a) => a.send_once().map_err(VipError::from),
+            Burst::Na(a) => a.send_once().map_err(VipError::from),
+        }
+    }
+}
+
+/// The rest of a burst after its first frame: `remaining` more sends, each after sleeping
+/// `interval`, so the last leaves `remaining × interval` after the first. A failed send is
+/// logged and the burst goes on (a full queue must not cancel later announcements).
+async fn follow_up<E: std::fmt::Display>(
+    send: impl Fn() -> Result<(), E>,
+    remaining: u32,
+    interval: Duration,
+) {
+    for i in 0..remaining {
+        tokio::time::sleep(interval).await;
+        if let Err(e) = send() {
+            tracing::warn!(%e, "announcement {} of {} not sent", i + 2, remaining + 1);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -521,5 +536,25 @@ mod tests {
             assert!(e.contains(want), "{spec}: {e}");
             assert!(e.contains(spec), "{spec}: {e}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn follow_up_sleeps_first_and_ends_on_time_even_after_a_failed_send() {
+        let t0 = tokio::time::Instant::now();
+        let sent = Mutex::new(Vec::new());
+        let send = || {
+            let mut s = sent.lock().unwrap();
+            s.push(t0.elapsed());
+            if s.len() == 2 {
+                Err("queue full")
+            } else {
+                Ok(())
+            }
+        };
+        follow_up(send, DEFAULT_ANNOUNCE_COUNT - 1, DEFAULT_ANNOUNCE_INTERVAL).await;
+        let ms: Vec<u128> = sent.lock().unwrap().iter().map(|d| d.as_millis()).collect();
+        // With the first frame sent at t0 by the caller: five frames, 200 ms apart.
+        assert_eq!(ms, [200, 400, 600, 800]);
+        assert_eq!(t0.elapsed(), Duration::from_millis(800));
     }
 }
