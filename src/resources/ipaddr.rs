@@ -396,33 +396,30 @@ impl Vip {
     pub async fn stop(&self) -> Result<DelOutcome, VipError> {
         self.abort_burst();
         let nl = self.nl().await?;
-        // With the interface named, `del_address` itself finds the address (or reports it
-        // absent); looking it up first would cost two more netlink round trips before the
-        // delete, on the path that ends a split brain.
-        let ifname = match &self.spec.ifname {
-            Some(i) => i.clone(),
-            None => match nl
-                .interface_with(self.spec.ip)
-                .await
-                .map_err(self.nl_err())?
-            {
-                Some(i) => i,
-                None => return Ok(DelOutcome::AlreadyAbsent),
-            },
+        let ip = self.spec.ip;
+        // On the path that ends a split brain: the interface's index (when named), one dump
+        // that finds and deletes every entry of the VIP, and one dump to verify.
+        let index = match &self.spec.ifname {
+            Some(i) => Some(nl.link_index(i).await.map_err(self.nl_err())?),
+            None => None,
         };
-        let outcome = nl
-            .del_address(&ifname, self.spec.ip)
-            .await
-            .map_err(self.nl_err())?;
+        let outcome = nl.del_address_at(index, ip).await.map_err(self.nl_err())?;
         // Release is verified, not assumed (a VIP left behind is how two directors end up
-        // answering for it).
-        if self.locate(nl).await?.is_some() {
-            return Err(VipError::StillPresent {
-                ip: self.spec.ip,
-                ifname,
-            });
+        // answering for it). When nothing was deleted, the dump just showed it absent.
+        if outcome == DelOutcome::Removed
+            && let Some(left) = nl.address_index(index, ip).await.map_err(self.nl_err())?
+        {
+            let ifname = match &self.spec.ifname {
+                Some(i) => i.clone(),
+                None => nl
+                    .link_name(left)
+                    .await
+                    .unwrap_or_else(|_| format!("#{left}")),
+            };
+            return Err(VipError::StillPresent { ip, ifname });
         }
-        tracing::info!(vip = %self.spec.ip, %ifname, ?outcome, "VIP down");
+        let ifname = self.spec.ifname.as_deref().unwrap_or("any interface");
+        tracing::info!(vip = %ip, %ifname, ?outcome, "VIP down");
         Ok(outcome)
     }
 
