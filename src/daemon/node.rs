@@ -494,7 +494,7 @@ impl Node {
 
     /// Stamps the envelope on `msg` and sends it on every medium.
     fn send(&mut self, now: Instant, mut msg: Message) {
-        let is_ns = msg.msg_type().is_some_and(|t| t.starts_with("NS_"));
+        let is_ns = msg.msg_type().is_some_and(wire::is_unsequenced);
         let seq = if is_ns {
             None
         } else {
@@ -589,20 +589,14 @@ impl Node {
             self.drop_frame(now, "unknown node", &inbound, &detail);
             return;
         };
-        let msg_type = msg.msg_type().unwrap_or("").to_string();
-        let Some(seq) = env.seq else {
+        let Some((seq, generation)) = env.sequence() else {
             // NS_* messages sit outside sequencing; hbd peers do not need them yet.
             self.counters.accepted += 1;
             let events = self.liveness.on_packet(now, peer, inbound.link, None);
             self.apply_events(now, events);
             return;
         };
-        let Some(generation) = env.generation else {
-            self.counters.malformed += 1;
-            self.drop_frame(now, "malformed", &inbound, "sequenced frame without hg");
-            return;
-        };
-        let is_status = msg_type == "status";
+        let is_status = env.msg_type == "status";
         let peer_dead = self.liveness.peers()[peer].state == PeerState::Dead;
         let known_generation = self.seqtracks[peer].generation();
         let verdict = self.seqtracks[peer].check(generation, seq, is_status, peer_dead);
@@ -660,24 +654,19 @@ impl Node {
         }
         self.counters.accepted += 1;
         let events = if is_status {
-            let st = msg.get_str("st").unwrap_or("up").to_string();
+            let st = msg.get_str("st").unwrap_or("up");
             let dt = msg
                 .get("dt")
                 .and_then(wire::parse_hex_u64)
                 .map(Duration::from_millis);
             self.liveness
-                .on_status(now, peer, inbound.link, Some(seq), &st, dt)
+                .on_status(now, peer, inbound.link, Some(seq), st, dt)
         } else {
             self.liveness.on_packet(now, peer, inbound.link, Some(seq))
         };
         self.apply_events(now, events);
-        if is_status
-            && verdict_is_fresh
-            && self.is_pace_setter(&env.src)
-            && self.pacer.on_pace_setter_heartbeat(now)
-        {
-            self.send_status(now);
-        }
+        // Ownership first: when the peer's reports change ours, the one status that says so
+        // also serves as the pacing reply (on_extra_send suppresses a second one).
         if is_status && let Some(text) = msg.get_str(GROUPS_FIELD) {
             match manager::decode_reports(text) {
                 Some(reports) => {
@@ -689,6 +678,13 @@ impl Node {
                     self.drop_frame(now, "malformed", &inbound, "bad hbd_groups field");
                 }
             }
+        }
+        if is_status
+            && verdict_is_fresh
+            && self.is_pace_setter(&env.src)
+            && self.pacer.on_pace_setter_heartbeat(now)
+        {
+            self.send_status(now);
         }
     }
 

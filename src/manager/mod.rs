@@ -334,7 +334,7 @@ impl Manager {
     pub fn on_peer_reports(&mut self, reports: Vec<GroupReport>) -> Vec<Action> {
         let mut actions = Vec::new();
         for i in 0..self.groups.len() {
-            let Some(theirs) = report_for(&reports, &self.groups[i].name).cloned() else {
+            let Some(theirs) = report_for(&reports, &self.groups[i].name) else {
                 continue;
             };
             let g = &mut self.groups[i];
@@ -580,9 +580,8 @@ impl Manager {
                     actions.push(Action::Stop(i));
                 }
             }
-            let reports = self.reports();
-            if reports != self.last_sent {
-                self.last_sent = reports;
+            if !self.last_sent_is_current() {
+                self.last_sent = self.reports();
                 actions.push(Action::SendReport);
             }
             return actions;
@@ -617,14 +616,25 @@ impl Manager {
             }
             actions.extend(self.decide());
         }
-        let reports = self.reports();
-        if reports != self.last_sent {
+        if !self.last_sent_is_current() {
             // Tell the peer at once: a planned move costs one message, not a keepalive.
-            self.last_sent = reports;
+            self.last_sent = self.reports();
             actions.push(Action::SendReport);
         }
         actions.dedup();
         actions
+    }
+
+    /// Whether the reports last sent still say what [`Manager::reports`] would (compared in
+    /// place: this runs on every heartbeat from the peer).
+    fn last_sent_is_current(&self) -> bool {
+        self.groups.len() == self.last_sent.len()
+            && self.groups.iter().zip(&self.last_sent).all(|(g, r)| {
+                r.group == g.name
+                    && r.holds == g.phase.holds()
+                    && r.failed == (g.phase == GroupPhase::Failed)
+                    && r.placement == g.placement
+            })
     }
 
     fn may_acquire(&self, index: usize) -> bool {

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use hbd::config::AutoFailback;
 use hbd::control::protocol::{GroupClass, Request};
-use hbd::daemon::node::NodeEvent;
+use hbd::daemon::node::{GROUPS_FIELD, NodeEvent};
 use hbd::media::memory::MemoryNet;
 use hbd::membership::liveness::PeerState;
 use tokio::time::Instant;
@@ -267,6 +267,55 @@ async fn failed_start_lets_the_peer_take_the_group() {
     assert_eq!(b.status().await.groups[0].state, "running");
     p.kill(&net).await;
     b.kill(&net).await;
+}
+
+/// When the pace setter's status changes who should hold a group, the follower answers with
+/// one status that already says so, not a stale pacing reply followed by a fresh one.
+#[tokio::test(start_paused = true)]
+async fn an_ownership_change_is_answered_by_one_fresh_status() {
+    let mut lab = Lab::boot(AutoFailback::On).await;
+    let mut tap = lab.net.tap(&link_name(0));
+    let sends = Arc::new(std::sync::Mutex::new(Vec::<(Instant, String)>::new()));
+    let auth = lab.cfg.auth.clone();
+    let recorder = tokio::spawn({
+        let sends = sends.clone();
+        async move {
+            while let Some((from, frame)) = tap.recv().await {
+                if from != "p" {
+                    continue;
+                }
+                let msg = hbd::membership::wire::decode(&frame, &auth).expect("decodes");
+                let text = msg.get_str(GROUPS_FIELD).expect("groups field");
+                let reports = hbd::manager::decode_reports(text).expect("reports");
+                sends
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), reports[0].placement.target.clone()));
+            }
+        }
+    });
+    // b (the lower name) paces p; b takes the group over.
+    lab.b()
+        .request(Request::Takeover {
+            class: GroupClass::All,
+        })
+        .await;
+    lab.settle().await;
+    assert_eq!(lab.state(lab.b()).await, "running");
+    recorder.abort();
+    let sends = sends.lock().unwrap().clone();
+    let first_new = sends
+        .iter()
+        .find(|(_, target)| target == "b")
+        .expect("p reported the new placement")
+        .0;
+    let at_that_instant: Vec<&String> = sends
+        .iter()
+        .filter(|(t, _)| *t == first_new)
+        .map(|(_, target)| target)
+        .collect();
+    assert_eq!(at_that_instant, ["b"], "{sends:?}");
+    lab.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
