@@ -81,15 +81,6 @@ pub enum NodeEvent {
         /// Its new generation.
         generation: u64,
     },
-    /// A group operation finished here.
-    GroupOp {
-        /// Group key.
-        group: String,
-        /// `start` or `stop`.
-        op: &'static str,
-        /// Whether it succeeded.
-        ok: bool,
-    },
     /// A frame was dropped.
     Dropped {
         /// Why: `oversize`, `authentication failed`, `malformed`, `unknown node`, `replay`
@@ -437,14 +428,6 @@ impl Node {
                 if done.start { "START" } else { "STOP" }
             ),
         }
-        self.notify(
-            now,
-            NodeEvent::GroupOp {
-                group: name,
-                op: if done.start { "start" } else { "stop" },
-                ok,
-            },
-        );
         let actions = if done.start {
             let outcome = match &done.result {
                 Ok(()) => StartOutcome::Running,
@@ -748,31 +731,30 @@ impl Node {
                     });
                 });
             }
-            ref request => {
-                let response = self.on_request(now, request);
-                let _ = call.reply.send(response);
-            }
-        }
-    }
-
-    /// Answers one control request.
-    pub fn on_request(&mut self, now: Instant, request: &Request) -> Response {
-        let command = match request {
             Request::Status => {
-                return Response {
+                let _ = call.reply.send(Response {
                     ok: true,
                     error: None,
                     status: Some(self.status_report(now)),
                     message: None,
                     checks: None,
-                };
+                });
             }
-            Request::Reload | Request::Checks => {
-                return Response::refused("answered by the node task");
+            Request::Takeover { class } => {
+                let _ = call
+                    .reply
+                    .send(self.on_command(now, Command::Takeover(class)));
             }
-            Request::Takeover { class } => Command::Takeover(*class),
-            Request::Standby { class } => Command::Standby(*class),
-        };
+            Request::Standby { class } => {
+                let _ = call
+                    .reply
+                    .send(self.on_command(now, Command::Standby(class)));
+            }
+        }
+    }
+
+    /// Carries out an operator's takeover or standby.
+    fn on_command(&mut self, now: Instant, command: Command) -> Response {
         tracing::info!(?command, "operator command");
         match self.manager.on_command(command) {
             Ok((outcome, actions)) => {

@@ -248,11 +248,6 @@ impl Manager {
         self.queue.iter()
     }
 
-    /// Whether this node has decided who holds what (peer heard, or initdead passed).
-    pub fn is_ready(&self) -> bool {
-        self.ready
-    }
-
     /// The node currently believed to hold group `index`.
     pub fn owner(&self, index: usize) -> Option<String> {
         let g = &self.groups[index];
