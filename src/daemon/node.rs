@@ -22,10 +22,10 @@ use crate::control::protocol::{
     Counters, GroupReport, LinkReport, NodeReport, Request, ResourceReport, Response, StatusReport,
 };
 use crate::control::server::ControlCall;
-use crate::daemon::runner::GroupRunner;
-use crate::manager::{self, Action, Command, CommandOutcome, GroupPhase, Manager};
+use crate::daemon::runner::{GroupRunner, OpError};
+use crate::manager::{self, Action, Command, CommandOutcome, GroupPhase, Manager, StartOutcome};
 use crate::media::{Inbound, Medium};
-use crate::membership::generation;
+use crate::membership::generation::PeerGenerationWriter;
 use crate::membership::liveness::{LinkState, Liveness, LivenessEvent, PeerState, fmt_ms};
 use crate::membership::message::Message;
 use crate::membership::pacing::{self, HeartbeatPacer};
@@ -80,15 +80,6 @@ pub enum NodeEvent {
         node: String,
         /// Its new generation.
         generation: u64,
-    },
-    /// A group operation finished here.
-    GroupOp {
-        /// Group key.
-        group: String,
-        /// `start` or `stop`.
-        op: &'static str,
-        /// Whether it succeeded.
-        ok: bool,
     },
     /// A frame was dropped.
     Dropped {
@@ -147,8 +138,8 @@ pub struct Node {
     media: Vec<Medium>,
     liveness: Liveness,
     seqtracks: Vec<SeqTrack>,
-    peer_generations: Vec<Option<u64>>,
-    state_dir: Option<PathBuf>,
+    /// Persists peer generations off the async thread; `None` keeps them in memory only.
+    generation_writer: Option<PeerGenerationWriter>,
     report_load: bool,
     load: (Option<Instant>, String),
     next_seq: u64,
@@ -169,7 +160,7 @@ pub struct Node {
 struct OpDone {
     group: usize,
     start: bool,
-    result: Result<(), String>,
+    result: Result<(), OpError>,
 }
 
 impl Node {
@@ -191,10 +182,16 @@ impl Node {
                 None => SeqTrack::new(),
             })
             .collect();
-        let peer_generations = peers
-            .iter()
-            .map(|p| setup.peer_generations.get(p).copied())
-            .collect();
+        let generation_writer =
+            setup
+                .state_dir
+                .and_then(|dir| match PeerGenerationWriter::spawn(dir) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the peer generation writer: peer generations are not persisted");
+                        None
+                    }
+                });
         let manager = Manager::new(
             &setup.identity.name,
             &config.nodes,
@@ -207,8 +204,7 @@ impl Node {
             media: setup.media,
             liveness,
             seqtracks,
-            peer_generations,
-            state_dir: setup.state_dir,
+            generation_writer,
             report_load: setup.report_load,
             load: (None, "n/a".to_string()),
             next_seq: 1,
@@ -309,6 +305,9 @@ impl Node {
                 },
                 _ = &mut timer => {}
             }
+        }
+        if let Some(writer) = self.generation_writer.take() {
+            writer.close().await;
         }
         tracing::info!(node = %self.identity.name, "node stopped");
     }
@@ -422,23 +421,22 @@ impl Node {
         match (&done.result, done.start) {
             (Ok(()), true) => tracing::info!(group = %name, "group running"),
             (Ok(()), false) => tracing::info!(group = %name, "group stopped"),
-            (Err(e), true) => tracing::error!(group = %name, "group start failed: {e}"),
-            (Err(e), false) => tracing::error!(
+            (Err(e), true) if !e.held => tracing::error!(group = %name, "group start failed: {e}"),
+            (Err(e), _) => tracing::error!(
                 group = %name,
-                "GROUP STOP FAILED: {e}; the group is held failed here and will not be started on the peer; fix it and restart hbd"
+                "GROUP {} FAILED: {e}; the group is held failed here and will not be started on the peer; fix it and restart hbd",
+                if done.start { "START" } else { "STOP" }
             ),
         }
-        self.notify(
-            now,
-            NodeEvent::GroupOp {
-                group: name,
-                op: if done.start { "start" } else { "stop" },
-                ok,
-            },
-        );
         let actions = if done.start {
-            self.manager.on_started(done.group, ok)
+            let outcome = match &done.result {
+                Ok(()) => StartOutcome::Running,
+                Err(e) if e.held => StartOutcome::Stuck,
+                Err(_) => StartOutcome::Failed,
+            };
+            self.manager.on_started(done.group, outcome)
         } else {
+            // Any failed stop may leave resources running here.
             self.manager.on_stopped(done.group, ok)
         };
         self.run_actions(now, actions);
@@ -479,7 +477,7 @@ impl Node {
 
     /// Stamps the envelope on `msg` and sends it on every medium.
     fn send(&mut self, now: Instant, mut msg: Message) {
-        let is_ns = msg.msg_type().is_some_and(|t| t.starts_with("NS_"));
+        let is_ns = msg.msg_type().is_some_and(wire::is_unsequenced);
         let seq = if is_ns {
             None
         } else {
@@ -574,21 +572,16 @@ impl Node {
             self.drop_frame(now, "unknown node", &inbound, &detail);
             return;
         };
-        let msg_type = msg.msg_type().unwrap_or("").to_string();
-        let Some(seq) = env.seq else {
+        let Some((seq, generation)) = env.sequence() else {
             // NS_* messages sit outside sequencing; hbd peers do not need them yet.
             self.counters.accepted += 1;
             let events = self.liveness.on_packet(now, peer, inbound.link, None);
             self.apply_events(now, events);
             return;
         };
-        let Some(generation) = env.generation else {
-            self.counters.malformed += 1;
-            self.drop_frame(now, "malformed", &inbound, "sequenced frame without hg");
-            return;
-        };
-        let is_status = msg_type == "status";
+        let is_status = env.msg_type == "status";
         let peer_dead = self.liveness.peers()[peer].state == PeerState::Dead;
+        let known_generation = self.seqtracks[peer].generation();
         let verdict = self.seqtracks[peer].check(generation, seq, is_status, peer_dead);
         match verdict {
             SeqVerdict::Replay { known } => {
@@ -636,27 +629,27 @@ impl Node {
         }
         // A late (reordered) frame is old news: it must not set our pace.
         let verdict_is_fresh = !matches!(verdict, SeqVerdict::Late);
-        self.remember_generation(peer, &env.src, generation);
+        if self.seqtracks[peer].generation() != known_generation
+            && let Some(writer) = &self.generation_writer
+        {
+            // A new generation for this peer: remember it across our restarts.
+            writer.store(&env.src, generation);
+        }
         self.counters.accepted += 1;
         let events = if is_status {
-            let st = msg.get_str("st").unwrap_or("up").to_string();
+            let st = msg.get_str("st").unwrap_or("up");
             let dt = msg
                 .get("dt")
                 .and_then(wire::parse_hex_u64)
                 .map(Duration::from_millis);
             self.liveness
-                .on_status(now, peer, inbound.link, Some(seq), &st, dt)
+                .on_status(now, peer, inbound.link, Some(seq), st, dt)
         } else {
             self.liveness.on_packet(now, peer, inbound.link, Some(seq))
         };
         self.apply_events(now, events);
-        if is_status
-            && verdict_is_fresh
-            && self.is_pace_setter(&env.src)
-            && self.pacer.on_pace_setter_heartbeat(now)
-        {
-            self.send_status(now);
-        }
+        // Ownership first: when the peer's reports change ours, the one status that says so
+        // also serves as the pacing reply (on_extra_send suppresses a second one).
         if is_status && let Some(text) = msg.get_str(GROUPS_FIELD) {
             match manager::decode_reports(text) {
                 Some(reports) => {
@@ -669,6 +662,13 @@ impl Node {
                 }
             }
         }
+        if is_status
+            && verdict_is_fresh
+            && self.is_pace_setter(&env.src)
+            && self.pacer.on_pace_setter_heartbeat(now)
+        {
+            self.send_status(now);
+        }
     }
 
     /// Whether `name` is the peer whose heartbeats pace ours (see [`pacing`]).
@@ -680,18 +680,6 @@ impl Node {
             )
         });
         pacing::pace_setter(&self.identity.name, peers) == Some(name)
-    }
-
-    fn remember_generation(&mut self, peer: usize, name: &str, generation: u64) {
-        if self.peer_generations[peer].is_some_and(|g| g >= generation) {
-            return;
-        }
-        self.peer_generations[peer] = Some(generation);
-        if let Some(dir) = &self.state_dir
-            && let Err(e) = generation::store_peer_generation(dir, name, generation)
-        {
-            tracing::warn!(node = %name, error = %e, "cannot persist peer generation");
-        }
     }
 
     /// Answers one control call; requests that wait on resources are answered from a task
@@ -743,31 +731,30 @@ impl Node {
                     });
                 });
             }
-            ref request => {
-                let response = self.on_request(now, request);
-                let _ = call.reply.send(response);
-            }
-        }
-    }
-
-    /// Answers one control request.
-    pub fn on_request(&mut self, now: Instant, request: &Request) -> Response {
-        let command = match request {
             Request::Status => {
-                return Response {
+                let _ = call.reply.send(Response {
                     ok: true,
                     error: None,
                     status: Some(self.status_report(now)),
                     message: None,
                     checks: None,
-                };
+                });
             }
-            Request::Reload | Request::Checks => {
-                return Response::refused("answered by the node task");
+            Request::Takeover { class } => {
+                let _ = call
+                    .reply
+                    .send(self.on_command(now, Command::Takeover(class)));
             }
-            Request::Takeover { class } => Command::Takeover(*class),
-            Request::Standby { class } => Command::Standby(*class),
-        };
+            Request::Standby { class } => {
+                let _ = call
+                    .reply
+                    .send(self.on_command(now, Command::Standby(class)));
+            }
+        }
+    }
+
+    /// Carries out an operator's takeover or standby.
+    fn on_command(&mut self, now: Instant, command: Command) -> Response {
         tracing::info!(?command, "operator command");
         match self.manager.on_command(command) {
             Ok((outcome, actions)) => {

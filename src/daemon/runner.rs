@@ -14,15 +14,55 @@ use crate::director::runtime::RealReport;
 use crate::resources::group::{self, GroupPolicy};
 use crate::resources::{self, ResolveContext, Resource, ResourceStatus};
 
-/// A boxed operation; `Err` carries the reason in words.
-pub type OpFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// A boxed operation; `Err` says why, and whether something may still run here.
+pub type OpFuture = Pin<Box<dyn Future<Output = Result<(), OpError>> + Send>>;
+
+/// Why a group operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct OpError {
+    /// The reason in words.
+    pub reason: String,
+    /// Whether resources of the group may still run here (a stop, or a failed start's
+    /// rollback, got stuck): the group must then be held failed and never started on the
+    /// peer.
+    pub held: bool,
+}
+
+impl OpError {
+    /// A failure after which nothing of the group runs here.
+    pub fn clean(reason: impl Into<String>) -> OpError {
+        OpError {
+            reason: reason.into(),
+            held: false,
+        }
+    }
+
+    /// A failure after which resources of the group may still run here.
+    pub fn held(reason: impl Into<String>) -> OpError {
+        OpError {
+            reason: reason.into(),
+            held: true,
+        }
+    }
+}
+
+impl From<group::GroupError> for OpError {
+    fn from(e: group::GroupError) -> OpError {
+        OpError {
+            held: e.holds_group_failed(),
+            reason: e.to_string(),
+        }
+    }
+}
 
 /// Outcomes of reloading every running director, one line each.
 pub type ReloadFuture = Pin<Box<dyn Future<Output = Vec<Result<String, String>>> + Send>>;
 
 /// Starts, stops, announces and probes groups by index into the config's groups.
 pub trait GroupRunner: Send + Sync {
-    /// Starts the group left to right (an `Err` means it was rolled back, or could not be).
+    /// Starts the group left to right (an `Err` means it was rolled back, or, when
+    /// [`OpError::held`] is set, could not be).
     fn start(&self, group: usize) -> OpFuture;
     /// Stops the group right to left; an `Err` means resources may still run here.
     fn stop(&self, group: usize) -> OpFuture;
@@ -106,10 +146,10 @@ impl GroupRunner for ResourceRunner {
         let members = self.members(group);
         let policy = self.policy;
         Box::pin(async move {
-            let members = members?;
+            let members = members.map_err(OpError::clean)?;
             group::start_group(&members, policy)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(OpError::from)
         })
     }
 
@@ -122,16 +162,18 @@ impl GroupRunner for ResourceRunner {
         Box::pin(async move {
             group::stop_group(&members, policy)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(OpError::from)
         })
     }
 
     fn announce(&self, group: usize) -> OpFuture {
         let members = self.members(group);
         Box::pin(async move {
-            for m in members?.iter() {
+            for m in members.map_err(OpError::clean)?.iter() {
                 if let Resource::Vip(vip) = m {
-                    vip.reannounce().await.map_err(|e| e.to_string())?;
+                    vip.reannounce()
+                        .await
+                        .map_err(|e| OpError::clean(e.to_string()))?;
                 }
             }
             Ok(())

@@ -391,7 +391,9 @@ impl RequestSocket {
     ) -> Result<(), NetlinkError> {
         loop {
             self.buf.clear();
-            let n = self.sock.recv(&mut self.buf, 0)?;
+            // MSG_TRUNC: the kernel returns the datagram's real length even when it did not
+            // fit, so an oversized one is reported instead of parsed as cut short.
+            let n = self.sock.recv(&mut self.buf, nix::libc::MSG_TRUNC)?;
             if n > self.buf.len() {
                 return Err(DecodeError::Truncated {
                     what: "datagram",
@@ -449,5 +451,27 @@ mod tests {
         }
         assert!(parse_attrs(&[8, 0, 1, 0, 1]).is_err());
         assert!(parse_attrs(&[2, 0, 1, 0]).is_err());
+    }
+
+    #[test]
+    fn an_oversized_datagram_is_reported_as_truncated() {
+        // NETLINK_ROUTE needs no privilege; an acked request answers with at least 36 bytes.
+        let mut sock = RequestSocket::open(0).unwrap();
+        sock.buf = Vec::with_capacity(16);
+        sock.set_recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
+        let mut w = MsgWriter::new();
+        w.begin_msg(NLMSG_DONE, NLM_F_REQUEST | NLM_F_ACK, 1);
+        w.end_msg();
+        sock.send(&w.buf).unwrap();
+        let e = sock.recv_until(|_| Ok(true)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                NetlinkError::Decode(DecodeError::Truncated { what: "datagram", at: 16, len })
+                    if len > 16
+            ),
+            "{e}"
+        );
     }
 }

@@ -63,8 +63,6 @@ use super::netlink::{
 };
 use super::{Dataplane, DataplaneError};
 
-/// The default table name.
-pub const DEFAULT_TABLE: &str = "hbd";
 /// Most slots one service's balancing map gets (more reals than this get one slot each).
 pub const MAX_SLOTS: u32 = 4096;
 /// Seed of the source hash: fixed so a rebuild keeps clients on their real.
@@ -279,7 +277,7 @@ pub fn slots(vs: &VirtualService) -> Vec<SocketAddr> {
     let live: Vec<(SocketAddr, u64)> = vs
         .reals
         .iter()
-        .filter(|r| r.weight > 0)
+        .filter(|r| !r.is_quiescent())
         .map(|r| {
             let w = if vs.scheduler == Scheduler::Rr {
                 1
@@ -1017,11 +1015,6 @@ impl Nft {
             skeleton: false,
             rebuild: false,
         })
-    }
-
-    /// The table this dataplane owns.
-    pub fn table(&self) -> &str {
-        &self.table
     }
 
     fn read(&mut self) -> Result<Vec<VirtualService>, DataplaneError> {

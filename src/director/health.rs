@@ -41,7 +41,7 @@ impl fmt::Display for Health {
 /// all others down until their first check passes.
 pub fn initial_health(in_kernel: Option<&RealServer>) -> Health {
     match in_kernel {
-        Some(r) if r.weight > 0 => Health::Up,
+        Some(r) if !r.is_quiescent() => Health::Up,
         _ => Health::Down,
     }
 }

@@ -270,10 +270,14 @@ pub async fn start(
     let owned: HashSet<ServiceKey> = states.iter().map(|s| s.configured.key).collect();
     let desired: Vec<VirtualService> = states.iter().map(VirtualState::desired).collect();
     let first_owned: HashSet<ServiceKey> = owned.union(also_owned).copied().collect();
-    let report = backend.reconcile(&desired, &first_owned).await?;
+    // Diffed against the list read above: reconcile() would list the kernel again.
+    let changes = crate::dataplane::diff(&desired, &actual, &first_owned);
+    if !changes.is_empty() {
+        backend.apply(&changes).await?;
+    }
     tracing::info!(
         services = desired.len(),
-        changes = report.changes.len(),
+        changes = changes.len(),
         "director: dataplane programmed"
     );
     for s in &mut states {

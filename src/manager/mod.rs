@@ -83,6 +83,18 @@ impl GroupPhase {
     }
 }
 
+/// How a group start ended, as the node reports it to [`Manager::on_started`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// Every member runs.
+    Running,
+    /// A member failed and the rollback stopped everything again: nothing runs here.
+    Failed,
+    /// A member failed and the rollback got stuck: something may still run here, so the
+    /// group is held as after a failed stop and the peer must never start it.
+    Stuck,
+}
+
 /// Where a group should run, and how recent that decision is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
@@ -236,11 +248,6 @@ impl Manager {
         self.queue.iter()
     }
 
-    /// Whether this node has decided who holds what (peer heard, or initdead passed).
-    pub fn is_ready(&self) -> bool {
-        self.ready
-    }
-
     /// The node currently believed to hold group `index`.
     pub fn owner(&self, index: usize) -> Option<String> {
         let g = &self.groups[index];
@@ -322,7 +329,7 @@ impl Manager {
     pub fn on_peer_reports(&mut self, reports: Vec<GroupReport>) -> Vec<Action> {
         let mut actions = Vec::new();
         for i in 0..self.groups.len() {
-            let Some(theirs) = report_for(&reports, &self.groups[i].name).cloned() else {
+            let Some(theirs) = report_for(&reports, &self.groups[i].name) else {
                 continue;
             };
             let g = &mut self.groups[i];
@@ -423,24 +430,27 @@ impl Manager {
             .any(|g| g.phase.holds() && g.phase != GroupPhase::StopFailed)
     }
 
-    /// A start finished.
-    pub fn on_started(&mut self, index: usize, ok: bool) -> Vec<Action> {
+    /// A start finished. A start whose rollback got stuck holds the group here, failed, as a
+    /// failed stop does.
+    pub fn on_started(&mut self, index: usize, outcome: StartOutcome) -> Vec<Action> {
         let g = &mut self.groups[index];
-        if ok {
-            g.phase = GroupPhase::Running;
-        } else {
-            g.phase = GroupPhase::Failed;
-            // Let the peer try, unless it failed there too (no ping-pong).
-            let peer_failed = self
-                .peer_reports
-                .as_ref()
-                .and_then(|r| report_for(r, &g.name))
-                .is_some_and(|r| r.failed);
-            if let (Some(peer), true, false) = (&self.peer, self.peer_alive, peer_failed) {
-                g.placement = Placement {
-                    target: peer.clone(),
-                    epoch: g.placement.epoch + 1,
-                };
+        match outcome {
+            StartOutcome::Running => g.phase = GroupPhase::Running,
+            StartOutcome::Stuck => g.phase = GroupPhase::StopFailed,
+            StartOutcome::Failed => {
+                g.phase = GroupPhase::Failed;
+                // Let the peer try, unless it failed there too (no ping-pong).
+                let peer_failed = self
+                    .peer_reports
+                    .as_ref()
+                    .and_then(|r| report_for(r, &g.name))
+                    .is_some_and(|r| r.failed);
+                if let (Some(peer), true, false) = (&self.peer, self.peer_alive, peer_failed) {
+                    g.placement = Placement {
+                        target: peer.clone(),
+                        epoch: g.placement.epoch + 1,
+                    };
+                }
             }
         }
         self.decide()
@@ -565,9 +575,8 @@ impl Manager {
                     actions.push(Action::Stop(i));
                 }
             }
-            let reports = self.reports();
-            if reports != self.last_sent {
-                self.last_sent = reports;
+            if !self.last_sent_is_current() {
+                self.last_sent = self.reports();
                 actions.push(Action::SendReport);
             }
             return actions;
@@ -602,14 +611,25 @@ impl Manager {
             }
             actions.extend(self.decide());
         }
-        let reports = self.reports();
-        if reports != self.last_sent {
+        if !self.last_sent_is_current() {
             // Tell the peer at once: a planned move costs one message, not a keepalive.
-            self.last_sent = reports;
+            self.last_sent = self.reports();
             actions.push(Action::SendReport);
         }
         actions.dedup();
         actions
+    }
+
+    /// Whether the reports last sent still say what [`Manager::reports`] would (compared in
+    /// place: this runs on every heartbeat from the peer).
+    fn last_sent_is_current(&self) -> bool {
+        self.groups.len() == self.last_sent.len()
+            && self.groups.iter().zip(&self.last_sent).all(|(g, r)| {
+                r.group == g.name
+                    && r.holds == g.phase.holds()
+                    && r.failed == (g.phase == GroupPhase::Failed)
+                    && r.placement == g.placement
+            })
     }
 
     fn may_acquire(&self, index: usize) -> bool {

@@ -21,6 +21,8 @@ struct Pair {
     connected: bool,
     fail_start: [Vec<bool>; 2],
     fail_stop: [Vec<bool>; 2],
+    /// Starts that fail with a stuck rollback: `stuck_start[node][group]`.
+    stuck_start: [Vec<bool>; 2],
     announced: Vec<(usize, usize)>,
     pending: Vec<(usize, Action)>,
     /// Set while a healed partition is being resolved: both may hold until the loser stops.
@@ -39,6 +41,7 @@ impl Pair {
             connected: true,
             fail_start: [vec![false; n], vec![false; n]],
             fail_stop: [vec![false; n], vec![false; n]],
+            stuck_start: [vec![false; n], vec![false; n]],
             announced: Vec::new(),
             pending: Vec::new(),
             healing: false,
@@ -76,8 +79,14 @@ impl Pair {
             let (node, action) = self.pending.remove(0);
             let next = match action {
                 Action::Start(g) => {
-                    let ok = !self.fail_start[node][g];
-                    self.m[node].on_started(g, ok)
+                    let outcome = if self.stuck_start[node][g] {
+                        StartOutcome::Stuck
+                    } else if self.fail_start[node][g] {
+                        StartOutcome::Failed
+                    } else {
+                        StartOutcome::Running
+                    };
+                    self.m[node].on_started(g, outcome)
                 }
                 Action::Stop(g) => {
                     let ok = !self.fail_stop[node][g];
@@ -270,6 +279,17 @@ fn failed_stop_holds_the_group_and_the_peer_never_starts_it() {
     assert_eq!(p.phase(0, 0), GroupPhase::StopFailed);
     assert_eq!(p.phase(1, 0), GroupPhase::Stopped);
     assert_eq!(p.m[1].owner(0).as_deref(), Some("p"));
+}
+
+#[test]
+fn stuck_rollback_holds_the_group_and_the_peer_never_starts_it() {
+    let mut p = Pair::new(AutoFailback::On, &[group("p", "vip1")]);
+    p.stuck_start[0][0] = true;
+    p.boot();
+    assert_eq!(p.phase(0, 0), GroupPhase::StopFailed);
+    assert_eq!(p.phase(1, 0), GroupPhase::Stopped);
+    assert_eq!(p.m[1].owner(0).as_deref(), Some("p"));
+    assert!(p.m[0].reports()[0].holds);
 }
 
 #[test]

@@ -10,6 +10,9 @@
 //! [`super::seqtrack::SeqTrack::with_min_generation`] drop replays of a peer's older runs even
 //! after this node restarts; heartbeat forgets them (§7.4).
 //!
+//! Peer generations change while the daemon runs; [`PeerGenerationWriter`] stores them from
+//! one background thread so the node task never waits on a disk (fsyncs included).
+//!
 //! Every write is atomic: a temporary file in the same directory is written and fsynced,
 //! renamed over the target, and the directory is fsynced, so a crash leaves either the old
 //! or the new content. A corrupt file is an error naming the file and the fix, never a
@@ -21,6 +24,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
@@ -259,6 +264,59 @@ pub fn store_peer_generation(
     write_atomic(state_dir, PEER_GENERATIONS_FILE, text.as_bytes())
 }
 
+/// Stores peer generations with [`store_peer_generation`] from one background thread, so
+/// the caller (the node task, on the async runtime) never blocks on the file system. A single
+/// writer, because the temporary file's name depends only on the pid.
+pub struct PeerGenerationWriter {
+    tx: mpsc::Sender<(String, u64)>,
+    thread: JoinHandle<()>,
+}
+
+impl PeerGenerationWriter {
+    /// Starts the writer thread for `state_dir`.
+    pub fn spawn(state_dir: PathBuf) -> io::Result<PeerGenerationWriter> {
+        let (tx, rx) = mpsc::channel::<(String, u64)>();
+        let thread = std::thread::Builder::new()
+            .name("hbd-peer-gen".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    // Coalesce what queued up meanwhile: one write per peer, highest value.
+                    let mut batch = BTreeMap::new();
+                    for (peer, generation) in std::iter::once(first).chain(rx.try_iter()) {
+                        let g = batch.entry(peer).or_insert(generation);
+                        *g = (*g).max(generation);
+                    }
+                    for (peer, generation) in batch {
+                        if let Err(e) = store_peer_generation(&state_dir, &peer, generation) {
+                            tracing::warn!(node = %peer, error = %e, "cannot persist peer generation");
+                        }
+                    }
+                }
+            })?;
+        Ok(PeerGenerationWriter { tx, thread })
+    }
+
+    /// Queues `generation` for `peer`; returns at once.
+    pub fn store(&self, peer: &str, generation: u64) {
+        if self.tx.send((peer.to_string(), generation)).is_err() {
+            tracing::warn!(node = %peer, "cannot persist peer generation: the writer thread is gone");
+        }
+    }
+
+    /// Writes what is still queued and stops the thread, without blocking the runtime.
+    /// (Dropping the writer instead lets the thread finish the queue on its own.)
+    pub async fn close(self) {
+        let PeerGenerationWriter { tx, thread } = self;
+        drop(tx);
+        if tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the peer generation writer did not finish cleanly");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,5 +472,25 @@ mod tests {
         fs::write(dir.path().join(PEER_GENERATIONS_FILE), "node1 x\n").unwrap();
         let err = load_peer_generations(dir.path()).unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn writer_stores_in_the_background_and_close_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let direct = tempfile::tempdir().unwrap();
+        let writer = PeerGenerationWriter::spawn(dir.path().to_path_buf()).unwrap();
+        for (peer, g) in [("node2", 7), ("node3", 9), ("node2", 12), ("node2", 10)] {
+            writer.store(peer, g);
+            store_peer_generation(direct.path(), peer, g).unwrap();
+        }
+        writer.close().await;
+        let read = |d: &Path| fs::read(d.join(PEER_GENERATIONS_FILE)).unwrap();
+        assert_eq!(
+            read(dir.path()),
+            read(direct.path()),
+            "same data as written inline"
+        );
+        assert_eq!(read(dir.path()), b"node2 12\nnode3 9\n");
+        only_expected_files(dir.path(), &[PEER_GENERATIONS_FILE]);
     }
 }

@@ -730,6 +730,15 @@ impl ReceivedEnvelope {
     pub fn is_unsequenced(&self) -> bool {
         is_unsequenced(&self.msg_type)
     }
+
+    /// `(seq, generation)` of a sequenced message, `None` for `NS_*` ones (whatever they
+    /// carry: they bypass sequencing). [`read_envelope`] guarantees both for the others.
+    pub fn sequence(&self) -> Option<(u64, u64)> {
+        if self.is_unsequenced() {
+            return None;
+        }
+        self.seq.zip(self.generation)
+    }
 }
 
 /// A required UTF-8 field.
@@ -1512,6 +1521,20 @@ mod tests {
         let env = read_envelope(&ping).unwrap();
         assert_eq!((env.seq, env.generation), (None, None));
         assert_eq!(env.src, "192.0.2.1");
+        assert_eq!(env.sequence(), None);
+        // A sequenced message has both; an NS_* one stays unsequenced even with a seq.
+        assert_eq!(
+            read_envelope(&base).unwrap().sequence(),
+            Some((
+                parse_hex_u64(base.get("seq").unwrap()).unwrap(),
+                parse_hex_u64(base.get("hg").unwrap()).unwrap()
+            ))
+        );
+        let mut ns = base.clone();
+        ns.set_str("t", "NS_ackmsg");
+        let env = read_envelope(&ns).unwrap();
+        assert!(env.seq.is_some());
+        assert_eq!(env.sequence(), None);
     }
 
     #[test]

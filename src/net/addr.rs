@@ -129,6 +129,12 @@ fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
 }
 
 /// The local address carried by an address message (IFA_LOCAL for IPv4, IFA_ADDRESS else).
+/// Whether a dumped address entry is `ip` (on interface `index`, when given: the dump's
+/// index filter is not applied by every kernel).
+fn carries(msg: &AddressMessage, index: Option<u32>, ip: IpAddr) -> bool {
+    index.is_none_or(|i| msg.header.index == i) && message_ip(msg) == Some(ip)
+}
+
 fn message_ip(msg: &AddressMessage) -> Option<IpAddr> {
     let local = msg.attributes.iter().find_map(|a| match a {
         AddressAttribute::Local(ip) => Some(*ip),
@@ -329,28 +335,57 @@ impl Netlink {
     }
 
     /// Removes `ip` from `ifname` whatever its prefix; idempotent (not there →
-    /// [`DelOutcome::AlreadyAbsent`]).
+    /// [`DelOutcome::AlreadyAbsent`]). See [`Netlink::del_address_at`].
     pub async fn del_address(&self, ifname: &str, ip: IpAddr) -> Result<DelOutcome, NetError> {
         let index = self.link_index(ifname).await?;
-        let found = self
-            .address_messages(Some(index))
+        self.del_address_at(Some(index), ip).await
+    }
+
+    /// Removes every address entry for `ip` (whatever its prefix) found by one dump: on
+    /// interface `index` when given, on every interface otherwise. Idempotent (none found,
+    /// or gone before the delete → [`DelOutcome::AlreadyAbsent`]).
+    pub async fn del_address_at(
+        &self,
+        index: Option<u32>,
+        ip: IpAddr,
+    ) -> Result<DelOutcome, NetError> {
+        let found: Vec<AddressMessage> = self
+            .address_messages(index)
             .await?
             .into_iter()
-            .find(|m| m.header.index == index && message_ip(m) == Some(ip));
-        let Some(msg) = found else {
-            return Ok(DelOutcome::AlreadyAbsent);
-        };
-        match self.handle.address().del(msg).execute().await {
-            Ok(()) => Ok(DelOutcome::Removed),
-            Err(e) if matches!(errno_of(&e), Some(ENOENT | EADDRNOTAVAIL)) => {
-                Ok(DelOutcome::AlreadyAbsent)
+            .filter(|m| carries(m, index, ip))
+            .collect();
+        let mut outcome = DelOutcome::AlreadyAbsent;
+        for msg in found {
+            let on = msg.header.index;
+            match self.handle.address().del(msg).execute().await {
+                Ok(()) => outcome = DelOutcome::Removed,
+                Err(e) if matches!(errno_of(&e), Some(ENOENT | EADDRNOTAVAIL)) => {}
+                Err(e) => {
+                    return Err(kernel_error(
+                        "delete address",
+                        format!("{ip} on interface #{on}"),
+                        e,
+                    ));
+                }
             }
-            Err(e) => Err(kernel_error(
-                "delete address",
-                format!("{ip} on {ifname}"),
-                e,
-            )),
         }
+        Ok(outcome)
+    }
+
+    /// The index of an interface carrying `ip` (only interface `index`, when given), from
+    /// one dump.
+    pub async fn address_index(
+        &self,
+        index: Option<u32>,
+        ip: IpAddr,
+    ) -> Result<Option<u32>, NetError> {
+        Ok(self
+            .address_messages(index)
+            .await?
+            .iter()
+            .find(|m| carries(m, index, ip))
+            .map(|m| m.header.index))
     }
 
     /// Every address on `ifname`, IPv4 and IPv6, in kernel order.
@@ -390,13 +425,8 @@ impl Netlink {
     /// The interface that carries `ip`, if any (used to remove a VIP whose interface was
     /// not written in the configuration).
     pub async fn interface_with(&self, ip: IpAddr) -> Result<Option<String>, NetError> {
-        let found = self
-            .address_messages(None)
-            .await?
-            .into_iter()
-            .find(|m| message_ip(m) == Some(ip));
-        match found {
-            Some(m) => Ok(Some(self.link_name(m.header.index).await?)),
+        match self.address_index(None, ip).await? {
+            Some(index) => Ok(Some(self.link_name(index).await?)),
             None => Ok(None),
         }
     }

@@ -5,13 +5,14 @@
 //! broadcast address. Hosts and switches that already cache the VIP update their entry; the
 //! target hardware address is zero, as RFC 5227 says it is ignored.
 //!
-//! [`frame`] is the pure builder. [`Announcer`] owns an `AF_PACKET` socket bound to one
-//! interface; [`Announcer::announce`] sends the first frame before it ever awaits, so takeover
-//! latency is the time to open one socket and write one frame.
+//! [`frame`] is the pure builder. [`Announcer`] owns an `AF_PACKET` socket on one interface
+//! for one address; [`Announcer::send_once`] never awaits, so the first frame of a takeover
+//! costs opening one socket and writing one frame (the rest of the burst is paced by the VIP
+//! resource, [`crate::resources::ipaddr`]).
 
+use std::mem::ManuallyDrop;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::Duration;
 
 use nix::libc;
 use nix::sys::socket::{
@@ -34,14 +35,6 @@ pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 /// Why an announcement could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum AnnounceError {
-    /// The interface does not exist in this namespace.
-    #[error("cannot announce {ip} on {ifname}: no such interface")]
-    NoSuchInterface {
-        /// Interface name.
-        ifname: String,
-        /// Address being announced.
-        ip: String,
-    },
     /// The interface has no Ethernet address (e.g. `lo`, a tunnel).
     #[error("cannot announce {ip} on {ifname}: the interface has no Ethernet address")]
     NoMac {
@@ -83,23 +76,6 @@ pub fn frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; FRAME_LEN] {
     f
 }
 
-/// The index and MAC of an interface, read with getifaddrs (no netlink handle needed).
-pub fn interface_mac(ifname: &str) -> Option<(u32, [u8; 6])> {
-    let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    for a in addrs {
-        if a.interface_name != ifname {
-            continue;
-        }
-        if let Some(link) = a.address.as_ref().and_then(|s| s.as_link_addr())
-            && link.halen() == 6
-        {
-            let index = u32::try_from(link.ifindex()).ok()?;
-            return link.addr().map(|mac| (index, mac));
-        }
-    }
-    None
-}
-
 /// Builds the `sockaddr_ll` a frame is sent to: broadcast on one interface.
 fn destination(ifindex: u32) -> Option<LinkAddr> {
     // SAFETY: sockaddr_ll is a plain C struct; all-zero is a valid value.
@@ -115,7 +91,7 @@ fn destination(ifindex: u32) -> Option<LinkAddr> {
     unsafe { LinkAddr::from_raw((&raw const sll).cast::<libc::sockaddr>(), Some(len)) }
 }
 
-/// A raw socket ready to announce IPv4 addresses on one interface.
+/// A raw socket ready to announce one IPv4 address on one interface.
 ///
 /// Closing an `AF_PACKET` socket waits for an RCU grace period in the kernel (about 10 ms
 /// on a small VM). Dropping an `Announcer` therefore hands the socket to a short-lived thread
@@ -123,52 +99,42 @@ fn destination(ifindex: u32) -> Option<LinkAddr> {
 /// a stop aborts a burst, delay the release that ends a split brain.
 pub struct Announcer {
     ifname: String,
-    mac: [u8; 6],
+    ip: Ipv4Addr,
+    frame: [u8; FRAME_LEN],
     dest: LinkAddr,
-    fd: Option<OwnedFd>,
+    /// Taken out only in [`Drop`], to be closed on another thread.
+    fd: ManuallyDrop<OwnedFd>,
 }
 
 impl Drop for Announcer {
     fn drop(&mut self) {
-        if let Some(fd) = self.fd.take() {
-            let spawned = std::thread::Builder::new()
-                .name("hbd-close-arp".into())
-                .spawn(move || drop(fd));
-            // Without a thread the socket is closed here (the closure, and so the fd, is
-            // dropped with the error): slower, never leaked.
-            if let Err(e) = spawned {
-                tracing::debug!(%e, "closing the ARP socket inline");
-            }
+        // SAFETY: `drop` runs once and nothing uses `self.fd` after this line, so the
+        // descriptor is moved out exactly once and never used or dropped here again.
+        let fd = unsafe { ManuallyDrop::take(&mut self.fd) };
+        let spawned = std::thread::Builder::new()
+            .name("hbd-close-arp".into())
+            .spawn(move || drop(fd));
+        // Without a thread the socket is closed here (the closure, and so the fd, is
+        // dropped with the error): slower, never leaked.
+        if let Err(e) = spawned {
+            tracing::debug!(%e, "closing the ARP socket inline");
         }
     }
 }
 
 impl Announcer {
-    /// Resolves the interface and opens a send-only `AF_PACKET` socket (protocol 0, so the
-    /// kernel never queues received frames on it).
-    pub fn open(ifname: &str) -> Result<Announcer, AnnounceError> {
-        let (index, mac) = interface_mac(ifname).ok_or_else(|| {
-            if nix::net::if_::if_nametoindex(ifname).is_ok() {
-                AnnounceError::NoMac {
-                    ifname: ifname.to_string(),
-                    ip: String::new(),
-                }
-            } else {
-                AnnounceError::NoSuchInterface {
-                    ifname: ifname.to_string(),
-                    ip: String::new(),
-                }
-            }
-        })?;
-        Announcer::on_link(ifname, index, mac)
-    }
-
-    /// Opens the socket for an interface whose index and MAC the caller already has (from
-    /// netlink), skipping the getifaddrs lookup on the takeover path.
-    pub fn on_link(ifname: &str, index: u32, mac: [u8; 6]) -> Result<Announcer, AnnounceError> {
+    /// Opens a send-only `AF_PACKET` socket (protocol 0, so the kernel never queues received
+    /// frames on it) to announce `ip` on the interface whose index and MAC the caller has
+    /// (from netlink).
+    pub fn on_link(
+        ifname: &str,
+        index: u32,
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+    ) -> Result<Announcer, AnnounceError> {
         let sock_err = |op, e: nix::Error| AnnounceError::Socket {
             ifname: ifname.to_string(),
-            ip: String::new(),
+            ip: ip.to_string(),
             op,
             source: std::io::Error::from(e),
         };
@@ -182,82 +148,28 @@ impl Announcer {
         let dest = destination(index).ok_or_else(|| sock_err("sockaddr_ll", nix::Error::EINVAL))?;
         Ok(Announcer {
             ifname: ifname.to_string(),
-            mac,
+            ip,
+            frame: frame(mac, ip),
             dest,
-            fd: Some(fd),
+            fd: ManuallyDrop::new(fd),
         })
     }
 
-    /// The interface's MAC, as put in every frame.
-    pub fn mac(&self) -> [u8; 6] {
-        self.mac
-    }
-
-    /// Sends one gratuitous ARP for `ip` now.
-    pub fn send_once(&self, ip: Ipv4Addr) -> Result<(), AnnounceError> {
-        let f = frame(self.mac, ip);
-        let fd = self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
-        sendto(fd, &f, &self.dest, MsgFlags::empty()).map_err(|e| AnnounceError::Socket {
+    /// Sends one gratuitous ARP now, without awaiting.
+    pub fn send_once(&self) -> Result<(), AnnounceError> {
+        sendto(
+            self.fd.as_raw_fd(),
+            &self.frame,
+            &self.dest,
+            MsgFlags::empty(),
+        )
+        .map_err(|e| AnnounceError::Socket {
             ifname: self.ifname.clone(),
-            ip: ip.to_string(),
+            ip: self.ip.to_string(),
             op: "sendto",
             source: std::io::Error::from(e),
         })?;
         Ok(())
-    }
-
-    /// Sends `count` gratuitous ARPs `interval` apart; the first goes out before the first
-    /// await. A failed send after the first is logged and the burst continues (a full
-    /// queue must not cancel later announcements); a failed first send is returned.
-    pub async fn announce(
-        &self,
-        ip: Ipv4Addr,
-        count: u32,
-        interval: Duration,
-    ) -> Result<(), AnnounceError> {
-        for i in 0..count {
-            if i > 0 {
-                tokio::time::sleep(interval).await;
-            }
-            match self.send_once(ip) {
-                Ok(()) => {}
-                Err(e) if i == 0 => return Err(e),
-                Err(e) => tracing::warn!(%e, "gratuitous ARP {} of {count} not sent", i + 1),
-            }
-        }
-        tracing::debug!(ifname = %self.ifname, %ip, count, "gratuitous ARP burst sent");
-        Ok(())
-    }
-}
-
-/// Opens an [`Announcer`] on `ifname` and sends `count` gratuitous ARPs for `ip`,
-/// `interval` apart, the first immediately.
-pub async fn announce_ipv4(
-    ifname: &str,
-    ip: Ipv4Addr,
-    count: u32,
-    interval: Duration,
-) -> Result<(), AnnounceError> {
-    let announcer = Announcer::open(ifname).map_err(|e| with_ip(e, ip))?;
-    announcer.announce(ip, count, interval).await
-}
-
-/// Fills in the address in an error raised before it was known.
-fn with_ip(e: AnnounceError, addr: Ipv4Addr) -> AnnounceError {
-    let a = addr.to_string();
-    match e {
-        AnnounceError::NoSuchInterface { ifname, .. } => {
-            AnnounceError::NoSuchInterface { ifname, ip: a }
-        }
-        AnnounceError::NoMac { ifname, .. } => AnnounceError::NoMac { ifname, ip: a },
-        AnnounceError::Socket {
-            ifname, op, source, ..
-        } => AnnounceError::Socket {
-            ifname,
-            ip: a,
-            op,
-            source,
-        },
     }
 }
 
@@ -306,14 +218,14 @@ mod tests {
 
     #[test]
     fn dropping_an_announcer_closes_its_socket_off_thread() {
-        let announcer = match Announcer::on_link("lo", 1, [0; 6]) {
+        let announcer = match Announcer::on_link("lo", 1, [0; 6], Ipv4Addr::new(192, 0, 2, 10)) {
             Ok(a) => a,
             Err(e) => {
                 eprintln!("skipped: an AF_PACKET socket needs CAP_NET_RAW ({e})");
                 return;
             }
         };
-        let fd = announcer.fd.as_ref().unwrap().as_raw_fd();
+        let fd = announcer.fd.as_raw_fd();
         let target = std::fs::read_link(format!("/proc/self/fd/{fd}"))
             .unwrap()
             .to_string_lossy()
@@ -321,19 +233,13 @@ mod tests {
         assert!(target.starts_with("socket:["), "{target}");
         drop(announcer);
         // The closing thread needs one RCU grace period; give it up to 5 s.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while open_fd_targets().contains(&target) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "{target} still open 5 s after the drop"
             );
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
-    }
-
-    #[test]
-    fn unknown_interface_is_a_typed_error() {
-        let e = Announcer::open("nosuchif0").err().unwrap();
-        assert!(matches!(e, AnnounceError::NoSuchInterface { .. }), "{e}");
     }
 }

@@ -10,7 +10,6 @@
 //! always computes it, RFC 3542 §3.1). [`NaAnnouncer`] owns the raw socket.
 
 use std::net::{Ipv6Addr, SocketAddrV6};
-use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -152,25 +151,6 @@ impl NaAnnouncer {
                 op: "sendto ff02::1",
                 source,
             })
-    }
-
-    /// Sends `count` advertisements `interval` apart, the first before any await; later
-    /// failures are logged, a failed first send is returned.
-    pub async fn announce(&self, count: u32, interval: Duration) -> Result<(), NdiscError> {
-        for i in 0..count {
-            if i > 0 {
-                tokio::time::sleep(interval).await;
-            }
-            match self.send_once() {
-                Ok(()) => {}
-                Err(e) if i == 0 => return Err(e),
-                Err(e) => {
-                    tracing::warn!(%e, "neighbour advertisement {} of {count} not sent", i + 1)
-                }
-            }
-        }
-        tracing::debug!(ifname = %self.ifname, ip = %self.target, count, "unsolicited NA burst sent");
-        Ok(())
     }
 }
 

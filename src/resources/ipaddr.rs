@@ -14,7 +14,7 @@
 //! it (heartbeat does the same; a VIP left behind is the worse failure, see kube-vip#588).
 //! IPaddr2's `lvs_support` (moving the VIP to `lo` on stop) is not implemented.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -350,27 +350,19 @@ impl Vip {
                 ip: self.spec.ip.to_string(),
             }));
         };
-        let handle = match self.spec.ip {
-            IpAddr::V4(ip) => {
-                let a = Announcer::on_link(ifname, link.index, mac)?;
-                a.send_once(ip)?;
-                tokio::spawn(async move {
-                    for _ in 1..count {
-                        tokio::time::sleep(interval).await;
-                        if let Err(e) = a.send_once(ip) {
-                            tracing::warn!(%e, "gratuitous ARP not sent");
-                        }
-                    }
-                })
-            }
+        let announcer = match self.spec.ip {
+            IpAddr::V4(ip) => Burst::Arp(Announcer::on_link(ifname, link.index, mac, ip)?),
             IpAddr::V6(ip) => {
-                let a = open_na(ifname, link.index, mac, ip, ipv6_router)?;
-                a.send_once()?;
-                tokio::spawn(async move {
-                    let _ = a.announce(count - 1, interval).await;
-                })
+                Burst::Na(NaAnnouncer::open(ifname, link.index, mac, ip, ipv6_router)?)
             }
         };
+        // The first frame goes out before any await: takeover latency is this one send.
+        announcer.send_once()?;
+        let vip = self.spec.ip;
+        let handle = tokio::spawn(async move {
+            follow_up(|| announcer.send_once(), count - 1, interval).await;
+            tracing::debug!(%vip, count, "announcement burst sent");
+        });
         *self.burst.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle.abort_handle());
         Ok(())
     }
@@ -404,33 +396,30 @@ impl Vip {
     pub async fn stop(&self) -> Result<DelOutcome, VipError> {
         self.abort_burst();
         let nl = self.nl().await?;
-        // With the interface named, `del_address` itself finds the address (or reports it
-        // absent); looking it up first would cost two more netlink round trips before the
-        // delete, on the path that ends a split brain.
-        let ifname = match &self.spec.ifname {
-            Some(i) => i.clone(),
-            None => match nl
-                .interface_with(self.spec.ip)
-                .await
-                .map_err(self.nl_err())?
-            {
-                Some(i) => i,
-                None => return Ok(DelOutcome::AlreadyAbsent),
-            },
+        let ip = self.spec.ip;
+        // On the path that ends a split brain: the interface's index (when named), one dump
+        // that finds and deletes every entry of the VIP, and one dump to verify.
+        let index = match &self.spec.ifname {
+            Some(i) => Some(nl.link_index(i).await.map_err(self.nl_err())?),
+            None => None,
         };
-        let outcome = nl
-            .del_address(&ifname, self.spec.ip)
-            .await
-            .map_err(self.nl_err())?;
+        let outcome = nl.del_address_at(index, ip).await.map_err(self.nl_err())?;
         // Release is verified, not assumed (a VIP left behind is how two directors end up
-        // answering for it).
-        if self.locate(nl).await?.is_some() {
-            return Err(VipError::StillPresent {
-                ip: self.spec.ip,
-                ifname,
-            });
+        // answering for it). When nothing was deleted, the dump just showed it absent.
+        if outcome == DelOutcome::Removed
+            && let Some(left) = nl.address_index(index, ip).await.map_err(self.nl_err())?
+        {
+            let ifname = match &self.spec.ifname {
+                Some(i) => i.clone(),
+                None => nl
+                    .link_name(left)
+                    .await
+                    .unwrap_or_else(|_| format!("#{left}")),
+            };
+            return Err(VipError::StillPresent { ip, ifname });
         }
-        tracing::info!(vip = %self.spec.ip, %ifname, ?outcome, "VIP down");
+        let ifname = self.spec.ifname.as_deref().unwrap_or("any interface");
+        tracing::info!(vip = %ip, %ifname, ?outcome, "VIP down");
         Ok(outcome)
     }
 
@@ -447,14 +436,37 @@ impl Drop for Vip {
     }
 }
 
-fn open_na(
-    ifname: &str,
-    index: u32,
-    mac: [u8; 6],
-    ip: Ipv6Addr,
-    router: bool,
-) -> Result<NaAnnouncer, NdiscError> {
-    NaAnnouncer::open(ifname, index, mac, ip, router)
+/// An open announcer of either family, for one VIP on one interface.
+enum Burst {
+    /// Gratuitous ARP (IPv4).
+    Arp(Announcer),
+    /// Unsolicited neighbour advertisement (IPv6).
+    Na(NaAnnouncer),
+}
+
+impl Burst {
+    fn send_once(&self) -> Result<(), VipError> {
+        match self {
+            Burst::Arp(a) => a.send_once().map_err(VipError::from),
+            Burst::Na(a) => a.send_once().map_err(VipError::from),
+        }
+    }
+}
+
+/// The rest of a burst after its first frame: `remaining` more sends, each after sleeping
+/// `interval`, so the last leaves `remaining × interval` after the first. A failed send is
+/// logged and the burst goes on (a full queue must not cancel later announcements).
+async fn follow_up<E: std::fmt::Display>(
+    send: impl Fn() -> Result<(), E>,
+    remaining: u32,
+    interval: Duration,
+) {
+    for i in 0..remaining {
+        tokio::time::sleep(interval).await;
+        if let Err(e) = send() {
+            tracing::warn!(%e, "announcement {} of {} not sent", i + 2, remaining + 1);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -521,5 +533,25 @@ mod tests {
             assert!(e.contains(want), "{spec}: {e}");
             assert!(e.contains(spec), "{spec}: {e}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn follow_up_sleeps_first_and_ends_on_time_even_after_a_failed_send() {
+        let t0 = tokio::time::Instant::now();
+        let sent = Mutex::new(Vec::new());
+        let send = || {
+            let mut s = sent.lock().unwrap();
+            s.push(t0.elapsed());
+            if s.len() == 2 {
+                Err("queue full")
+            } else {
+                Ok(())
+            }
+        };
+        follow_up(send, DEFAULT_ANNOUNCE_COUNT - 1, DEFAULT_ANNOUNCE_INTERVAL).await;
+        let ms: Vec<u128> = sent.lock().unwrap().iter().map(|d| d.as_millis()).collect();
+        // With the first frame sent at t0 by the caller: five frames, 200 ms apart.
+        assert_eq!(ms, [200, 400, 600, 800]);
+        assert_eq!(t0.elapsed(), Duration::from_millis(800));
     }
 }

@@ -200,6 +200,30 @@ async fn restart_with_higher_generation_is_accepted_lower_is_refused() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn peer_generations_are_persisted_and_flushed_on_a_clean_stop() {
+    let net = MemoryNet::new();
+    let cfg = config(&["a", "b"], 1, fast_timing(), keys("s3cret"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = SimNode::start_persisting(&net, "a", &cfg, 1, dir.path().to_path_buf());
+    let b = SimNode::start(&net, "b", &cfg, 10);
+    assert!(a.wait_for(ms(100), peer_alive("b")).await.is_some());
+    b.kill(&net).await;
+    let b2 = SimNode::start(&net, "b", &cfg, 11);
+    assert!(
+        a.wait_for(
+            ms(100),
+            |e| matches!(e, NodeEvent::PeerRestarted { node, generation: 11 } if node == "b"),
+        )
+        .await
+        .is_some()
+    );
+    b2.kill(&net).await;
+    a.stop(&net).await;
+    let stored = hbd::membership::generation::load_peer_generations(dir.path()).unwrap();
+    assert_eq!(stored.get("b"), Some(&11), "{stored:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn losing_one_of_two_media_keeps_the_peer_alive() {
     let net = MemoryNet::new();
     let cfg = config(&["a", "b"], 2, fast_timing(), keys("s3cret"));

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,7 @@ use hbd::control::protocol::Response;
 use hbd::control::protocol::{Request, StatusReport};
 use hbd::control::server::ControlCall;
 use hbd::daemon::node::{Node, NodeEvent, NodeIdentity, NodeSetup};
-use hbd::daemon::runner::{GroupRunner, OpFuture};
+use hbd::daemon::runner::{GroupRunner, OpError, OpFuture};
 use hbd::media::Medium;
 use hbd::media::memory::MemoryNet;
 use hbd::membership::liveness::{LivenessEvent, PeerState};
@@ -112,6 +113,29 @@ impl SimNode {
         generation: u64,
         runner: Arc<FakeRunner>,
     ) -> SimNode {
+        SimNode::launch(net, name, config, generation, runner, None)
+    }
+
+    /// Starts `name` persisting peer generations in `state_dir`.
+    pub fn start_persisting(
+        net: &MemoryNet,
+        name: &str,
+        config: &Config,
+        generation: u64,
+        state_dir: PathBuf,
+    ) -> SimNode {
+        let runner = FakeRunner::new(name, &Trace::default(), config.groups.len());
+        SimNode::launch(net, name, config, generation, runner, Some(state_dir))
+    }
+
+    fn launch(
+        net: &MemoryNet,
+        name: &str,
+        config: &Config,
+        generation: u64,
+        runner: Arc<FakeRunner>,
+        state_dir: Option<PathBuf>,
+    ) -> SimNode {
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
         let media = (0..config.media.len())
             .map(|i| Medium {
@@ -131,7 +155,7 @@ impl SimNode {
             },
             media,
             peer_generations: BTreeMap::new(),
-            state_dir: None,
+            state_dir,
             report_load: false,
             observer: Some(observer),
             runner: Arc::new(FakeHandle(runner)),
@@ -339,6 +363,8 @@ pub struct FakeRunner {
     pub fail_start: AtomicBool,
     /// Make stops fail.
     pub fail_stop: AtomicBool,
+    /// Make failed starts report a stuck rollback (resources may still run here).
+    pub stuck_rollback: AtomicBool,
     running: Mutex<Vec<bool>>,
 }
 
@@ -352,6 +378,7 @@ impl FakeRunner {
             stop_delay: ms(1),
             fail_start: AtomicBool::new(false),
             fail_stop: AtomicBool::new(false),
+            stuck_rollback: AtomicBool::new(false),
             running: Mutex::new(vec![false; groups]),
         })
     }
@@ -373,18 +400,26 @@ impl FakeHandle {
     fn op(&self, group: usize, start: bool) -> OpFuture {
         let me = self.0.clone();
         Box::pin(async move {
-            let (delay, failing, [begin, fail, end], what) = if start {
+            let (delay, failing, [begin, fail, end]) = if start {
                 let events = ["start_begin", "start_fail", "start_end"];
-                (me.start_delay, &me.fail_start, events, "start")
+                (me.start_delay, &me.fail_start, events)
             } else {
                 let events = ["stop_begin", "stop_fail", "stop_end"];
-                (me.stop_delay, &me.fail_stop, events, "stop")
+                (me.stop_delay, &me.fail_stop, events)
             };
             me.trace.push(&me.node, group, begin);
             tokio::time::sleep(delay).await;
             if failing.load(Ordering::SeqCst) {
                 me.trace.push(&me.node, group, fail);
-                return Err(format!("simulated {what} failure"));
+                if !start {
+                    // A failed stop leaves the group held here.
+                    return Err(OpError::held("simulated stop failure"));
+                }
+                if me.stuck_rollback.load(Ordering::SeqCst) {
+                    me.running.lock().unwrap()[group] = true;
+                    return Err(OpError::held("simulated start failure, rollback stuck"));
+                }
+                return Err(OpError::clean("simulated start failure"));
             }
             me.running.lock().unwrap()[group] = start;
             me.trace.push(&me.node, group, end);

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use hbd::config::AutoFailback;
 use hbd::control::protocol::{GroupClass, Request};
-use hbd::daemon::node::NodeEvent;
+use hbd::daemon::node::{GROUPS_FIELD, NodeEvent};
 use hbd::media::memory::MemoryNet;
 use hbd::membership::liveness::PeerState;
 use tokio::time::Instant;
@@ -265,6 +265,82 @@ async fn failed_start_lets_the_peer_take_the_group() {
     tokio::time::sleep(ms(200)).await;
     assert_eq!(p.status().await.groups[0].state, "failed");
     assert_eq!(b.status().await.groups[0].state, "running");
+    p.kill(&net).await;
+    b.kill(&net).await;
+}
+
+/// When the pace setter's status changes who should hold a group, the follower answers with
+/// one status that already says so, not a stale pacing reply followed by a fresh one.
+#[tokio::test(start_paused = true)]
+async fn an_ownership_change_is_answered_by_one_fresh_status() {
+    let mut lab = Lab::boot(AutoFailback::On).await;
+    let mut tap = lab.net.tap(&link_name(0));
+    let sends = Arc::new(std::sync::Mutex::new(Vec::<(Instant, String)>::new()));
+    let auth = lab.cfg.auth.clone();
+    let recorder = tokio::spawn({
+        let sends = sends.clone();
+        async move {
+            while let Some((from, frame)) = tap.recv().await {
+                if from != "p" {
+                    continue;
+                }
+                let msg = hbd::membership::wire::decode(&frame, &auth).expect("decodes");
+                let text = msg.get_str(GROUPS_FIELD).expect("groups field");
+                let reports = hbd::manager::decode_reports(text).expect("reports");
+                sends
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), reports[0].placement.target.clone()));
+            }
+        }
+    });
+    // b (the lower name) paces p; b takes the group over.
+    lab.b()
+        .request(Request::Takeover {
+            class: GroupClass::All,
+        })
+        .await;
+    lab.settle().await;
+    assert_eq!(lab.state(lab.b()).await, "running");
+    recorder.abort();
+    let sends = sends.lock().unwrap().clone();
+    let first_new = sends
+        .iter()
+        .find(|(_, target)| target == "b")
+        .expect("p reported the new placement")
+        .0;
+    let at_that_instant: Vec<&String> = sends
+        .iter()
+        .filter(|(t, _)| *t == first_new)
+        .map(|(_, target)| target)
+        .collect();
+    assert_eq!(at_that_instant, ["b"], "{sends:?}");
+    lab.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn stuck_rollback_holds_the_group_and_the_peer_never_starts_it() {
+    let net = MemoryNet::new();
+    let trace = Trace::default();
+    let mut cfg = config(&["p", "b"], 1, fast_timing(), keys("s3cret"));
+    cfg.auto_failback = AutoFailback::On;
+    cfg.groups = vec![group("p", "vip1")];
+    let rp = FakeRunner::new("p", &trace, 1);
+    rp.fail_start.store(true, Ordering::SeqCst);
+    rp.stuck_rollback.store(true, Ordering::SeqCst);
+    let rb = FakeRunner::new("b", &trace, 1);
+    let p = SimNode::start_with(&net, "p", &cfg, 1, rp);
+    let b = SimNode::start_with(&net, "b", &cfg, 1, rb);
+    tokio::time::sleep(ms(500)).await;
+    assert!(
+        trace.last("p", 0, "start_fail").is_some(),
+        "{:?}",
+        trace.entries()
+    );
+    assert_eq!(p.status().await.groups[0].state, "stop_failed");
+    assert_eq!(b.status().await.groups[0].state, "stopped");
+    assert!(trace.last("b", 0, "start_begin").is_none());
+    assert_eq!(b.status().await.groups[0].owner.as_deref(), Some("p"));
     p.kill(&net).await;
     b.kill(&net).await;
 }
