@@ -871,26 +871,6 @@ mod tls {
     }
 }
 
-/// Lets `Arc<P>` be a probe too.
-impl<P: Probe> Probe for Arc<P> {
-    fn probe<'a>(
-        &'a self,
-        spec: &'a CheckSpec,
-        target: &'a CheckTarget,
-    ) -> BoxFuture<'a, CheckResult> {
-        (**self).probe(spec, target)
-    }
-
-    fn probe_in<'a>(
-        &'a self,
-        spec: &'a CheckSpec,
-        target: &'a CheckTarget,
-        session: &'a mut CheckSession,
-    ) -> BoxFuture<'a, CheckResult> {
-        (**self).probe_in(spec, target, session)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
