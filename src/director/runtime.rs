@@ -352,6 +352,17 @@ async fn run(
         while let Ok(r) = rx.try_recv() {
             batch.push(r);
         }
+        // The maintenance directory is read once per batch, off the runtime's threads and
+        // before the lock is taken: a batch may hold thousands of results.
+        let maintenance = match &maintenance_dir {
+            Some(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || maintenance_names(&dir))
+                    .await
+                    .unwrap_or_default()
+            }
+            None => HashSet::new(),
+        };
         let mut changed = false;
         {
             let mut states = shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -360,7 +371,10 @@ async fn run(
                     continue;
                 };
                 let s = &mut states[*vi];
-                let result = match maintenance_file(maintenance_dir.as_deref(), addr) {
+                let in_maintenance = maintenance_dir
+                    .as_deref()
+                    .and_then(|dir| maintenance_file(dir, &maintenance, addr));
+                let result = match in_maintenance {
                     Some(file) => checks::CheckResult {
                         ok: false,
                         reason: format!("in maintenance ({})", file.display()),
@@ -426,16 +440,28 @@ async fn run(
     }
 }
 
-/// ldirectord `maintenancedir`: a file named `IP:PORT` or `IP` there forces the real down.
+/// The names in the `maintenancedir` now (empty when it cannot be read).
+fn maintenance_names(dir: &std::path::Path) -> HashSet<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// ldirectord `maintenancedir`: a file named `IP:PORT` or `IP` there (`names`, read by
+/// [`maintenance_names`]) forces the real down; returns that file's path.
 fn maintenance_file(
-    dir: Option<&std::path::Path>,
+    dir: &std::path::Path,
+    names: &HashSet<String>,
     addr: &SocketAddr,
 ) -> Option<std::path::PathBuf> {
-    let dir = dir?;
     [addr.to_string(), addr.ip().to_string()]
         .into_iter()
+        .find(|name| names.contains(name))
         .map(|name| dir.join(name))
-        .find(|p| p.exists())
 }
 
 fn run_fallback_command(v: &VirtualConfig, event: FallbackEvent) {
@@ -508,5 +534,50 @@ impl DirectorHandle {
         let _ = self.stop.send(Stop::Keep);
         let _ = self.task.await;
         self.keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn maintenance_files_name_a_real_or_its_address() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "192.0.2.21:80",
+            "192.0.2.22",
+            "[2001:db8::1]:80",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let names = maintenance_names(dir.path());
+        assert_eq!(names.len(), 4);
+        let file = |a: &str| maintenance_file(dir.path(), &names, &a.parse().unwrap());
+        assert_eq!(
+            file("192.0.2.21:80"),
+            Some(dir.path().join("192.0.2.21:80"))
+        );
+        assert_eq!(file("192.0.2.21:8080"), None, "another port of the same IP");
+        assert_eq!(file("192.0.2.22:8080"), Some(dir.path().join("192.0.2.22")));
+        assert_eq!(
+            file("[2001:db8::1]:80"),
+            Some(dir.path().join("[2001:db8::1]:80"))
+        );
+        assert_eq!(file("192.0.2.23:80"), None);
+        // Removing the file ends the maintenance at the next read.
+        std::fs::remove_file(dir.path().join("192.0.2.22")).unwrap();
+        let names = maintenance_names(dir.path());
+        assert_eq!(
+            maintenance_file(dir.path(), &names, &"192.0.2.22:80".parse().unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn an_unreadable_maintenance_dir_puts_nothing_in_maintenance() {
+        assert!(maintenance_names(Path::new("/nonexistent/hbd-maintenance")).is_empty());
     }
 }
