@@ -31,7 +31,6 @@
 //! configuration layer maps `ldirectord.cf` / YAML onto them.
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,9 +38,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use regex::Regex;
 use tokio::time::Instant;
 
+use super::config::Receive;
 use super::http;
 
 /// Most body bytes read for the `receive` match; the rest is not downloaded.
@@ -94,8 +93,9 @@ pub enum HttpStatus {
     Code(u16),
 }
 
-/// An HTTP or HTTPS negotiate check.
-#[derive(Debug, Clone)]
+/// An HTTP or HTTPS negotiate check. Equal checks (a `receive` compares by its pattern) are
+/// shared by the scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HttpCheck {
     /// `https` instead of `http` (service = https).
     pub https: bool,
@@ -104,37 +104,13 @@ pub struct HttpCheck {
     /// ldirectord `request`: a path (`/index.html`, leading `/` optional), or an absolute
     /// `http://…`/`https://…` URL that replaces scheme, host and port.
     pub request: String,
-    /// ldirectord `receive`: the body (header lines for HEAD) must match this regex.
-    pub receive: Option<Regex>,
+    /// ldirectord `receive`: the body (header lines for HEAD) must match this regex. Compiled
+    /// once when the configuration is read; a clone shares the compiled program.
+    pub receive: Option<Receive>,
     /// ldirectord `virtualhost`: `Host` header and TLS SNI name.
     pub virtual_host: Option<String>,
     /// Which status is success.
     pub status: HttpStatus,
-}
-
-impl PartialEq for HttpCheck {
-    /// Regexes compare by their source text, so identical checks can be shared.
-    fn eq(&self, o: &Self) -> bool {
-        self.https == o.https
-            && self.method == o.method
-            && self.request == o.request
-            && self.receive.as_ref().map(Regex::as_str) == o.receive.as_ref().map(Regex::as_str)
-            && self.virtual_host == o.virtual_host
-            && self.status == o.status
-    }
-}
-
-impl Eq for HttpCheck {}
-
-impl Hash for HttpCheck {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.https.hash(h);
-        self.method.hash(h);
-        self.request.hash(h);
-        self.receive.as_ref().map(Regex::as_str).hash(h);
-        self.virtual_host.hash(h);
-        self.status.hash(h);
-    }
 }
 
 /// The kind of check (ldirectord `checktype`).
@@ -959,11 +935,12 @@ mod tests {
     #[test]
     fn identical_http_checks_are_equal_and_hash_alike() {
         use std::collections::hash_map::DefaultHasher;
+        use std::hash::{Hash, Hasher};
         let mut a = http("/");
-        a.receive = Some(Regex::new("OK").unwrap());
+        a.receive = Some(Receive::new("OK").unwrap());
         let b = a.clone();
         let mut c = a.clone();
-        c.receive = Some(Regex::new("KO").unwrap());
+        c.receive = Some(Receive::new("KO").unwrap());
         assert_eq!(a, b);
         assert_ne!(a, c);
         let h = |x: &HttpCheck| {

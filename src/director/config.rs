@@ -246,6 +246,12 @@ impl PartialEq for Receive {
 
 impl Eq for Receive {}
 
+impl std::hash::Hash for Receive {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.pattern.hash(h);
+    }
+}
+
 /// The protocol conversation of a negotiate check (`service =`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Service {

@@ -165,27 +165,21 @@ fn check_spec(
     let negotiate = || -> Result<checks::CheckKind, DirectorError> {
         match &c.service {
             Service::None => Ok(checks::CheckKind::Connect),
-            Service::Http | Service::Https => {
-                let receive = match real.receive.as_ref().or(c.receive.as_ref()) {
-                    Some(r) => Some(regex::Regex::new(r.as_str()).map_err(|e| err(e.to_string()))?),
-                    None => None,
-                };
-                Ok(checks::CheckKind::Http(HttpCheck {
-                    https: c.service == Service::Https,
-                    method: match c.http_method {
-                        config::HttpMethod::Get => checks::HttpMethod::Get,
-                        config::HttpMethod::Head => checks::HttpMethod::Head,
-                    },
-                    request: real
-                        .request
-                        .clone()
-                        .or_else(|| c.request.clone())
-                        .unwrap_or_else(|| "/".to_string()),
-                    receive,
-                    virtual_host: c.virtual_host.clone(),
-                    status: c.status_code.map_or(HttpStatus::Any2xx, HttpStatus::Code),
-                }))
-            }
+            Service::Http | Service::Https => Ok(checks::CheckKind::Http(HttpCheck {
+                https: c.service == Service::Https,
+                method: match c.http_method {
+                    config::HttpMethod::Get => checks::HttpMethod::Get,
+                    config::HttpMethod::Head => checks::HttpMethod::Head,
+                },
+                request: real
+                    .request
+                    .clone()
+                    .or_else(|| c.request.clone())
+                    .unwrap_or_else(|| "/".to_string()),
+                receive: real.receive.as_ref().or(c.receive.as_ref()).cloned(),
+                virtual_host: c.virtual_host.clone(),
+                status: c.status_code.map_or(HttpStatus::Any2xx, HttpStatus::Code),
+            })),
             Service::Unsupported(name) => Err(err(format!(
                 "negotiate checks for service {name} are not supported by hbd yet; \
                  use checktype=connect, or checktype=external with a script"
@@ -574,6 +568,29 @@ mod tests {
             maintenance_file(dir.path(), &names, &"192.0.2.22:80".parse().unwrap()),
             None
         );
+    }
+
+    fn parse(text: &str) -> DirectorConfig {
+        config::parse_ldirectord_str(text, Path::new("ld.cf"), &config::ServiceNames::builtin())
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn http_checks_carry_the_configured_receive_with_per_real_overrides() {
+        let cfg = parse(
+            "virtual = 192.0.2.10:80\n\treal = 192.0.2.21:80 gate\n\treal = 192.0.2.22:80 gate 1 \"/h\", \"UP\"\n\tservice = http\n\treceive = \"OK\"\n",
+        );
+        let v = &cfg.virtuals[0];
+        let receive = |i: usize| match check_spec(v, &v.reals[i]).unwrap().kind {
+            checks::CheckKind::Http(h) => h.receive,
+            k => panic!("{k:?}"),
+        };
+        assert_eq!(receive(0), v.check.receive);
+        assert_eq!(receive(0).unwrap().as_str(), "OK");
+        assert_eq!(receive(1), v.reals[1].receive);
+        assert_eq!(receive(1).unwrap().as_str(), "UP");
+        assert!(receive(1).unwrap().is_match("status: UP"));
     }
 
     #[test]

@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use hbd::director::Receive;
 use hbd::director::checks::{
     CheckKind, CheckResult, CheckSession, CheckSpec, CheckTarget, CheckVip, Checker, HttpCheck,
     HttpMethod, HttpStatus,
 };
 use hbd::director::scheduler::{CheckScheduler, TargetId};
-use regex::Regex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -52,7 +52,7 @@ fn http(request: &str, receive: Option<&str>) -> HttpCheck {
         https: false,
         method: HttpMethod::Get,
         request: request.into(),
-        receive: receive.map(|r| Regex::new(r).unwrap()),
+        receive: receive.map(|r| Receive::new(r).unwrap()),
         virtual_host: None,
         status: HttpStatus::Any2xx,
     }
