@@ -83,6 +83,16 @@ pub enum HttpMethod {
     Head,
 }
 
+impl HttpMethod {
+    /// ldirectord's word.
+    pub fn name(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Head => "HEAD",
+        }
+    }
+}
+
 /// Which HTTP status counts as success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum HttpStatus {

@@ -372,24 +372,8 @@ pub enum CheckKind {
     Off,
 }
 
-/// HTTP method of http/https checks (`httpmethod`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HttpMethod {
-    /// GET (default): the body is matched against `receive`.
-    Get,
-    /// HEAD: only the status is checked.
-    Head,
-}
-
-impl HttpMethod {
-    /// ldirectord's word.
-    pub fn name(self) -> &'static str {
-        match self {
-            HttpMethod::Get => "GET",
-            HttpMethod::Head => "HEAD",
-        }
-    }
-}
+/// HTTP method of http/https checks (`httpmethod`): the checks' own type, one enum for both.
+pub use super::checks::HttpMethod;
 
 /// Everything a checker needs to decide whether a real of one virtual is up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -2205,6 +2189,21 @@ mod tests {
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn counts_below_one_are_refused_where_parsed() {
+        for key in ["failurecount", "risecount", "checkcount"] {
+            let e = parse(&format!(
+                "{key} = 0\nvirtual = 192.0.2.10:80\n\treal = 192.0.2.21:80 gate\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.iter()
+                    .any(|m| m.contains(key) && m.contains("at least 1")),
+                "{key}: {e:?}"
+            );
+        }
     }
 
     fn secs(n: u64) -> Duration {

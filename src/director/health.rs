@@ -70,12 +70,13 @@ pub struct RealHealth {
 }
 
 impl RealHealth {
-    /// A real in `initial` state since `now`. `rise` and `fall` of 0 are treated as 1.
+    /// A real in `initial` state since `now`. The configuration clamps `rise` and `fall` to at
+    /// least 1; a 0 acts as 1 anyway (one contradicting result is always a streak of 1).
     pub fn new(initial: Health, rise: u32, fall: u32, now: Instant) -> RealHealth {
         RealHealth {
             state: initial,
-            rise: rise.max(1),
-            fall: fall.max(1),
+            rise,
+            fall,
             streak: 0,
             last_reason: None,
             since: now,

@@ -68,14 +68,6 @@ pub enum DirectorError {
     /// The dataplane failed.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
-    /// A check cannot be built (unsupported service, bad receive pattern, …).
-    #[error("virtual {virtual_service}: {reason}")]
-    Check {
-        /// The virtual service.
-        virtual_service: String,
-        /// What is wrong and how to fix it.
-        reason: String,
-    },
     /// The HTTP client could not be created.
     #[error("cannot create the health checker: {0}")]
     Checker(String),
@@ -152,43 +144,31 @@ fn key_text(key: &ServiceKey) -> String {
     }
 }
 
-/// The check a virtual's config asks for, for one real.
-fn check_spec(
-    v: &VirtualConfig,
-    real: &config::RealConfig,
-) -> Result<checks::CheckSpec, DirectorError> {
+/// The check a virtual's config asks for, for one real. Infallible: the `receive` regex was
+/// compiled, counts were checked (≥ 1) and negotiate checks of services hbd cannot negotiate
+/// were refused when the configuration was read ([`config`]).
+fn check_spec(v: &VirtualConfig, real: &config::RealConfig) -> checks::CheckSpec {
     let c = &v.check;
-    let err = |reason: String| DirectorError::Check {
-        virtual_service: key_text(&v.key),
-        reason,
-    };
-    let negotiate = || -> Result<checks::CheckKind, DirectorError> {
-        match &c.service {
-            Service::None => Ok(checks::CheckKind::Connect),
-            Service::Http | Service::Https => Ok(checks::CheckKind::Http(HttpCheck {
-                https: c.service == Service::Https,
-                method: match c.http_method {
-                    config::HttpMethod::Get => checks::HttpMethod::Get,
-                    config::HttpMethod::Head => checks::HttpMethod::Head,
-                },
-                request: real
-                    .request
-                    .clone()
-                    .or_else(|| c.request.clone())
-                    .unwrap_or_else(|| "/".to_string()),
-                receive: real.receive.as_ref().or(c.receive.as_ref()).cloned(),
-                virtual_host: c.virtual_host.clone(),
-                status: c.status_code.map_or(HttpStatus::Any2xx, HttpStatus::Code),
-            })),
-            Service::Unsupported(name) => Err(err(format!(
-                "negotiate checks for service {name} are not supported by hbd yet; \
-                 use checktype=connect, or checktype=external with a script"
-            ))),
-        }
+    let negotiate = || match &c.service {
+        Service::Http | Service::Https => checks::CheckKind::Http(HttpCheck {
+            https: c.service == Service::Https,
+            method: c.http_method,
+            request: real
+                .request
+                .clone()
+                .or_else(|| c.request.clone())
+                .unwrap_or_else(|| "/".to_string()),
+            receive: real.receive.as_ref().or(c.receive.as_ref()).cloned(),
+            virtual_host: c.virtual_host.clone(),
+            status: c.status_code.map_or(HttpStatus::Any2xx, HttpStatus::Code),
+        }),
+        // `none` only connects; an unsupported service never gets here from a parsed
+        // configuration (refused there), and a hand-built one is checked by connecting.
+        Service::None | Service::Unsupported(_) => checks::CheckKind::Connect,
     };
     let kind = match &c.kind {
         config::CheckKind::Connect => checks::CheckKind::Connect,
-        config::CheckKind::Negotiate | config::CheckKind::Combined(_) => negotiate()?,
+        config::CheckKind::Negotiate | config::CheckKind::Combined(_) => negotiate(),
         config::CheckKind::External { command } => checks::CheckKind::External {
             command: command.into(),
         },
@@ -196,13 +176,13 @@ fn check_spec(
         config::CheckKind::On => checks::CheckKind::On,
         config::CheckKind::Off => checks::CheckKind::Off,
     };
-    Ok(checks::CheckSpec {
+    checks::CheckSpec {
         kind,
         timeout: c.timeout(),
         interval: c.interval,
-        rise: c.rise.max(1),
-        fall: c.fall.max(1),
-    })
+        rise: c.rise,
+        fall: c.fall,
+    }
 }
 
 /// Starts the director for `config` on `backend`. `also_owned` names services a previous
@@ -228,7 +208,7 @@ pub async fn start(
     for (vi, v) in config.virtuals.iter().enumerate() {
         let mut health = HashMap::new();
         for real in &v.reals {
-            let spec = check_spec(v, real)?;
+            let spec = check_spec(v, real);
             let initial = match spec.kind {
                 checks::CheckKind::On => Health::Up,
                 checks::CheckKind::Off => Health::Down,
@@ -582,7 +562,7 @@ mod tests {
             "virtual = 192.0.2.10:80\n\treal = 192.0.2.21:80 gate\n\treal = 192.0.2.22:80 gate 1 \"/h\", \"UP\"\n\tservice = http\n\treceive = \"OK\"\n",
         );
         let v = &cfg.virtuals[0];
-        let receive = |i: usize| match check_spec(v, &v.reals[i]).unwrap().kind {
+        let receive = |i: usize| match check_spec(v, &v.reals[i]).kind {
             checks::CheckKind::Http(h) => h.receive,
             k => panic!("{k:?}"),
         };
@@ -591,6 +571,23 @@ mod tests {
         assert_eq!(receive(1), v.reals[1].receive);
         assert_eq!(receive(1).unwrap().as_str(), "UP");
         assert!(receive(1).unwrap().is_match("status: UP"));
+    }
+
+    #[test]
+    fn check_specs_take_the_parsed_method_and_counts_and_never_fail() {
+        let mut cfg = parse(
+            "virtual = 192.0.2.10:80\n\treal = 192.0.2.21:80 gate\n\tservice = http\n\thttpmethod = HEAD\n\tfailurecount = 3\n\trisecount = 2\n",
+        );
+        let v = &mut cfg.virtuals[0];
+        let spec = check_spec(v, &v.reals[0]);
+        assert_eq!((spec.rise, spec.fall), (2, 3));
+        match spec.kind {
+            checks::CheckKind::Http(h) => assert_eq!(h.method, checks::HttpMethod::Head),
+            k => panic!("{k:?}"),
+        }
+        // The parser refuses this; a hand-built configuration gets a connect check.
+        v.check.service = Service::Unsupported("ftp".into());
+        assert_eq!(check_spec(v, &v.reals[0]).kind, checks::CheckKind::Connect);
     }
 
     #[test]
