@@ -86,11 +86,9 @@ pub struct RealReport {
     pub weight: Option<u32>,
     /// Seconds since the last state change.
     pub since_change_s: f64,
-    /// Outcome of the last check, e.g. "HTTP 200" or "connect refused".
-    pub last_result: Option<String>,
     /// Seconds since the last check finished.
     pub last_check_s: Option<f64>,
-    /// Why it is in its state.
+    /// Outcome of the last check, e.g. "HTTP 200" or "connect refused": why it is in its state.
     pub reason: Option<String>,
 }
 
@@ -100,7 +98,6 @@ struct VirtualState {
     configured: VirtualService,
     policy: ServicePolicy,
     health: HashMap<SocketAddr, RealHealth>,
-    last: HashMap<SocketAddr, (String, Instant)>,
     fallback: FallbackState,
 }
 
@@ -236,7 +233,6 @@ pub async fn start(
             configured: v.configured_service(),
             policy: v.policy(),
             health,
-            last: HashMap::new(),
             fallback: FallbackState::default(),
             config: v.clone(),
         });
@@ -356,7 +352,6 @@ async fn run(
                     },
                     None => result,
                 };
-                s.last.insert(*addr, (result.reason.clone(), at));
                 let Some(h) = s.health.get_mut(addr) else {
                     continue;
                 };
@@ -479,16 +474,15 @@ impl DirectorHandle {
             let desired = s.desired();
             for real in &s.configured.reals {
                 let h = &s.health[&real.addr];
-                let last = s.last.get(&real.addr);
                 out.push(RealReport {
                     virtual_service: key_text(&s.configured.key),
                     real: real.addr.to_string(),
                     state: h.state().to_string(),
                     weight: desired.real(&real.addr).map(|r| r.weight),
                     since_change_s: now.saturating_duration_since(h.since()).as_secs_f64(),
-                    last_result: last.map(|(r, _)| r.clone()),
-                    last_check_s: last
-                        .map(|(_, at)| now.saturating_duration_since(*at).as_secs_f64()),
+                    last_check_s: h
+                        .last_check()
+                        .map(|at| now.saturating_duration_since(at).as_secs_f64()),
                     reason: h.last_reason().map(str::to_string),
                 });
             }
