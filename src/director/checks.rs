@@ -135,8 +135,13 @@ pub enum CheckKind {
         /// The command (ldirectord `checkcommand`).
         command: PathBuf,
     },
-    /// `ping`: one ICMP echo to the real's IP.
-    Ping,
+    /// `ping`: ICMP echo to the real's IP, up at the first reply. Up to `count` echos
+    /// (ldirectord `checkcount`, ≥ 1), each waiting an equal share of the check's deadline,
+    /// so the deadline is `count` × the per-echo timeout (ldirectord: timeouts add up).
+    Ping {
+        /// Echo attempts.
+        count: u32,
+    },
     /// `on`: never checked, always up.
     On,
     /// `off`: never checked, always down.
@@ -536,7 +541,9 @@ impl Checker {
                 CheckKind::External { command } => {
                     external(command, target, spec.timeout, started).await
                 }
-                CheckKind::Ping => crate::director::ping::echo(ping_addr(target)).await,
+                CheckKind::Ping { count } => {
+                    ping(ping_addr(target), *count, started, spec.timeout).await
+                }
             }
         };
         match tokio::time::timeout(spec.timeout, fut).await {
@@ -714,6 +721,31 @@ async fn connect(addr: SocketAddr) -> (bool, String) {
         }
         Err(e) => (false, describe_io("connect", &e)),
     }
+}
+
+/// Up to `count` (at least 1) echos to `ip`, each given `total / count`, from `started`; up
+/// at the first reply. The last attempt ends exactly at `started + total`, before the
+/// check's own deadline, so the reason names the attempts.
+async fn ping(ip: IpAddr, count: u32, started: Instant, total: Duration) -> (bool, String) {
+    let count = count.max(1);
+    let each = total / count;
+    let mut last = String::new();
+    for i in 1..=count {
+        let until = if i == count {
+            started + total
+        } else {
+            started + each * i
+        };
+        match tokio::time::timeout_at(until, super::ping::echo(ip)).await {
+            Ok((true, reason)) => return (true, reason),
+            Ok((false, reason)) => last = reason,
+            Err(_) => last = timeout_reason(each),
+        }
+    }
+    if count > 1 {
+        last = format!("{last} ({count} attempts)");
+    }
+    (false, last)
 }
 
 /// The arguments ldirectord gives an external check: `vip vport rip rport` (for a fwmark

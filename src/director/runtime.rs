@@ -6,7 +6,8 @@
 //! ldirectord `ld_start`), program the desired table, then start the checks. Each check
 //! result feeds that real's rise/fall state; a transition recomputes the desired services
 //! (down → weight 0 when quiescent, else removed; all down → fallback in) and reconciles.
-//! Stop: cancel the checks, then remove the services this director owns (`cleanstop`).
+//! Stop: cancel the checks, then remove the services of the virtuals with `cleanstop = yes`
+//! (each virtual's own setting); the others stay programmed as they are.
 //!
 //! The decisions are [`super::health`]'s pure functions; this module is the task around them.
 
@@ -90,6 +91,12 @@ pub struct RealReport {
     pub last_check_s: Option<f64>,
     /// Outcome of the last check, e.g. "HTTP 200" or "connect refused": why it is in its state.
     pub reason: Option<String>,
+    /// The virtual service's `servicename`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// The virtual service's `comment`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// What the director task reads and writes, shared with status queries.
@@ -102,6 +109,16 @@ struct VirtualState {
 }
 
 impl VirtualState {
+    fn new(v: &VirtualConfig, health: HashMap<SocketAddr, RealHealth>) -> VirtualState {
+        VirtualState {
+            configured: v.configured_service(),
+            policy: v.policy(),
+            health,
+            fallback: FallbackState::default(),
+            config: v.clone(),
+        }
+    }
+
     fn desired(&self) -> VirtualService {
         health::desired_service(
             &self.configured,
@@ -163,19 +180,29 @@ fn check_spec(v: &VirtualConfig, real: &config::RealConfig) -> checks::CheckSpec
         // configuration (refused there), and a hand-built one is checked by connecting.
         Service::None | Service::Unsupported(_) => checks::CheckKind::Connect,
     };
+    let ping = checks::CheckKind::Ping {
+        count: c.ping_count,
+    };
     let kind = match &c.kind {
+        // ldirectord checks UDP services by ping when asked to connect.
+        config::CheckKind::Connect if v.protocol == config::Protocol::Udp => ping,
         config::CheckKind::Connect => checks::CheckKind::Connect,
         config::CheckKind::Negotiate | config::CheckKind::Combined(_) => negotiate(),
         config::CheckKind::External { command } => checks::CheckKind::External {
             command: command.into(),
         },
-        config::CheckKind::Ping => checks::CheckKind::Ping,
+        config::CheckKind::Ping => ping,
         config::CheckKind::On => checks::CheckKind::On,
         config::CheckKind::Off => checks::CheckKind::Off,
     };
+    let timeout = match kind {
+        // `checkcount` echos, each with the whole `checktimeout`: the timeouts add up.
+        checks::CheckKind::Ping { count } => c.timeout().saturating_mul(count.max(1)),
+        _ => c.timeout(),
+    };
     checks::CheckSpec {
         kind,
-        timeout: c.timeout(),
+        timeout,
         interval: c.interval,
         rise: c.rise,
         fall: c.fall,
@@ -229,13 +256,7 @@ pub async fn start(
             owners.insert(id, (vi, real.addr));
             checks_to_add.push((id, target, spec));
         }
-        states.push(VirtualState {
-            configured: v.configured_service(),
-            policy: v.policy(),
-            health,
-            fallback: FallbackState::default(),
-            config: v.clone(),
-        });
+        states.push(VirtualState::new(v, health));
     }
     let owned: HashSet<ServiceKey> = states.iter().map(|s| s.configured.key).collect();
     let desired: Vec<VirtualService> = states.iter().map(VirtualState::desired).collect();
@@ -266,7 +287,7 @@ pub async fn start(
     }
     let shared: Shared = Arc::new(Mutex::new(states));
     let (stop, stop_rx) = watch::channel(Stop::Running);
-    let cleanstop = config.virtuals.iter().all(|v| v.cleanstop);
+    let cleanstop = cleanstop_keys(config);
     let keys = owned.clone();
     let task = tokio::spawn(run(
         shared.clone(),
@@ -306,7 +327,7 @@ async fn run(
     owners: HashMap<TargetId, (usize, SocketAddr)>,
     owned: HashSet<ServiceKey>,
     mut stop: watch::Receiver<Stop>,
-    cleanstop: bool,
+    cleanstop: HashSet<ServiceKey>,
     maintenance_dir: Option<std::path::PathBuf>,
 ) {
     loop {
@@ -396,17 +417,36 @@ async fn run(
     let how = *stop.borrow();
     if how == Stop::Keep {
         tracing::info!("director replaced: services kept for the new configuration");
-    } else if cleanstop {
-        match backend.reconcile(&[], &owned).await {
-            Ok(r) => tracing::info!(
-                changes = r.changes.len(),
-                "director stopped: services removed"
-            ),
-            Err(e) => tracing::error!(error = %e, "director stopped: removing services failed"),
-        }
     } else {
-        tracing::info!("director stopped: services left in place (cleanstop = no)");
+        let kept = owned.difference(&cleanstop).count();
+        if !cleanstop.is_empty() {
+            match backend.reconcile(&[], &cleanstop).await {
+                Ok(r) => tracing::info!(
+                    changes = r.changes.len(),
+                    "director stopped: services removed"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "director stopped: removing services failed")
+                }
+            }
+        }
+        if kept > 0 {
+            tracing::info!(
+                services = kept,
+                "director stopped: services with cleanstop = no left in place"
+            );
+        }
     }
+}
+
+/// The services removed when the director stops: those of virtuals with `cleanstop = yes`.
+fn cleanstop_keys(config: &DirectorConfig) -> HashSet<ServiceKey> {
+    config
+        .virtuals
+        .iter()
+        .filter(|v| v.cleanstop)
+        .map(|v| v.key)
+        .collect()
 }
 
 /// The names in the `maintenancedir` now (empty when it cannot be read).
@@ -431,6 +471,31 @@ fn maintenance_file(
         .into_iter()
         .find(|name| names.contains(name))
         .map(|name| dir.join(name))
+}
+
+/// Every real server's state at `now`.
+fn reports(states: &[VirtualState], now: Instant) -> Vec<RealReport> {
+    let mut out = Vec::new();
+    for s in states {
+        let desired = s.desired();
+        for real in &s.configured.reals {
+            let h = &s.health[&real.addr];
+            out.push(RealReport {
+                virtual_service: key_text(&s.configured.key),
+                real: real.addr.to_string(),
+                state: h.state().to_string(),
+                weight: desired.real(&real.addr).map(|r| r.weight),
+                since_change_s: now.saturating_duration_since(h.since()).as_secs_f64(),
+                last_check_s: h
+                    .last_check()
+                    .map(|at| now.saturating_duration_since(at).as_secs_f64()),
+                reason: h.last_reason().map(str::to_string),
+                service_name: s.config.service_name.clone(),
+                comment: s.config.comment.clone(),
+            });
+        }
+    }
+    out
 }
 
 fn run_fallback_command(v: &VirtualConfig, event: FallbackEvent) {
@@ -467,30 +532,12 @@ fn run_fallback_command(v: &VirtualConfig, event: FallbackEvent) {
 impl DirectorHandle {
     /// Every real server's state.
     pub fn report(&self) -> Vec<RealReport> {
-        let now = Instant::now();
         let states = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = Vec::new();
-        for s in states.iter() {
-            let desired = s.desired();
-            for real in &s.configured.reals {
-                let h = &s.health[&real.addr];
-                out.push(RealReport {
-                    virtual_service: key_text(&s.configured.key),
-                    real: real.addr.to_string(),
-                    state: h.state().to_string(),
-                    weight: desired.real(&real.addr).map(|r| r.weight),
-                    since_change_s: now.saturating_duration_since(h.since()).as_secs_f64(),
-                    last_check_s: h
-                        .last_check()
-                        .map(|at| now.saturating_duration_since(at).as_secs_f64()),
-                    reason: h.last_reason().map(str::to_string),
-                });
-            }
-        }
-        out
+        reports(&states, Instant::now())
     }
 
-    /// Stops the checks and, with `cleanstop`, removes the services; waits until done.
+    /// Stops the checks and removes the services of virtuals with `cleanstop = yes`; waits
+    /// until done.
     pub async fn stop(self) {
         let _ = self.stop.send(Stop::Release);
         let _ = self.task.await;
@@ -582,6 +629,83 @@ mod tests {
         // The parser refuses this; a hand-built configuration gets a connect check.
         v.check.service = Service::Unsupported("ftp".into());
         assert_eq!(check_spec(v, &v.reals[0]).kind, checks::CheckKind::Connect);
+    }
+
+    #[test]
+    fn checkcount_sets_the_echo_attempts_and_udp_connect_pings() {
+        let cfg = parse(
+            "checktimeout = 2\ncheckcount = 3\n\
+             virtual = 192.0.2.10:80\n\treal = 192.0.2.21:80 gate\n\tchecktype = ping\n\
+             virtual = 192.0.2.10:53\n\treal = 192.0.2.21:53 gate\n\tchecktype = connect\n\tcheckcount = 1\n\
+             virtual = 192.0.2.10:25\n\treal = 192.0.2.21:25 gate\n\tchecktype = connect\n\tprotocol = tcp\n",
+        );
+        let spec = |i: usize| check_spec(&cfg.virtuals[i], &cfg.virtuals[i].reals[0]);
+        let ping = spec(0);
+        assert_eq!(ping.kind, checks::CheckKind::Ping { count: 3 });
+        assert_eq!(ping.timeout, Duration::from_secs(6), "the timeouts add up");
+        // Port 53 is UDP: connect means ping there, as in ldirectord.
+        assert_eq!(cfg.virtuals[1].protocol, config::Protocol::Udp);
+        let udp = spec(1);
+        assert_eq!(udp.kind, checks::CheckKind::Ping { count: 1 });
+        assert_eq!(udp.timeout, Duration::from_secs(2));
+        assert_eq!(spec(2).kind, checks::CheckKind::Connect);
+    }
+
+    #[test]
+    fn cleanstop_is_per_virtual() {
+        let cfg = parse(
+            "cleanstop = no\n\
+             virtual = 192.0.2.10:80\n\treal = 192.0.2.21:80 gate\n\
+             virtual = 192.0.2.11:80\n\treal = 192.0.2.21:80 gate\n\tcleanstop = yes\n",
+        );
+        assert_eq!(
+            cleanstop_keys(&cfg),
+            HashSet::from([ServiceKey::Tcp("192.0.2.11:80".parse().unwrap())])
+        );
+        let all = parse("virtual = 192.0.2.10:80\n\treal = 192.0.2.21:80 gate\n");
+        assert_eq!(cleanstop_keys(&all).len(), 1, "cleanstop defaults to yes");
+    }
+
+    #[test]
+    fn reports_carry_servicename_comment_and_the_last_result() {
+        let cfg = parse(
+            "virtual = 192.0.2.10:80\n\treal = 192.0.2.21:80 gate\n\tservicename = web\n\tcomment = \"front page\"\n\
+             virtual = 192.0.2.11:80\n\treal = 192.0.2.22:80 gate\n",
+        );
+        let t0 = Instant::now();
+        let mut states: Vec<VirtualState> = cfg
+            .virtuals
+            .iter()
+            .map(|v| {
+                let health = v
+                    .reals
+                    .iter()
+                    .map(|r| (r.addr, RealHealth::new(Health::Down, 1, 1, t0)))
+                    .collect();
+                VirtualState::new(v, health)
+            })
+            .collect();
+        let ok = checks::CheckResult {
+            ok: true,
+            reason: "HTTP 200".into(),
+            took: Duration::ZERO,
+        };
+        let addr: SocketAddr = "192.0.2.21:80".parse().unwrap();
+        states[0].health.get_mut(&addr).unwrap().observe(&ok, t0);
+        let r = reports(&states, t0 + Duration::from_secs(2));
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].service_name.as_deref(), Some("web"));
+        assert_eq!(r[0].comment.as_deref(), Some("front page"));
+        assert_eq!(r[0].reason.as_deref(), Some("HTTP 200"));
+        assert_eq!((r[0].state.as_str(), r[0].weight), ("up", Some(1)));
+        assert_eq!(r[0].last_check_s, Some(2.0));
+        assert_eq!(
+            (r[1].service_name.as_deref(), r[1].reason.as_deref()),
+            (None, None)
+        );
+        let json = serde_json::to_value(&r[1]).unwrap();
+        assert!(json.get("service_name").is_none(), "{json}");
+        assert_eq!(json["reason"], serde_json::Value::Null);
     }
 
     #[test]

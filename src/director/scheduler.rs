@@ -58,7 +58,10 @@ impl CheckKey {
             CheckKind::External { .. } => target.vip,
             _ => CheckVip::Fwmark(0),
         };
-        if matches!(spec.kind, CheckKind::Ping | CheckKind::On | CheckKind::Off) {
+        if matches!(
+            spec.kind,
+            CheckKind::Ping { .. } | CheckKind::On | CheckKind::Off
+        ) {
             real.set_port(0);
         }
         CheckKey {
@@ -466,7 +469,7 @@ mod tests {
         );
         // Ping ignores ports; rise/fall do not matter.
         let ping = CheckSpec {
-            kind: CheckKind::Ping,
+            kind: CheckKind::Ping { count: 1 },
             rise: 3,
             ..spec(1000)
         };
@@ -474,7 +477,7 @@ mod tests {
             CheckKey::new(&ping, &target(1)),
             CheckKey::new(
                 &CheckSpec {
-                    kind: CheckKind::Ping,
+                    kind: CheckKind::Ping { count: 1 },
                     ..spec(1000)
                 },
                 &target(2)

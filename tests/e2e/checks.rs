@@ -615,14 +615,14 @@ async fn external_check_contract_and_deadline_kill() {
 async fn ping_loopback() {
     require_root();
     let r = check(
-        CheckKind::Ping,
+        CheckKind::Ping { count: 1 },
         "127.0.0.1:0".parse().unwrap(),
         Duration::from_secs(2),
     )
     .await;
     assert_eq!((r.ok, r.reason.as_str()), (true, "echo reply"), "{r:?}");
     let r = check(
-        CheckKind::Ping,
+        CheckKind::Ping { count: 1 },
         "[::1]:0".parse().unwrap(),
         Duration::from_secs(2),
     )
@@ -650,7 +650,7 @@ fn ping_a_namespace_host_and_an_absent_one() {
     }
     let (up, absent) = a.run(|| async {
         let c = Checker::new().unwrap();
-        let s = spec(CheckKind::Ping, Duration::from_millis(1000));
+        let s = spec(CheckKind::Ping { count: 1 }, Duration::from_millis(1000));
         let up = c
             .run_check(&s, &target("198.51.100.2:80".parse().unwrap()))
             .await;
@@ -659,6 +659,33 @@ fn ping_a_namespace_host_and_an_absent_one() {
             .await;
         (up, absent)
     });
+    // checkcount = 3: three echos of 300 ms each; a host that answers is up at the first.
+    let (up3, absent3) = a.run(|| async {
+        let c = Checker::new().unwrap();
+        let s = spec(CheckKind::Ping { count: 3 }, Duration::from_millis(900));
+        let up = c
+            .run_check(&s, &target("198.51.100.2:80".parse().unwrap()))
+            .await;
+        // Another absent host: .3's neighbour entry may have failed by now.
+        let absent = c
+            .run_check(&s, &target("198.51.100.4:80".parse().unwrap()))
+            .await;
+        (up, absent)
+    });
+    assert_eq!(
+        (up3.ok, up3.reason.as_str()),
+        (true, "echo reply"),
+        "{up3:?}"
+    );
+    assert!(up3.took < Duration::from_millis(300), "{up3:?}");
+    assert_eq!(
+        (absent3.ok, absent3.reason.as_str()),
+        (false, "timeout after 300ms (3 attempts)")
+    );
+    assert!(
+        absent3.took >= Duration::from_millis(900) && absent3.took < Duration::from_millis(1200),
+        "{absent3:?}"
+    );
     assert_eq!((up.ok, up.reason.as_str()), (true, "echo reply"), "{up:?}");
     assert_eq!(
         (absent.ok, absent.reason.as_str()),
