@@ -110,16 +110,15 @@ fn checks(socket: &std::path::Path, json: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!(
-        "{:<24} {:<22} {:<5} {:>6} {:>9} {:<28} reason",
-        "virtual", "real", "state", "weight", "changed", "last check"
+        "{:<24} {:<22} {:<5} {:>6} {:>9} {:>8} reason",
+        "virtual", "real", "state", "weight", "changed", "checked"
     );
     for r in &reals {
-        let last = match (&r.last_result, r.last_check_s) {
-            (Some(res), Some(ago)) => format!("{res} ({ago:.1}s ago)"),
-            _ => "-".into(),
-        };
+        let last = r
+            .last_check_s
+            .map_or_else(|| "-".into(), |ago| format!("{ago:.1}s ago"));
         println!(
-            "{:<24} {:<22} {:<5} {:>6} {:>8.0}s {:<28} {}",
+            "{:<24} {:<22} {:<5} {:>6} {:>8.0}s {:>8} {}",
             r.virtual_service,
             r.real,
             r.state,

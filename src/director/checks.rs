@@ -31,7 +31,6 @@
 //! configuration layer maps `ldirectord.cf` / YAML onto them.
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,9 +38,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use regex::Regex;
 use tokio::time::Instant;
 
+use super::config::Receive;
 use super::http;
 
 /// Most body bytes read for the `receive` match; the rest is not downloaded.
@@ -84,6 +83,16 @@ pub enum HttpMethod {
     Head,
 }
 
+impl HttpMethod {
+    /// ldirectord's word.
+    pub fn name(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Head => "HEAD",
+        }
+    }
+}
+
 /// Which HTTP status counts as success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum HttpStatus {
@@ -94,8 +103,9 @@ pub enum HttpStatus {
     Code(u16),
 }
 
-/// An HTTP or HTTPS negotiate check.
-#[derive(Debug, Clone)]
+/// An HTTP or HTTPS negotiate check. Equal checks (a `receive` compares by its pattern) are
+/// shared by the scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HttpCheck {
     /// `https` instead of `http` (service = https).
     pub https: bool,
@@ -104,37 +114,13 @@ pub struct HttpCheck {
     /// ldirectord `request`: a path (`/index.html`, leading `/` optional), or an absolute
     /// `http://…`/`https://…` URL that replaces scheme, host and port.
     pub request: String,
-    /// ldirectord `receive`: the body (header lines for HEAD) must match this regex.
-    pub receive: Option<Regex>,
+    /// ldirectord `receive`: the body (header lines for HEAD) must match this regex. Compiled
+    /// once when the configuration is read; a clone shares the compiled program.
+    pub receive: Option<Receive>,
     /// ldirectord `virtualhost`: `Host` header and TLS SNI name.
     pub virtual_host: Option<String>,
     /// Which status is success.
     pub status: HttpStatus,
-}
-
-impl PartialEq for HttpCheck {
-    /// Regexes compare by their source text, so identical checks can be shared.
-    fn eq(&self, o: &Self) -> bool {
-        self.https == o.https
-            && self.method == o.method
-            && self.request == o.request
-            && self.receive.as_ref().map(Regex::as_str) == o.receive.as_ref().map(Regex::as_str)
-            && self.virtual_host == o.virtual_host
-            && self.status == o.status
-    }
-}
-
-impl Eq for HttpCheck {}
-
-impl Hash for HttpCheck {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.https.hash(h);
-        self.method.hash(h);
-        self.request.hash(h);
-        self.receive.as_ref().map(Regex::as_str).hash(h);
-        self.virtual_host.hash(h);
-        self.status.hash(h);
-    }
 }
 
 /// The kind of check (ldirectord `checktype`).
@@ -149,8 +135,13 @@ pub enum CheckKind {
         /// The command (ldirectord `checkcommand`).
         command: PathBuf,
     },
-    /// `ping`: one ICMP echo to the real's IP.
-    Ping,
+    /// `ping`: ICMP echo to the real's IP, up at the first reply. Up to `count` echos
+    /// (ldirectord `checkcount`, ≥ 1), each waiting an equal share of the check's deadline,
+    /// so the deadline is `count` × the per-echo timeout (ldirectord: timeouts add up).
+    Ping {
+        /// Echo attempts.
+        count: u32,
+    },
     /// `on`: never checked, always up.
     On,
     /// `off`: never checked, always down.
@@ -550,7 +541,9 @@ impl Checker {
                 CheckKind::External { command } => {
                     external(command, target, spec.timeout, started).await
                 }
-                CheckKind::Ping => crate::director::ping::echo(ping_addr(target)).await,
+                CheckKind::Ping { count } => {
+                    ping(ping_addr(target), *count, started, spec.timeout).await
+                }
             }
         };
         match tokio::time::timeout(spec.timeout, fut).await {
@@ -730,6 +723,31 @@ async fn connect(addr: SocketAddr) -> (bool, String) {
     }
 }
 
+/// Up to `count` (at least 1) echos to `ip`, each given `total / count`, from `started`; up
+/// at the first reply. The last attempt ends exactly at `started + total`, before the
+/// check's own deadline, so the reason names the attempts.
+async fn ping(ip: IpAddr, count: u32, started: Instant, total: Duration) -> (bool, String) {
+    let count = count.max(1);
+    let each = total / count;
+    let mut last = String::new();
+    for i in 1..=count {
+        let until = if i == count {
+            started + total
+        } else {
+            started + each * i
+        };
+        match tokio::time::timeout_at(until, super::ping::echo(ip)).await {
+            Ok((true, reason)) => return (true, reason),
+            Ok((false, reason)) => last = reason,
+            Err(_) => last = timeout_reason(each),
+        }
+    }
+    if count > 1 {
+        last = format!("{last} ({count} attempts)");
+    }
+    (false, last)
+}
+
 /// The arguments ldirectord gives an external check: `vip vport rip rport` (for a fwmark
 /// service `vip` is the mark and `vport` the real's check port).
 pub fn external_args(target: &CheckTarget) -> [String; 4] {
@@ -871,26 +889,6 @@ mod tls {
     }
 }
 
-/// Lets `Arc<P>` be a probe too.
-impl<P: Probe> Probe for Arc<P> {
-    fn probe<'a>(
-        &'a self,
-        spec: &'a CheckSpec,
-        target: &'a CheckTarget,
-    ) -> BoxFuture<'a, CheckResult> {
-        (**self).probe(spec, target)
-    }
-
-    fn probe_in<'a>(
-        &'a self,
-        spec: &'a CheckSpec,
-        target: &'a CheckTarget,
-        session: &'a mut CheckSession,
-    ) -> BoxFuture<'a, CheckResult> {
-        (**self).probe_in(spec, target, session)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -979,11 +977,12 @@ mod tests {
     #[test]
     fn identical_http_checks_are_equal_and_hash_alike() {
         use std::collections::hash_map::DefaultHasher;
+        use std::hash::{Hash, Hasher};
         let mut a = http("/");
-        a.receive = Some(Regex::new("OK").unwrap());
+        a.receive = Some(Receive::new("OK").unwrap());
         let b = a.clone();
         let mut c = a.clone();
-        c.receive = Some(Regex::new("KO").unwrap());
+        c.receive = Some(Receive::new("KO").unwrap());
         assert_eq!(a, b);
         assert_ne!(a, c);
         let h = |x: &HttpCheck| {

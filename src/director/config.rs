@@ -65,6 +65,7 @@ pub struct DirectorConfig {
     /// Directory whose files force reals down for maintenance (`maintenancedir`).
     pub maintenance_dir: Option<PathBuf>,
     /// Re-add a quiesced real that was removed from IPVS by hand (`readdquiescent`, default yes).
+    /// Parsed, not acted on yet (warned): the next reconcile puts such a real back anyway.
     pub readd_quiescent: bool,
     /// hbd extension `httpkeepalive` (default yes): plain-HTTP checks keep their connection
     /// between runs; `no` opens one per check, as ldirectord does.
@@ -248,6 +249,12 @@ impl PartialEq for Receive {
 
 impl Eq for Receive {}
 
+impl std::hash::Hash for Receive {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.pattern.hash(h);
+    }
+}
+
 /// The protocol conversation of a negotiate check (`service =`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Service {
@@ -353,14 +360,15 @@ pub enum CheckKind {
     Connect,
     /// The protocol conversation of [`CheckSpec::service`].
     Negotiate,
-    /// `checktype = N`: N connect checks, then one negotiate, repeated.
+    /// `checktype = N`: N connect checks, then one negotiate, repeated (ldirectord). hbd
+    /// does not act on N yet: it negotiates on every check, with a warning.
     Combined(u32),
     /// A program called with `vip vport rip rport`; exit 0 = up (also `external-perl`).
     External {
         /// Program path (`checkcommand`).
         command: String,
     },
-    /// ICMP echo (`checkcount` attempts).
+    /// ICMP echo (up to `checkcount` attempts).
     Ping,
     /// No check: reals always up.
     On,
@@ -368,24 +376,8 @@ pub enum CheckKind {
     Off,
 }
 
-/// HTTP method of http/https checks (`httpmethod`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HttpMethod {
-    /// GET (default): the body is matched against `receive`.
-    Get,
-    /// HEAD: only the status is checked.
-    Head,
-}
-
-impl HttpMethod {
-    /// ldirectord's word.
-    pub fn name(self) -> &'static str {
-        match self {
-            HttpMethod::Get => "GET",
-            HttpMethod::Head => "HEAD",
-        }
-    }
-}
+/// HTTP method of http/https checks (`httpmethod`): the checks' own type, one enum for both.
+pub use super::checks::HttpMethod;
 
 /// Everything a checker needs to decide whether a real of one virtual is up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1179,7 +1171,12 @@ fn apply(
         "quiescent" => set(parse_bool(&v).map(|b| s.quiescent = Some(b)), diags),
         "cleanstop" => set(parse_bool(&v).map(|b| s.cleanstop = Some(b)), diags),
         "autoreload" => set(parse_bool(&v).map(|b| g.autoreload = b), diags),
-        "readdquiescent" => set(parse_bool(&v).map(|b| g.readd_quiescent = b), diags),
+        "readdquiescent" => {
+            set(parse_bool(&v).map(|b| g.readd_quiescent = b), diags);
+            diags.push(warn(
+                "readdquiescent is not acted on yet: a quiesced real removed from IPVS by hand is put back (at weight 0) at the director's next dataplane update, whatever this says".into(),
+            ));
+        }
         "httpkeepalive" => set(parse_bool(&v).map(|b| g.http_keepalive = b), diags),
         "callback" => {
             g.callback = opt(&v);
@@ -1242,6 +1239,11 @@ fn apply(
                 diags.push(warn(
                     "checktype external-perl is run as external: hbd executes the checkcommand script instead of loading it as Perl; the result is the same".into(),
                 ));
+            }
+            if let Ok(CheckWord::Combined(n)) = parse_checktype(&v) {
+                diags.push(warn(format!(
+                    "checktype = {n} is not acted on yet: it is run as negotiate, every check negotiates (no connect-only checks in between)"
+                )));
             }
             set(parse_checktype(&v).map(|c| s.checktype = Some(c)), diags)
         }
@@ -2025,7 +2027,10 @@ pub fn director_to_yaml(d: &DirectorConfig, indent: usize) -> String {
     let mut o = String::new();
     let yn = |b: bool| if b { "yes" } else { "no" };
     let _ = writeln!(o, "{p}autoreload: {}", yn(d.autoreload));
-    let _ = writeln!(o, "{p}readdquiescent: {}", yn(d.readd_quiescent));
+    // Written only when not the default: the directive is parsed but warned about.
+    if !d.readd_quiescent {
+        let _ = writeln!(o, "{p}readdquiescent: no");
+    }
     if !d.http_keepalive {
         let _ = writeln!(o, "{p}httpkeepalive: no");
     }
@@ -2131,6 +2136,21 @@ mod tests {
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn counts_below_one_are_refused_where_parsed() {
+        for key in ["failurecount", "risecount", "checkcount"] {
+            let e = parse(&format!(
+                "{key} = 0\nvirtual = 192.0.2.10:80\n\treal = 192.0.2.21:80 gate\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.iter()
+                    .any(|m| m.contains(key) && m.contains("at least 1")),
+                "{key}: {e:?}"
+            );
+        }
     }
 
     fn secs(n: u64) -> Duration {
@@ -2334,6 +2354,7 @@ virtual6 = [2001:db8::10]:53
         let (c, w) = ok(text);
         let want_warnings = [
             ":12: warning: callback is not acted on yet",
+            ":14: warning: readdquiescent is not acted on yet",
             ":16: warning: emailalert is ignored",
             ":17: warning: emailalertfreq is ignored",
             ":18: warning: emailalertstatus is ignored",
@@ -2344,6 +2365,7 @@ virtual6 = [2001:db8::10]:53
             ":23: warning: fork is ignored",
             ":24: warning: logfile is ignored",
             ":30: warning: 192.0.2.21: port 8080 is replaced by the virtual port 80",
+            ":36: warning: checktype = 3 is not acted on yet",
             ":42: warning: login is ignored",
             ":43: warning: passwd is ignored",
             ":44: warning: database is ignored",

@@ -65,19 +65,21 @@ pub struct RealHealth {
     fall: u32,
     /// Consecutive results contradicting the current state.
     streak: u32,
-    last_reason: Option<String>,
+    /// Reason and finish time of the last observed result: the one place it is kept.
+    last: Option<(String, Instant)>,
     since: Instant,
 }
 
 impl RealHealth {
-    /// A real in `initial` state since `now`. `rise` and `fall` of 0 are treated as 1.
+    /// A real in `initial` state since `now`. The configuration clamps `rise` and `fall` to at
+    /// least 1; a 0 acts as 1 anyway (one contradicting result is always a streak of 1).
     pub fn new(initial: Health, rise: u32, fall: u32, now: Instant) -> RealHealth {
         RealHealth {
             state: initial,
-            rise: rise.max(1),
-            fall: fall.max(1),
+            rise,
+            fall,
             streak: 0,
-            last_reason: None,
+            last: None,
             since: now,
         }
     }
@@ -94,7 +96,12 @@ impl RealHealth {
 
     /// Reason of the last observed result.
     pub fn last_reason(&self) -> Option<&str> {
-        self.last_reason.as_deref()
+        self.last.as_ref().map(|(r, _)| r.as_str())
+    }
+
+    /// When the last observed result was taken (the `now` given to [`RealHealth::observe`]).
+    pub fn last_check(&self) -> Option<Instant> {
+        self.last.as_ref().map(|(_, at)| *at)
     }
 
     /// Consecutive results against the current state so far ("soft failure 1/3").
@@ -102,9 +109,9 @@ impl RealHealth {
         self.streak
     }
 
-    /// Feeds one check result; returns the transition when the state changes.
+    /// Feeds one check result, taken at `now`; returns the transition when the state changes.
     pub fn observe(&mut self, result: &CheckResult, now: Instant) -> Option<Transition> {
-        self.last_reason = Some(result.reason.clone());
+        self.last = Some((result.reason.clone(), now));
         let (agrees, needed) = match self.state {
             Health::Up => (result.ok, self.fall),
             Health::Down => (!result.ok, self.rise),
@@ -278,6 +285,7 @@ mod tests {
         assert_eq!(h.state(), Health::Down);
         assert_eq!(h.since(), t1);
         assert_eq!(h.last_reason(), Some("timeout after 3s"));
+        assert_eq!(h.last_check(), Some(t1));
         // Further failures change nothing.
         assert_eq!(h.observe(&res(false, "c"), t1), None);
     }
@@ -297,6 +305,18 @@ mod tests {
         // fall = 1: one failure takes it down.
         let t = h.observe(&res(false, "connect refused"), t0).unwrap();
         assert_eq!(t.to, Health::Down);
+    }
+
+    #[test]
+    fn the_last_result_is_kept_with_its_time() {
+        let t0 = Instant::now();
+        let mut h = RealHealth::new(Health::Up, 1, 2, t0);
+        assert_eq!((h.last_reason(), h.last_check()), (None, None));
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(h.observe(&res(false, "HTTP 503"), t1), None);
+        assert_eq!(h.last_reason(), Some("HTTP 503"));
+        assert_eq!(h.last_check(), Some(t1));
+        assert_eq!(h.since(), t0, "no transition yet");
     }
 
     #[test]

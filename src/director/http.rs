@@ -973,7 +973,7 @@ mod tests {
             https: false,
             method: HttpMethod::Get,
             request: "/".into(),
-            receive: Some(regex::Regex::new("OK").unwrap()),
+            receive: Some(crate::director::config::Receive::new("OK").unwrap()),
             virtual_host: None,
             status: HttpStatus::Any2xx,
         };

@@ -2,12 +2,15 @@
 //!
 //! An unprivileged "ping socket" (`SOCK_DGRAM`, `IPPROTO_ICMP`) is tried first; it needs the
 //! process's group inside `net.ipv4.ping_group_range`, which is empty on most distributions.
-//! A raw socket (root or `CAP_NET_RAW`) is the fallback. The socket is `connect`ed to the real
+//! A raw socket (root or `CAP_NET_RAW`) is the fallback. Which of the two works is learnt on
+//! the first ping of each family and kept, so a refused ping socket costs one failed
+//! `socket()` per process, not one per check. The socket is `connect`ed to the real
 //! so the kernel only delivers that host's packets; replies are matched on sequence number and a
 //! per-process payload token (and identifier on raw sockets; ping sockets rewrite it).
 //! The caller bounds the wait with the check's deadline.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -74,17 +77,59 @@ fn strip_ipv4_header(buf: &[u8]) -> &[u8] {
     }
 }
 
+/// The kind of ICMP socket this process can open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IcmpSocket {
+    /// Unprivileged ping socket (`SOCK_DGRAM`).
+    Ping,
+    /// Raw socket (root or `CAP_NET_RAW`).
+    Raw,
+}
+
+/// What the first successful open found, per family (IPv4, IPv6), so a ping socket that the
+/// system refuses is not tried again on every check.
+static KIND: [OnceLock<IcmpSocket>; 2] = [OnceLock::new(), OnceLock::new()];
+
+/// True when a failed ping-socket `socket()` will fail the same way next time (not allowed by
+/// `ping_group_range`, not supported), rather than for want of descriptors or memory.
+fn refused_for_good(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    !matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)
+    )
+}
+
 fn open(v6: bool) -> Result<(Socket, bool), String> {
     let (domain, proto) = if v6 {
         (Domain::IPV6, Protocol::ICMPV6)
     } else {
         (Domain::IPV4, Protocol::ICMPV4)
     };
+    let fail = |e: std::io::Error| format!("ping: cannot open ICMP socket: {e}");
+    let raw = || Socket::new(domain, Type::RAW, Some(proto)).map(|s| (s, true));
+    let known = &KIND[usize::from(v6)];
+    match known.get() {
+        Some(IcmpSocket::Raw) => return raw().map_err(fail),
+        Some(IcmpSocket::Ping) => {
+            return Socket::new(domain, Type::DGRAM, Some(proto))
+                .map(|s| (s, false))
+                .map_err(fail);
+        }
+        None => {}
+    }
     match Socket::new(domain, Type::DGRAM, Some(proto)) {
-        Ok(s) => Ok((s, false)),
-        Err(_) => Socket::new(domain, Type::RAW, Some(proto))
-            .map(|s| (s, true))
-            .map_err(|e| format!("ping: cannot open ICMP socket: {e}")),
+        Ok(s) => {
+            let _ = known.set(IcmpSocket::Ping);
+            Ok((s, false))
+        }
+        Err(dgram) => {
+            let opened = raw().map_err(fail)?;
+            if refused_for_good(&dgram) {
+                let _ = known.set(IcmpSocket::Raw);
+            }
+            Ok(opened)
+        }
     }
 }
 
@@ -170,6 +215,30 @@ mod tests {
         let mut r6 = echo_request(true, 7, 9, payload);
         r6[0] = 129;
         assert!(is_reply(true, &r6, Some(7), 9, payload));
+    }
+
+    #[test]
+    fn only_a_lasting_refusal_is_remembered() {
+        use nix::errno::Errno;
+        let e = |n: Errno| std::io::Error::from_raw_os_error(n as i32);
+        assert!(refused_for_good(&e(Errno::EACCES)));
+        assert!(refused_for_good(&e(Errno::EPROTONOSUPPORT)));
+        assert!(!refused_for_good(&e(Errno::EMFILE)));
+        assert!(!refused_for_good(&e(Errno::ENOBUFS)));
+    }
+
+    #[test]
+    fn the_working_socket_kind_is_remembered() {
+        // Root (tests run as root) can always open one of the two; after that it is known.
+        let (_, raw) = open(false).unwrap();
+        let want = if raw {
+            IcmpSocket::Raw
+        } else {
+            IcmpSocket::Ping
+        };
+        assert_eq!(KIND[0].get(), Some(&want));
+        let (_, again) = open(false).unwrap();
+        assert_eq!(again, raw);
     }
 
     #[test]

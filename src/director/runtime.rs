@@ -6,7 +6,8 @@
 //! ldirectord `ld_start`), program the desired table, then start the checks. Each check
 //! result feeds that real's rise/fall state; a transition recomputes the desired services
 //! (down → weight 0 when quiescent, else removed; all down → fallback in) and reconciles.
-//! Stop: cancel the checks, then remove the services this director owns (`cleanstop`).
+//! Stop: cancel the checks, then remove the services of the virtuals with `cleanstop = yes`
+//! (each virtual's own setting); the others stay programmed as they are.
 //!
 //! The decisions are [`super::health`]'s pure functions; this module is the task around them.
 
@@ -68,14 +69,6 @@ pub enum DirectorError {
     /// The dataplane failed.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
-    /// A check cannot be built (unsupported service, bad receive pattern, …).
-    #[error("virtual {virtual_service}: {reason}")]
-    Check {
-        /// The virtual service.
-        virtual_service: String,
-        /// What is wrong and how to fix it.
-        reason: String,
-    },
     /// The HTTP client could not be created.
     #[error("cannot create the health checker: {0}")]
     Checker(String),
@@ -94,12 +87,16 @@ pub struct RealReport {
     pub weight: Option<u32>,
     /// Seconds since the last state change.
     pub since_change_s: f64,
-    /// Outcome of the last check, e.g. "HTTP 200" or "connect refused".
-    pub last_result: Option<String>,
     /// Seconds since the last check finished.
     pub last_check_s: Option<f64>,
-    /// Why it is in its state.
+    /// Outcome of the last check, e.g. "HTTP 200" or "connect refused": why it is in its state.
     pub reason: Option<String>,
+    /// The virtual service's `servicename`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// The virtual service's `comment`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// What the director task reads and writes, shared with status queries.
@@ -108,11 +105,20 @@ struct VirtualState {
     configured: VirtualService,
     policy: ServicePolicy,
     health: HashMap<SocketAddr, RealHealth>,
-    last: HashMap<SocketAddr, (String, Instant)>,
     fallback: FallbackState,
 }
 
 impl VirtualState {
+    fn new(v: &VirtualConfig, health: HashMap<SocketAddr, RealHealth>) -> VirtualState {
+        VirtualState {
+            configured: v.configured_service(),
+            policy: v.policy(),
+            health,
+            fallback: FallbackState::default(),
+            config: v.clone(),
+        }
+    }
+
     fn desired(&self) -> VirtualService {
         health::desired_service(
             &self.configured,
@@ -152,63 +158,55 @@ fn key_text(key: &ServiceKey) -> String {
     }
 }
 
-/// The check a virtual's config asks for, for one real.
-fn check_spec(
-    v: &VirtualConfig,
-    real: &config::RealConfig,
-) -> Result<checks::CheckSpec, DirectorError> {
+/// The check a virtual's config asks for, for one real. Infallible: the `receive` regex was
+/// compiled, counts were checked (≥ 1) and negotiate checks of services hbd cannot negotiate
+/// were refused when the configuration was read ([`config`]).
+fn check_spec(v: &VirtualConfig, real: &config::RealConfig) -> checks::CheckSpec {
     let c = &v.check;
-    let err = |reason: String| DirectorError::Check {
-        virtual_service: key_text(&v.key),
-        reason,
+    let negotiate = || match &c.service {
+        Service::Http | Service::Https => checks::CheckKind::Http(HttpCheck {
+            https: c.service == Service::Https,
+            method: c.http_method,
+            request: real
+                .request
+                .clone()
+                .or_else(|| c.request.clone())
+                .unwrap_or_else(|| "/".to_string()),
+            receive: real.receive.as_ref().or(c.receive.as_ref()).cloned(),
+            virtual_host: c.virtual_host.clone(),
+            status: c.status_code.map_or(HttpStatus::Any2xx, HttpStatus::Code),
+        }),
+        // `none` only connects; an unsupported service never gets here from a parsed
+        // configuration (refused there), and a hand-built one is checked by connecting.
+        Service::None | Service::Unsupported(_) => checks::CheckKind::Connect,
     };
-    let negotiate = || -> Result<checks::CheckKind, DirectorError> {
-        match &c.service {
-            Service::None => Ok(checks::CheckKind::Connect),
-            Service::Http | Service::Https => {
-                let receive = match real.receive.as_ref().or(c.receive.as_ref()) {
-                    Some(r) => Some(regex::Regex::new(r.as_str()).map_err(|e| err(e.to_string()))?),
-                    None => None,
-                };
-                Ok(checks::CheckKind::Http(HttpCheck {
-                    https: c.service == Service::Https,
-                    method: match c.http_method {
-                        config::HttpMethod::Get => checks::HttpMethod::Get,
-                        config::HttpMethod::Head => checks::HttpMethod::Head,
-                    },
-                    request: real
-                        .request
-                        .clone()
-                        .or_else(|| c.request.clone())
-                        .unwrap_or_else(|| "/".to_string()),
-                    receive,
-                    virtual_host: c.virtual_host.clone(),
-                    status: c.status_code.map_or(HttpStatus::Any2xx, HttpStatus::Code),
-                }))
-            }
-            Service::Unsupported(name) => Err(err(format!(
-                "negotiate checks for service {name} are not supported by hbd yet; \
-                 use checktype=connect, or checktype=external with a script"
-            ))),
-        }
+    let ping = checks::CheckKind::Ping {
+        count: c.ping_count,
     };
     let kind = match &c.kind {
+        // ldirectord checks UDP services by ping when asked to connect.
+        config::CheckKind::Connect if v.protocol == config::Protocol::Udp => ping,
         config::CheckKind::Connect => checks::CheckKind::Connect,
-        config::CheckKind::Negotiate | config::CheckKind::Combined(_) => negotiate()?,
+        config::CheckKind::Negotiate | config::CheckKind::Combined(_) => negotiate(),
         config::CheckKind::External { command } => checks::CheckKind::External {
             command: command.into(),
         },
-        config::CheckKind::Ping => checks::CheckKind::Ping,
+        config::CheckKind::Ping => ping,
         config::CheckKind::On => checks::CheckKind::On,
         config::CheckKind::Off => checks::CheckKind::Off,
     };
-    Ok(checks::CheckSpec {
+    let timeout = match kind {
+        // `checkcount` echos, each with the whole `checktimeout`: the timeouts add up.
+        checks::CheckKind::Ping { count } => c.timeout().saturating_mul(count.max(1)),
+        _ => c.timeout(),
+    };
+    checks::CheckSpec {
         kind,
-        timeout: c.timeout(),
+        timeout,
         interval: c.interval,
-        rise: c.rise.max(1),
-        fall: c.fall.max(1),
-    })
+        rise: c.rise,
+        fall: c.fall,
+    }
 }
 
 /// Starts the director for `config` on `backend`. `also_owned` names services a previous
@@ -234,7 +232,7 @@ pub async fn start(
     for (vi, v) in config.virtuals.iter().enumerate() {
         let mut health = HashMap::new();
         for real in &v.reals {
-            let spec = check_spec(v, real)?;
+            let spec = check_spec(v, real);
             let initial = match spec.kind {
                 checks::CheckKind::On => Health::Up,
                 checks::CheckKind::Off => Health::Down,
@@ -258,14 +256,7 @@ pub async fn start(
             owners.insert(id, (vi, real.addr));
             checks_to_add.push((id, target, spec));
         }
-        states.push(VirtualState {
-            configured: v.configured_service(),
-            policy: v.policy(),
-            health,
-            last: HashMap::new(),
-            fallback: FallbackState::default(),
-            config: v.clone(),
-        });
+        states.push(VirtualState::new(v, health));
     }
     let owned: HashSet<ServiceKey> = states.iter().map(|s| s.configured.key).collect();
     let desired: Vec<VirtualService> = states.iter().map(VirtualState::desired).collect();
@@ -300,7 +291,7 @@ pub async fn start(
     }
     let shared: Shared = Arc::new(Mutex::new(states));
     let (stop, stop_rx) = watch::channel(Stop::Running);
-    let cleanstop = config.virtuals.iter().all(|v| v.cleanstop);
+    let cleanstop = cleanstop_keys(config);
     let keys = owned.clone();
     let task = tokio::spawn(run(
         shared.clone(),
@@ -340,7 +331,7 @@ async fn run(
     owners: HashMap<TargetId, (usize, SocketAddr)>,
     owned: HashSet<ServiceKey>,
     mut stop: watch::Receiver<Stop>,
-    cleanstop: bool,
+    cleanstop: HashSet<ServiceKey>,
     maintenance_dir: Option<std::path::PathBuf>,
 ) {
     loop {
@@ -356,6 +347,17 @@ async fn run(
         while let Ok(r) = rx.try_recv() {
             batch.push(r);
         }
+        // The maintenance directory is read once per batch, off the runtime's threads and
+        // before the lock is taken: a batch may hold thousands of results.
+        let maintenance = match &maintenance_dir {
+            Some(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || maintenance_names(&dir))
+                    .await
+                    .unwrap_or_default()
+            }
+            None => HashSet::new(),
+        };
         let mut changed = false;
         {
             let mut states = shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -364,7 +366,10 @@ async fn run(
                     continue;
                 };
                 let s = &mut states[*vi];
-                let result = match maintenance_file(maintenance_dir.as_deref(), addr) {
+                let in_maintenance = maintenance_dir
+                    .as_deref()
+                    .and_then(|dir| maintenance_file(dir, &maintenance, addr));
+                let result = match in_maintenance {
                     Some(file) => checks::CheckResult {
                         ok: false,
                         reason: format!("in maintenance ({})", file.display()),
@@ -372,7 +377,6 @@ async fn run(
                     },
                     None => result,
                 };
-                s.last.insert(*addr, (result.reason.clone(), at));
                 let Some(h) = s.health.get_mut(addr) else {
                     continue;
                 };
@@ -417,29 +421,85 @@ async fn run(
     let how = *stop.borrow();
     if how == Stop::Keep {
         tracing::info!("director replaced: services kept for the new configuration");
-    } else if cleanstop {
-        match backend.reconcile(&[], &owned).await {
-            Ok(r) => tracing::info!(
-                changes = r.changes.len(),
-                "director stopped: services removed"
-            ),
-            Err(e) => tracing::error!(error = %e, "director stopped: removing services failed"),
-        }
     } else {
-        tracing::info!("director stopped: services left in place (cleanstop = no)");
+        let kept = owned.difference(&cleanstop).count();
+        if !cleanstop.is_empty() {
+            match backend.reconcile(&[], &cleanstop).await {
+                Ok(r) => tracing::info!(
+                    changes = r.changes.len(),
+                    "director stopped: services removed"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "director stopped: removing services failed")
+                }
+            }
+        }
+        if kept > 0 {
+            tracing::info!(
+                services = kept,
+                "director stopped: services with cleanstop = no left in place"
+            );
+        }
     }
 }
 
-/// ldirectord `maintenancedir`: a file named `IP:PORT` or `IP` there forces the real down.
+/// The services removed when the director stops: those of virtuals with `cleanstop = yes`.
+fn cleanstop_keys(config: &DirectorConfig) -> HashSet<ServiceKey> {
+    config
+        .virtuals
+        .iter()
+        .filter(|v| v.cleanstop)
+        .map(|v| v.key)
+        .collect()
+}
+
+/// The names in the `maintenancedir` now (empty when it cannot be read).
+fn maintenance_names(dir: &std::path::Path) -> HashSet<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// ldirectord `maintenancedir`: a file named `IP:PORT` or `IP` there (`names`, read by
+/// [`maintenance_names`]) forces the real down; returns that file's path.
 fn maintenance_file(
-    dir: Option<&std::path::Path>,
+    dir: &std::path::Path,
+    names: &HashSet<String>,
     addr: &SocketAddr,
 ) -> Option<std::path::PathBuf> {
-    let dir = dir?;
     [addr.to_string(), addr.ip().to_string()]
         .into_iter()
+        .find(|name| names.contains(name))
         .map(|name| dir.join(name))
-        .find(|p| p.exists())
+}
+
+/// Every real server's state at `now`.
+fn reports(states: &[VirtualState], now: Instant) -> Vec<RealReport> {
+    let mut out = Vec::new();
+    for s in states {
+        let desired = s.desired();
+        for real in &s.configured.reals {
+            let h = &s.health[&real.addr];
+            out.push(RealReport {
+                virtual_service: key_text(&s.configured.key),
+                real: real.addr.to_string(),
+                state: h.state().to_string(),
+                weight: desired.real(&real.addr).map(|r| r.weight),
+                since_change_s: now.saturating_duration_since(h.since()).as_secs_f64(),
+                last_check_s: h
+                    .last_check()
+                    .map(|at| now.saturating_duration_since(at).as_secs_f64()),
+                reason: h.last_reason().map(str::to_string),
+                service_name: s.config.service_name.clone(),
+                comment: s.config.comment.clone(),
+            });
+        }
+    }
+    out
 }
 
 fn run_fallback_command(v: &VirtualConfig, event: FallbackEvent) {
@@ -476,31 +536,12 @@ fn run_fallback_command(v: &VirtualConfig, event: FallbackEvent) {
 impl DirectorHandle {
     /// Every real server's state.
     pub fn report(&self) -> Vec<RealReport> {
-        let now = Instant::now();
         let states = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = Vec::new();
-        for s in states.iter() {
-            let desired = s.desired();
-            for real in &s.configured.reals {
-                let h = &s.health[&real.addr];
-                let last = s.last.get(&real.addr);
-                out.push(RealReport {
-                    virtual_service: key_text(&s.configured.key),
-                    real: real.addr.to_string(),
-                    state: h.state().to_string(),
-                    weight: desired.real(&real.addr).map(|r| r.weight),
-                    since_change_s: now.saturating_duration_since(h.since()).as_secs_f64(),
-                    last_result: last.map(|(r, _)| r.clone()),
-                    last_check_s: last
-                        .map(|(_, at)| now.saturating_duration_since(*at).as_secs_f64()),
-                    reason: h.last_reason().map(str::to_string),
-                });
-            }
-        }
-        out
+        reports(&states, Instant::now())
     }
 
-    /// Stops the checks and, with `cleanstop`, removes the services; waits until done.
+    /// Stops the checks and removes the services of virtuals with `cleanstop = yes`; waits
+    /// until done.
     pub async fn stop(self) {
         let _ = self.stop.send(Stop::Release);
         let _ = self.task.await;
@@ -512,5 +553,167 @@ impl DirectorHandle {
         let _ = self.stop.send(Stop::Keep);
         let _ = self.task.await;
         self.keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn maintenance_files_name_a_real_or_its_address() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "192.0.2.21:80",
+            "192.0.2.22",
+            "[2001:db8::1]:80",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let names = maintenance_names(dir.path());
+        assert_eq!(names.len(), 4);
+        let file = |a: &str| maintenance_file(dir.path(), &names, &a.parse().unwrap());
+        assert_eq!(
+            file("192.0.2.21:80"),
+            Some(dir.path().join("192.0.2.21:80"))
+        );
+        assert_eq!(file("192.0.2.21:8080"), None, "another port of the same IP");
+        assert_eq!(file("192.0.2.22:8080"), Some(dir.path().join("192.0.2.22")));
+        assert_eq!(
+            file("[2001:db8::1]:80"),
+            Some(dir.path().join("[2001:db8::1]:80"))
+        );
+        assert_eq!(file("192.0.2.23:80"), None);
+        // Removing the file ends the maintenance at the next read.
+        std::fs::remove_file(dir.path().join("192.0.2.22")).unwrap();
+        let names = maintenance_names(dir.path());
+        assert_eq!(
+            maintenance_file(dir.path(), &names, &"192.0.2.22:80".parse().unwrap()),
+            None
+        );
+    }
+
+    fn parse(text: &str) -> DirectorConfig {
+        config::parse_ldirectord_str(text, Path::new("ld.cf"), &config::ServiceNames::builtin())
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn http_checks_carry_the_configured_receive_with_per_real_overrides() {
+        let cfg = parse(
+            "virtual = 192.0.2.10:80\n\treal = 192.0.2.21:80 gate\n\treal = 192.0.2.22:80 gate 1 \"/h\", \"UP\"\n\tservice = http\n\treceive = \"OK\"\n",
+        );
+        let v = &cfg.virtuals[0];
+        let receive = |i: usize| match check_spec(v, &v.reals[i]).kind {
+            checks::CheckKind::Http(h) => h.receive,
+            k => panic!("{k:?}"),
+        };
+        assert_eq!(receive(0), v.check.receive);
+        assert_eq!(receive(0).unwrap().as_str(), "OK");
+        assert_eq!(receive(1), v.reals[1].receive);
+        assert_eq!(receive(1).unwrap().as_str(), "UP");
+        assert!(receive(1).unwrap().is_match("status: UP"));
+    }
+
+    #[test]
+    fn check_specs_take_the_parsed_method_and_counts_and_never_fail() {
+        let mut cfg = parse(
+            "virtual = 192.0.2.10:80\n\treal = 192.0.2.21:80 gate\n\tservice = http\n\thttpmethod = HEAD\n\tfailurecount = 3\n\trisecount = 2\n",
+        );
+        let v = &mut cfg.virtuals[0];
+        let spec = check_spec(v, &v.reals[0]);
+        assert_eq!((spec.rise, spec.fall), (2, 3));
+        match spec.kind {
+            checks::CheckKind::Http(h) => assert_eq!(h.method, checks::HttpMethod::Head),
+            k => panic!("{k:?}"),
+        }
+        // The parser refuses this; a hand-built configuration gets a connect check.
+        v.check.service = Service::Unsupported("ftp".into());
+        assert_eq!(check_spec(v, &v.reals[0]).kind, checks::CheckKind::Connect);
+    }
+
+    #[test]
+    fn checkcount_sets_the_echo_attempts_and_udp_connect_pings() {
+        let cfg = parse(
+            "checktimeout = 2\ncheckcount = 3\n\
+             virtual = 192.0.2.10:80\n\treal = 192.0.2.21:80 gate\n\tchecktype = ping\n\
+             virtual = 192.0.2.10:53\n\treal = 192.0.2.21:53 gate\n\tchecktype = connect\n\tcheckcount = 1\n\
+             virtual = 192.0.2.10:25\n\treal = 192.0.2.21:25 gate\n\tchecktype = connect\n\tprotocol = tcp\n",
+        );
+        let spec = |i: usize| check_spec(&cfg.virtuals[i], &cfg.virtuals[i].reals[0]);
+        let ping = spec(0);
+        assert_eq!(ping.kind, checks::CheckKind::Ping { count: 3 });
+        assert_eq!(ping.timeout, Duration::from_secs(6), "the timeouts add up");
+        // Port 53 is UDP: connect means ping there, as in ldirectord.
+        assert_eq!(cfg.virtuals[1].protocol, config::Protocol::Udp);
+        let udp = spec(1);
+        assert_eq!(udp.kind, checks::CheckKind::Ping { count: 1 });
+        assert_eq!(udp.timeout, Duration::from_secs(2));
+        assert_eq!(spec(2).kind, checks::CheckKind::Connect);
+    }
+
+    #[test]
+    fn cleanstop_is_per_virtual() {
+        let cfg = parse(
+            "cleanstop = no\n\
+             virtual = 192.0.2.10:80\n\treal = 192.0.2.21:80 gate\n\
+             virtual = 192.0.2.11:80\n\treal = 192.0.2.21:80 gate\n\tcleanstop = yes\n",
+        );
+        assert_eq!(
+            cleanstop_keys(&cfg),
+            HashSet::from([ServiceKey::Tcp("192.0.2.11:80".parse().unwrap())])
+        );
+        let all = parse("virtual = 192.0.2.10:80\n\treal = 192.0.2.21:80 gate\n");
+        assert_eq!(cleanstop_keys(&all).len(), 1, "cleanstop defaults to yes");
+    }
+
+    #[test]
+    fn reports_carry_servicename_comment_and_the_last_result() {
+        let cfg = parse(
+            "virtual = 192.0.2.10:80\n\treal = 192.0.2.21:80 gate\n\tservicename = web\n\tcomment = \"front page\"\n\
+             virtual = 192.0.2.11:80\n\treal = 192.0.2.22:80 gate\n",
+        );
+        let t0 = Instant::now();
+        let mut states: Vec<VirtualState> = cfg
+            .virtuals
+            .iter()
+            .map(|v| {
+                let health = v
+                    .reals
+                    .iter()
+                    .map(|r| (r.addr, RealHealth::new(Health::Down, 1, 1, t0)))
+                    .collect();
+                VirtualState::new(v, health)
+            })
+            .collect();
+        let ok = checks::CheckResult {
+            ok: true,
+            reason: "HTTP 200".into(),
+            took: Duration::ZERO,
+        };
+        let addr: SocketAddr = "192.0.2.21:80".parse().unwrap();
+        states[0].health.get_mut(&addr).unwrap().observe(&ok, t0);
+        let r = reports(&states, t0 + Duration::from_secs(2));
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].service_name.as_deref(), Some("web"));
+        assert_eq!(r[0].comment.as_deref(), Some("front page"));
+        assert_eq!(r[0].reason.as_deref(), Some("HTTP 200"));
+        assert_eq!((r[0].state.as_str(), r[0].weight), ("up", Some(1)));
+        assert_eq!(r[0].last_check_s, Some(2.0));
+        assert_eq!(
+            (r[1].service_name.as_deref(), r[1].reason.as_deref()),
+            (None, None)
+        );
+        let json = serde_json::to_value(&r[1]).unwrap();
+        assert!(json.get("service_name").is_none(), "{json}");
+        assert_eq!(json["reason"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn an_unreadable_maintenance_dir_puts_nothing_in_maintenance() {
+        assert!(maintenance_names(Path::new("/nonexistent/hbd-maintenance")).is_empty());
     }
 }

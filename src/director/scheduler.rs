@@ -58,7 +58,10 @@ impl CheckKey {
             CheckKind::External { .. } => target.vip,
             _ => CheckVip::Fwmark(0),
         };
-        if matches!(spec.kind, CheckKind::Ping | CheckKind::On | CheckKind::Off) {
+        if matches!(
+            spec.kind,
+            CheckKind::Ping { .. } | CheckKind::On | CheckKind::Off
+        ) {
             real.set_port(0);
         }
         CheckKey {
@@ -107,8 +110,12 @@ pub struct SchedulerStats {
     pub max_lateness: Duration,
 }
 
+/// Who receives one check's results. Copy-on-write: `add`/`remove` (rare) build a new list,
+/// each result (thousands per second) takes a reference to the current one, no copy.
+type Subscribers = Arc<Mutex<Arc<[TargetId]>>>;
+
 struct SharedCheck {
-    subscribers: Arc<Mutex<Vec<TargetId>>>,
+    subscribers: Subscribers,
     task: AbortHandle,
 }
 
@@ -143,14 +150,11 @@ impl<P: Probe> CheckScheduler<P> {
         let key = CheckKey::new(&spec, &target);
         self.by_id.insert(id, key.clone());
         if let Some(shared) = self.checks.get(&key) {
-            shared
-                .subscribers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(id);
+            let mut subs = shared.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+            *subs = subs.iter().copied().chain([id]).collect();
             return false;
         }
-        let subscribers = Arc::new(Mutex::new(vec![id]));
+        let subscribers: Subscribers = Arc::new(Mutex::new(Arc::from([id])));
         let first = Instant::now() + key.jitter();
         let task = tokio::spawn(run(
             self.probe.clone(),
@@ -175,7 +179,7 @@ impl<P: Probe> CheckScheduler<P> {
         let empty = match self.checks.get(&key) {
             Some(shared) => {
                 let mut subs = shared.subscribers.lock().unwrap_or_else(|e| e.into_inner());
-                subs.retain(|s| *s != id);
+                *subs = subs.iter().copied().filter(|s| *s != id).collect();
                 subs.is_empty()
             }
             None => false,
@@ -227,7 +231,7 @@ async fn run<P: Probe>(
     probe: Arc<P>,
     limit: Arc<Semaphore>,
     tx: mpsc::Sender<CheckReport>,
-    subscribers: Arc<Mutex<Vec<TargetId>>>,
+    subscribers: Subscribers,
     counters: Arc<Counters>,
     spec: CheckSpec,
     target: CheckTarget,
@@ -249,11 +253,8 @@ async fn run<P: Probe>(
         drop(permit);
         let done = Instant::now();
         counters.checks.fetch_add(1, Ordering::Relaxed);
-        let subs = subscribers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for id in subs {
+        let subs = Arc::clone(&subscribers.lock().unwrap_or_else(|e| e.into_inner()));
+        for &id in subs.iter() {
             if tx.send((id, result.clone(), done)).await.is_err() {
                 return;
             }
@@ -468,7 +469,7 @@ mod tests {
         );
         // Ping ignores ports; rise/fall do not matter.
         let ping = CheckSpec {
-            kind: CheckKind::Ping,
+            kind: CheckKind::Ping { count: 1 },
             rise: 3,
             ..spec(1000)
         };
@@ -476,7 +477,7 @@ mod tests {
             CheckKey::new(&ping, &target(1)),
             CheckKey::new(
                 &CheckSpec {
-                    kind: CheckKind::Ping,
+                    kind: CheckKind::Ping { count: 1 },
                     ..spec(1000)
                 },
                 &target(2)

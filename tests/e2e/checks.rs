@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use hbd::director::Receive;
 use hbd::director::checks::{
     CheckKind, CheckResult, CheckSession, CheckSpec, CheckTarget, CheckVip, Checker, HttpCheck,
     HttpMethod, HttpStatus,
 };
 use hbd::director::scheduler::{CheckScheduler, TargetId};
-use regex::Regex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -51,7 +51,7 @@ fn http(request: &str, receive: Option<&str>) -> HttpCheck {
         https: false,
         method: HttpMethod::Get,
         request: request.into(),
-        receive: receive.map(|r| Regex::new(r).unwrap()),
+        receive: receive.map(|r| Receive::new(r).unwrap()),
         virtual_host: None,
         status: HttpStatus::Any2xx,
     }
@@ -598,14 +598,14 @@ async fn external_check_contract_and_deadline_kill() {
 async fn ping_loopback() {
     require_root();
     let r = check(
-        CheckKind::Ping,
+        CheckKind::Ping { count: 1 },
         "127.0.0.1:0".parse().unwrap(),
         Duration::from_secs(2),
     )
     .await;
     assert_eq!((r.ok, r.reason.as_str()), (true, "echo reply"), "{r:?}");
     let r = check(
-        CheckKind::Ping,
+        CheckKind::Ping { count: 1 },
         "[::1]:0".parse().unwrap(),
         Duration::from_secs(2),
     )
@@ -618,7 +618,7 @@ fn ping_a_namespace_host_and_an_absent_one() {
     let (a, _b) = pair("chk", "198.51.100.1/24", "198.51.100.2/24");
     let (up, absent) = a.run(|| async {
         let c = Checker::new().unwrap();
-        let s = spec(CheckKind::Ping, Duration::from_millis(1000));
+        let s = spec(CheckKind::Ping { count: 1 }, Duration::from_millis(1000));
         let up = c
             .run_check(&s, &target("198.51.100.2:80".parse().unwrap()))
             .await;
@@ -627,6 +627,33 @@ fn ping_a_namespace_host_and_an_absent_one() {
             .await;
         (up, absent)
     });
+    // checkcount = 3: three echos of 300 ms each; a host that answers is up at the first.
+    let (up3, absent3) = a.run(|| async {
+        let c = Checker::new().unwrap();
+        let s = spec(CheckKind::Ping { count: 3 }, Duration::from_millis(900));
+        let up = c
+            .run_check(&s, &target("198.51.100.2:80".parse().unwrap()))
+            .await;
+        // Another absent host: .3's neighbour entry may have failed by now.
+        let absent = c
+            .run_check(&s, &target("198.51.100.4:80".parse().unwrap()))
+            .await;
+        (up, absent)
+    });
+    assert_eq!(
+        (up3.ok, up3.reason.as_str()),
+        (true, "echo reply"),
+        "{up3:?}"
+    );
+    assert!(up3.took < Duration::from_millis(300), "{up3:?}");
+    assert_eq!(
+        (absent3.ok, absent3.reason.as_str()),
+        (false, "timeout after 300ms (3 attempts)")
+    );
+    assert!(
+        absent3.took >= Duration::from_millis(900) && absent3.took < Duration::from_millis(1200),
+        "{absent3:?}"
+    );
     assert_eq!((up.ok, up.reason.as_str()), (true, "echo reply"), "{up:?}");
     assert_eq!(
         (absent.ok, absent.reason.as_str()),
