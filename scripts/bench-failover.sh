@@ -276,6 +276,9 @@ run_idle() {
     bash scripts/lab.sh napi
     sleep 2
     measure_idle "veth receive in threaded NAPI (lab.sh napi: each side pays for its own stack, as on two machines):"
+    # Back to the default: NAPI threads are ordinary SCHED_OTHER threads, so under (f)'s
+    # load they would delay every frame, which is a harsher lab than the one (f) measures.
+    bash scripts/lab.sh napi off
   else
     log "   (no ethtool: the threaded-NAPI measurement is skipped)"
   fi

@@ -3,7 +3,7 @@
 #
 #   scripts/lab.sh up|down|status
 #   scripts/lab.sh ha-dir DIR 'HARESOURCES LINE' 'AUTHKEY'   (e.g. 'sha1 secret')
-#   scripts/lab.sh napi      (needs ethtool)
+#   scripts/lab.sh napi [on|off]      (needs ethtool; default on)
 #
 # `ha-dir` writes the pair's unchanged-heartbeat-syntax configuration for this lab into DIR:
 # ha.cf (dir1 and dir2 over ucast on eth0, keepalive 10ms, deadtime 30ms, warntime 20ms,
@@ -24,7 +24,7 @@
 # forwarding on, /sys/class/net/DEV/threaded = 1). By default a veth delivers a frame in the
 # sender's system call: the bridge and the receiver's whole IP/UDP stack are billed to the
 # sending process, which two real machines would never do. The failover benchmark measures
-# idle CPU both ways.
+# idle CPU both ways. `napi off` restores the default.
 #
 # Each host's interface is eth0. `down` kills only the PIDs it recorded and deletes every
 # hbdlab-* namespace it created; a failed `up` runs it before exiting, so the next `up` can
@@ -166,22 +166,30 @@ CF
 napi() {
     [ "$(id -u)" = 0 ] || die "must run as root"
     command -v ethtool >/dev/null || die "napi needs ethtool (apt-get install ethtool)"
-    local ns dev
+    local mode=${1:-on} ns dev
+    case $mode in on | off) ;; *) die "napi takes on or off, not '$mode'" ;; esac
     for ns in $(ip netns list | awk '{print $1}' | grep '^hbdlab-'); do
         for dev in $(ip -n "$ns" -o link show type veth | awk -F': ' '{print $2}' | cut -d@ -f1); do
-            ip netns exec "$ns" ethtool -K "$dev" gro on rx-udp-gro-forwarding on >/dev/null \
+            # NAPI exists only while GRO is on: threads go after `gro on`, before `gro off`.
+            if [ "$mode" = off ]; then
+                ip netns exec "$ns" sh -c "echo 0 > /sys/class/net/$dev/threaded" \
+                    || die "threaded NAPI off on $dev in $ns failed"
+            fi
+            ip netns exec "$ns" ethtool -K "$dev" gro "$mode" rx-udp-gro-forwarding "$mode" >/dev/null \
                 || die "ethtool -K $dev in $ns failed"
-            ip netns exec "$ns" sh -c "echo 1 > /sys/class/net/$dev/threaded" \
-                || die "threaded NAPI on $dev in $ns failed"
+            if [ "$mode" = on ]; then
+                ip netns exec "$ns" sh -c "echo 1 > /sys/class/net/$dev/threaded" \
+                    || die "threaded NAPI on $dev in $ns failed"
+            fi
         done
     done
 }
 
 case "${1:-}" in
 up) up ;;
-napi) napi ;;
+napi) napi "${2:-on}" ;;
 down) down ;;
 status) status ;;
 ha-dir) shift; ha_dir "$@" ;;
-*) echo "usage: $0 up|down|status|napi|ha-dir DIR HARESOURCES AUTHKEY" >&2; exit 2 ;;
+*) echo "usage: $0 up|down|status|napi [on|off]|ha-dir DIR HARESOURCES AUTHKEY" >&2; exit 2 ;;
 esac
