@@ -250,8 +250,10 @@ async fn request_while_unstable_is_queued_and_shown() {
     lab.shutdown().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn failed_start_lets_the_peer_take_the_group() {
+/// The pair p/b with one group preferring p, whose start fails on p; with `stuck_rollback`
+/// the rollback of that start cannot stop what it started. (Not `Lab::boot`, which asserts
+/// that p started the group.)
+fn pair_whose_start_fails_on_p(stuck_rollback: bool) -> (MemoryNet, Trace, SimNode, SimNode) {
     let net = MemoryNet::new();
     let trace = Trace::default();
     let mut cfg = config(&["p", "b"], 1, fast_timing(), keys("s3cret"));
@@ -259,9 +261,16 @@ async fn failed_start_lets_the_peer_take_the_group() {
     cfg.groups = vec![group("p", "vip1")];
     let rp = FakeRunner::new("p", &trace, 1);
     rp.fail_start.store(true, Ordering::SeqCst);
+    rp.stuck_rollback.store(stuck_rollback, Ordering::SeqCst);
     let rb = FakeRunner::new("b", &trace, 1);
     let p = SimNode::start_with(&net, "p", &cfg, 1, rp);
     let b = SimNode::start_with(&net, "b", &cfg, 1, rb);
+    (net, trace, p, b)
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_start_lets_the_peer_take_the_group() {
+    let (net, _trace, p, b) = pair_whose_start_fails_on_p(false);
     tokio::time::sleep(ms(200)).await;
     assert_eq!(p.status().await.groups[0].state, "failed");
     assert_eq!(b.status().await.groups[0].state, "running");
@@ -320,17 +329,7 @@ async fn an_ownership_change_is_answered_by_one_fresh_status() {
 
 #[tokio::test(start_paused = true)]
 async fn stuck_rollback_holds_the_group_and_the_peer_never_starts_it() {
-    let net = MemoryNet::new();
-    let trace = Trace::default();
-    let mut cfg = config(&["p", "b"], 1, fast_timing(), keys("s3cret"));
-    cfg.auto_failback = AutoFailback::On;
-    cfg.groups = vec![group("p", "vip1")];
-    let rp = FakeRunner::new("p", &trace, 1);
-    rp.fail_start.store(true, Ordering::SeqCst);
-    rp.stuck_rollback.store(true, Ordering::SeqCst);
-    let rb = FakeRunner::new("b", &trace, 1);
-    let p = SimNode::start_with(&net, "p", &cfg, 1, rp);
-    let b = SimNode::start_with(&net, "b", &cfg, 1, rb);
+    let (net, trace, p, b) = pair_whose_start_fails_on_p(true);
     tokio::time::sleep(ms(500)).await;
     assert!(
         trace.last("p", 0, "start_fail").is_some(),
