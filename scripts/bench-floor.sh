@@ -33,9 +33,9 @@ if [ ! -x "$FLOOR" ] || [ ! -x "$BIN/hbd-labweb" ]; then
 fi
 lab_on_exit
 
-measure() { # label
+measure() { # label [lead role]
   local lead follow
-  ip netns exec hbdlab-dir1 "$FLOOR" lead 192.0.2.11:7694 192.0.2.12:7694 &
+  ip netns exec hbdlab-dir1 "$FLOOR" "${2:-lead}" 192.0.2.11:7694 192.0.2.12:7694 &
   lead=$!; lab_track "$lead"
   ip netns exec hbdlab-dir2 "$FLOOR" follow 192.0.2.12:7694 192.0.2.11:7694 &
   follow=$!; lab_track "$follow"
@@ -54,5 +54,8 @@ for mode in default napi; do
     command -v ethtool >/dev/null || { echo "(no ethtool: the threaded-NAPI runs are skipped)"; break; }
     bash scripts/lab.sh napi
   fi
-  for r in $(seq 1 "$RUNS"); do measure "$mode veths, run $r"; done
+  for r in $(seq 1 "$RUNS"); do
+    measure "$mode veths, run $r"
+    measure "$mode veths, lazy pace setter, run $r" lazy
+  done
 done

@@ -28,7 +28,7 @@ use crate::media::{Inbound, Medium};
 use crate::membership::generation::PeerGenerationWriter;
 use crate::membership::liveness::{LinkState, Liveness, LivenessEvent, PeerState, fmt_ms};
 use crate::membership::message::Message;
-use crate::membership::pacing::{self, HeartbeatPacer};
+use crate::membership::pacing::{self, HeartbeatPacer, Pacing};
 use crate::membership::seqtrack::{SeqTrack, SeqVerdict};
 use crate::membership::wire::{self, Envelope, WireError};
 
@@ -662,24 +662,29 @@ impl Node {
                 }
             }
         }
-        if is_status
-            && verdict_is_fresh
-            && self.is_pace_setter(&env.src)
-            && self.pacer.on_pace_setter_heartbeat(now)
-        {
+        if is_status && verdict_is_fresh && self.pace_on(now, &env.src) {
             self.send_status(now);
         }
     }
 
-    /// Whether `name` is the peer whose heartbeats pace ours (see [`pacing`]).
-    fn is_pace_setter(&self, name: &str) -> bool {
+    /// A fresh status of `name` arrived at `now`: whether it paces ours and we send now
+    /// (see [`pacing`]).
+    fn pace_on(&mut self, now: Instant, name: &str) -> bool {
+        let own = self.identity.name.as_str();
         let peers = self.liveness.peers().iter().map(|p| {
             (
                 p.name.as_str(),
                 matches!(p.state, PeerState::Up | PeerState::Active),
             )
         });
-        pacing::pace_setter(&self.identity.name, peers) == Some(name)
+        match pacing::pacing(own, peers) {
+            Pacing::Follow(setter) if setter == name => self.pacer.on_pace_setter_heartbeat(now),
+            Pacing::TakeTurns(partner) if partner == name => {
+                let lower = own < name;
+                self.pacer.on_partner_heartbeat(now, lower)
+            }
+            _ => false,
+        }
     }
 
     /// Answers one control call; requests that wait on resources are answered from a task

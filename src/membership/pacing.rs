@@ -81,13 +81,40 @@ impl HeartbeatPacer {
     /// A fresh heartbeat of the pace setter arrived at `now`: whether to send now.
     pub fn on_pace_setter_heartbeat(&mut self, now: Instant) -> bool {
         let slack = self.slack();
+        let send = self.answer(now);
+        self.next = now + self.keepalive + slack;
+        send
+    }
+
+    /// A fresh heartbeat of our turn-taking partner arrived at `now` (a pair, see
+    /// [`Pacing::TakeTurns`]): whether to send now. When we answer, the next heartbeat is
+    /// ours to start, a keepalive later; when it was the answer to ours (or crossed it), the
+    /// timer is only the fallback for the partner's turn. `lower` (our name sorts first)
+    /// breaks the tie when both started a turn at once: the higher name waits one slack
+    /// longer, so the lower one's next heartbeat arrives first and the turns resume.
+    pub fn on_partner_heartbeat(&mut self, now: Instant, lower: bool) -> bool {
+        let slack = self.slack();
+        let send = self.answer(now);
+        self.next = if send {
+            now + self.keepalive
+        } else if lower {
+            now + self.keepalive + slack
+        } else {
+            now + self.keepalive + slack + slack
+        };
+        send
+    }
+
+    /// Whether a heartbeat arriving at `now` is answered: not when ours left less than a
+    /// slack ago (it is the answer to ours, or crossed it).
+    fn answer(&mut self, now: Instant) -> bool {
+        let slack = self.slack();
         let send = self
             .last_sent
             .is_none_or(|t| now.saturating_duration_since(t) >= slack);
         if send {
             self.last_sent = Some(now);
         }
-        self.next = now + self.keepalive + slack;
         send
     }
 
@@ -99,17 +126,35 @@ impl HeartbeatPacer {
     }
 }
 
-/// The peer whose heartbeats pace ours: the live peer with the lowest name, if that name
-/// sorts before `own`. `peers` yields (name, alive).
-pub fn pace_setter<'a>(
-    own: &str,
-    peers: impl IntoIterator<Item = (&'a str, bool)>,
-) -> Option<&'a str> {
-    peers
+/// How our heartbeats line up with the live peers'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing<'a> {
+    /// Nobody to line up with: our timer alone.
+    Alone,
+    /// We follow this peer's heartbeats (several live peers: the lowest name paces).
+    Follow(&'a str),
+    /// One live peer: we take turns starting the exchange with it, so each node's timer
+    /// fires every other keepalive and the pair shares the cost of the first wakeup.
+    TakeTurns(&'a str),
+    /// Several live peers, all sorting after us: they follow our timer.
+    Lead,
+}
+
+/// How our heartbeats line up with `peers` (name, alive), `own` being our name.
+pub fn pacing<'a>(own: &str, peers: impl IntoIterator<Item = (&'a str, bool)>) -> Pacing<'a> {
+    let live: Vec<&'a str> = peers
         .into_iter()
-        .filter(|(name, alive)| *alive && *name < own)
+        .filter(|(_, alive)| *alive)
         .map(|(name, _)| name)
-        .min()
+        .collect();
+    match live.as_slice() {
+        [] => Pacing::Alone,
+        [only] => Pacing::TakeTurns(only),
+        _ => match live.iter().copied().filter(|name| *name < own).min() {
+            Some(lowest) => Pacing::Follow(lowest),
+            None => Pacing::Lead,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -206,14 +251,18 @@ mod tests {
     }
 
     #[test]
-    fn pace_setter_is_the_lowest_live_name_before_ours() {
+    fn one_live_peer_takes_turns_several_follow_the_lowest_name() {
         let peers = [("dir1", true), ("dir3", true)];
-        assert_eq!(pace_setter("dir2", peers), Some("dir1"));
-        assert_eq!(pace_setter("dir0", peers), None);
-        assert_eq!(pace_setter("dir2", [("dir1", false), ("dir3", true)]), None);
+        assert_eq!(pacing("dir2", peers), Pacing::Follow("dir1"));
+        assert_eq!(pacing("dir0", peers), Pacing::Lead);
         assert_eq!(
-            pace_setter("dir9", [("dir3", true), ("dir1", true)]),
-            Some("dir1")
+            pacing("dir2", [("dir1", false), ("dir3", true)]),
+            Pacing::TakeTurns("dir3")
         );
+        assert_eq!(
+            pacing("dir9", [("dir3", true), ("dir1", true)]),
+            Pacing::Follow("dir1")
+        );
+        assert_eq!(pacing("dir2", [("dir1", false)]), Pacing::Alone);
     }
 }
