@@ -102,7 +102,7 @@ cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {pri
 # utime + stime clock ticks of PID (all threads), from /proc/PID/stat.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Voluntary and involuntary context switches of PID, as /proc/PID/status counts them.
-ctxsw() { awk '/ctxt_switches/ {s += $2} END {print s+0}' "/proc/$1/status"; }
+ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s+0}'; }
 # CPU time in ns of the threaded-NAPI kernel threads (0 before `lab.sh napi`).
 napi_ns() {
   local p s=0 v

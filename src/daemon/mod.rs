@@ -1,7 +1,8 @@
 //! The daemon: turns a validated configuration into a running node.
 //!
 //! It prepares the state directory (generation, uuid, peer generations), opens the media
-//! and the control socket, starts the [`node::Node`] task and stops it on SIGTERM/SIGINT.
+//! and the control socket, runs the [`node::Node`] on a thread of its own and stops it on
+//! SIGTERM/SIGINT.
 
 pub mod node;
 pub mod realtime;
@@ -23,9 +24,6 @@ use runner::ResourceRunner;
 
 /// Default state directory (generation, uuid, peer generations).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/hbd";
-
-/// Inbound frames queued between the media and the node task; beyond this a frame is lost.
-const INBOUND_QUEUE: usize = 4096;
 
 /// Where this node keeps its files and who it is.
 #[derive(Debug, Clone)]
@@ -68,6 +66,9 @@ pub enum DaemonError {
     /// The control socket could not be opened.
     #[error(transparent)]
     Control(#[from] server::ControlError),
+    /// The node's thread or its wakeup descriptor could not be created.
+    #[error("starting the node thread: {0}")]
+    NodeThread(std::io::Error),
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
@@ -88,8 +89,7 @@ pub async fn run(
     let uuid = generation::load_or_create_uuid(&options.state_dir)?;
     let peer_generations = generation::load_peer_generations(&options.state_dir)?;
 
-    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
-    let opened = udp::open_all(&config.media, &udp::local_addresses(), inbound_tx)?;
+    let opened = udp::open_all(&config.media, &udp::local_addresses())?;
     for medium in &opened.media {
         tracing::info!(link = %medium.name, "medium open: {}", medium.tx.describe());
     }
@@ -142,10 +142,23 @@ pub async fn run(
         observer: None,
         reloader,
     };
-    let node = Node::new(setup, tokio::time::Instant::now());
+    let mut node = Node::new(setup, tokio::time::Instant::now());
+    node.prepare().await;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let node_task = tokio::spawn(node.run(inbound_rx, control_rx, shutdown_rx));
+    let bell = Arc::new(node::Bell::new().map_err(DaemonError::NodeThread)?);
+    let handle = tokio::runtime::Handle::current();
+    let receivers = opened.receivers;
+    let node_thread = std::thread::Builder::new()
+        .name("hbd-node".into())
+        .spawn({
+            let bell = bell.clone();
+            move || {
+                let _runtime = handle.enter();
+                node.run_on_thread(receivers, control_rx, shutdown_rx, bell);
+            }
+        })
+        .map_err(DaemonError::NodeThread)?;
 
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -173,11 +186,14 @@ pub async fn run(
         }
     }
     let _ = shutdown_tx.send(true);
-    let _ = node_task.await;
-    control_task.abort();
-    for task in opened.tasks {
-        task.abort();
+    // The node thread stops once its groups are released (bounded by its stop limit).
+    if tokio::task::spawn_blocking(move || node_thread.join())
+        .await
+        .map_or(true, |joined| joined.is_err())
+    {
+        tracing::error!("the node thread ended abnormally");
     }
+    control_task.abort();
     let _ = std::fs::remove_file(&options.socket);
     Ok(())
 }

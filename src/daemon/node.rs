@@ -1,13 +1,20 @@
-//! The node task: one actor that owns membership state and every decision.
+//! The node: one actor that owns membership state and every decision.
 //!
 //! It sends our `status` heartbeat every keepalive on every medium, verifies and
 //! de-duplicates what arrives ([`wire`], [`SeqTrack`]), feeds [`Liveness`] and answers
 //! control requests. It sleeps until the next thing it must do (next heartbeat or the next
 //! liveness deadline), so a peer is declared dead at exactly its deadtime.
 //!
-//! The task does no socket I/O itself: frames arrive on a channel and leave through
-//! [`Transmit`] handles, so the same code runs over UDP in the daemon and over the in-memory
-//! network in the simulation tests, on a paused clock.
+//! Its decisions are plain methods taking `now` ([`Node::on_frame`], timers, control calls);
+//! two loops drive them. [`Node::run`] is a task fed by channels, which the simulation tests
+//! run over the in-memory network on a paused clock. The daemon runs the node on a thread of
+//! its own that reads the UDP sockets itself ([`Node::run_on_thread`], see `thread`), so a
+//! heartbeat costs one lean wakeup; both loops share one turn.
+//! Frames leave through [`crate::media::Transmit`] handles in both.
+
+mod thread;
+
+pub use thread::Bell;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -221,13 +228,9 @@ impl Node {
         }
     }
 
-    /// Runs until `shutdown` turns true or every input closes.
-    pub async fn run(
-        mut self,
-        mut inbound: mpsc::Receiver<Inbound>,
-        mut control: mpsc::Receiver<ControlCall>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    /// Logs the start and adopts groups an earlier run left running: they are held until
+    /// the rules say otherwise. Called once, before the loop ([`Node::run`] does it).
+    pub async fn prepare(&mut self) {
         tracing::info!(
             node = %self.identity.name,
             generation = self.identity.generation,
@@ -236,7 +239,6 @@ impl Node {
             deadtime = %fmt_ms(self.config.timing.deadtime),
             "node starting"
         );
-        // Groups left running by an earlier run are held until the rules say otherwise.
         for i in 0..self.config.groups.len() {
             if self.runner.probe(i).await {
                 tracing::warn!(
@@ -246,36 +248,26 @@ impl Node {
                 self.manager.adopt_running(i);
             }
         }
+    }
+
+    /// Runs until `shutdown` turns true or every input closes, as a task on the runtime
+    /// (the simulation tests run it on a paused clock; the daemon uses
+    /// [`Node::run_on_thread`]).
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut control: mpsc::Receiver<ControlCall>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        self.prepare().await;
         let mut op_rx = self.op_rx.take().expect("run is called once");
         let mut control_open = true;
-        let mut stopping = false;
-        let mut stop_deadline = Instant::now();
+        let mut stop_deadline = None;
         // One timer for the whole loop, replaced only when the deadline changes (a new
         // registration can cost the driver an eventfd write and an extra epoll round).
         let timer = tokio::time::sleep_until(self.pacer.due());
         tokio::pin!(timer);
-        loop {
-            let now = Instant::now();
-            if stopping && (!self.manager.holds_any() || now >= stop_deadline) {
-                if self.manager.holds_any() {
-                    tracing::error!(
-                        "stopping with groups still held here: their stop did not finish"
-                    );
-                }
-                // Tell the peer once more that nothing runs here any more.
-                self.send_status(now);
-                break;
-            }
-            self.on_timer(now);
-            let wake = match self.liveness.next_deadline() {
-                Some(d) => d.min(self.pacer.due()),
-                None => self.pacer.due(),
-            };
-            let wake = if stopping {
-                wake.min(stop_deadline)
-            } else {
-                wake
-            };
+        while let Some(wake) = self.turn(Instant::now(), stop_deadline) {
             if timer.deadline() != wake {
                 // A fresh timer, not `reset`: tokio extends a later deadline lazily, leaving
                 // the old one in its wheel, and the driver then wakes at the old deadline for
@@ -284,14 +276,9 @@ impl Node {
             }
             tokio::select! {
                 biased;
-                changed = shutdown.changed(), if !stopping => {
+                changed = shutdown.changed(), if stop_deadline.is_none() => {
                     if changed.is_err() || *shutdown.borrow() {
-                        stopping = true;
-                        let now = Instant::now();
-                        stop_deadline = now + SHUTDOWN_LIMIT;
-                        tracing::info!("stopping: releasing every group here to the peer");
-                        let actions = self.manager.on_shutdown();
-                        self.run_actions(now, actions);
+                        stop_deadline = Some(self.begin_stop(Instant::now()));
                     }
                 }
                 frame = inbound.recv() => match frame {
@@ -310,6 +297,37 @@ impl Node {
             writer.close().await;
         }
         tracing::info!(node = %self.identity.name, "node stopped");
+    }
+
+    /// One turn of either loop at `now`: sends what is due and applies passed deadlines,
+    /// then says when to wake next, or `None` when the node stops now (stopping, and every
+    /// group released or `stop_deadline` passed), after telling the peer once more.
+    fn turn(&mut self, now: Instant, stop_deadline: Option<Instant>) -> Option<Instant> {
+        if let Some(deadline) = stop_deadline
+            && (!self.manager.holds_any() || now >= deadline)
+        {
+            if self.manager.holds_any() {
+                tracing::error!("stopping with groups still held here: their stop did not finish");
+            }
+            // Tell the peer once more that nothing runs here any more.
+            self.send_status(now);
+            return None;
+        }
+        self.on_timer(now);
+        let wake = match self.liveness.next_deadline() {
+            Some(d) => d.min(self.pacer.due()),
+            None => self.pacer.due(),
+        };
+        Some(stop_deadline.map_or(wake, |d| wake.min(d)))
+    }
+
+    /// Starts stopping at `now`: every group here is released to the peer. Returns the
+    /// deadline after which the node stops even if a stop has not finished.
+    fn begin_stop(&mut self, now: Instant) -> Instant {
+        tracing::info!("stopping: releasing every group here to the peer");
+        let actions = self.manager.on_shutdown();
+        self.run_actions(now, actions);
+        now + SHUTDOWN_LIMIT
     }
 
     /// Sends a heartbeat if one is due and applies passed liveness deadlines.

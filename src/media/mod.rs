@@ -1,8 +1,10 @@
 //! Media: the paths heartbeat frames travel, several at once.
 //!
-//! A medium has a transmit half ([`Transmit`], called from the node's task, never blocking)
-//! and a receive half that pushes [`Inbound`] frames into the node's channel, tagged with the
-//! link index the frame arrived on. A peer is alive while any medium carries its heartbeats.
+//! A medium has a transmit half ([`Transmit`], called by the node, never blocking) and a
+//! receive half that yields [`Inbound`] frames tagged with the link index the frame arrived
+//! on: UDP sockets the node's thread reads itself ([`udp::ReceiveSocket`]), or the node's
+//! channel for the in-memory network. A peer is alive while any medium carries its
+//! heartbeats.
 //!
 //! * [`udp`]: ucast, mcast and bcast over UDP (heartbeat's port 694 by default), each bound to
 //!   its interface.
@@ -36,8 +38,8 @@ pub trait Transmit: Send + Sync {
     }
 }
 
-/// An open medium: its link name and its transmit half. The receive half runs as a task
-/// that stops when the node's inbound channel closes.
+/// An open medium: its link name and its transmit half (the receive half is separate: one
+/// socket may receive for several media).
 pub struct Medium {
     /// Link name shown in status and logs.
     pub name: String,

@@ -12,6 +12,9 @@
 //! * A `ucast` line whose peer address is one of ours is skipped, so both nodes can share
 //!   one ha.cf (heartbeat does the same).
 //!
+//! Receiving is the node thread's job: it waits on every [`ReceiveSocket`] at once and reads
+//! them without blocking, so a frame costs one wakeup and no hand-over between tasks.
+//!
 //! Sending never blocks: [`Transmit::send`] uses `send_to` on a non-blocking socket; a full
 //! socket buffer drops
 //! the frame, which is what a late heartbeat amounts to anyway.
@@ -19,16 +22,17 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use std::net::UdpSocket;
+use std::os::fd::{AsFd, BorrowedFd};
+
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::{Inbound, Medium, Transmit};
 use crate::config::MediumSpec;
 
-/// Largest datagram read; heartbeat's MAXMSG is 256 KiB, our frames are ~300 bytes.
-const RECV_BUFFER: usize = 64 * 1024;
+/// Largest datagram read; heartbeat's MAXMSG is 256 KiB, our frames are ~300 bytes. A
+/// receive buffer must be this long.
+pub const RECV_BUFFER: usize = 64 * 1024;
 
 /// Why a medium could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -73,21 +77,17 @@ pub enum MediaError {
 pub struct OpenedMedia {
     /// Open media, in config order; a frame's `link` indexes this list.
     pub media: Vec<Medium>,
-    /// Receive tasks; abort them on shutdown.
-    pub tasks: Vec<JoinHandle<()>>,
+    /// Non-blocking receive sockets, read by the node's own thread.
+    pub receivers: Vec<ReceiveSocket>,
     /// Media skipped on purpose, with the reason (e.g. a ucast line to ourselves).
     pub skipped: Vec<(String, String)>,
 }
 
 /// Opens every UDP medium of `specs`, skipping `ucast` lines whose peer is in `local_addrs`
-/// and serial lines (reported in `skipped`). Received frames go to `inbound`.
-pub fn open_all(
-    specs: &[MediumSpec],
-    local_addrs: &[IpAddr],
-    inbound: mpsc::Sender<Inbound>,
-) -> Result<OpenedMedia, MediaError> {
+/// and serial lines (reported in `skipped`).
+pub fn open_all(specs: &[MediumSpec], local_addrs: &[IpAddr]) -> Result<OpenedMedia, MediaError> {
     let mut media = Vec::new();
-    let mut tasks = Vec::new();
+    let mut receivers = Vec::new();
     let mut skipped = Vec::new();
     // (interface, port, is_v6) -> attribution table for the shared receive socket.
     let mut shared: BTreeMap<(String, u16, bool), Attribution> = BTreeMap::new();
@@ -163,15 +163,13 @@ pub fn open_all(
                         dest: SocketAddr::new(*group, *port),
                     }),
                 });
-                let rx = open_mcast_receive(&name, interface, *group, *port)?;
-                tasks.push(tokio::spawn(receive_loop(
-                    rx,
-                    Attribution {
+                receivers.push(ReceiveSocket {
+                    socket: open_mcast_receive(&name, interface, *group, *port)?,
+                    attribution: Attribution {
                         ucast: Vec::new(),
                         bcast: Some(link),
                     },
-                    inbound.clone(),
-                )));
+                });
             }
             MediumSpec::Serial { .. } => {
                 skipped.push((name, "serial media are not supported yet".to_string()));
@@ -181,13 +179,15 @@ pub fn open_all(
 
     for ((interface, port, v6), attribution) in shared {
         let medium = format!("udp:{interface}:{port}");
-        let rx = open_shared_receive(&medium, &interface, port, v6)?;
-        tasks.push(tokio::spawn(receive_loop(rx, attribution, inbound.clone())));
+        receivers.push(ReceiveSocket {
+            socket: open_shared_receive(&medium, &interface, port, v6)?,
+            attribution,
+        });
     }
 
     Ok(OpenedMedia {
         media,
-        tasks,
+        receivers,
         skipped,
     })
 }
@@ -271,27 +271,31 @@ impl Attribution {
     }
 }
 
-async fn receive_loop(socket: UdpSocket, attribution: Attribution, inbound: mpsc::Sender<Inbound>) {
-    let mut buf = vec![0u8; RECV_BUFFER];
-    loop {
-        let (len, from) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "heartbeat receive failed");
-                continue;
-            }
-        };
-        let Some(link) = attribution.link_for(from.ip()) else {
-            continue;
-        };
-        let frame = Inbound {
+/// The receive half of one or more media: a non-blocking socket and which link each
+/// sender's frames belong to. The node's thread waits on [`ReceiveSocket::fd`] and reads
+/// with [`ReceiveSocket::try_recv`].
+#[derive(Debug)]
+pub struct ReceiveSocket {
+    socket: UdpSocket,
+    attribution: Attribution,
+}
+
+impl ReceiveSocket {
+    /// The socket, to wait on for readability.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
+    /// Reads one datagram into `buf` ([`RECV_BUFFER`] long) without blocking:
+    /// `Ok(None)` for a datagram from an address no link accepts (dropped), an error of
+    /// kind `WouldBlock` when nothing is queued.
+    pub fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<Option<Inbound>> {
+        let (len, from) = self.socket.recv_from(buf)?;
+        Ok(self.attribution.link_for(from.ip()).map(|link| Inbound {
             link,
             frame: buf[..len].to_vec(),
             from: Some(from),
-        };
-        if inbound.send(frame).await.is_err() {
-            return;
-        }
+        }))
     }
 }
 
@@ -336,7 +340,7 @@ fn open_send(
     interface: &str,
     v6: bool,
     kind: SendKind,
-) -> Result<std::net::UdpSocket, MediaError> {
+) -> Result<UdpSocket, MediaError> {
     let socket = new_socket(medium, interface, v6)?;
     if !v6 {
         // IPTOS_LOWDELAY, as heartbeat's ucast plugin.
@@ -402,7 +406,7 @@ fn open_shared_receive(
     socket
         .bind(&SocketAddr::new(any, port).into())
         .map_err(sock_err(medium, "binding receive socket"))?;
-    UdpSocket::from_std(socket.into()).map_err(sock_err(medium, "registering receive socket"))
+    Ok(socket.into())
 }
 
 fn open_mcast_receive(
@@ -437,12 +441,12 @@ fn open_mcast_receive(
                 .map_err(sock_err(medium, "joining multicast group"))?;
         }
     }
-    UdpSocket::from_std(socket.into()).map_err(sock_err(medium, "registering receive socket"))
+    Ok(socket.into())
 }
 
 /// Transmit half of one UDP medium.
 struct UdpTx {
-    socket: std::net::UdpSocket,
+    socket: UdpSocket,
     dest: SocketAddr,
 }
 
@@ -486,15 +490,14 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn unknown_interface_is_a_clear_error() {
-        let (tx, _rx) = mpsc::channel(1);
+    #[test]
+    fn unknown_interface_is_a_clear_error() {
         let spec = MediumSpec::Ucast {
             interface: "nosuchif0".into(),
             peer: "192.0.2.12".parse().unwrap(),
             port: 694,
         };
-        let err = open_all(&[spec], &[], tx).err().expect("must fail");
+        let err = open_all(&[spec], &[]).err().expect("must fail");
         assert!(
             err.to_string().contains("no interface named 'nosuchif0'"),
             "{err}"

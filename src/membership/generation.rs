@@ -303,6 +303,16 @@ impl PeerGenerationWriter {
         }
     }
 
+    /// Writes what is still queued and stops the thread, waiting for it here: for callers
+    /// on a thread of their own (the node thread), where blocking holds up nothing else.
+    pub fn close_blocking(self) {
+        let PeerGenerationWriter { tx, thread } = self;
+        drop(tx);
+        if thread.join().is_err() {
+            tracing::warn!("the peer generation writer did not finish cleanly");
+        }
+    }
+
     /// Writes what is still queued and stops the thread, without blocking the runtime.
     /// (Dropping the writer instead lets the thread finish the queue on its own.)
     pub async fn close(self) {

@@ -1,26 +1,31 @@
-//! When to send our heartbeat: every keepalive, phase-locked to a pace-setting peer.
+//! When to send our heartbeat: every keepalive, lined up with the peers' heartbeats.
 //!
 //! Every packet received is a wakeup of the daemon, and so is every send timer. Two nodes
 //! sending on independent timers cost four wakeups per keepalive between them; at a 10 ms
-//! keepalive that is most of an idle daemon's CPU. A node that is not the pace setter
-//! therefore sends its heartbeat in the same wakeup in which the pace setter's heartbeat
-//! arrives, so the pair costs three wakeups per keepalive.
+//! keepalive that is most of an idle daemon's CPU. A node therefore answers a heartbeat it
+//! is lined up with in the same wakeup in which it arrives: three wakeups per keepalive for
+//! the pair, only one of them a timer.
+//!
+//! That timer wakeup is the dear one: it comes after a keepalive of idleness, with cold
+//! caches, and its send pays for the delivery to the peer. So a pair **takes turns**
+//! ([`Pacing::TakeTurns`]): the node that answered starts the next exchange a keepalive
+//! later, and each node's timer fires every other keepalive. With more live peers, the
+//! lowest name paces and the others follow it ([`Pacing::Follow`]).
 //!
 //! The rules, with `k` = keepalive and `s` = k/8 of slack:
 //!
 //! * The send timer is the fallback: when it expires we send and re-arm it at +k.
-//! * When the pace setter's heartbeat arrives and we have not sent for at least `s`, we send
-//!   at once (possibly early: an interval is never stretched by this) and re-arm the timer at
-//!   +k+s, so the pace setter's next heartbeat normally arrives before it.
-//! * When it arrives less than `s` after our own send (our timer won the race by a hair),
-//!   we do not send again; the timer moves to +k+s from the arrival, so the next arrival
-//!   wins. Worst case an interval is `k + 2s` = 1.25 k, once, while locking on.
+//! * When a heartbeat we line up with arrives and we have not sent for at least `s`, we
+//!   send at once (possibly early: an interval is never stretched by this). A follower
+//!   re-arms at +k+s, so the pace setter's next heartbeat normally arrives before its timer;
+//!   a turn-taker re-arms at +k, since the next turn is its own.
+//! * When it arrives less than `s` after our own send, it is the answer to ours (or crossed
+//!   it): we do not send again, and the timer moves to +k+s from the arrival (+k+2s for the
+//!   higher name of a pair, so two nodes that started together fall into turns). Worst case
+//!   an interval is `k + 2s` = 1.25 k, once, while locking on.
 //!
 //! Liveness is unaffected: the peer's deadline still counts from its last heartbeat, and our
-//! heartbeats never stop when the pace setter falls silent (the timer then runs at k).
-//!
-//! The pace setter is the live peer with the lowest name when that name sorts before ours
-//! (see [`pace_setter`]); the lowest-named node paces itself on its timer.
+//! heartbeats never stop when the peer falls silent (the timer then runs at k).
 
 use std::time::Duration;
 
@@ -248,6 +253,106 @@ mod tests {
         // the new keepalive is the interval from then on
         assert!(p.on_timer(t0 + ms(8)));
         assert_eq!(p.due(), t0 + ms(13));
+    }
+
+    /// Two turn-taking pacers joined by a link with one-way `delay`, both started at `start`
+    /// offsets; returns each one's sends as (time, by its timer).
+    fn take_turns(
+        offsets: [Duration; 2],
+        delay: Duration,
+        until: Duration,
+    ) -> [Vec<(Instant, bool)>; 2] {
+        let t0 = Instant::now();
+        let mut pacers = offsets.map(|o| HeartbeatPacer::new(t0 + o, K));
+        let mut sends: [Vec<(Instant, bool)>; 2] = [Vec::new(), Vec::new()];
+        // frames in flight: (arrival, receiver)
+        let mut in_flight: Vec<(Instant, usize)> = Vec::new();
+        for _ in 0..10_000 {
+            let next_timer = (0..2).min_by_key(|&i| pacers[i].due()).unwrap();
+            let timer_at = pacers[next_timer].due();
+            in_flight.sort();
+            let arrival = in_flight.first().copied();
+            let (now, who, by_timer) = match arrival {
+                Some((at, to)) if at <= timer_at => {
+                    in_flight.remove(0);
+                    (at, to, false)
+                }
+                _ => (timer_at, next_timer, true),
+            };
+            if now > t0 + until {
+                break;
+            }
+            let send = if by_timer {
+                pacers[who].on_timer(now)
+            } else {
+                pacers[who].on_partner_heartbeat(now, who == 0)
+            };
+            if send {
+                sends[who].push((now, by_timer));
+                in_flight.push((now + delay, 1 - who));
+            }
+        }
+        sends
+    }
+
+    #[test]
+    fn a_pair_takes_turns_so_each_timer_fires_every_other_keepalive() {
+        let delay = Duration::from_micros(80);
+        let sends = take_turns([ms(0), ms(3)], delay, ms(500));
+        for (node, s) in sends.iter().enumerate() {
+            let times: Vec<Instant> = s.iter().map(|(t, _)| *t).collect();
+            for w in times.windows(2) {
+                assert!(
+                    w[1] - w[0] <= K + K / 4,
+                    "node {node}: interval {:?}",
+                    w[1] - w[0]
+                );
+            }
+            assert!(s.len() >= 48, "node {node}: {} sends", s.len());
+            // after locking on, every other send is by the timer, the others answer
+            let steady = &s[4..];
+            let by_timer = steady.iter().filter(|(_, t)| *t).count();
+            assert!(
+                by_timer.abs_diff(steady.len() / 2) <= 1,
+                "node {node}: {by_timer} of {} by timer",
+                steady.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_pair_that_starts_at_the_same_instant_falls_into_turns() {
+        // both timers fire together: the answers cross and neither answers the other
+        let sends = take_turns([ms(0), ms(0)], Duration::from_micros(50), ms(300));
+        for s in &sends {
+            let steady = &s[6..];
+            let by_timer = steady.iter().filter(|(_, t)| *t).count();
+            assert!(
+                by_timer.abs_diff(steady.len() / 2) <= 1,
+                "{by_timer} of {} by timer: {s:?}",
+                steady.len()
+            );
+            for w in s.windows(2) {
+                assert!(
+                    w[1].0 - w[0].0 <= K + K / 4,
+                    "interval {:?}",
+                    w[1].0 - w[0].0
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_silent_partner_leaves_our_timer_at_one_keepalive() {
+        let t0 = Instant::now();
+        let mut p = HeartbeatPacer::new(t0, K);
+        assert!(p.on_timer(t0));
+        // the partner's answer, then nothing
+        assert!(!p.on_partner_heartbeat(t0 + ms(1), false));
+        let fallback = p.due();
+        assert_eq!(fallback, t0 + ms(1) + K + K / 4);
+        assert!(p.on_timer(fallback));
+        assert_eq!(p.due(), fallback + K);
     }
 
     #[test]

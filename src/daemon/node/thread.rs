@@ -1,0 +1,193 @@
+//! The node on a thread of its own: the daemon's heartbeat loop.
+//!
+//! At keepalive 10 ms a node wakes a hundred or more times a second, and on an idle machine
+//! each wakeup starts with cold caches: what it costs is mostly how much code and memory it
+//! touches. On its own thread the node waits in one `ppoll` on its receive sockets and a
+//! bell, reads frames itself and sends from the same wakeup; the async runtime (control
+//! socket, resource operations, director checks) sleeps through heartbeats entirely.
+//!
+//! Everything else reaches the node as [`Mail`] through a channel whose sender rings the
+//! bell (an eventfd): control calls, finished group operations and the shutdown request,
+//! forwarded from the runtime by one small task.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, ppoll};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::time::TimeSpec;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::{Node, OpDone};
+use crate::control::server::ControlCall;
+use crate::media::udp::{RECV_BUFFER, ReceiveSocket};
+
+/// Most frames read from one socket in one wakeup, so a flood on one link cannot keep the
+/// node from its timers and other links (the rest stays queued for the next turn).
+const FRAMES_PER_WAKEUP: usize = 64;
+
+/// An eventfd the node thread waits on; ringing it wakes the thread.
+#[derive(Debug)]
+pub struct Bell(EventFd);
+
+impl Bell {
+    /// A new, silent bell.
+    pub fn new() -> std::io::Result<Bell> {
+        EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+            .map(Bell)
+            .map_err(std::io::Error::from)
+    }
+
+    /// Wakes the thread (rings accumulate until it drains them).
+    pub fn ring(&self) {
+        // EAGAIN only when the counter is about to overflow: it is ringing already.
+        let _ = self.0.write(1);
+    }
+
+    fn drain(&self) {
+        let _ = self.0.read();
+    }
+}
+
+/// What reaches the node thread from the runtime.
+#[derive(Debug)]
+enum Mail {
+    Call(ControlCall),
+    OpDone(OpDone),
+    Shutdown,
+}
+
+/// Forwards the runtime's inputs to the node thread, ringing the bell for each.
+async fn forward_mail(
+    mut control: mpsc::Receiver<ControlCall>,
+    mut op_rx: mpsc::UnboundedReceiver<OpDone>,
+    mut shutdown: watch::Receiver<bool>,
+    mail: std_mpsc::Sender<Mail>,
+    bell: Arc<Bell>,
+) {
+    let mut control_open = true;
+    let mut shutdown_open = true;
+    loop {
+        let next = tokio::select! {
+            changed = shutdown.changed(), if shutdown_open => {
+                if changed.is_err() {
+                    shutdown_open = false;
+                    Some(Mail::Shutdown)
+                } else if *shutdown.borrow() {
+                    Some(Mail::Shutdown)
+                } else {
+                    None
+                }
+            }
+            Some(done) = op_rx.recv() => Some(Mail::OpDone(done)),
+            call = control.recv(), if control_open => match call {
+                Some(call) => Some(Mail::Call(call)),
+                None => {
+                    control_open = false;
+                    None
+                }
+            },
+            else => return,
+        };
+        if let Some(m) = next {
+            if mail.send(m).is_err() {
+                return;
+            }
+            bell.ring();
+        }
+    }
+}
+
+impl Node {
+    /// Runs the node on the calling thread until `shutdown` turns true: the daemon starts a
+    /// thread for it (see the module doc). The thread must have entered the runtime
+    /// (`Handle::enter`): group operations and slow control answers are spawned onto it.
+    /// Call [`Node::prepare`] first.
+    pub fn run_on_thread(
+        mut self,
+        receivers: Vec<ReceiveSocket>,
+        control: mpsc::Receiver<ControlCall>,
+        shutdown: watch::Receiver<bool>,
+        bell: Arc<Bell>,
+    ) {
+        let op_rx = self.op_rx.take().expect("run_on_thread is called once");
+        let (mail_tx, mail) = std_mpsc::channel();
+        let forwarder = tokio::spawn(forward_mail(
+            control,
+            op_rx,
+            shutdown,
+            mail_tx,
+            bell.clone(),
+        ));
+        let mut buf = vec![0u8; RECV_BUFFER];
+        let mut fds: Vec<PollFd> = std::iter::once(bell.0.as_fd())
+            .chain(receivers.iter().map(ReceiveSocket::fd))
+            .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+            .collect();
+        let mut stop_deadline = None;
+        let mut wait_errors = 0u64;
+        while let Some(wake) = self.turn(Instant::now(), stop_deadline) {
+            let timeout = TimeSpec::from(wake.saturating_duration_since(Instant::now()));
+            match ppoll(&mut fds, Some(timeout), None) {
+                Ok(0) | Err(Errno::EINTR) => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    // Not expected with valid descriptors; never spin on it.
+                    wait_errors += 1;
+                    if wait_errors.is_power_of_two() {
+                        tracing::error!(error = %e, count = wait_errors, "waiting for heartbeats failed");
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    continue;
+                }
+            }
+            for (i, socket) in receivers.iter().enumerate() {
+                if fds[i + 1].any() == Some(true) {
+                    self.read_frames(socket, &mut buf);
+                }
+            }
+            if fds[0].any() == Some(true) {
+                bell.drain();
+                while let Ok(m) = mail.try_recv() {
+                    let now = Instant::now();
+                    match m {
+                        Mail::Call(call) => self.on_call(now, call),
+                        Mail::OpDone(done) => self.on_op_done(now, done),
+                        Mail::Shutdown if stop_deadline.is_none() => {
+                            stop_deadline = Some(self.begin_stop(now));
+                        }
+                        Mail::Shutdown => {}
+                    }
+                }
+            }
+        }
+        forwarder.abort();
+        if let Some(writer) = self.generation_writer.take() {
+            writer.close_blocking();
+        }
+        tracing::info!(node = %self.identity.name, "node stopped");
+    }
+
+    /// Reads and applies what `socket` holds, up to [`FRAMES_PER_WAKEUP`] frames.
+    fn read_frames(&mut self, socket: &ReceiveSocket, buf: &mut [u8]) {
+        for _ in 0..FRAMES_PER_WAKEUP {
+            match socket.try_recv(buf) {
+                Ok(Some(inbound)) => self.on_frame(Instant::now(), inbound),
+                Ok(None) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // E.g. ECONNREFUSED after an ICMP error: nothing to read, try next time.
+                    let now = Instant::now();
+                    if let Some(suppressed) = self.drop_log.allow("receive", now) {
+                        tracing::warn!(error = %e, suppressed, "heartbeat receive failed");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
