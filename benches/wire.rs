@@ -137,7 +137,10 @@ fn bench<R>(label: &str, iters: u64, mut f: impl FnMut() -> R) {
     for _ in 0..iters / 10 {
         black_box(f());
     }
-    let (a0, b0) = (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
+    let (a0, b0) = (
+        ALLOCS.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+    );
     let start = Instant::now();
     for _ in 0..iters {
         black_box(f());
