@@ -13,8 +13,9 @@ use std::time::Instant;
 
 use hbd::config::model::{AuthKey, AuthKeys, AuthMethod, MsgFormat};
 use hbd::manager::{self, GroupReport, Placement};
+use hbd::membership::message::FieldType;
 use hbd::membership::message::Message;
-use hbd::membership::wire::{self, Envelope};
+use hbd::membership::wire::{self, Envelope, EnvelopeRef, FieldRef, FrameKeys};
 
 /// Counts allocations (and reallocations) made through the global allocator.
 struct Counting;
@@ -111,6 +112,76 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The same frame through the allocation-free API: prepared keys, borrowed fields and
+    /// envelope, one reused output buffer (what `send_status` could switch to).
+    fn status_frame_fast(&mut self, keys: &FrameKeys, groups: &str, out: &mut Vec<u8>) {
+        let dt = format!("{:x}", 30u128);
+        let specific = [
+            FieldRef {
+                ftype: FieldType::String,
+                name: "t",
+                value: b"status",
+            },
+            FieldRef {
+                ftype: FieldType::String,
+                name: "st",
+                value: b"active",
+            },
+            FieldRef {
+                ftype: FieldType::String,
+                name: "dt",
+                value: dt.as_bytes(),
+            },
+            FieldRef {
+                ftype: FieldType::String,
+                name: "protocol",
+                value: b"1",
+            },
+            FieldRef {
+                ftype: FieldType::String,
+                name: "hbd_groups",
+                value: groups.as_bytes(),
+            },
+        ];
+        let seq = self.seq;
+        self.seq += 1;
+        let env = EnvelopeRef {
+            src: &self.name,
+            srcuuid: self.uuid,
+            seq: Some(seq),
+            generation: self.generation,
+            ts: 0x6b02_2fbd,
+            load: Some(&self.load),
+            ttl: 3,
+            dest_uuid: None,
+        };
+        out.clear();
+        wire::encode_stamped(out, &specific, &env, keys, MsgFormat::Classic);
+    }
+}
+
+/// [`receive_status`] through [`wire::decode_view`] with prepared keys.
+fn receive_status_fast(frame: &[u8], keys: &FrameKeys) -> usize {
+    let msg = wire::decode_view(frame, keys).expect("decodes");
+    let env = wire::read_envelope(&msg).expect("envelope");
+    let st = msg.get_str("st").unwrap_or("up");
+    let dt = msg.get("dt").and_then(wire::parse_hex_u64);
+    let reports = msg
+        .get_str("hbd_groups")
+        .and_then(manager::decode_reports)
+        .expect("reports");
+    st.len() + dt.unwrap_or(0) as usize + reports.len() + env.src.len()
+}
+
+/// [`receive`] through [`wire::decode_view`] with prepared keys.
+fn receive_fast(frame: &[u8], keys: &FrameKeys) -> u64 {
+    let msg = wire::decode_view(frame, keys).expect("decodes");
+    let env = wire::read_envelope(&msg).expect("envelope");
+    let (seq, _) = env.sequence().expect("sequenced");
+    seq + u64::from(env.msg_type == "status")
+}
+
 /// Mirrors the work `daemon::node::on_frame` does on a status up to the seqtrack check.
 fn receive(frame: &[u8], keys: &AuthKeys) -> u64 {
     let msg = wire::decode(frame, keys).expect("decodes");
@@ -184,6 +255,31 @@ fn main() {
             &format!("{method:?}: ... + st, dt, hbd_groups"),
             iters,
             || receive_status(&frame, &keys),
+        );
+        let prepared = FrameKeys::new(&keys);
+        let groups = manager::encode_reports(&node.reports);
+        let mut out = Vec::new();
+        let seq = node.seq;
+        node.status_frame_fast(&prepared, &groups, &mut out);
+        node.seq = seq;
+        assert_eq!(out, node.status_frame(), "fast path is byte-identical");
+        bench(
+            &format!("{method:?}: fast: encode_stamped (reused buf)"),
+            iters,
+            || {
+                node.status_frame_fast(&prepared, &groups, &mut out);
+                out.len()
+            },
+        );
+        bench(
+            &format!("{method:?}: fast: decode_view + read_envelope"),
+            iters,
+            || receive_fast(&frame, &prepared),
+        );
+        bench(
+            &format!("{method:?}: fast: ... + st, dt, hbd_groups"),
+            iters,
+            || receive_status_fast(&frame, &prepared),
         );
     }
 }
