@@ -39,7 +39,8 @@ const fn crc_table() -> [u32; 256] {
 }
 
 /// CRC-32/POSIX without the length suffix (init 0, final complement), as heartbeat's
-/// `crc_auth_calc` computes it.
+/// `crc_auth_calc` computes it. (Reference for the incremental [`Hasher::Crc`].)
+#[cfg(test)]
 fn crc32_posix(data: &[u8]) -> u32 {
     let mut crc: u32 = 0;
     for &b in data {
@@ -48,20 +49,173 @@ fn crc32_posix(data: &[u8]) -> u32 {
     !crc
 }
 
-/// Lower-case hex HMAC of `data` under `secret` with hash `D`.
-fn hmac_hex<D>(secret: &[u8], data: &[u8]) -> String
+/// Lower-case hex digits, indexed by nibble.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Longest digest text any method writes: HMAC-SHA256 in hex.
+pub const MAX_DIGEST_HEX: usize = 64;
+
+/// A digest as heartbeat prints it (lower-case hex), held on the stack so that signing and
+/// verifying a frame allocate nothing.
+#[derive(Clone, Copy)]
+pub struct HexDigest {
+    /// The hex text in `text[..len]`.
+    text: [u8; MAX_DIGEST_HEX],
+    /// How many bytes of `text` are used.
+    len: usize,
+}
+
+impl HexDigest {
+    /// Lower-case hex of `raw` (at most 32 bytes; longer input is cut, which no method has).
+    fn from_raw(raw: &[u8]) -> HexDigest {
+        let mut d = HexDigest {
+            text: [0; MAX_DIGEST_HEX],
+            len: 0,
+        };
+        for (pair, &b) in d.text.chunks_exact_mut(2).zip(raw) {
+            pair[0] = HEX_DIGITS[usize::from(b >> 4)];
+            pair[1] = HEX_DIGITS[usize::from(b & 0x0f)];
+            d.len += 2;
+        }
+        d
+    }
+
+    /// `%lx` of a CRC: lower-case, no zero padding.
+    fn from_crc(crc: u32) -> HexDigest {
+        let mut d = HexDigest {
+            text: [0; MAX_DIGEST_HEX],
+            len: 0,
+        };
+        let digits = (8 - crc.leading_zeros() as usize / 4).max(1);
+        for i in 0..digits {
+            let nibble = (crc >> (4 * (digits - 1 - i))) & 0x0f;
+            d.text[i] = HEX_DIGITS[nibble as usize];
+        }
+        d.len = digits;
+        d
+    }
+
+    /// The digest text as bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.text[..self.len]
+    }
+
+    /// The digest text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written into `text[..len]`.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+
+    /// Whether `received` is exactly this digest text, compared in constant time in the
+    /// contents (a forger learns nothing from timing about how many leading characters were
+    /// right); case-sensitive like heartbeat's `strcmp`.
+    pub fn matches(&self, received: &[u8]) -> bool {
+        self.len == received.len() && bool::from(self.as_bytes().ct_eq(received))
+    }
+}
+
+impl std::fmt::Debug for HexDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A key ready to sign: the HMAC state after absorbing the key pads, computed once, so each
+/// frame costs only the hash of its own bytes. Build one per configured key and reuse it.
+#[derive(Clone)]
+pub struct PreparedKey {
+    /// The keyed state each digest starts from.
+    start: Hasher,
+}
+
+impl PreparedKey {
+    /// Prepares `secret` for `method`.
+    pub fn new(method: AuthMethod, secret: &[u8]) -> PreparedKey {
+        PreparedKey {
+            start: match method {
+                AuthMethod::Crc => Hasher::Crc(0),
+                AuthMethod::Md5 => keyed::<md5::Md5>(secret).map_or(Hasher::Broken, Hasher::Md5),
+                AuthMethod::Sha1 => {
+                    keyed::<sha1::Sha1>(secret).map_or(Hasher::Broken, Hasher::Sha1)
+                }
+                AuthMethod::Sha256 => {
+                    keyed::<sha2::Sha256>(secret).map_or(Hasher::Broken, Hasher::Sha256)
+                }
+            },
+        }
+    }
+
+    /// A fresh digest computation under this key; feed it with [`Hasher::update`].
+    pub fn hasher(&self) -> Hasher {
+        self.start.clone()
+    }
+
+    /// The digest of `data` (see [`digest`]).
+    pub fn digest(&self, data: &[u8]) -> HexDigest {
+        let mut h = self.hasher();
+        h.update(data);
+        h.finish()
+    }
+}
+
+impl std::fmt::Debug for PreparedKey {
+    /// Never prints key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PreparedKey(<redacted>)")
+    }
+}
+
+/// The HMAC of `D` keyed with `secret`, before any data.
+fn keyed<D>(secret: &[u8]) -> Option<Hmac<D>>
 where
     Hmac<D>: KeyInit + Mac,
     D: hmac::EagerHash,
 {
     // HMAC accepts keys of any length (longer ones are hashed first, RFC 2104 §2), so
-    // `new_from_slice` cannot fail here; an empty digest would simply never verify.
-    match <Hmac<D> as KeyInit>::new_from_slice(secret) {
-        Ok(mut mac) => {
-            mac.update(data);
-            hex::encode(mac.finalize().into_bytes())
+    // `new_from_slice` cannot fail here; a broken key would simply never verify.
+    <Hmac<D> as KeyInit>::new_from_slice(secret).ok()
+}
+
+/// An incremental digest: the data may arrive in pieces (e.g. a frame's fields one by one).
+#[derive(Clone)]
+pub enum Hasher {
+    /// CRC-32/POSIX register so far.
+    Crc(u32),
+    /// HMAC-MD5 state.
+    Md5(Hmac<md5::Md5>),
+    /// HMAC-SHA1 state.
+    Sha1(Hmac<sha1::Sha1>),
+    /// HMAC-SHA256 state.
+    Sha256(Hmac<sha2::Sha256>),
+    /// A key HMAC refused (cannot happen): the digest is empty and never verifies.
+    Broken,
+}
+
+impl Hasher {
+    /// Absorbs the next bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Crc(crc) => {
+                for &b in data {
+                    *crc = (*crc << 8) ^ CRC_TABLE[(((*crc >> 24) as u8) ^ b) as usize];
+                }
+            }
+            Hasher::Md5(mac) => mac.update(data),
+            Hasher::Sha1(mac) => mac.update(data),
+            Hasher::Sha256(mac) => mac.update(data),
+            Hasher::Broken => {}
         }
-        Err(_) => String::new(),
+    }
+
+    /// The digest text of everything absorbed.
+    pub fn finish(self) -> HexDigest {
+        match self {
+            Hasher::Crc(crc) => HexDigest::from_crc(!crc),
+            Hasher::Md5(mac) => HexDigest::from_raw(&mac.finalize().into_bytes()),
+            Hasher::Sha1(mac) => HexDigest::from_raw(&mac.finalize().into_bytes()),
+            Hasher::Sha256(mac) => HexDigest::from_raw(&mac.finalize().into_bytes()),
+            Hasher::Broken => HexDigest::from_raw(&[]),
+        }
     }
 }
 
@@ -70,12 +224,10 @@ where
 /// Lower-case hex; `crc` ignores `secret` and is printed without zero padding (`%lx`), so it
 /// can be shorter than 8 characters (e.g. `b644cf5`).
 pub fn digest(method: AuthMethod, secret: &[u8], data: &[u8]) -> String {
-    match method {
-        AuthMethod::Crc => format!("{:x}", crc32_posix(data)),
-        AuthMethod::Md5 => hmac_hex::<md5::Md5>(secret, data),
-        AuthMethod::Sha1 => hmac_hex::<sha1::Sha1>(secret, data),
-        AuthMethod::Sha256 => hmac_hex::<sha2::Sha256>(secret, data),
-    }
+    PreparedKey::new(method, secret)
+        .digest(data)
+        .as_str()
+        .to_string()
 }
 
 /// Whether `received` is exactly the digest of `data`.
@@ -84,8 +236,9 @@ pub fn digest(method: AuthMethod, secret: &[u8], data: &[u8]) -> String {
 /// timing about how many leading characters of a keyed digest were right. Like heartbeat's
 /// `strcmp` it is case-sensitive.
 pub fn verify(method: AuthMethod, secret: &[u8], data: &[u8], received: &[u8]) -> bool {
-    let expected = digest(method, secret, data);
-    expected.len() == received.len() && bool::from(expected.as_bytes().ct_eq(received))
+    PreparedKey::new(method, secret)
+        .digest(data)
+        .matches(received)
 }
 
 #[cfg(test)]
@@ -177,5 +330,94 @@ mod tests {
         assert!(!verify(AuthMethod::Md5, b"k", b"data", &d.as_bytes()[1..]));
         assert!(!verify(AuthMethod::Md5, b"k", b"data", b""));
         assert!(verify(AuthMethod::Crc, b"", b"123456789", b"765e7680"));
+    }
+
+    /// The straightforward implementation the stack/prepared one replaced.
+    fn reference_digest(method: AuthMethod, secret: &[u8], data: &[u8]) -> String {
+        fn hmac_hex<D>(secret: &[u8], data: &[u8]) -> String
+        where
+            Hmac<D>: KeyInit + Mac,
+            D: hmac::EagerHash,
+        {
+            let mut mac = <Hmac<D> as KeyInit>::new_from_slice(secret).unwrap();
+            mac.update(data);
+            hex::encode(mac.finalize().into_bytes())
+        }
+        match method {
+            AuthMethod::Crc => format!("{:x}", crc32_posix(data)),
+            AuthMethod::Md5 => hmac_hex::<md5::Md5>(secret, data),
+            AuthMethod::Sha1 => hmac_hex::<sha1::Sha1>(secret, data),
+            AuthMethod::Sha256 => hmac_hex::<sha2::Sha256>(secret, data),
+        }
+    }
+
+    const METHODS: [AuthMethod; 4] = [
+        AuthMethod::Crc,
+        AuthMethod::Md5,
+        AuthMethod::Sha1,
+        AuthMethod::Sha256,
+    ];
+
+    #[test]
+    fn prepared_and_incremental_digests_match_the_reference() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..400 {
+            let secret: Vec<u8> = (0..next() % 100).map(|_| next() as u8).collect();
+            let data: Vec<u8> = (0..next() % 700).map(|_| next() as u8).collect();
+            let method = METHODS[round % 4];
+            let expected = reference_digest(method, &secret, &data);
+            assert_eq!(digest(method, &secret, &data), expected);
+            let key = PreparedKey::new(method, &secret);
+            // The prepared state is reusable: the same digest twice, then in pieces.
+            assert_eq!(key.digest(&data).as_str(), expected);
+            assert_eq!(key.digest(&data).as_bytes(), expected.as_bytes());
+            let mut h = key.hasher();
+            let mut rest = &data[..];
+            while !rest.is_empty() {
+                let n = (next() as usize % 70).min(rest.len());
+                h.update(&rest[..n]);
+                rest = &rest[n..];
+            }
+            assert_eq!(h.finish().as_str(), expected);
+            assert!(verify(method, &secret, &data, expected.as_bytes()));
+        }
+        // CRC values with leading zero nibbles print without padding, zero prints "0".
+        for crc in [0u32, 1, 0xf, 0x10, 0x0b64_4cf5, 0xffff_ffff, 0x8000_0000] {
+            assert_eq!(HexDigest::from_crc(crc).as_str(), format!("{crc:x}"));
+        }
+    }
+
+    #[test]
+    fn verify_rejects_near_misses_for_every_method() {
+        for method in METHODS {
+            let good = digest(method, b"secret", b"frame bytes");
+            let ok = |r: &[u8]| verify(method, b"secret", b"frame bytes", r);
+            assert!(ok(good.as_bytes()), "{method:?}");
+            // Wrong digest of the right length (last digit changed).
+            let mut wrong = good.clone().into_bytes();
+            let last = wrong.len() - 1;
+            wrong[last] = if wrong[last] == b'0' { b'1' } else { b'0' };
+            assert!(!ok(&wrong), "{method:?}");
+            // Wrong lengths: cut, extended, empty.
+            assert!(!ok(&good.as_bytes()[..good.len() - 1]), "{method:?}");
+            assert!(!ok(format!("{good}0").as_bytes()), "{method:?}");
+            assert!(!ok(format!("0{good}").as_bytes()), "{method:?}");
+            assert!(!ok(b""), "{method:?}");
+            // Upper-case hex is refused (when the digest has a letter at all).
+            let upper = good.to_uppercase();
+            if upper != good {
+                assert!(!ok(upper.as_bytes()), "{method:?}");
+            }
+            // The raw digest bytes instead of hex are refused.
+            if method != AuthMethod::Crc {
+                assert!(!ok(&hex::decode(&good).unwrap()), "{method:?}");
+            }
+        }
     }
 }

@@ -66,7 +66,11 @@ impl Message {
 
     /// A message whose first field is `t=<msg_type>`.
     pub fn with_type(msg_type: &str) -> Message {
-        let mut m = Message::new();
+        // Room for a heartbeat's own fields plus the envelope, so building one never
+        // regrows the list.
+        let mut m = Message {
+            fields: Vec::with_capacity(16),
+        };
         m.add_str("t", msg_type);
         m
     }

@@ -18,11 +18,13 @@
 //! produces them; hbd only carries them so that re-encoding is exact. Whole-message
 //! compression (`_compressed_payload`, §3.4) is likewise not expanded.
 
+use std::borrow::Cow;
+
 use thiserror::Error;
 
 use super::auth;
 use super::message::{Field, FieldType, Message};
-use crate::config::model::{AuthKey, AuthKeys, MsgFormat};
+use crate::config::model::{AuthKeys, MsgFormat};
 
 /// Largest frame accepted or worth sending: heartbeat `MAXMSG` (256 KiB, §1).
 pub const MAX_FRAME_LEN: usize = 256 * 1024;
@@ -162,28 +164,10 @@ fn escaped(bytes: &[u8]) -> String {
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Standard padded base64 of `data`.
+#[cfg(test)]
 fn base64_encode(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        out.push(B64[(n >> 18) as usize & 63]);
-        out.push(B64[(n >> 12) as usize & 63]);
-        out.push(if chunk.len() > 1 {
-            B64[(n >> 6) as usize & 63]
-        } else {
-            b'='
-        });
-        out.push(if chunk.len() > 2 {
-            B64[n as usize & 63]
-        } else {
-            b'='
-        });
-    }
+    base64_encode_into(&mut out, data);
     out
 }
 
@@ -227,12 +211,232 @@ fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Fields, keys and byte sinks shared by the encoder and the decoder
+
+/// One field, borrowed: what the encoder and the signer read, whatever holds the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldRef<'a> {
+    /// Wire type.
+    pub ftype: FieldType,
+    /// Name: non-empty, no `=`.
+    pub name: &'a str,
+    /// Raw value bytes.
+    pub value: &'a [u8],
+}
+
+/// An ordered list of fields: a [`Message`], a [`MessageView`] or a slice of [`FieldRef`]s.
+/// Encoding, signing and [`read_envelope`] work on any of them, so a hot path can avoid
+/// building an owned [`Message`].
+pub trait FieldList {
+    /// Number of fields.
+    fn field_count(&self) -> usize;
+
+    /// Field `i` (`i < field_count()`).
+    fn field_at(&self, i: usize) -> FieldRef<'_>;
+
+    /// Value of the first field called `name` (heartbeat lookups return the first).
+    fn value_of(&self, name: &str) -> Option<&[u8]> {
+        (0..self.field_count())
+            .map(|i| self.field_at(i))
+            .find(|f| f.name == name)
+            .map(|f| f.value)
+    }
+}
+
+impl FieldList for Message {
+    fn field_count(&self) -> usize {
+        self.fields.len()
+    }
+
+    fn field_at(&self, i: usize) -> FieldRef<'_> {
+        let f = &self.fields[i];
+        FieldRef {
+            ftype: f.ftype,
+            name: &f.name,
+            value: &f.value,
+        }
+    }
+}
+
+impl FieldList for [FieldRef<'_>] {
+    fn field_count(&self) -> usize {
+        self.len()
+    }
+
+    fn field_at(&self, i: usize) -> FieldRef<'_> {
+        self[i]
+    }
+}
+
+/// The fields of `list` in order.
+fn fields_of<L: FieldList + ?Sized>(list: &L) -> impl Iterator<Item = FieldRef<'_>> {
+    (0..list.field_count()).map(move |i| list.field_at(i))
+}
+
+/// Where encoded bytes go: a buffer, or straight into a digest (nothing is copied).
+trait Sink {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Sink for auth::Hasher {
+    fn put(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+/// Authentication keys prepared once (the keyed HMAC states), so that signing and
+/// verifying a frame cost only the hash of the frame. Build it when the configuration is
+/// loaded and pass it to [`encode_with`], [`encode_stamped`] and [`decode_view`]; the
+/// results are byte-identical to [`encode`] / [`decode`] with the same [`AuthKeys`].
+#[derive(Debug, Clone)]
+pub struct FrameKeys {
+    /// Index that signs outbound frames.
+    active: u8,
+    /// Every configured key by index.
+    keys: Vec<(u8, auth::PreparedKey)>,
+}
+
+impl FrameKeys {
+    /// Prepares every key of `keys`.
+    pub fn new(keys: &AuthKeys) -> FrameKeys {
+        FrameKeys {
+            active: keys.active,
+            keys: keys
+                .keys
+                .iter()
+                .map(|(&i, k)| (i, auth::PreparedKey::new(k.method, &k.secret)))
+                .collect(),
+        }
+    }
+}
+
+impl From<&AuthKeys> for FrameKeys {
+    fn from(keys: &AuthKeys) -> FrameKeys {
+        FrameKeys::new(keys)
+    }
+}
+
+/// The keys an encode or decode uses: prepared ones, or raw ones prepared on demand (only
+/// the one key needed).
+#[derive(Clone, Copy)]
+enum KeyRing<'a> {
+    /// From the configuration as is.
+    Raw(&'a AuthKeys),
+    /// Prepared in advance.
+    Prepared(&'a FrameKeys),
+}
+
+impl<'a> KeyRing<'a> {
+    /// The key configured for `index`.
+    fn get(self, index: u8) -> Option<Cow<'a, auth::PreparedKey>> {
+        match self {
+            KeyRing::Raw(keys) => keys
+                .keys
+                .get(&index)
+                .map(|k| Cow::Owned(auth::PreparedKey::new(k.method, &k.secret))),
+            KeyRing::Prepared(keys) => keys
+                .keys
+                .iter()
+                .find(|(i, _)| *i == index)
+                .map(|(_, k)| Cow::Borrowed(k)),
+        }
+    }
+
+    /// The active index and its key, if the keys really contain it.
+    fn active(self) -> Option<(u8, Cow<'a, auth::PreparedKey>)> {
+        let index = match self {
+            KeyRing::Raw(keys) => keys.active,
+            KeyRing::Prepared(keys) => keys.active,
+        };
+        self.get(index).map(|k| (index, k))
+    }
+}
+
+/// An authentication value `"<index> <digest>"`, formatted on the stack.
+struct AuthValue {
+    /// The text in `text[..len]`.
+    text: [u8; 4 + auth::MAX_DIGEST_HEX],
+    /// Used length.
+    len: usize,
+}
+
+impl AuthValue {
+    /// `"<index> <digest>"` as `format!("{} {}")` writes it.
+    fn new(index: u8, digest: &auth::HexDigest) -> AuthValue {
+        let mut v = AuthValue {
+            text: [0; 4 + auth::MAX_DIGEST_HEX],
+            len: 0,
+        };
+        let digits = Decimal::new(u64::from(index));
+        let d = digest.as_bytes();
+        for part in [digits.as_bytes(), b" ", d] {
+            v.text[v.len..v.len + part.len()].copy_from_slice(part);
+            v.len += part.len();
+        }
+        v
+    }
+
+    /// The value bytes.
+    fn as_bytes(&self) -> &[u8] {
+        &self.text[..self.len]
+    }
+}
+
+/// A number as decimal or lower-case hex text, on the stack.
+struct Decimal {
+    /// Digits in `digits[start..]`.
+    digits: [u8; 20],
+    /// First used byte.
+    start: usize,
+}
+
+impl Decimal {
+    /// `n` in decimal (`{}`).
+    fn new(n: u64) -> Decimal {
+        Decimal::in_base(n, 10)
+    }
+
+    /// `n` in lower-case hex without padding (`{:x}`, heartbeat `%lx`).
+    fn hex(n: u64) -> Decimal {
+        Decimal::in_base(n, 16)
+    }
+
+    /// `n` written in `base` (10 or 16).
+    fn in_base(mut n: u64, base: u64) -> Decimal {
+        let mut d = Decimal {
+            digits: [0; 20],
+            start: 20,
+        };
+        loop {
+            d.start -= 1;
+            d.digits[d.start] = b"0123456789abcdef"[(n % base) as usize];
+            n /= base;
+            if n == 0 {
+                return d;
+            }
+        }
+    }
+
+    /// The digits.
+    fn as_bytes(&self) -> &[u8] {
+        &self.digits[self.start..]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Encoding
 
 /// Appends `netstring(content)` = `len:content,`.
 fn push_netstring(out: &mut Vec<u8>, parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
-    out.extend_from_slice(len.to_string().as_bytes());
+    out.extend_from_slice(Decimal::new(len as u64).as_bytes());
     out.push(b':');
     for p in parts {
         out.extend_from_slice(p);
@@ -244,105 +448,138 @@ fn push_netstring(out: &mut Vec<u8>, parts: &[&[u8]]) {
 ///
 /// This is exactly the input of the trailer digest (§4.3a).
 pub fn encode_body(msg: &Message) -> Vec<u8> {
-    encode_body_with_auth(msg, None)
-}
-
-/// [`encode_body`] with the first `auth` field's value replaced by `auth` (or `auth`
-/// appended last when there is none): what [`add_inner_auth`] followed by [`encode_body`]
-/// writes, without copying the message.
-fn encode_body_with_auth(msg: &Message, auth: Option<&[u8]>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        8 + 96
-            + msg
-                .fields
-                .iter()
-                .map(|f| f.name.len() + f.value.len() + 12)
-                .sum::<usize>(),
-    );
-    out.extend_from_slice(NETSTRING_START);
-    let string_prefix = [b'(', b'0' + FieldType::String.digit(), b')'];
-    let mut auth = auth;
-    for f in &msg.fields {
-        let prefix = [b'(', b'0' + f.ftype.digit(), b')'];
-        match auth {
-            Some(value) if f.name == AUTH_FIELD => {
-                push_netstring(&mut out, &[&string_prefix, f.name.as_bytes(), b"=", value]);
-                auth = None;
-            }
-            _ => push_netstring(&mut out, &[&prefix, f.name.as_bytes(), b"=", &f.value]),
-        }
-    }
-    if let Some(value) = auth {
-        push_netstring(
-            &mut out,
-            &[&string_prefix, AUTH_FIELD.as_bytes(), b"=", value],
-        );
-    }
-    out.extend_from_slice(NETSTRING_END);
+    let mut out = Vec::with_capacity(frame_capacity(msg));
+    encode_body_with_auth(&mut out, msg, None);
     out
 }
 
-/// Appends one classic text line `[(T)]name=value\n` (§3.3).
-fn push_classic_line(out: &mut Vec<u8>, f: &Field) {
-    if f.ftype != FieldType::String {
-        out.extend_from_slice(&[b'(', b'0' + f.ftype.digit(), b')']);
-    }
-    out.extend_from_slice(f.name.as_bytes());
-    out.push(b'=');
-    match f.ftype {
-        FieldType::String => out.extend(
-            f.value
-                .iter()
-                .map(|&b| if b == b'\n' { SPECIAL_SYM } else { b }),
-        ),
-        FieldType::Binary | FieldType::Compress => out.extend(base64_encode(&f.value)),
-        // Opaque nested values are written as carried (see the module doc).
-        FieldType::Struct | FieldType::List | FieldType::Uncompress => {
-            out.extend_from_slice(&f.value)
+/// An upper bound of the encoded frame size of `fields`, so the output never reallocates.
+fn frame_capacity<L: FieldList + ?Sized>(fields: &L) -> usize {
+    let per_field: usize = fields_of(fields)
+        .map(|f| f.name.len() + f.value.len() + 4 + 2 + MAX_LEN_DIGITS)
+        .sum();
+    // Start and end markers, an inner `auth` netstring and the trailer netstring.
+    2 * 4 + per_field + 2 * (MAX_LEN_DIGITS + 2 + 9 + 4 + auth::MAX_DIGEST_HEX)
+}
+
+/// Appends [`encode_body`] of `fields` to `out`, with the first `auth` field's value
+/// replaced by `auth` (or `auth` appended last when there is none): what [`add_inner_auth`]
+/// followed by [`encode_body`] writes, without copying the message.
+fn encode_body_with_auth<L: FieldList + ?Sized>(
+    out: &mut Vec<u8>,
+    fields: &L,
+    auth: Option<&[u8]>,
+) {
+    out.extend_from_slice(NETSTRING_START);
+    let string_prefix = [b'(', b'0' + FieldType::String.digit(), b')'];
+    let mut auth = auth;
+    for f in fields_of(fields) {
+        let prefix = [b'(', b'0' + f.ftype.digit(), b')'];
+        match auth {
+            Some(value) if f.name == AUTH_FIELD => {
+                push_netstring(out, &[&string_prefix, f.name.as_bytes(), b"=", value]);
+                auth = None;
+            }
+            _ => push_netstring(out, &[&prefix, f.name.as_bytes(), b"=", f.value]),
         }
     }
-    out.push(b'\n');
+    if let Some(value) = auth {
+        push_netstring(out, &[&string_prefix, AUTH_FIELD.as_bytes(), b"=", value]);
+    }
+    out.extend_from_slice(NETSTRING_END);
+}
+
+/// Writes standard padded base64 of `data` to `out`, in stack-sized pieces.
+fn base64_encode_into(out: &mut impl Sink, data: &[u8]) {
+    let mut piece = [0u8; 64];
+    for block in data.chunks(48) {
+        let mut n = 0;
+        for chunk in block.chunks(3) {
+            let b = [
+                chunk[0],
+                chunk.get(1).copied().unwrap_or(0),
+                chunk.get(2).copied().unwrap_or(0),
+            ];
+            let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            piece[n] = B64[(v >> 18) as usize & 63];
+            piece[n + 1] = B64[(v >> 12) as usize & 63];
+            piece[n + 2] = if chunk.len() > 1 {
+                B64[(v >> 6) as usize & 63]
+            } else {
+                b'='
+            };
+            piece[n + 3] = if chunk.len() > 2 {
+                B64[v as usize & 63]
+            } else {
+                b'='
+            };
+            n += 4;
+        }
+        out.put(&piece[..n]);
+    }
+}
+
+/// Writes one classic text line `[(T)]name=value\n` (§3.3).
+fn push_classic_line(out: &mut impl Sink, f: FieldRef<'_>) {
+    if f.ftype != FieldType::String {
+        out.put(&[b'(', b'0' + f.ftype.digit(), b')']);
+    }
+    out.put(f.name.as_bytes());
+    out.put(b"=");
+    match f.ftype {
+        FieldType::String => {
+            let mut rest = f.value;
+            while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+                out.put(&rest[..nl]);
+                out.put(&[SPECIAL_SYM]);
+                rest = &rest[nl + 1..];
+            }
+            out.put(rest);
+        }
+        FieldType::Binary | FieldType::Compress => base64_encode_into(out, f.value),
+        // Opaque nested values are written as carried (see the module doc).
+        FieldType::Struct | FieldType::List | FieldType::Uncompress => out.put(f.value),
+    }
+    out.put(b"\n");
+}
+
+/// Writes the classic text the inner `auth` field signs (see [`classic_auth_input`]).
+fn push_classic_auth_input<L: FieldList + ?Sized>(out: &mut impl Sink, fields: &L) {
+    for f in fields_of(fields).filter(|f| f.name != AUTH_FIELD) {
+        push_classic_line(out, f);
+    }
 }
 
 /// The exact bytes the inner `auth` field signs: the NOHEAD classic text of every field
 /// except those named `auth`, each line ending in `\n` (§4.3b, `msg2string_buf`).
 pub fn classic_auth_input(msg: &Message) -> Vec<u8> {
     let mut out = Vec::new();
-    for f in msg.fields.iter().filter(|f| f.name != AUTH_FIELD) {
-        push_classic_line(&mut out, f);
-    }
+    push_classic_auth_input(&mut out, msg);
     out
-}
-
-/// The active key, if the authkeys really contain it.
-fn active_key(keys: &AuthKeys) -> Option<&AuthKey> {
-    keys.keys.get(&keys.active)
 }
 
 /// Sets the inner `auth` field to `"<active index> <digest(classic text)>"` with
 /// `ha_msg_mod` semantics: an existing `auth` field is replaced where it stands, otherwise
 /// it is appended last (heartbeat `add_msg_auth`, §4.3b).
 pub fn add_inner_auth(msg: &mut Message, keys: &AuthKeys) {
-    if let Some(value) = inner_auth_value(msg, keys) {
-        msg.set(FieldType::String, AUTH_FIELD, value.into_bytes());
+    if let Some(value) = inner_auth_value(msg, KeyRing::Raw(keys)) {
+        msg.set(FieldType::String, AUTH_FIELD, value.as_bytes().to_vec());
     }
 }
 
-/// The inner `auth` field's value for `msg`: `"<active index> <digest(classic text)>"`.
-fn inner_auth_value(msg: &Message, keys: &AuthKeys) -> Option<String> {
-    active_key(keys).map(|key| {
-        format!(
-            "{} {}",
-            keys.active,
-            auth::digest(key.method, &key.secret, &classic_auth_input(msg))
-        )
+/// The inner `auth` field's value for `fields`: `"<active index> <digest(classic text)>"`.
+fn inner_auth_value<L: FieldList + ?Sized>(fields: &L, keys: KeyRing<'_>) -> Option<AuthValue> {
+    keys.active().map(|(index, key)| {
+        let mut h = key.hasher();
+        push_classic_auth_input(&mut h, fields);
+        AuthValue::new(index, &h.finish())
     })
 }
 
 /// Whether heartbeat would refuse to add the inner auth field (`must_use_netstring`): the
 /// message holds nested or compressed values, which have no faithful classic form.
-fn must_use_netstring(msg: &Message) -> bool {
-    msg.fields.iter().any(|f| {
+fn must_use_netstring<L: FieldList + ?Sized>(fields: &L) -> bool {
+    fields_of(fields).any(|f| {
         matches!(
             f.ftype,
             FieldType::Struct | FieldType::Compress | FieldType::Uncompress
@@ -358,21 +595,41 @@ fn must_use_netstring(msg: &Message) -> bool {
 /// index is missing from `keys` (impossible for a validated config) no trailer is written,
 /// as heartbeat does without an auth method, and peers will drop the frame.
 pub fn encode(msg: &Message, keys: &AuthKeys, fmt: MsgFormat) -> Vec<u8> {
-    let mut body = if fmt == MsgFormat::Classic && !must_use_netstring(msg) {
-        let inner = inner_auth_value(msg, keys);
-        encode_body_with_auth(msg, inner.as_deref().map(str::as_bytes))
+    let mut out = Vec::with_capacity(frame_capacity(msg));
+    encode_into(&mut out, msg, KeyRing::Raw(keys), fmt);
+    out
+}
+
+/// [`encode`] of any field list with prepared keys, appended to `out` (clear and reuse one
+/// buffer to send without allocating). Output is byte-identical to [`encode`].
+pub fn encode_with<L: FieldList + ?Sized>(
+    out: &mut Vec<u8>,
+    fields: &L,
+    keys: &FrameKeys,
+    fmt: MsgFormat,
+) {
+    out.reserve(frame_capacity(fields));
+    encode_into(out, fields, KeyRing::Prepared(keys), fmt);
+}
+
+/// The encoder behind [`encode`] and [`encode_with`].
+fn encode_into<L: FieldList + ?Sized>(
+    out: &mut Vec<u8>,
+    fields: &L,
+    keys: KeyRing<'_>,
+    fmt: MsgFormat,
+) {
+    let start = out.len();
+    let inner = if fmt == MsgFormat::Classic && !must_use_netstring(fields) {
+        inner_auth_value(fields, keys)
     } else {
-        encode_body(msg)
+        None
     };
-    if let Some(key) = active_key(keys) {
-        let trailer = format!(
-            "{} {}",
-            keys.active,
-            auth::digest(key.method, &key.secret, &body)
-        );
-        push_netstring(&mut body, &[trailer.as_bytes()]);
+    encode_body_with_auth(out, fields, inner.as_ref().map(AuthValue::as_bytes));
+    if let Some((index, key)) = keys.active() {
+        let trailer = AuthValue::new(index, &key.digest(&out[start..]));
+        push_netstring(out, &[trailer.as_bytes()]);
     }
-    body
 }
 
 /// Encodes `msg` in classic text form for the serial medium (§8): recomputes the inner
@@ -384,7 +641,7 @@ pub fn encode_classic(msg: &Message, keys: &AuthKeys) -> Vec<u8> {
     let mut m = msg.clone();
     add_inner_auth(&mut m, keys);
     let mut out = Vec::from(CLASSIC_START);
-    for f in &m.fields {
+    for f in fields_of(&m) {
         push_classic_line(&mut out, f);
     }
     out.extend_from_slice(CLASSIC_END);
@@ -417,30 +674,30 @@ fn parse_decimal(digits: &[u8], max_digits: usize) -> Option<u64> {
 /// Reads `len:content,` at `pos`; returns the content range and the position after the `,`
 /// (`peel_netstring`).
 fn peel_netstring(buf: &[u8], pos: usize) -> Result<(usize, usize, usize), WireError> {
-    let bad = WireError::BadNetstring { offset: pos };
-    let rest = buf.get(pos..).ok_or(bad.clone())?;
+    let bad = || WireError::BadNetstring { offset: pos };
+    let rest = buf.get(pos..).ok_or_else(bad)?;
     let colon = rest
         .iter()
         .take(MAX_LEN_DIGITS + 1)
         .position(|&b| b == b':')
-        .ok_or(bad.clone())?;
-    let len = parse_decimal(&rest[..colon], MAX_LEN_DIGITS).ok_or(bad.clone())?;
+        .ok_or_else(bad)?;
+    let len = parse_decimal(&rest[..colon], MAX_LEN_DIGITS).ok_or_else(bad)?;
     let start = pos + colon + 1;
     let end = usize::try_from(len)
         .ok()
         .and_then(|l| start.checked_add(l))
-        .ok_or(bad.clone())?;
+        .ok_or_else(bad)?;
     if buf.get(end) != Some(&b',') {
-        return Err(bad);
+        return Err(bad());
     }
     Ok((start, end, end + 1))
 }
 
 /// Parses one `(T)name=value` netstring field found at `offset`.
-fn parse_netstring_field(content: &[u8], offset: usize) -> Result<Field, WireError> {
-    let bad = WireError::BadField { offset };
+fn parse_netstring_field(content: &[u8], offset: usize) -> Result<ViewField<'_>, WireError> {
+    let bad = || WireError::BadField { offset };
     if content.len() < 3 || content[0] != b'(' || content[2] != b')' {
-        return Err(bad);
+        return Err(bad());
     }
     let digit = content[1];
     let ftype = digit
@@ -448,15 +705,15 @@ fn parse_netstring_field(content: &[u8], offset: usize) -> Result<Field, WireErr
         .and_then(FieldType::from_digit)
         .ok_or(WireError::BadFieldType { offset, digit })?;
     let rest = &content[3..];
-    let eq = rest.iter().position(|&b| b == b'=').ok_or(bad.clone())?;
-    let name = std::str::from_utf8(&rest[..eq]).map_err(|_| bad.clone())?;
+    let eq = rest.iter().position(|&b| b == b'=').ok_or_else(bad)?;
+    let name = std::str::from_utf8(&rest[..eq]).map_err(|_| bad())?;
     if name.is_empty() {
-        return Err(bad);
+        return Err(bad());
     }
-    Ok(Field {
+    Ok(ViewField {
         ftype,
-        name: name.to_string(),
-        value: rest[eq + 1..].to_vec(),
+        name,
+        value: Cow::Borrowed(&rest[eq + 1..]),
     })
 }
 
@@ -476,22 +733,89 @@ fn parse_auth_value(value: &[u8]) -> Result<(u32, &[u8]), WireError> {
     Ok((index, digest))
 }
 
-/// Checks `digest` over `data` with the key configured for `index`.
+/// Checks `digest` over the bytes `write` produces with the key configured for `index`.
 fn verify_with_index(
-    keys: &AuthKeys,
+    keys: KeyRing<'_>,
     index: u32,
-    data: &[u8],
+    write: impl FnOnce(&mut auth::Hasher),
     digest: &[u8],
 ) -> Result<(), WireError> {
     let idx = u8::try_from(index).map_err(|_| WireError::UnknownKeyIndex { index })?;
-    let key = keys
-        .keys
-        .get(&idx)
-        .ok_or(WireError::UnknownKeyIndex { index })?;
-    if auth::verify(key.method, &key.secret, data, digest) {
+    let key = keys.get(idx).ok_or(WireError::UnknownKeyIndex { index })?;
+    let mut h = key.hasher();
+    write(&mut h);
+    if h.finish().matches(digest) {
         Ok(())
     } else {
         Err(WireError::BadDigest { index: idx })
+    }
+}
+
+/// One field of a [`MessageView`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ViewField<'a> {
+    /// Wire type.
+    ftype: FieldType,
+    /// Name, borrowed from the frame.
+    name: &'a str,
+    /// Value: borrowed from a netstring frame, decoded (unescaped, base64) from classic text.
+    value: Cow<'a, [u8]>,
+}
+
+/// A decoded, authenticated message that borrows its names and values from the received
+/// frame: what [`decode_view`] returns, without a heap copy per field. Look fields up with
+/// [`MessageView::get`]/[`MessageView::get_str`], read the envelope with [`read_envelope`],
+/// or make an owned [`Message`] with [`MessageView::to_message`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MessageView<'a> {
+    /// Fields in wire order.
+    fields: Vec<ViewField<'a>>,
+}
+
+impl MessageView<'_> {
+    /// Value of the first field called `name`.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.value_of(name)
+    }
+
+    /// Value of the first field called `name`, if it is UTF-8.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The message type (`t`).
+    pub fn msg_type(&self) -> Option<&str> {
+        self.get_str("t")
+    }
+
+    /// An owned copy, equal to what [`decode`] returns for the same frame.
+    pub fn to_message(&self) -> Message {
+        Message {
+            fields: self
+                .fields
+                .iter()
+                .map(|f| Field {
+                    ftype: f.ftype,
+                    name: f.name.to_string(),
+                    value: f.value.to_vec(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl FieldList for MessageView<'_> {
+    fn field_count(&self) -> usize {
+        self.fields.len()
+    }
+
+    fn field_at(&self, i: usize) -> FieldRef<'_> {
+        let f = &self.fields[i];
+        FieldRef {
+            ftype: f.ftype,
+            name: f.name,
+            value: &f.value,
+        }
     }
 }
 
@@ -510,13 +834,24 @@ fn verify_with_index(
 /// Frames over [`MAX_FRAME_LEN`] are refused. Never panics: every malformed input becomes a
 /// [`WireError`].
 pub fn decode(frame: &[u8], keys: &AuthKeys) -> Result<Message, WireError> {
+    decode_any(frame, KeyRing::Raw(keys)).map(|v| v.to_message())
+}
+
+/// [`decode`] with prepared keys, borrowing from `frame` instead of copying every field:
+/// the same accept/reject decisions and errors, the same fields.
+pub fn decode_view<'a>(frame: &'a [u8], keys: &FrameKeys) -> Result<MessageView<'a>, WireError> {
+    decode_any(frame, KeyRing::Prepared(keys))
+}
+
+/// The decoder behind [`decode`] and [`decode_view`].
+fn decode_any<'a>(frame: &'a [u8], keys: KeyRing<'_>) -> Result<MessageView<'a>, WireError> {
     if frame.len() > MAX_FRAME_LEN {
         return Err(WireError::TooLong { len: frame.len() });
     }
     if frame.starts_with(NETSTRING_START) {
         decode_netstring(frame, keys)
     } else if frame.starts_with(CLASSIC_START) {
-        decode_classic(frame, keys)
+        decode_classic_view(frame, keys)
     } else {
         Err(WireError::NotAFrame {
             start: escaped(&frame[..frame.len().min(8)]),
@@ -525,8 +860,10 @@ pub fn decode(frame: &[u8], keys: &AuthKeys) -> Result<Message, WireError> {
 }
 
 /// Decodes a netstring frame and checks its trailer (see [`decode`]).
-fn decode_netstring(frame: &[u8], keys: &AuthKeys) -> Result<Message, WireError> {
-    let mut msg = Message::new();
+fn decode_netstring<'a>(frame: &'a [u8], keys: KeyRing<'_>) -> Result<MessageView<'a>, WireError> {
+    let mut msg = MessageView {
+        fields: Vec::with_capacity(16),
+    };
     let mut pos = NETSTRING_START.len();
     loop {
         if frame[pos..].starts_with(NETSTRING_END) {
@@ -546,12 +883,12 @@ fn decode_netstring(frame: &[u8], keys: &AuthKeys) -> Result<Message, WireError>
     }
     let (start, end, _) = peel_netstring(frame, body_end)?;
     let (index, digest) = parse_auth_value(&frame[start..end])?;
-    verify_with_index(keys, index, &frame[..body_end], digest)?;
+    verify_with_index(keys, index, |h| h.update(&frame[..body_end]), digest)?;
     Ok(msg)
 }
 
 /// Parses a classic text frame (`>>>\n`…`<<<\n`) without authenticating it.
-fn parse_classic(frame: &[u8]) -> Result<Message, WireError> {
+fn parse_classic(frame: &[u8]) -> Result<MessageView<'_>, WireError> {
     if frame.len() > MAX_FRAME_LEN {
         return Err(WireError::TooLong { len: frame.len() });
     }
@@ -560,7 +897,7 @@ fn parse_classic(frame: &[u8]) -> Result<Message, WireError> {
             start: escaped(&frame[..frame.len().min(8)]),
         });
     }
-    let mut msg = Message::new();
+    let mut msg = MessageView::default();
     let mut pos = CLASSIC_START.len();
     let mut line_no = 1;
     loop {
@@ -585,9 +922,9 @@ fn parse_classic(frame: &[u8]) -> Result<Message, WireError> {
 }
 
 /// Parses one `[(T)]name=value` classic line (`ha_msg_add_nv_depth`).
-fn parse_classic_line(line: &[u8], line_no: usize) -> Result<Field, WireError> {
-    let bad = WireError::BadClassicLine { line: line_no };
-    let eq = line.iter().position(|&b| b == b'=').ok_or(bad.clone())?;
+fn parse_classic_line(line: &[u8], line_no: usize) -> Result<ViewField<'_>, WireError> {
+    let bad = || WireError::BadClassicLine { line: line_no };
+    let eq = line.iter().position(|&b| b == b'=').ok_or_else(bad)?;
     let (mut name, value) = (&line[..eq], &line[eq + 1..]);
     let mut ftype = FieldType::String;
     if name.len() >= 3 && name[0] == b'(' && name[2] == b')' {
@@ -601,9 +938,9 @@ fn parse_classic_line(line: &[u8], line_no: usize) -> Result<Field, WireError> {
             })?;
         name = &name[3..];
     }
-    let name = std::str::from_utf8(name).map_err(|_| bad.clone())?;
+    let name = std::str::from_utf8(name).map_err(|_| bad())?;
     if name.is_empty() {
-        return Err(bad);
+        return Err(bad());
     }
     if value.is_empty() {
         return Err(WireError::EmptyValue {
@@ -611,32 +948,39 @@ fn parse_classic_line(line: &[u8], line_no: usize) -> Result<Field, WireError> {
         });
     }
     let value = match ftype {
-        FieldType::String => value
-            .iter()
-            .map(|&b| if b == SPECIAL_SYM { b'\n' } else { b })
-            .collect(),
+        FieldType::String if value.contains(&SPECIAL_SYM) => Cow::Owned(
+            value
+                .iter()
+                .map(|&b| if b == SPECIAL_SYM { b'\n' } else { b })
+                .collect(),
+        ),
+        FieldType::String => Cow::Borrowed(value),
         FieldType::Binary | FieldType::Compress => {
-            base64_decode(value).ok_or_else(|| WireError::BadBase64 {
+            Cow::Owned(base64_decode(value).ok_or_else(|| WireError::BadBase64 {
                 name: name.to_string(),
-            })?
+            })?)
         }
-        FieldType::Struct | FieldType::List | FieldType::Uncompress => value.to_vec(),
+        FieldType::Struct | FieldType::List | FieldType::Uncompress => Cow::Borrowed(value),
     };
-    Ok(Field {
-        ftype,
-        name: name.to_string(),
-        value,
-    })
+    Ok(ViewField { ftype, name, value })
 }
 
 /// Decodes a classic text frame (serial medium, §8, or classic UDP) and verifies its inner
 /// `auth` field with the key of the index it names. Bytes after `<<<\n` are ignored.
 /// ([`WireError::BadFieldType`] carries the line number as its offset here.)
 pub fn decode_classic(frame: &[u8], keys: &AuthKeys) -> Result<Message, WireError> {
+    decode_classic_view(frame, KeyRing::Raw(keys)).map(|v| v.to_message())
+}
+
+/// [`decode_classic`], borrowing from the frame.
+fn decode_classic_view<'a>(
+    frame: &'a [u8],
+    keys: KeyRing<'_>,
+) -> Result<MessageView<'a>, WireError> {
     let msg = parse_classic(frame)?;
     let auth_value = msg.get(AUTH_FIELD).ok_or(WireError::MissingAuth)?;
     let (index, digest) = parse_auth_value(auth_value)?;
-    verify_with_index(keys, index, &classic_auth_input(&msg), digest)?;
+    verify_with_index(keys, index, |h| push_classic_auth_input(h, &msg), digest)?;
     Ok(msg)
 }
 
@@ -665,9 +1009,109 @@ pub struct Envelope {
     pub dest_uuid: Option<[u8; 16]>,
 }
 
+impl Envelope {
+    /// The same envelope, borrowed (for [`encode_stamped`]).
+    pub fn borrowed(&self) -> EnvelopeRef<'_> {
+        EnvelopeRef {
+            src: &self.src,
+            srcuuid: self.srcuuid,
+            seq: self.seq,
+            generation: self.generation,
+            ts: self.ts,
+            load: self.load.as_deref(),
+            ttl: self.ttl,
+            dest_uuid: self.dest_uuid,
+        }
+    }
+}
+
+/// [`Envelope`] borrowing its texts, so a sender need not clone its name and load line for
+/// every frame. Field meanings as in [`Envelope`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnvelopeRef<'a> {
+    /// Local node name (`src`).
+    pub src: &'a str,
+    /// Local node uuid (`srcuuid`).
+    pub srcuuid: [u8; 16],
+    /// Sequence number (`seq`); ignored for `NS_*` messages.
+    pub seq: Option<u64>,
+    /// This start's generation (`hg`).
+    pub generation: u64,
+    /// Send time (`ts`).
+    pub ts: u64,
+    /// Load line (`ld`); ignored for `NS_*` messages.
+    pub load: Option<&'a str>,
+    /// `ttl`.
+    pub ttl: u32,
+    /// Destination uuid (`destuuid`), written only if the message has `dest`.
+    pub dest_uuid: Option<[u8; 16]>,
+}
+
 /// Whether a message type bypasses sequencing (`NS_*`, §5).
 pub fn is_unsequenced(msg_type: &str) -> bool {
     msg_type.starts_with(NOSEQ_PREFIX)
+}
+
+/// The envelope's numbers as text, on the stack.
+struct EnvelopeText {
+    /// `seq` in hex.
+    seq: Option<Decimal>,
+    /// `hg` in hex.
+    generation: Decimal,
+    /// `ts` in hex.
+    ts: Decimal,
+    /// `ttl` in decimal.
+    ttl: Decimal,
+}
+
+impl EnvelopeText {
+    /// Formats the numbers of `env`.
+    fn new(env: &EnvelopeRef<'_>) -> EnvelopeText {
+        EnvelopeText {
+            seq: env.seq.map(Decimal::hex),
+            generation: Decimal::hex(env.generation),
+            ts: Decimal::hex(env.ts),
+            ttl: Decimal::new(u64::from(env.ttl)),
+        }
+    }
+}
+
+/// Calls `set` for each envelope field in heartbeat's order (see [`stamp`]) for a message
+/// that has a `dest` field (`has_dest`) and a sequenced type (`sequenced`).
+fn envelope_fields<'a>(
+    env: &EnvelopeRef<'a>,
+    text: &'a EnvelopeText,
+    dest_uuid: &'a Option<[u8; 16]>,
+    srcuuid: &'a [u8; 16],
+    has_dest: bool,
+    sequenced: bool,
+    mut set: impl FnMut(FieldType, &'static str, &'a [u8]),
+) {
+    if has_dest && let Some(uuid) = dest_uuid {
+        set(FieldType::Binary, "destuuid", uuid);
+    }
+    set(FieldType::String, "src", env.src.as_bytes());
+    set(FieldType::Binary, "srcuuid", srcuuid);
+    if sequenced && let Some(seq) = &text.seq {
+        set(FieldType::String, "seq", seq.as_bytes());
+    }
+    set(FieldType::String, "hg", text.generation.as_bytes());
+    set(FieldType::String, "ts", text.ts.as_bytes());
+    if sequenced && let Some(load) = env.load {
+        set(FieldType::String, "ld", load.as_bytes());
+    }
+    set(FieldType::String, "ttl", text.ttl.as_bytes());
+}
+
+/// Whether `fields` has a `dest` field, and whether its type is sequenced (not `NS_*`).
+fn dest_and_sequenced<L: FieldList + ?Sized>(fields: &L) -> (bool, bool) {
+    let msg_type = fields
+        .value_of("t")
+        .and_then(|v| std::str::from_utf8(v).ok());
+    (
+        fields.value_of("dest").is_some(),
+        !msg_type.is_some_and(is_unsequenced),
+    )
 }
 
 /// Adds the envelope fields in heartbeat's order with `ha_msg_mod` semantics: fields already
@@ -675,33 +1119,67 @@ pub fn is_unsequenced(msg_type: &str) -> bool {
 /// present), `src`, `srcuuid`, `seq` (not for `NS_*`), `hg`, `ts`, `ld` (not for `NS_*`),
 /// `ttl` (§5). The inner `auth` field is added later by [`encode`].
 pub fn stamp(msg: &mut Message, env: &Envelope) {
-    if msg.get("dest").is_some()
-        && let Some(uuid) = env.dest_uuid
-    {
-        msg.set(FieldType::Binary, "destuuid", uuid.to_vec());
-    }
-    let sequenced = !msg.msg_type().is_some_and(is_unsequenced);
-    msg.set_str("src", &env.src);
-    msg.set(FieldType::Binary, "srcuuid", env.srcuuid.to_vec());
-    if sequenced && let Some(seq) = env.seq {
-        msg.set_str("seq", &format!("{seq:x}"));
-    }
-    msg.set_str("hg", &format!("{:x}", env.generation));
-    msg.set_str("ts", &format!("{:x}", env.ts));
-    if sequenced && let Some(load) = &env.load {
-        msg.set_str("ld", load);
-    }
-    msg.set_str("ttl", &env.ttl.to_string());
+    let env = env.borrowed();
+    let text = EnvelopeText::new(&env);
+    let (has_dest, sequenced) = dest_and_sequenced(msg);
+    envelope_fields(
+        &env,
+        &text,
+        &env.dest_uuid,
+        &env.srcuuid,
+        has_dest,
+        sequenced,
+        |ftype, name, value| msg.set(ftype, name, value.to_vec()),
+    );
+}
+
+/// [`stamp`] then [`encode_with`], without building a [`Message`]: `specific` are the
+/// message's own fields (e.g. `t`, `st`, ... of a `status`), the envelope is applied to a
+/// borrowed copy of them, and the frame is appended to `out`. Byte-identical to
+/// `stamp(&mut msg, env)` followed by `encode(&msg, keys, fmt)`; clear and reuse `out` to
+/// send a heartbeat with a single small allocation.
+pub fn encode_stamped(
+    out: &mut Vec<u8>,
+    specific: &[FieldRef<'_>],
+    env: &EnvelopeRef<'_>,
+    keys: &FrameKeys,
+    fmt: MsgFormat,
+) {
+    let text = EnvelopeText::new(env);
+    let (has_dest, sequenced) = dest_and_sequenced(specific);
+    let mut fields: Vec<FieldRef<'_>> = Vec::with_capacity(specific.len() + 9);
+    fields.extend_from_slice(specific);
+    envelope_fields(
+        env,
+        &text,
+        &env.dest_uuid,
+        &env.srcuuid,
+        has_dest,
+        sequenced,
+        |ftype, name, value| {
+            // `ha_msg_mod`, as `Message::set`.
+            let new = FieldRef { ftype, name, value };
+            match fields.iter_mut().find(|f| f.name == name) {
+                Some(f) => {
+                    f.ftype = ftype;
+                    f.value = value;
+                }
+                None => fields.push(new),
+            }
+        },
+    );
+    encode_with(out, fields.as_slice(), keys, fmt);
 }
 
 /// Parses a `%lx` value as heartbeat writes it: 1–16 hex digits, nothing else.
 pub fn parse_hex_u64(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 16 || !value.iter().all(u8::is_ascii_hexdigit) {
+    if value.is_empty() || value.len() > 16 {
         return None;
     }
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|s| u64::from_str_radix(s, 16).ok())
+    value.iter().try_fold(0u64, |n, &c| {
+        let digit = char::from(c).to_digit(16)?;
+        Some((n << 4) | u64::from(digit))
+    })
 }
 
 /// The envelope of a received message, checked as `process_clustermsg` does (§7.1).
@@ -742,8 +1220,11 @@ impl ReceivedEnvelope {
 }
 
 /// A required UTF-8 field.
-fn required_str<'a>(msg: &'a Message, name: &'static str) -> Result<&'a str, WireError> {
-    let v = msg.get(name).ok_or(WireError::MissingField { name })?;
+fn required_str<'a, L: FieldList + ?Sized>(
+    msg: &'a L,
+    name: &'static str,
+) -> Result<&'a str, WireError> {
+    let v = msg.value_of(name).ok_or(WireError::MissingField { name })?;
     std::str::from_utf8(v).map_err(|_| WireError::BadFieldValue {
         name,
         value: escaped(v),
@@ -751,8 +1232,8 @@ fn required_str<'a>(msg: &'a Message, name: &'static str) -> Result<&'a str, Wir
 }
 
 /// An optional hex field; present but malformed is an error.
-fn hex_field(msg: &Message, name: &'static str) -> Result<Option<u64>, WireError> {
-    match msg.get(name) {
+fn hex_field<L: FieldList + ?Sized>(msg: &L, name: &'static str) -> Result<Option<u64>, WireError> {
+    match msg.value_of(name) {
         None => Ok(None),
         Some(v) => parse_hex_u64(v)
             .map(Some)
@@ -764,14 +1245,15 @@ fn hex_field(msg: &Message, name: &'static str) -> Result<Option<u64>, WireError
 }
 
 /// A 16-byte uuid field, if present with the right length.
-fn uuid_field(msg: &Message, name: &str) -> Option<[u8; 16]> {
-    msg.get(name).and_then(|v| <[u8; 16]>::try_from(v).ok())
+fn uuid_field<L: FieldList + ?Sized>(msg: &L, name: &str) -> Option<[u8; 16]> {
+    msg.value_of(name)
+        .and_then(|v| <[u8; 16]>::try_from(v).ok())
 }
 
 /// Reads and checks the envelope of an authenticated message (§7.1, §7.3 step 2): `t`, `src`
 /// and a non-zero hex `ts` are required; `seq` and `hg` (hex) are required except for
 /// `NS_*` types.
-pub fn read_envelope(msg: &Message) -> Result<ReceivedEnvelope, WireError> {
+pub fn read_envelope<L: FieldList + ?Sized>(msg: &L) -> Result<ReceivedEnvelope, WireError> {
     let msg_type = required_str(msg, "t")?.to_string();
     let src = required_str(msg, "src")?.to_string();
     if src.is_empty() {
@@ -798,7 +1280,7 @@ pub fn read_envelope(msg: &Message) -> Result<ReceivedEnvelope, WireError> {
         }
     }
     let dest = msg
-        .get("dest")
+        .value_of("dest")
         .map(|v| String::from_utf8_lossy(v).into_owned());
     Ok(ReceivedEnvelope {
         msg_type,
@@ -815,7 +1297,7 @@ pub fn read_envelope(msg: &Message) -> Result<ReceivedEnvelope, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::model::AuthMethod;
+    use crate::config::model::{AuthKey, AuthMethod};
     use std::collections::BTreeMap;
 
     /// The captured test vectors (copied from shared/wire/captures/testvectors.json).
@@ -1553,6 +2035,236 @@ mod tests {
             b"10000000000000000",
         ] {
             assert_eq!(parse_hex_u64(bad), None, "{bad:?}");
+        }
+    }
+
+    /// The encoder as it was before the borrowed/prepared fast path (format!-based), kept
+    /// as the oracle the fast path must match byte for byte.
+    fn reference_encode(msg: &Message, keys: &AuthKeys, fmt: MsgFormat) -> Vec<u8> {
+        fn netstring(out: &mut Vec<u8>, content: &[u8]) {
+            out.extend_from_slice(content.len().to_string().as_bytes());
+            out.push(b':');
+            out.extend_from_slice(content);
+            out.push(b',');
+        }
+        let mut m = msg.clone();
+        let key = keys.keys.get(&keys.active);
+        if fmt == MsgFormat::Classic
+            && !m.fields.iter().any(|f| {
+                matches!(
+                    f.ftype,
+                    FieldType::Struct | FieldType::Compress | FieldType::Uncompress
+                )
+            })
+            && let Some(key) = key
+        {
+            let mut text = Vec::new();
+            for f in m.fields.iter().filter(|f| f.name != AUTH_FIELD) {
+                if f.ftype != FieldType::String {
+                    text.extend(format!("({})", f.ftype.digit()).bytes());
+                }
+                text.extend(f.name.bytes());
+                text.push(b'=');
+                match f.ftype {
+                    FieldType::String => text.extend(
+                        f.value
+                            .iter()
+                            .map(|&b| if b == b'\n' { SPECIAL_SYM } else { b }),
+                    ),
+                    FieldType::Binary | FieldType::Compress => text.extend(base64_encode(&f.value)),
+                    _ => text.extend(&f.value),
+                }
+                text.push(b'\n');
+            }
+            let value = format!(
+                "{} {}",
+                keys.active,
+                auth::digest(key.method, &key.secret, &text)
+            );
+            m.set(FieldType::String, AUTH_FIELD, value.into_bytes());
+        }
+        let mut out = b"###\n".to_vec();
+        for f in &m.fields {
+            let mut content = format!("({}){}=", f.ftype.digit(), f.name).into_bytes();
+            content.extend(&f.value);
+            netstring(&mut out, &content);
+        }
+        out.extend(b"%%%\n");
+        if let Some(key) = key {
+            let trailer = format!(
+                "{} {}",
+                keys.active,
+                auth::digest(key.method, &key.secret, &out)
+            );
+            netstring(&mut out, trailer.as_bytes());
+        }
+        out
+    }
+
+    /// Every frame, good or bad: the fast decoder gives the same message or error.
+    fn assert_decoders_agree(frame: &[u8], keys: &AuthKeys) {
+        let prepared = FrameKeys::new(keys);
+        let slow = decode(frame, keys);
+        let fast = decode_view(frame, &prepared);
+        assert_eq!(
+            fast.as_ref().map(MessageView::to_message),
+            slow.as_ref().cloned()
+        );
+        if let (Ok(view), Ok(msg)) = (&fast, &slow) {
+            assert_eq!(read_envelope(view), read_envelope(msg));
+            for name in ["t", "st", "src", "auth", "missing"] {
+                assert_eq!(view.get(name), msg.get(name));
+                assert_eq!(view.get_str(name), msg.get_str(name));
+            }
+            assert_eq!(view.msg_type(), msg.msg_type());
+        }
+    }
+
+    #[test]
+    fn fast_paths_match_the_reference_on_captures() {
+        for v in vectors() {
+            let msg = decode(&v.payload, &v.keys).unwrap();
+            let prepared = FrameKeys::new(&v.keys);
+            for fmt in [MsgFormat::Classic, MsgFormat::Netstring] {
+                let expected = reference_encode(&msg, &v.keys, fmt);
+                assert_eq!(encode(&msg, &v.keys, fmt), expected, "{}", v.name);
+                let mut out = b"stale".to_vec();
+                out.clear();
+                encode_with(&mut out, &msg, &prepared, fmt);
+                assert_eq!(out, expected, "{}", v.name);
+            }
+            assert_decoders_agree(&v.payload, &v.keys);
+            let mut bad = v.payload.clone();
+            let at = bad.len() / 2;
+            bad[at] ^= 0x20;
+            assert_decoders_agree(&bad, &v.keys);
+        }
+    }
+
+    #[test]
+    fn fast_paths_match_the_reference_on_random_messages() {
+        let mut rng = XorShift(0x5eed_f00d_1234_5678);
+        let vs = vectors();
+        for i in 0..1_500 {
+            let keys = random_keys(&mut rng);
+            let prepared = FrameKeys::new(&keys);
+            let mut msg = random_message(&mut rng, i % 2 == 0);
+            if i % 5 == 0 {
+                // A stale inner auth somewhere in the middle is replaced in place.
+                msg.fields.insert(
+                    msg.fields.len() / 2,
+                    Field {
+                        ftype: FieldType::String,
+                        name: AUTH_FIELD.into(),
+                        value: b"1 stale".to_vec(),
+                    },
+                );
+            }
+            if i % 7 == 0 {
+                msg.add(FieldType::List, "list", b"1:a,".to_vec());
+            }
+            if i % 11 == 0 {
+                msg.add(FieldType::Struct, "child", b"###\n%%%\n".to_vec());
+            }
+            for fmt in [MsgFormat::Classic, MsgFormat::Netstring] {
+                let expected = reference_encode(&msg, &keys, fmt);
+                assert_eq!(encode(&msg, &keys, fmt), expected);
+                let mut out = Vec::new();
+                encode_with(&mut out, &msg, &prepared, fmt);
+                assert_eq!(out, expected);
+                assert_decoders_agree(&expected, &keys);
+                // Mutated and truncated frames are refused (or accepted) alike.
+                let mut bad = expected.clone();
+                let at = rng.below(bad.len() as u64) as usize;
+                bad[at] = rng.next() as u8;
+                assert_decoders_agree(&bad, &keys);
+                let cut = rng.below(expected.len() as u64) as usize;
+                assert_decoders_agree(&expected[..cut], &keys);
+            }
+            if let Ok(text) = try_encode_classic(&msg, &keys) {
+                assert_decoders_agree(&text, &keys);
+            }
+            // A frame signed under other keys.
+            let other = &vs[i % vs.len()].keys;
+            assert_decoders_agree(&encode(&msg, other, MsgFormat::Classic), &keys);
+        }
+    }
+
+    #[test]
+    fn encode_stamped_matches_stamp_then_encode() {
+        let mut rng = XorShift(77);
+        let keys = one_key(3, AuthMethod::Sha1, b"stamp-secret");
+        let prepared = FrameKeys::new(&keys);
+        let shapes: [&[(&str, &str)]; 5] = [
+            &[
+                ("t", "status"),
+                ("st", "active"),
+                ("dt", "1e"),
+                ("protocol", "1"),
+            ],
+            &[("t", "NS_ackmsg"), ("dest", "node2"), ("ackseq", "1c")],
+            &[
+                ("t", "repnodes"),
+                ("dest", "b"),
+                ("src", "old"),
+                ("ttl", "9"),
+            ],
+            &[("t", "status"), ("ts", "1"), ("hbd_groups", "lvs|1|0|a|3")],
+            &[("st", "no type")],
+        ];
+        for (i, shape) in shapes.iter().enumerate() {
+            for round in 0..40u64 {
+                let env = Envelope {
+                    src: "loadbalancer".into(),
+                    srcuuid: [i as u8; 16],
+                    seq: (round % 3 != 0).then(|| rng.next() >> (round % 64)),
+                    generation: rng.next() >> (round % 64),
+                    ts: rng.next() >> 30,
+                    load: (round % 4 != 0).then(|| "0.00 0.01 0.05 1/123 4567".into()),
+                    ttl: (rng.next() % 300) as u32,
+                    dest_uuid: (round % 2 == 0).then_some([0xd5; 16]),
+                };
+                let mut msg = Message::new();
+                for (n, v) in shape.iter() {
+                    msg.add_str(n, v);
+                }
+                let specific: Vec<FieldRef<'_>> = fields_of(&msg).collect();
+                let mut out = Vec::new();
+                for fmt in [MsgFormat::Classic, MsgFormat::Netstring] {
+                    out.clear();
+                    encode_stamped(&mut out, &specific, &env.borrowed(), &prepared, fmt);
+                    let mut stamped = msg.clone();
+                    stamp(&mut stamped, &env);
+                    assert_eq!(out, encode(&stamped, &keys, fmt), "{shape:?} {round}");
+                    assert_eq!(out, reference_encode(&stamped, &keys, fmt));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stamp_numbers_are_printed_like_format() {
+        for n in [
+            0u64,
+            1,
+            9,
+            10,
+            15,
+            16,
+            255,
+            0x6b02_2fab,
+            u64::MAX,
+            u64::MAX - 1,
+        ] {
+            assert_eq!(Decimal::new(n).as_bytes(), n.to_string().as_bytes());
+            assert_eq!(Decimal::hex(n).as_bytes(), format!("{n:x}").as_bytes());
+        }
+        let d = auth::PreparedKey::new(AuthMethod::Sha256, b"k").digest(b"x");
+        for index in [0u8, 7, 15, 200, 255] {
+            assert_eq!(
+                AuthValue::new(index, &d).as_bytes(),
+                format!("{index} {}", d.as_str()).as_bytes()
+            );
         }
     }
 }

@@ -1,0 +1,285 @@
+//! Per-frame cost of a heartbeat `status`: building + encoding one lab-sized frame, and
+//! decoding + verifying + reading its envelope, in ns/op and heap allocations/op.
+//!
+//! Run with `cargo bench --bench wire` (plain `main`, no harness). The frame is what
+//! `daemon::node` sends every keepalive: `t=status`, `st`, `dt`, `protocol`, `hbd_groups`,
+//! then the envelope from `wire::stamp`, signed with a sha1 key in msgfmt classic.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use hbd::config::model::{AuthKey, AuthKeys, AuthMethod, MsgFormat};
+use hbd::manager::{self, GroupReport, Placement};
+use hbd::membership::message::FieldType;
+use hbd::membership::message::Message;
+use hbd::membership::wire::{self, Envelope, EnvelopeRef, FieldRef, FrameKeys};
+
+/// Counts allocations (and reallocations) made through the global allocator.
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is forwarded unchanged to `System`, which upholds the GlobalAlloc
+// contract; the counters have no effect on the memory returned.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's layout, as the caller promised it is valid.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was returned by `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+        // SAFETY: `ptr` was returned by `System` with `layout`; forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Everything `send_status` + `send` use, owned by the node.
+struct Node {
+    name: String,
+    uuid: [u8; 16],
+    generation: u64,
+    load: String,
+    reports: Vec<GroupReport>,
+    keys: AuthKeys,
+    seq: u64,
+}
+
+impl Node {
+    fn lab(method: AuthMethod) -> Node {
+        Node {
+            name: "loadbalancer".into(),
+            uuid: *b"\x8f\x1e\x02\x6b\x9c\x44\x4e\x5d\xa1\x0b\x33\x7c\x2a\x90\x11\xee",
+            generation: 0x6b02_2fab,
+            load: "0.00 0.01 0.05 1/123 4567".into(),
+            reports: vec![GroupReport {
+                group: "lvs".into(),
+                holds: true,
+                failed: false,
+                placement: Placement {
+                    target: "loadbalancer".into(),
+                    epoch: 3,
+                },
+            }],
+            keys: AuthKeys {
+                active: 1,
+                keys: BTreeMap::from([(
+                    1,
+                    AuthKey {
+                        method,
+                        secret: b"change-me-to-a-long-random-secret".to_vec(),
+                    },
+                )]),
+            },
+            seq: 0x1c,
+        }
+    }
+
+    /// Mirrors `daemon::node::send_status` + `send` up to the bytes handed to the media.
+    fn status_frame(&mut self) -> Vec<u8> {
+        let mut msg = Message::with_type("status");
+        msg.add_str("st", "active");
+        msg.add_str("dt", &format!("{:x}", 30u128));
+        msg.add_str("protocol", "1");
+        msg.add_str("hbd_groups", &manager::encode_reports(&self.reports));
+        let seq = self.seq;
+        self.seq += 1;
+        let env = Envelope {
+            src: self.name.clone(),
+            srcuuid: self.uuid,
+            seq: Some(seq),
+            generation: self.generation,
+            ts: 0x6b02_2fbd,
+            load: Some(self.load.clone()),
+            ttl: 3,
+            dest_uuid: None,
+        };
+        wire::stamp(&mut msg, &env);
+        wire::encode(&msg, &self.keys, MsgFormat::Classic)
+    }
+}
+
+impl Node {
+    /// The same frame through the allocation-free API: prepared keys, borrowed fields and
+    /// envelope, one reused output buffer (what `send_status` could switch to).
+    fn status_frame_fast(&mut self, keys: &FrameKeys, groups: &str, out: &mut Vec<u8>) {
+        let dt = format!("{:x}", 30u128);
+        let specific = [
+            FieldRef {
+                ftype: FieldType::String,
+                name: "t",
+                value: b"status",
+            },
+            FieldRef {
+                ftype: FieldType::String,
+                name: "st",
+                value: b"active",
+            },
+            FieldRef {
+                ftype: FieldType::String,
+                name: "dt",
+                value: dt.as_bytes(),
+            },
+            FieldRef {
+                ftype: FieldType::String,
+                name: "protocol",
+                value: b"1",
+            },
+            FieldRef {
+                ftype: FieldType::String,
+                name: "hbd_groups",
+                value: groups.as_bytes(),
+            },
+        ];
+        let seq = self.seq;
+        self.seq += 1;
+        let env = EnvelopeRef {
+            src: &self.name,
+            srcuuid: self.uuid,
+            seq: Some(seq),
+            generation: self.generation,
+            ts: 0x6b02_2fbd,
+            load: Some(&self.load),
+            ttl: 3,
+            dest_uuid: None,
+        };
+        out.clear();
+        wire::encode_stamped(out, &specific, &env, keys, MsgFormat::Classic);
+    }
+}
+
+/// [`receive_status`] through [`wire::decode_view`] with prepared keys.
+fn receive_status_fast(frame: &[u8], keys: &FrameKeys) -> usize {
+    let msg = wire::decode_view(frame, keys).expect("decodes");
+    let env = wire::read_envelope(&msg).expect("envelope");
+    let st = msg.get_str("st").unwrap_or("up");
+    let dt = msg.get("dt").and_then(wire::parse_hex_u64);
+    let reports = msg
+        .get_str("hbd_groups")
+        .and_then(manager::decode_reports)
+        .expect("reports");
+    st.len() + dt.unwrap_or(0) as usize + reports.len() + env.src.len()
+}
+
+/// [`receive`] through [`wire::decode_view`] with prepared keys.
+fn receive_fast(frame: &[u8], keys: &FrameKeys) -> u64 {
+    let msg = wire::decode_view(frame, keys).expect("decodes");
+    let env = wire::read_envelope(&msg).expect("envelope");
+    let (seq, _) = env.sequence().expect("sequenced");
+    seq + u64::from(env.msg_type == "status")
+}
+
+/// Mirrors the work `daemon::node::on_frame` does on a status up to the seqtrack check.
+fn receive(frame: &[u8], keys: &AuthKeys) -> u64 {
+    let msg = wire::decode(frame, keys).expect("decodes");
+    let env = wire::read_envelope(&msg).expect("envelope");
+    let (seq, _) = env.sequence().expect("sequenced");
+    seq + u64::from(env.msg_type == "status")
+}
+
+/// Like [`receive`], plus the status fields the node reads afterwards.
+fn receive_status(frame: &[u8], keys: &AuthKeys) -> usize {
+    let msg = wire::decode(frame, keys).expect("decodes");
+    let env = wire::read_envelope(&msg).expect("envelope");
+    let st = msg.get_str("st").unwrap_or("up");
+    let dt = msg.get("dt").and_then(wire::parse_hex_u64);
+    let reports = msg
+        .get_str("hbd_groups")
+        .and_then(manager::decode_reports)
+        .expect("reports");
+    st.len() + dt.unwrap_or(0) as usize + reports.len() + env.src.len()
+}
+
+/// Runs `f` `iters` times; prints ns/op and allocations/op.
+fn bench<R>(label: &str, iters: u64, mut f: impl FnMut() -> R) {
+    for _ in 0..iters / 10 {
+        black_box(f());
+    }
+    let (a0, b0) = (
+        ALLOCS.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+    );
+    let start = Instant::now();
+    for _ in 0..iters {
+        black_box(f());
+    }
+    let elapsed = start.elapsed();
+    let allocs = ALLOCS.load(Ordering::Relaxed) - a0;
+    let bytes = BYTES.load(Ordering::Relaxed) - b0;
+    println!(
+        "{label:<44} {:>8.0} ns/op {:>6.1} allocs/op {:>7.0} bytes/op",
+        elapsed.as_nanos() as f64 / iters as f64,
+        allocs as f64 / iters as f64,
+        bytes as f64 / iters as f64,
+    );
+}
+
+fn main() {
+    let iters: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(200_000);
+    for method in [AuthMethod::Sha1, AuthMethod::Sha256] {
+        let mut node = Node::lab(method);
+        let frame = node.status_frame();
+        if method == AuthMethod::Sha1 {
+            println!(
+                "status frame: {} bytes: {}",
+                frame.len(),
+                String::from_utf8_lossy(&frame).escape_debug()
+            );
+        }
+        let keys = node.keys.clone();
+        bench(&format!("{method:?}: build + encode status"), iters, || {
+            node.status_frame()
+        });
+        bench(
+            &format!("{method:?}: decode + verify + read_envelope"),
+            iters,
+            || receive(&frame, &keys),
+        );
+        bench(
+            &format!("{method:?}: ... + st, dt, hbd_groups"),
+            iters,
+            || receive_status(&frame, &keys),
+        );
+        let prepared = FrameKeys::new(&keys);
+        let groups = manager::encode_reports(&node.reports);
+        let mut out = Vec::new();
+        let seq = node.seq;
+        node.status_frame_fast(&prepared, &groups, &mut out);
+        node.seq = seq;
+        assert_eq!(out, node.status_frame(), "fast path is byte-identical");
+        bench(
+            &format!("{method:?}: fast: encode_stamped (reused buf)"),
+            iters,
+            || {
+                node.status_frame_fast(&prepared, &groups, &mut out);
+                out.len()
+            },
+        );
+        bench(
+            &format!("{method:?}: fast: decode_view + read_envelope"),
+            iters,
+            || receive_fast(&frame, &prepared),
+        );
+        bench(
+            &format!("{method:?}: fast: ... + st, dt, hbd_groups"),
+            iters,
+            || receive_status_fast(&frame, &prepared),
+        );
+    }
+}
