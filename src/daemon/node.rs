@@ -34,10 +34,9 @@ use crate::manager::{self, Action, Command, CommandOutcome, GroupPhase, Manager,
 use crate::media::{Inbound, Medium};
 use crate::membership::generation::PeerGenerationWriter;
 use crate::membership::liveness::{LinkState, Liveness, LivenessEvent, PeerState, fmt_ms};
-use crate::membership::message::Message;
 use crate::membership::pacing::{self, HeartbeatPacer, Pacing};
 use crate::membership::seqtrack::{SeqTrack, SeqVerdict};
-use crate::membership::wire::{self, Envelope, WireError};
+use crate::membership::wire::{self, EnvelopeRef, FieldRef, FrameKeys, WireError};
 
 /// Who this node is on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +148,12 @@ pub struct Node {
     generation_writer: Option<PeerGenerationWriter>,
     report_load: bool,
     load: (Option<Instant>, String),
+    /// Our deadtime as our heartbeats carry it (`dt`, hex milliseconds).
+    deadtime_text: String,
+    /// The configuration's keys, prepared for signing and verifying.
+    frame_keys: FrameKeys,
+    /// Where heartbeats are built; reused so a send allocates (almost) nothing.
+    send_buffer: Vec<u8>,
     next_seq: u64,
     /// When our heartbeats go out (phase-locked to the pace-setting peer).
     pacer: HeartbeatPacer,
@@ -214,6 +219,9 @@ impl Node {
             generation_writer,
             report_load: setup.report_load,
             load: (None, "n/a".to_string()),
+            deadtime_text: deadtime_text(&config),
+            frame_keys: FrameKeys::new(&config.auth),
+            send_buffer: Vec::with_capacity(1024),
             next_seq: 1,
             pacer: HeartbeatPacer::new(now, config.timing.keepalive),
             counters: Counters::default(),
@@ -460,9 +468,10 @@ impl Node {
         self.run_actions(now, actions);
     }
 
-    fn current_load(&mut self, now: Instant) -> String {
+    /// The load line for our heartbeats, re-read at most every [`LOAD_REFRESH`].
+    fn refresh_load(&mut self, now: Instant) {
         if !self.report_load {
-            return "n/a".to_string();
+            return;
         }
         let stale = self
             .load
@@ -473,58 +482,60 @@ impl Node {
             let line = text.lines().next().unwrap_or("n/a").trim().to_string();
             self.load = (Some(now), if line.is_empty() { "n/a".into() } else { line });
         }
-        self.load.1.clone()
     }
 
+    /// Sends our `status` heartbeat on every medium. The frame is built in place, borrowing
+    /// what it says (one reused buffer, keys prepared once): a heartbeat is sent a hundred
+    /// times a second and should touch as little as it can.
     fn send_status(&mut self, now: Instant) {
-        let mut msg = Message::with_type("status");
-        msg.add_str("st", self.liveness.local_state().as_str());
-        msg.add_str(
-            "dt",
-            &format!("{:x}", self.config.timing.deadtime.as_millis()),
-        );
-        msg.add_str("protocol", "1");
-        if !self.config.groups.is_empty() {
-            msg.add_str(
-                GROUPS_FIELD,
-                &manager::encode_reports(&self.manager.reports()),
-            );
-        }
-        self.send(now, msg);
-    }
-
-    /// Stamps the envelope on `msg` and sends it on every medium.
-    fn send(&mut self, now: Instant, mut msg: Message) {
-        let is_ns = msg.msg_type().is_some_and(wire::is_unsequenced);
-        let seq = if is_ns {
+        self.refresh_load(now);
+        let groups = if self.config.groups.is_empty() {
             None
         } else {
-            let s = self.next_seq;
-            self.next_seq += 1;
-            Some(s)
+            Some(manager::encode_reports(&self.manager.reports()))
         };
-        let load = if is_ns {
-            None
-        } else {
-            Some(self.current_load(now))
+        let deadtime = self.deadtime_text.as_bytes();
+        let state = self.liveness.local_state().as_str().as_bytes();
+        let mut fields = [
+            FieldRef::string("t", b"status"),
+            FieldRef::string("st", state),
+            FieldRef::string("dt", deadtime),
+            FieldRef::string("protocol", b"1"),
+            FieldRef::string(GROUPS_FIELD, b""),
+        ];
+        let specific = match &groups {
+            Some(text) => {
+                fields[4] = FieldRef::string(GROUPS_FIELD, text.as_bytes());
+                &fields[..]
+            }
+            None => &fields[..4],
         };
+        let seq = self.next_seq;
+        self.next_seq += 1;
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(1)
             .max(1);
-        let env = Envelope {
-            src: self.identity.name.clone(),
+        let env = EnvelopeRef {
+            src: &self.identity.name,
             srcuuid: self.identity.uuid,
-            seq,
+            seq: Some(seq),
             generation: self.identity.generation,
             ts,
-            load,
+            load: Some(&self.load.1),
             ttl: frame_ttl(&self.config),
             dest_uuid: None,
         };
-        wire::stamp(&mut msg, &env);
-        let frame = wire::encode(&msg, &self.config.auth, self.config.msgfmt);
+        let mut frame = std::mem::take(&mut self.send_buffer);
+        frame.clear();
+        wire::encode_stamped(
+            &mut frame,
+            specific,
+            &env,
+            &self.frame_keys,
+            self.config.msgfmt,
+        );
         for medium in &self.media {
             if let Err(e) = medium.tx.send(&frame) {
                 self.counters.send_errors += 1;
@@ -533,6 +544,7 @@ impl Node {
                 }
             }
         }
+        self.send_buffer = frame;
     }
 
     fn drop_frame(&mut self, now: Instant, reason: &'static str, inbound: &Inbound, detail: &str) {
@@ -559,7 +571,7 @@ impl Node {
             self.drop_frame(now, "oversize", &inbound, &detail);
             return;
         }
-        let msg = match wire::decode(&inbound.frame, &self.config.auth) {
+        let msg = match wire::decode_view(&inbound.frame, &self.frame_keys) {
             Ok(m) => m,
             Err(e @ (WireError::BadDigest { .. } | WireError::UnknownKeyIndex { .. })) => {
                 self.counters.bad_auth += 1;
@@ -840,6 +852,8 @@ impl Node {
         if new.msgfmt != old.msgfmt || new.hopfudge != old.hopfudge {
             changed.push("wire format");
         }
+        self.frame_keys = FrameKeys::new(&new.auth);
+        self.deadtime_text = deadtime_text(&new);
         self.config = Arc::new(new);
         tracing::info!(?changed, "configuration reloaded");
         Ok(if changed.is_empty() {
@@ -948,6 +962,11 @@ impl Node {
 
 /// heartbeat's `ttl` field: hopfudge + node count, ping nodes included (§5). Derived from
 /// the configuration at each send, so a reload that changes either is on the wire at once.
+/// `dt` of our heartbeats: the deadtime in hex milliseconds.
+fn deadtime_text(config: &Config) -> String {
+    format!("{:x}", config.timing.deadtime.as_millis())
+}
+
 fn frame_ttl(config: &Config) -> u32 {
     let nodes = config.nodes.len() + config.ping_nodes.len() + config.ping_groups.len();
     u32::from(config.hopfudge).saturating_add(u32::try_from(nodes).unwrap_or(u32::MAX))

@@ -224,6 +224,17 @@ pub struct FieldRef<'a> {
     pub value: &'a [u8],
 }
 
+impl<'a> FieldRef<'a> {
+    /// A string field `name=value`.
+    pub fn string(name: &'a str, value: &'a [u8]) -> FieldRef<'a> {
+        FieldRef {
+            ftype: FieldType::String,
+            name,
+            value,
+        }
+    }
+}
+
 /// An ordered list of fields: a [`Message`], a [`MessageView`] or a slice of [`FieldRef`]s.
 /// Encoding, signing and [`read_envelope`] work on any of them, so a hot path can avoid
 /// building an owned [`Message`].

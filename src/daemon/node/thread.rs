@@ -25,10 +25,6 @@ use super::{Node, OpDone};
 use crate::control::server::ControlCall;
 use crate::media::udp::{RECV_BUFFER, ReceiveSocket};
 
-/// Most frames read from one socket in one wakeup, so a flood on one link cannot keep the
-/// node from its timers and other links (the rest stays queued for the next turn).
-const FRAMES_PER_WAKEUP: usize = 64;
-
 /// An eventfd the node thread waits on; ringing it wakes the thread.
 #[derive(Debug)]
 pub struct Bell(EventFd);
@@ -146,7 +142,7 @@ impl Node {
             }
             for (i, socket) in receivers.iter().enumerate() {
                 if fds[i + 1].any() == Some(true) {
-                    self.read_frames(socket, &mut buf);
+                    self.read_frame(socket, &mut buf);
                 }
             }
             if fds[0].any() == Some(true) {
@@ -171,21 +167,23 @@ impl Node {
         tracing::info!(node = %self.identity.name, "node stopped");
     }
 
-    /// Reads and applies what `socket` holds, up to [`FRAMES_PER_WAKEUP`] frames.
-    fn read_frames(&mut self, socket: &ReceiveSocket, buf: &mut [u8]) {
-        for _ in 0..FRAMES_PER_WAKEUP {
-            match socket.try_recv(buf) {
-                Ok(Some(inbound)) => self.on_frame(Instant::now(), inbound),
-                Ok(None) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // E.g. ECONNREFUSED after an ICMP error: nothing to read, try next time.
-                    let now = Instant::now();
-                    if let Some(suppressed) = self.drop_log.allow("receive", now) {
-                        tracing::warn!(error = %e, suppressed, "heartbeat receive failed");
-                    }
-                    return;
+    /// Reads and applies one frame of `socket`. One per wakeup: the wait that follows
+    /// returns at once while more are queued, and in the usual case of one frame the read
+    /// that would only have said "nothing more" is saved.
+    fn read_frame(&mut self, socket: &ReceiveSocket, buf: &mut [u8]) {
+        match socket.try_recv(buf) {
+            Ok(Some(inbound)) => self.on_frame(Instant::now(), inbound),
+            Ok(None) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                // E.g. ECONNREFUSED after an ICMP error: nothing to read, try next time.
+                let now = Instant::now();
+                if let Some(suppressed) = self.drop_log.allow("receive", now) {
+                    tracing::warn!(error = %e, suppressed, "heartbeat receive failed");
                 }
             }
         }
