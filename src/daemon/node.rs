@@ -492,7 +492,7 @@ impl Node {
         let groups = if self.config.groups.is_empty() {
             None
         } else {
-            Some(manager::encode_reports(&self.manager.reports()))
+            Some(self.manager.reports_text())
         };
         let deadtime = self.deadtime_text.as_bytes();
         let state = self.liveness.local_state().as_str().as_bytes();

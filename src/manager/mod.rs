@@ -200,6 +200,8 @@ pub struct Manager {
     peer_reports: Option<Vec<GroupReport>>,
     queue: VecDeque<Command>,
     last_sent: Vec<GroupReport>,
+    /// The reports [`Manager::reports_text`] last encoded, and their text.
+    encoded: (Vec<GroupReport>, String),
     adopted: Vec<bool>,
     /// Placement epoch for which a split brain was last re-announced, per group: the keeper
     /// announces once per resolution, not once per stale report.
@@ -232,6 +234,7 @@ impl Manager {
             peer_reports: None,
             queue: VecDeque::new(),
             last_sent: Vec::new(),
+            encoded: (Vec::new(), String::new()),
             adopted: vec![false; groups.len()],
             announced: vec![None; groups.len()],
             shutting_down: false,
@@ -271,6 +274,17 @@ impl Manager {
                 placement: g.placement.clone(),
             })
             .collect()
+    }
+
+    /// [`Manager::reports`] as [`encode_reports`] writes them, encoded again only when they
+    /// changed: every heartbeat carries them, and they change once in a long while.
+    pub fn reports_text(&mut self) -> &str {
+        if !self.reports_match(&self.encoded.0) {
+            let reports = self.reports();
+            self.encoded.1 = encode_reports(&reports);
+            self.encoded.0 = reports;
+        }
+        &self.encoded.1
     }
 
     /// At start, before anything else: group `index` was found (partly) running here, left
@@ -623,8 +637,13 @@ impl Manager {
     /// Whether the reports last sent still say what [`Manager::reports`] would (compared in
     /// place: this runs on every heartbeat from the peer).
     fn last_sent_is_current(&self) -> bool {
-        self.groups.len() == self.last_sent.len()
-            && self.groups.iter().zip(&self.last_sent).all(|(g, r)| {
+        self.reports_match(&self.last_sent)
+    }
+
+    /// Whether `reports` say what [`Manager::reports`] would, compared without allocating.
+    fn reports_match(&self, reports: &[GroupReport]) -> bool {
+        self.groups.len() == reports.len()
+            && self.groups.iter().zip(reports).all(|(g, r)| {
                 r.group == g.name
                     && r.holds == g.phase.holds()
                     && r.failed == (g.phase == GroupPhase::Failed)

@@ -403,3 +403,22 @@ fn stale_reports_after_a_heal_neither_escalate_nor_reannounce() {
         );
     }
 }
+
+#[test]
+fn reports_text_follows_every_change_of_the_reports() {
+    let nodes = ["p".to_string(), "b".to_string()];
+    let groups = [group("p", "192.0.2.10"), group("b", "192.0.2.11")];
+    let mut m = Manager::new("p", &nodes, &groups, AutoFailback::On);
+    let expected = encode_reports(&m.reports());
+    assert_eq!(m.reports_text(), expected);
+    let before = m.reports_text().to_string();
+    m.on_ready();
+    // the group preferred here is starting: the text says it holds it now
+    let expected = encode_reports(&m.reports());
+    assert_eq!(m.reports_text(), expected);
+    assert_ne!(expected, before);
+    m.on_started(0, StartOutcome::Running);
+    m.on_peer_dead();
+    let expected = encode_reports(&m.reports());
+    assert_eq!(m.reports_text(), expected);
+}
