@@ -154,6 +154,9 @@ pub struct Node {
     frame_keys: FrameKeys,
     /// Where heartbeats are built; reused so a send allocates (almost) nothing.
     send_buffer: Vec<u8>,
+    /// What our last status said (state, `hbd_groups`): an answer that repeats it is news
+    /// to nobody.
+    said: (&'static str, String),
     next_seq: u64,
     /// When our heartbeats go out (phase-locked to the pace-setting peer).
     pacer: HeartbeatPacer,
@@ -222,6 +225,7 @@ impl Node {
             deadtime_text: deadtime_text(&config),
             frame_keys: FrameKeys::new(&config.auth),
             send_buffer: Vec::with_capacity(1024),
+            said: ("", String::new()),
             next_seq: 1,
             pacer: HeartbeatPacer::new(now, config.timing.keepalive),
             counters: Counters::default(),
@@ -340,6 +344,11 @@ impl Node {
 
     /// Sends a heartbeat if one is due and applies passed liveness deadlines.
     fn on_timer(&mut self, now: Instant) {
+        let turns = match self.pacing() {
+            Pacing::TakeTurns(partner) => Some(self.identity.name.as_str() < partner),
+            _ => None,
+        };
+        self.pacer.set_turns(turns);
         if self.pacer.on_timer(now) {
             self.send_status(now);
         }
@@ -488,6 +497,16 @@ impl Node {
     /// what it says (one reused buffer, keys prepared once): a heartbeat is sent a hundred
     /// times a second and should touch as little as it can.
     fn send_status(&mut self, now: Instant) {
+        self.send_status_as(now, false);
+    }
+
+    /// Sends our status in answer to a peer's heartbeat: marked as an answer (which the peer
+    /// may read only when it next wakes) when it says nothing our last status did not.
+    fn send_answer(&mut self, now: Instant) {
+        self.send_status_as(now, true);
+    }
+
+    fn send_status_as(&mut self, now: Instant, answer: bool) {
         self.refresh_load(now);
         let groups = if self.config.groups.is_empty() {
             None
@@ -495,7 +514,14 @@ impl Node {
             Some(self.manager.reports_text())
         };
         let deadtime = self.deadtime_text.as_bytes();
-        let state = self.liveness.local_state().as_str().as_bytes();
+        let state_name = self.liveness.local_state().as_str();
+        let state = state_name.as_bytes();
+        let groups_said = groups.unwrap_or("");
+        let news = self.said.0 != state_name || self.said.1 != groups_said;
+        if news {
+            self.said = (state_name, groups_said.to_string());
+        }
+        let as_answer = answer && !news;
         let mut fields = [
             FieldRef::string("t", b"status"),
             FieldRef::string("st", state),
@@ -537,7 +563,12 @@ impl Node {
             self.config.msgfmt,
         );
         for medium in &self.media {
-            if let Err(e) = medium.tx.send(&frame) {
+            let sent = if as_answer {
+                medium.tx.send_answer(&frame)
+            } else {
+                medium.tx.send(&frame)
+            };
+            if let Err(e) = sent {
                 self.counters.send_errors += 1;
                 if let Some(suppressed) = self.drop_log.allow("send", now) {
                     tracing::warn!(link = %medium.name, error = %e, suppressed, "heartbeat send failed");
@@ -693,28 +724,32 @@ impl Node {
             }
         }
         if is_status && verdict_is_fresh && self.pace_on(now, &env.src) {
-            self.send_status(now);
+            self.send_answer(now);
         }
     }
 
     /// A fresh status of `name` arrived at `now`: whether it paces ours and we send now
     /// (see [`pacing`]).
     fn pace_on(&mut self, now: Instant, name: &str) -> bool {
-        let own = self.identity.name.as_str();
+        match self.pacing() {
+            Pacing::Follow(setter) if setter == name => self.pacer.on_pace_setter_heartbeat(now),
+            Pacing::TakeTurns(partner) if partner == name => {
+                let lower = self.identity.name.as_str() < name;
+                self.pacer.on_partner_heartbeat(now, lower)
+            }
+            _ => false,
+        }
+    }
+
+    /// How our heartbeats line up with the live peers now.
+    fn pacing(&self) -> Pacing<'_> {
         let peers = self.liveness.peers().iter().map(|p| {
             (
                 p.name.as_str(),
                 matches!(p.state, PeerState::Up | PeerState::Active),
             )
         });
-        match pacing::pacing(own, peers) {
-            Pacing::Follow(setter) if setter == name => self.pacer.on_pace_setter_heartbeat(now),
-            Pacing::TakeTurns(partner) if partner == name => {
-                let lower = own < name;
-                self.pacer.on_partner_heartbeat(now, lower)
-            }
-            _ => false,
-        }
+        pacing::pacing(&self.identity.name, peers)
     }
 
     /// Answers one control call; requests that wait on resources are answered from a task

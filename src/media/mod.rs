@@ -32,6 +32,12 @@ pub trait Transmit: Send + Sync {
     /// Sends `frame` to every peer this medium reaches.
     fn send(&self, frame: &[u8]) -> std::io::Result<()>;
 
+    /// Sends `frame`, an answer to a peer's heartbeat that says nothing new: the peer may
+    /// read it later, when it wakes anyway (see [`udp`]). By default, as any frame.
+    fn send_answer(&self, frame: &[u8]) -> std::io::Result<()> {
+        self.send(frame)
+    }
+
     /// Where frames go, for logs.
     fn describe(&self) -> String {
         String::new()

@@ -15,6 +15,17 @@
 //! Receiving is the node thread's job: it waits on every [`ReceiveSocket`] at once and reads
 //! them without blocking, so a frame costs one wakeup and no hand-over between tasks.
 //!
+//! **Answers wait.** A heartbeat sent only to answer the peer's, saying nothing new, leaves
+//! with the IP TOS byte [`ANSWER_TOS`] instead of heartbeat's `IPTOS_LOWDELAY`. Every IPv4
+//! receive socket has a twin bound to the same port (`SO_REUSEPORT`): classic BPF filters
+//! (a reuseport selector for unicast, a socket filter on each twin for the copies that
+//! broadcast and multicast deliver to both) send answers to the twin and everything else to
+//! the socket the node waits on. The node reads the twin when it wakes anyway, with each
+//! frame's kernel receive time (`SO_TIMESTAMPNS`), so liveness stays exact while the answer
+//! costs no wakeup. A peer that does not mark its answers (heartbeat), or a network that
+//! rewrites the TOS, only costs the wakeups the split saves; if the twin cannot be set up,
+//! the medium runs with one socket.
+//!
 //! Sending never blocks: [`Transmit::send`] uses `send_to` on a non-blocking socket; a full
 //! socket buffer drops
 //! the frame, which is what a late heartbeat amounts to anyway.
@@ -22,13 +33,25 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use std::io::IoSliceMut;
 use std::net::UdpSocket;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+};
+use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 
 use super::{Inbound, Medium, Transmit};
 use crate::config::MediumSpec;
+
+/// IP TOS of ordinary heartbeats: `IPTOS_LOWDELAY`, as heartbeat's UDP plugins send.
+const HEARTBEAT_TOS: u8 = 0x10;
+
+/// IP TOS of an answer that says nothing new (`IPTOS_LOWDELAY | IPTOS_RELIABILITY`): the
+/// receiver's filters queue it on the twin socket, read without a wakeup (module doc).
+pub const ANSWER_TOS: u8 = 0x14;
 
 /// Largest datagram read; heartbeat's MAXMSG is 256 KiB, our frames are ~300 bytes. A
 /// receive buffer must be this long.
@@ -105,13 +128,15 @@ pub fn open_all(specs: &[MediumSpec], local_addrs: &[IpAddr]) -> Result<OpenedMe
                     continue;
                 }
                 let link = media.len();
-                let tx = open_send(&name, interface, peer.is_ipv6(), SendKind::Unicast)?;
+                let tx = open_tx(
+                    &name,
+                    interface,
+                    SendKind::Unicast,
+                    SocketAddr::new(*peer, *port),
+                )?;
                 media.push(Medium {
                     name: name.clone(),
-                    tx: Box::new(UdpTx {
-                        socket: tx,
-                        dest: SocketAddr::new(*peer, *port),
-                    }),
+                    tx: Box::new(tx),
                 });
                 shared
                     .entry((interface.clone(), *port, peer.is_ipv6()))
@@ -126,13 +151,15 @@ pub fn open_all(specs: &[MediumSpec], local_addrs: &[IpAddr]) -> Result<OpenedMe
                         interface: interface.clone(),
                     })?;
                 let link = media.len();
-                let tx = open_send(&name, interface, false, SendKind::Broadcast)?;
+                let tx = open_tx(
+                    &name,
+                    interface,
+                    SendKind::Broadcast,
+                    SocketAddr::new(IpAddr::V4(broadcast), *port),
+                )?;
                 media.push(Medium {
                     name: name.clone(),
-                    tx: Box::new(UdpTx {
-                        socket: tx,
-                        dest: SocketAddr::new(IpAddr::V4(broadcast), *port),
-                    }),
+                    tx: Box::new(tx),
                 });
                 shared
                     .entry((interface.clone(), *port, false))
@@ -147,24 +174,23 @@ pub fn open_all(specs: &[MediumSpec], local_addrs: &[IpAddr]) -> Result<OpenedMe
                 loopback,
             } => {
                 let link = media.len();
-                let tx = open_send(
+                let tx = open_tx(
                     &name,
                     interface,
-                    group.is_ipv6(),
                     SendKind::Multicast {
                         ttl: *ttl,
                         loopback: *loopback,
                     },
+                    SocketAddr::new(*group, *port),
                 )?;
                 media.push(Medium {
                     name: name.clone(),
-                    tx: Box::new(UdpTx {
-                        socket: tx,
-                        dest: SocketAddr::new(*group, *port),
-                    }),
+                    tx: Box::new(tx),
                 });
+                let (socket, answers) = open_mcast_receive(&name, interface, *group, *port)?;
                 receivers.push(ReceiveSocket {
-                    socket: open_mcast_receive(&name, interface, *group, *port)?,
+                    socket,
+                    answers,
                     attribution: Attribution {
                         ucast: Vec::new(),
                         bcast: Some(link),
@@ -179,8 +205,10 @@ pub fn open_all(specs: &[MediumSpec], local_addrs: &[IpAddr]) -> Result<OpenedMe
 
     for ((interface, port, v6), attribution) in shared {
         let medium = format!("udp:{interface}:{port}");
+        let (socket, answers) = open_shared_receive(&medium, &interface, port, v6)?;
         receivers.push(ReceiveSocket {
-            socket: open_shared_receive(&medium, &interface, port, v6)?,
+            socket,
+            answers,
             attribution,
         });
     }
@@ -273,10 +301,12 @@ impl Attribution {
 
 /// The receive half of one or more media: a non-blocking socket and which link each
 /// sender's frames belong to. The node's thread waits on [`ReceiveSocket::fd`] and reads
-/// with [`ReceiveSocket::try_recv`].
+/// with [`ReceiveSocket::try_recv`]; answers queue on the twin (module doc), read with
+/// [`ReceiveSocket::try_recv_answer`] whenever the thread is awake anyway.
 #[derive(Debug)]
 pub struct ReceiveSocket {
     socket: UdpSocket,
+    answers: Option<UdpSocket>,
     attribution: Attribution,
 }
 
@@ -284,6 +314,11 @@ impl ReceiveSocket {
     /// The socket, to wait on for readability.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
+    }
+
+    /// Whether answers are split off to a twin socket.
+    pub fn splits_answers(&self) -> bool {
+        self.answers.is_some()
     }
 
     /// Reads one datagram into `buf` ([`RECV_BUFFER`] long) without blocking:
@@ -297,8 +332,156 @@ impl ReceiveSocket {
             from: Some(from),
         }))
     }
+
+    /// Reads one queued answer without blocking, with the kernel's receive time (since the
+    /// Unix epoch) when it has one; `WouldBlock` when none is queued or there is no twin.
+    pub fn try_recv_answer(
+        &self,
+        buf: &mut [u8],
+    ) -> std::io::Result<Option<(Inbound, Option<Duration>)>> {
+        let Some(answers) = &self.answers else {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        };
+        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let mut iov = [IoSliceMut::new(buf)];
+        let (len, from, stamp) = {
+            let msg = recvmsg::<SockaddrStorage>(
+                answers.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_DONTWAIT,
+            )?;
+            let stamp = msg.cmsgs().ok().and_then(|mut c| {
+                c.find_map(|m| match m {
+                    ControlMessageOwned::ScmTimestampns(ts) => Some(Duration::from(ts)),
+                    _ => None,
+                })
+            });
+            let from = msg.address.and_then(|a: SockaddrStorage| {
+                a.as_sockaddr_in()
+                    .map(|v4| SocketAddr::from((v4.ip(), v4.port())))
+            });
+            (msg.bytes, from, stamp)
+        };
+        let Some(from) = from else {
+            return Ok(None);
+        };
+        Ok(self.attribution.link_for(from.ip()).map(|link| {
+            (
+                Inbound {
+                    link,
+                    frame: buf[..len].to_vec(),
+                    from: Some(from),
+                },
+                stamp,
+            )
+        }))
+    }
 }
 
+/// Classic BPF that keeps what [`ANSWER_TOS`] marks (`answers`) or everything else: the
+/// TOS byte is read relative to the IP header (`SKF_NET_OFF`), so the program does not
+/// depend on the frame's layout.
+fn answer_split(answers: bool) -> [SockFilter; 4] {
+    const LD_B_ABS: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const SKF_NET_OFF: i32 = -0x10_0000;
+    let (on_answer, otherwise) = if answers {
+        (u32::MAX, 0)
+    } else {
+        (0, u32::MAX)
+    };
+    [
+        SockFilter::new(LD_B_ABS, 0, 0, (SKF_NET_OFF + 1) as u32),
+        SockFilter::new(JEQ_K, 0, 1, u32::from(ANSWER_TOS)),
+        SockFilter::new(RET_K, 0, 0, on_answer),
+        SockFilter::new(RET_K, 0, 0, otherwise),
+    ]
+}
+
+/// The reuseport selector of a twin pair: answers to the twin (bound second, index 1),
+/// everything else to the socket the node waits on (index 0).
+fn attach_answer_selector(socket: &Socket) -> std::io::Result<()> {
+    let program: [SockFilter; 4] = {
+        let [load, test, _, _] = answer_split(true);
+        [
+            load,
+            test,
+            SockFilter::new(0x06, 0, 0, 1),
+            SockFilter::new(0x06, 0, 0, 0),
+        ]
+    };
+    let fprog = nix::libc::sock_fprog {
+        len: program.len() as u16,
+        // SockFilter is repr(transparent) over libc::sock_filter.
+        filter: program.as_ptr() as *mut nix::libc::sock_filter,
+    };
+    // SAFETY: `fprog` points at `program`, which outlives the call; the kernel copies the
+    // program and reads exactly `len` instructions. The option takes no other memory.
+    let rc = unsafe {
+        nix::libc::setsockopt(
+            socket.as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&raw const fprog).cast(),
+            std::mem::size_of::<nix::libc::sock_fprog>() as nix::libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Binds `socket` (already bound to its device, `SO_REUSEPORT` set) to `addr` and, for
+/// IPv4, a twin for answers; `join` runs on each after binding (multicast membership).
+/// When the twin cannot be set up the medium runs with the one socket, as before.
+fn bind_with_answer_twin(
+    medium: &str,
+    socket: Socket,
+    addr: SocketAddr,
+    make_twin: impl FnOnce() -> Result<Socket, MediaError>,
+    join: impl Fn(&Socket) -> Result<(), MediaError>,
+) -> Result<(UdpSocket, Option<UdpSocket>), MediaError> {
+    socket
+        .bind(&addr.into())
+        .map_err(sock_err(medium, "binding receive socket"))?;
+    join(&socket)?;
+    if addr.is_ipv6() {
+        return Ok((socket.into(), None));
+    }
+    let twin = make_twin().and_then(|twin| {
+        twin.bind(&addr.into())
+            .map_err(sock_err(medium, "binding the answer socket"))?;
+        join(&twin)?;
+        setsockopt(&twin, sockopt::ReceiveTimestampns, &true).map_err(|e| MediaError::Socket {
+            medium: medium.to_string(),
+            what: "enabling receive timestamps",
+            source: e.into(),
+        })?;
+        attach_answer_selector(&socket)
+            .map_err(sock_err(medium, "attaching the answer selector"))?;
+        twin.attach_filter(&answer_split(true))
+            .map_err(sock_err(medium, "filtering the answer socket"))?;
+        socket
+            .attach_filter(&answer_split(false))
+            .map_err(sock_err(medium, "filtering the receive socket"))?;
+        Ok(twin)
+    });
+    match twin {
+        Ok(twin) => Ok((socket.into(), Some(twin.into()))),
+        Err(e) => {
+            // Without a working twin every frame must reach the one socket.
+            let _ = socket.detach_filter();
+            tracing::warn!("{e}: answers to our heartbeats will wake the node");
+            Ok((socket.into(), None))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
 enum SendKind {
     Unicast,
     Broadcast,
@@ -335,17 +518,38 @@ fn new_socket(medium: &str, interface: &str, v6: bool) -> Result<Socket, MediaEr
     Ok(socket)
 }
 
+/// The transmit half of a medium sending to `dest`: a socket for heartbeats and, for
+/// IPv4, one for answers that say nothing new (marked [`ANSWER_TOS`]).
+fn open_tx(
+    medium: &str,
+    interface: &str,
+    kind: SendKind,
+    dest: SocketAddr,
+) -> Result<UdpTx, MediaError> {
+    let v6 = dest.is_ipv6();
+    let answer_socket = if v6 {
+        None
+    } else {
+        Some(open_send(medium, interface, v6, kind, ANSWER_TOS)?)
+    };
+    Ok(UdpTx {
+        socket: open_send(medium, interface, v6, kind, HEARTBEAT_TOS)?,
+        answer_socket,
+        dest,
+    })
+}
+
 fn open_send(
     medium: &str,
     interface: &str,
     v6: bool,
     kind: SendKind,
+    tos: u8,
 ) -> Result<UdpSocket, MediaError> {
     let socket = new_socket(medium, interface, v6)?;
     if !v6 {
-        // IPTOS_LOWDELAY, as heartbeat's ucast plugin.
         socket
-            .set_tos_v4(0x10)
+            .set_tos_v4(u32::from(tos))
             .map_err(sock_err(medium, "setting TOS"))?;
     }
     match kind {
@@ -390,23 +594,34 @@ fn open_shared_receive(
     interface: &str,
     port: u16,
     v6: bool,
-) -> Result<UdpSocket, MediaError> {
-    let socket = new_socket(medium, interface, v6)?;
-    socket
-        .set_reuse_address(true)
-        .map_err(sock_err(medium, "setting SO_REUSEADDR"))?;
+) -> Result<(UdpSocket, Option<UdpSocket>), MediaError> {
+    let open = || -> Result<Socket, MediaError> {
+        let socket = new_socket(medium, interface, v6)?;
+        socket
+            .set_reuse_address(true)
+            .map_err(sock_err(medium, "setting SO_REUSEADDR"))?;
+        socket
+            .set_reuse_port(true)
+            .map_err(sock_err(medium, "setting SO_REUSEPORT"))?;
+        if !v6 {
+            socket
+                .set_multicast_all_v4(false)
+                .map_err(sock_err(medium, "clearing IP_MULTICAST_ALL"))?;
+        }
+        Ok(socket)
+    };
     let any: IpAddr = if v6 {
         Ipv6Addr::UNSPECIFIED.into()
     } else {
-        socket
-            .set_multicast_all_v4(false)
-            .map_err(sock_err(medium, "clearing IP_MULTICAST_ALL"))?;
         Ipv4Addr::UNSPECIFIED.into()
     };
-    socket
-        .bind(&SocketAddr::new(any, port).into())
-        .map_err(sock_err(medium, "binding receive socket"))?;
-    Ok(socket.into())
+    bind_with_answer_twin(
+        medium,
+        open()?,
+        SocketAddr::new(any, port),
+        open,
+        |_| Ok(()),
+    )
 }
 
 fn open_mcast_receive(
@@ -414,45 +629,55 @@ fn open_mcast_receive(
     interface: &str,
     group: IpAddr,
     port: u16,
-) -> Result<UdpSocket, MediaError> {
+) -> Result<(UdpSocket, Option<UdpSocket>), MediaError> {
     let index = if_index(medium, interface)?;
-    let socket = new_socket(medium, interface, group.is_ipv6())?;
-    socket
-        .set_reuse_address(true)
-        .map_err(sock_err(medium, "setting SO_REUSEADDR"))?;
-    match group {
-        IpAddr::V4(g) => {
+    let open = || -> Result<Socket, MediaError> {
+        let socket = new_socket(medium, interface, group.is_ipv6())?;
+        socket
+            .set_reuse_address(true)
+            .map_err(sock_err(medium, "setting SO_REUSEADDR"))?;
+        socket
+            .set_reuse_port(true)
+            .map_err(sock_err(medium, "setting SO_REUSEPORT"))?;
+        if group.is_ipv4() {
             socket
                 .set_multicast_all_v4(false)
                 .map_err(sock_err(medium, "clearing IP_MULTICAST_ALL"))?;
-            socket
-                .bind(&SocketAddr::new(group, port).into())
-                .map_err(sock_err(medium, "binding multicast socket"))?;
-            socket
+        }
+        Ok(socket)
+    };
+    let join = |socket: &Socket| -> Result<(), MediaError> {
+        match group {
+            IpAddr::V4(g) => socket
                 .join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(index))
-                .map_err(sock_err(medium, "joining multicast group"))?;
-        }
-        IpAddr::V6(g) => {
-            socket
-                .bind(&SocketAddr::new(group, port).into())
-                .map_err(sock_err(medium, "binding multicast socket"))?;
-            socket
+                .map_err(sock_err(medium, "joining multicast group")),
+            IpAddr::V6(g) => socket
                 .join_multicast_v6(&g, index)
-                .map_err(sock_err(medium, "joining multicast group"))?;
+                .map_err(sock_err(medium, "joining multicast group")),
         }
-    }
-    Ok(socket.into())
+    };
+    bind_with_answer_twin(medium, open()?, SocketAddr::new(group, port), open, join)
 }
 
 /// Transmit half of one UDP medium.
 struct UdpTx {
     socket: UdpSocket,
+    /// Sends answers marked [`ANSWER_TOS`]; `None` (IPv6) sends them as heartbeats.
+    answer_socket: Option<UdpSocket>,
     dest: SocketAddr,
 }
 
 impl Transmit for UdpTx {
     fn send(&self, frame: &[u8]) -> std::io::Result<()> {
         self.socket.send_to(frame, self.dest).map(|_| ())
+    }
+
+    fn send_answer(&self, frame: &[u8]) -> std::io::Result<()> {
+        self.answer_socket
+            .as_ref()
+            .unwrap_or(&self.socket)
+            .send_to(frame, self.dest)
+            .map(|_| ())
     }
 
     fn describe(&self) -> String {

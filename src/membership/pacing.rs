@@ -37,6 +37,8 @@ pub struct HeartbeatPacer {
     keepalive: Duration,
     next: Instant,
     last_sent: Option<Instant>,
+    /// Taking turns with one peer: `Some(our name sorts first)`.
+    turns: Option<bool>,
 }
 
 impl HeartbeatPacer {
@@ -46,6 +48,7 @@ impl HeartbeatPacer {
             keepalive,
             next: now,
             last_sent: None,
+            turns: None,
         }
     }
 
@@ -69,8 +72,16 @@ impl HeartbeatPacer {
         self.keepalive / 8
     }
 
+    /// Whether we take turns with one peer ([`Pacing::TakeTurns`]; `Some(our name sorts
+    /// first)`) or not (`None`): set before each [`HeartbeatPacer::on_timer`].
+    pub fn set_turns(&mut self, turns: Option<bool>) {
+        self.turns = turns;
+    }
+
     /// The timer fired at `now`: whether to send. Re-arms at +keepalive, without a burst
-    /// when we were not scheduled for longer than that.
+    /// when we were not scheduled for longer than that; when taking turns, the next
+    /// exchange is the peer's to start, so the timer is only its fallback (as if the
+    /// peer's answer had just arrived: the answer may be read only later).
     pub fn on_timer(&mut self, now: Instant) -> bool {
         if now < self.next {
             return false;
@@ -79,8 +90,22 @@ impl HeartbeatPacer {
         if self.next <= now {
             self.next = now + self.keepalive;
         }
+        if let Some(lower) = self.turns {
+            self.next = self.partner_fallback(now, lower);
+        }
         self.last_sent = Some(now);
         true
+    }
+
+    /// When our timer fires if the partner does not start its turn: a slack after it
+    /// should have, half a slack more for the higher name (see the module doc).
+    fn partner_fallback(&self, now: Instant, lower: bool) -> Instant {
+        let slack = self.slack();
+        if lower {
+            now + self.keepalive + slack
+        } else {
+            now + self.keepalive + slack + slack / 2
+        }
     }
 
     /// A fresh heartbeat of the pace setter arrived at `now`: whether to send now.
@@ -95,17 +120,14 @@ impl HeartbeatPacer {
     /// [`Pacing::TakeTurns`]): whether to send now. When we answer, the next heartbeat is
     /// ours to start, a keepalive later; when it was the answer to ours (or crossed it), the
     /// timer is only the fallback for the partner's turn. `lower` (our name sorts first)
-    /// breaks the tie when both started a turn at once: the higher name waits one slack
+    /// breaks the tie when both started a turn at once: the higher name waits half a slack
     /// longer, so the lower one's next heartbeat arrives first and the turns resume.
     pub fn on_partner_heartbeat(&mut self, now: Instant, lower: bool) -> bool {
-        let slack = self.slack();
         let send = self.answer(now);
         self.next = if send {
             now + self.keepalive
-        } else if lower {
-            now + self.keepalive + slack
         } else {
-            now + self.keepalive + slack + slack
+            self.partner_fallback(now, lower)
         };
         send
     }
@@ -146,16 +168,20 @@ pub enum Pacing<'a> {
 }
 
 /// How our heartbeats line up with `peers` (name, alive), `own` being our name.
-pub fn pacing<'a>(own: &str, peers: impl IntoIterator<Item = (&'a str, bool)>) -> Pacing<'a> {
-    let live: Vec<&'a str> = peers
+pub fn pacing<'a, I>(own: &str, peers: I) -> Pacing<'a>
+where
+    I: IntoIterator<Item = (&'a str, bool)>,
+    I::IntoIter: Clone,
+{
+    let live = peers
         .into_iter()
         .filter(|(_, alive)| *alive)
-        .map(|(name, _)| name)
-        .collect();
-    match live.as_slice() {
-        [] => Pacing::Alone,
-        [only] => Pacing::TakeTurns(only),
-        _ => match live.iter().copied().filter(|name| *name < own).min() {
+        .map(|(n, _)| n);
+    let mut first_two = live.clone();
+    match (first_two.next(), first_two.next()) {
+        (None, _) => Pacing::Alone,
+        (Some(only), None) => Pacing::TakeTurns(only),
+        _ => match live.filter(|name| *name < own).min() {
             Some(lowest) => Pacing::Follow(lowest),
             None => Pacing::Lead,
         },
@@ -264,6 +290,8 @@ mod tests {
     ) -> [Vec<(Instant, bool)>; 2] {
         let t0 = Instant::now();
         let mut pacers = offsets.map(|o| HeartbeatPacer::new(t0 + o, K));
+        pacers[0].set_turns(Some(true));
+        pacers[1].set_turns(Some(false));
         let mut sends: [Vec<(Instant, bool)>; 2] = [Vec::new(), Vec::new()];
         // frames in flight: (arrival, receiver)
         let mut in_flight: Vec<(Instant, usize)> = Vec::new();
@@ -343,16 +371,30 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_partner_leaves_our_timer_at_one_keepalive() {
+    fn a_silent_partner_leaves_our_timer_within_a_quarter_keepalive_late() {
         let t0 = Instant::now();
         let mut p = HeartbeatPacer::new(t0, K);
+        p.set_turns(Some(false));
         assert!(p.on_timer(t0));
-        // the partner's answer, then nothing
-        assert!(!p.on_partner_heartbeat(t0 + ms(1), false));
+        // the partner's turn is next: our timer is only its fallback
+        assert_eq!(p.due(), t0 + K + K * 3 / 16);
+        // the partner's answer, read later or at once, changes nothing
+        assert!(!p.on_partner_heartbeat(t0 + Duration::from_micros(100), false));
         let fallback = p.due();
-        assert_eq!(fallback, t0 + ms(1) + K + K / 4);
-        assert!(p.on_timer(fallback));
-        assert_eq!(p.due(), fallback + K);
+        assert_eq!(fallback, t0 + Duration::from_micros(100) + K + K * 3 / 16);
+        // then nothing: every send by the timer, never more than 1.25 keepalive apart
+        let mut last = t0;
+        let mut at = fallback;
+        for _ in 0..5 {
+            assert!(p.on_timer(at));
+            assert!(at - last <= K + K / 4 + Duration::from_micros(100));
+            last = at;
+            at = p.due();
+        }
+        // alone again (the partner declared dead): every keepalive
+        p.set_turns(None);
+        assert!(p.on_timer(at));
+        assert_eq!(p.due(), at + K);
     }
 
     #[test]

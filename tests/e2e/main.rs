@@ -7,6 +7,7 @@ mod control;
 mod dataplane;
 mod director;
 mod failover;
+mod media;
 mod net;
 mod netns;
 mod web;

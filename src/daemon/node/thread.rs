@@ -6,6 +6,12 @@
 //! bell, reads frames itself and sends from the same wakeup; the async runtime (control
 //! socket, resource operations, director checks) sleeps through heartbeats entirely.
 //!
+//! Answers to our heartbeats that say nothing new wait on each receiver's twin socket (see
+//! [`crate::media::udp`]): the thread reads them when something else wakes it (the peer's
+//! next heartbeat) or when a liveness deadline is due, each dated by its kernel receive
+//! time, so a pair taking turns costs each node one wakeup per keepalive instead of one and
+//! a half, and a peer is still declared dead at exactly its deadtime.
+//!
 //! Everything else reaches the node as [`Mail`] through a channel whose sender rings the
 //! bell (an eventfd): control calls, finished group operations and the shutdown request,
 //! forwarded from the runtime by one small task.
@@ -13,6 +19,7 @@
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, ppoll};
@@ -24,6 +31,28 @@ use tokio::time::Instant;
 use super::{Node, OpDone};
 use crate::control::server::ControlCall;
 use crate::media::udp::{RECV_BUFFER, ReceiveSocket};
+
+/// Most answers read from one twin socket at a time (a flood of forged answers cannot keep
+/// the node from its timers: the rest is read next time).
+const ANSWERS_PER_READ: usize = 64;
+
+/// The wall clock as the kernel stamps received frames (since the Unix epoch).
+fn wall_clock() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// When a frame the kernel stamped `stamp` (wall clock) arrived, on the node's clock: `now`
+/// less its age, never before `since` (it was not there at the previous read, so a stepped
+/// wall clock cannot make it older) nor after `now`; `now` without a stamp.
+fn arrival(now: Instant, wall_now: Duration, stamp: Option<Duration>, since: Instant) -> Instant {
+    let Some(stamp) = stamp else {
+        return now;
+    };
+    let age = wall_now.saturating_sub(stamp);
+    now.checked_sub(age).unwrap_or(since).max(since).min(now)
+}
 
 /// An eventfd the node thread waits on; ringing it wakes the thread.
 #[derive(Debug)]
@@ -125,7 +154,19 @@ impl Node {
             .collect();
         let mut stop_deadline = None;
         let mut wait_errors = 0u64;
-        while let Some(wake) = self.turn(Instant::now(), stop_deadline) {
+        let mut answers_read_at = Instant::now();
+        loop {
+            // A liveness deadline is decided on everything received, answers included.
+            if self
+                .liveness
+                .next_deadline()
+                .is_some_and(|d| d <= Instant::now())
+            {
+                answers_read_at = self.read_answers(&receivers, &mut buf, answers_read_at);
+            }
+            let Some(wake) = self.turn(Instant::now(), stop_deadline) else {
+                break;
+            };
             let timeout = TimeSpec::from(wake.saturating_duration_since(Instant::now()));
             match ppoll(&mut fds, Some(timeout), None) {
                 Ok(0) | Err(Errno::EINTR) => continue,
@@ -139,6 +180,10 @@ impl Node {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                     continue;
                 }
+            }
+            if fds[1..].iter().any(|fd| fd.any() == Some(true)) {
+                // Answers first: they are older than what woke us.
+                answers_read_at = self.read_answers(&receivers, &mut buf, answers_read_at);
             }
             for (i, socket) in receivers.iter().enumerate() {
                 if fds[i + 1].any() == Some(true) {
@@ -167,6 +212,46 @@ impl Node {
         tracing::info!(node = %self.identity.name, "node stopped");
     }
 
+    /// Reads and applies every answer queued on the receivers' twins, each at the instant
+    /// the kernel received it (no earlier than `since`, the previous read). Returns when
+    /// this read started, the next one's `since`.
+    fn read_answers(
+        &mut self,
+        receivers: &[ReceiveSocket],
+        buf: &mut [u8],
+        since: Instant,
+    ) -> Instant {
+        let started = Instant::now();
+        for socket in receivers.iter().filter(|r| r.splits_answers()) {
+            for _ in 0..ANSWERS_PER_READ {
+                match socket.try_recv_answer(buf) {
+                    Ok(Some((inbound, stamp))) => {
+                        let now = Instant::now();
+                        let at = arrival(now, wall_clock(), stamp, since);
+                        self.on_frame(at, inbound);
+                    }
+                    Ok(None) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        break;
+                    }
+                    Err(e) => {
+                        let now = Instant::now();
+                        if let Some(suppressed) = self.drop_log.allow("receive", now) {
+                            tracing::warn!(error = %e, suppressed, "heartbeat receive failed");
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        started
+    }
+
     /// Reads and applies one frame of `socket`. One per wakeup: the wait that follows
     /// returns at once while more are queued, and in the usual case of one frame the read
     /// that would only have said "nothing more" is saved.
@@ -187,5 +272,27 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn an_answer_is_dated_by_its_kernel_stamp_within_the_read_window() {
+        let since = Instant::now();
+        let now = since + 10 * MS;
+        let wall = Duration::from_secs(1_700_000_000);
+        // received 8 ms ago
+        assert_eq!(arrival(now, wall, Some(wall - 8 * MS), since), now - 8 * MS);
+        // a stamp from before the previous read (the wall clock was stepped back)
+        assert_eq!(arrival(now, wall, Some(wall - 60 * MS), since), since);
+        // a stamp in the future (the wall clock was stepped forward)
+        assert_eq!(arrival(now, wall, Some(wall + 5 * MS), since), now);
+        // no stamp: now
+        assert_eq!(arrival(now, wall, None, since), now);
     }
 }

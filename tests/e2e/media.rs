@@ -1,0 +1,91 @@
+//! UDP media in namespaces: heartbeats wake the receiver, answers wait on the twin socket.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hbd::config::model::MediumSpec;
+use hbd::media::udp::{self, OpenedMedia, RECV_BUFFER};
+
+use crate::netns::{NetNs, pair, poll_until, require_root};
+
+/// Opens `specs` inside `ns` (the sockets stay in that namespace).
+fn open_in(ns: &NetNs, specs: Vec<MediumSpec>) -> OpenedMedia {
+    ns.run(
+        move || async move { udp::open_all(&specs, &udp::local_addresses()).expect("media open") },
+    )
+}
+
+/// Sends one heartbeat and one answer from `a` to `b` over `a_spec`/`b_spec`, and checks
+/// that the heartbeat reaches the socket the node waits on and the answer only the twin,
+/// stamped with its receive time.
+fn answers_go_to_the_twin(prefix: &str, a_spec: MediumSpec, b_spec: MediumSpec) {
+    require_root();
+    let (a, b) = pair(prefix, "192.0.2.1/24", "192.0.2.2/24");
+    let rx = open_in(&b, vec![b_spec]);
+    let tx = open_in(&a, vec![a_spec]);
+    assert_eq!(rx.receivers.len(), 1);
+    let receiver = &rx.receivers[0];
+    assert!(receiver.splits_answers(), "IPv4 receivers have a twin");
+    let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    tx.media[0].tx.send(b"heartbeat").unwrap();
+    tx.media[0].tx.send_answer(b"answer").unwrap();
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut heartbeats = Vec::new();
+    let mut answers = Vec::new();
+    poll_until(Duration::from_secs(3), || {
+        while let Ok(Some(frame)) = receiver.try_recv(&mut buf) {
+            heartbeats.push(frame);
+        }
+        while let Ok(Some(answer)) = receiver.try_recv_answer(&mut buf) {
+            answers.push(answer);
+        }
+        !heartbeats.is_empty() && !answers.is_empty()
+    });
+    let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let heartbeat_frames: Vec<&[u8]> = heartbeats.iter().map(|f| f.frame.as_slice()).collect();
+    assert_eq!(heartbeat_frames, [b"heartbeat".as_slice()]);
+    assert_eq!(answers.len(), 1, "one answer on the twin");
+    let (answer, stamp) = &answers[0];
+    assert_eq!(answer.frame, b"answer");
+    assert_eq!(answer.link, 0);
+    assert_eq!(
+        answer.from.map(|f| f.ip()),
+        Some("192.0.2.1".parse::<IpAddr>().unwrap())
+    );
+    let stamp = stamp.expect("the kernel stamps answers");
+    assert!(
+        before <= stamp && stamp <= after,
+        "{before:?} {stamp:?} {after:?}"
+    );
+}
+
+#[test]
+fn ucast_answers_go_to_the_twin_socket() {
+    let spec = |peer: &str| MediumSpec::Ucast {
+        interface: "eth0".into(),
+        peer: peer.parse().unwrap(),
+        port: 694,
+    };
+    answers_go_to_the_twin("mdu", spec("192.0.2.2"), spec("192.0.2.1"));
+}
+
+#[test]
+fn bcast_answers_go_to_the_twin_socket() {
+    let spec = || MediumSpec::Bcast {
+        interface: "eth0".into(),
+        port: 694,
+    };
+    answers_go_to_the_twin("mdb", spec(), spec());
+}
+
+#[test]
+fn mcast_answers_go_to_the_twin_socket() {
+    let spec = || MediumSpec::Mcast {
+        interface: "eth0".into(),
+        group: "239.0.2.94".parse().unwrap(),
+        port: 694,
+        ttl: 1,
+        loopback: false,
+    };
+    answers_go_to_the_twin("mdm", spec(), spec());
+}
