@@ -154,6 +154,8 @@ pub struct Node {
     frame_keys: FrameKeys,
     /// Where heartbeats are built; reused so a send allocates (almost) nothing.
     send_buffer: Vec<u8>,
+    /// Each peer's last `hbd_groups` text and its decoding (`None`: malformed).
+    peer_groups: Vec<(String, Option<Vec<manager::GroupReport>>)>,
     /// What our last status said (state, `hbd_groups`): an answer that repeats it is news
     /// to nobody.
     said: (&'static str, String),
@@ -226,6 +228,7 @@ impl Node {
             frame_keys: FrameKeys::new(&config.auth),
             send_buffer: Vec::with_capacity(1024),
             said: ("", String::new()),
+            peer_groups: vec![(String::new(), Some(Vec::new())); peers.len()],
             next_seq: 1,
             pacer: HeartbeatPacer::new(now, config.timing.keepalive),
             counters: Counters::default(),
@@ -712,7 +715,12 @@ impl Node {
         // Ownership first: when the peer's reports change ours, the one status that says so
         // also serves as the pacing reply (on_extra_send suppresses a second one).
         if is_status && let Some(text) = msg.get_str(GROUPS_FIELD) {
-            match manager::decode_reports(text) {
+            // The same text as last time (nearly always): decoded already.
+            let known = &mut self.peer_groups[peer];
+            if known.0 != text {
+                *known = (text.to_string(), manager::decode_reports(text));
+            }
+            match &known.1 {
                 Some(reports) => {
                     let actions = self.manager.on_peer_reports(reports);
                     self.run_actions(now, actions);

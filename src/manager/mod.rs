@@ -340,10 +340,10 @@ impl Manager {
     }
 
     /// The peer's latest group reports arrived (with each of its heartbeats).
-    pub fn on_peer_reports(&mut self, reports: Vec<GroupReport>) -> Vec<Action> {
+    pub fn on_peer_reports(&mut self, reports: &[GroupReport]) -> Vec<Action> {
         let mut actions = Vec::new();
         for i in 0..self.groups.len() {
-            let Some(theirs) = report_for(&reports, &self.groups[i].name) else {
+            let Some(theirs) = report_for(reports, &self.groups[i].name) else {
                 continue;
             };
             let g = &mut self.groups[i];
@@ -387,7 +387,9 @@ impl Manager {
                 g.placement = theirs.placement.clone();
             }
         }
-        self.peer_reports = Some(reports);
+        if self.peer_reports.as_deref() != Some(reports) {
+            self.peer_reports = Some(reports.to_vec());
+        }
         actions.extend(self.decide());
         actions
     }

@@ -100,7 +100,7 @@ impl Pair {
                     if self.connected {
                         let reports = self.m[node].reports();
                         let other = 1 - node;
-                        let actions = self.m[other].on_peer_reports(reports);
+                        let actions = self.m[other].on_peer_reports(&reports);
                         self.push(other, actions);
                     }
                     Vec::new()
@@ -121,7 +121,7 @@ impl Pair {
         }
         for i in 0..2 {
             let r = self.m[i].reports();
-            let a = self.m[1 - i].on_peer_reports(r);
+            let a = self.m[1 - i].on_peer_reports(&r);
             self.push(1 - i, a);
         }
         self.settle();
@@ -157,9 +157,9 @@ impl Pair {
         // First heartbeats of each side cross.
         let r0 = self.m[0].reports();
         let r1 = self.m[1].reports();
-        let a = self.m[1].on_peer_reports(r0);
+        let a = self.m[1].on_peer_reports(&r0);
         self.push(1, a);
-        let a = self.m[0].on_peer_reports(r1);
+        let a = self.m[0].on_peer_reports(&r1);
         self.push(0, a);
     }
 }
@@ -220,7 +220,7 @@ fn peer_death_moves_groups_and_failback_follows_policy() {
         let a = p.m[1].on_peer_alive();
         p.push(1, a);
         let r = p.m[1].reports();
-        let a = p.m[0].on_peer_reports(r);
+        let a = p.m[0].on_peer_reports(&r);
         p.push(0, a);
         let a = p.m[0].on_ready();
         p.push(0, a);
@@ -389,7 +389,7 @@ fn stale_reports_after_a_heal_neither_escalate_nor_reannounce() {
         let mut announces = 0;
         let mut epochs = Vec::new();
         for _ in 0..50 {
-            let actions = p.m[0].on_peer_reports(stale.clone());
+            let actions = p.m[0].on_peer_reports(&stale);
             announces += actions
                 .iter()
                 .filter(|a| matches!(a, Action::Announce(_)))

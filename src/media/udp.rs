@@ -519,7 +519,9 @@ fn new_socket(medium: &str, interface: &str, v6: bool) -> Result<Socket, MediaEr
 }
 
 /// The transmit half of a medium sending to `dest`: a socket for heartbeats and, for
-/// IPv4, one for answers that say nothing new (marked [`ANSWER_TOS`]).
+/// IPv4, one for answers that say nothing new (marked [`ANSWER_TOS`]). Unicast sockets are
+/// connected to the peer, so a send skips the route lookup (the kernel re-routes when the
+/// routes change).
 fn open_tx(
     medium: &str,
     interface: &str,
@@ -527,13 +529,15 @@ fn open_tx(
     dest: SocketAddr,
 ) -> Result<UdpTx, MediaError> {
     let v6 = dest.is_ipv6();
-    let answer_socket = if v6 {
-        None
-    } else {
-        Some(open_send(medium, interface, v6, kind, ANSWER_TOS)?)
+    let open = |tos: u8| -> Result<(UdpSocket, bool), MediaError> {
+        let socket = open_send(medium, interface, v6, kind, tos)?;
+        // Unconnected (send_to) if the peer is unreachable right now.
+        let connected = matches!(kind, SendKind::Unicast) && socket.connect(dest).is_ok();
+        Ok((socket, connected))
     };
+    let answer_socket = if v6 { None } else { Some(open(ANSWER_TOS)?) };
     Ok(UdpTx {
-        socket: open_send(medium, interface, v6, kind, HEARTBEAT_TOS)?,
+        socket: open(HEARTBEAT_TOS)?,
         answer_socket,
         dest,
     })
@@ -661,23 +665,40 @@ fn open_mcast_receive(
 
 /// Transmit half of one UDP medium.
 struct UdpTx {
-    socket: UdpSocket,
-    /// Sends answers marked [`ANSWER_TOS`]; `None` (IPv6) sends them as heartbeats.
-    answer_socket: Option<UdpSocket>,
+    /// Heartbeats; `true` when connected to `dest`.
+    socket: (UdpSocket, bool),
+    /// Answers marked [`ANSWER_TOS`]; `None` (IPv6) sends them as heartbeats.
+    answer_socket: Option<(UdpSocket, bool)>,
     dest: SocketAddr,
+}
+
+impl UdpTx {
+    fn send_on(
+        &self,
+        (socket, connected): &(UdpSocket, bool),
+        frame: &[u8],
+    ) -> std::io::Result<()> {
+        if !*connected {
+            return socket.send_to(frame, self.dest).map(|_| ());
+        }
+        match socket.send(frame) {
+            // A connected socket reports an earlier ICMP error (the peer's port was closed)
+            // on the next send, which it then drops: send again, the error is consumed.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                socket.send(frame).map(|_| ())
+            }
+            other => other.map(|_| ()),
+        }
+    }
 }
 
 impl Transmit for UdpTx {
     fn send(&self, frame: &[u8]) -> std::io::Result<()> {
-        self.socket.send_to(frame, self.dest).map(|_| ())
+        self.send_on(&self.socket, frame)
     }
 
     fn send_answer(&self, frame: &[u8]) -> std::io::Result<()> {
-        self.answer_socket
-            .as_ref()
-            .unwrap_or(&self.socket)
-            .send_to(frame, self.dest)
-            .map(|_| ())
+        self.send_on(self.answer_socket.as_ref().unwrap_or(&self.socket), frame)
     }
 
     fn describe(&self) -> String {

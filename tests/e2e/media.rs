@@ -89,3 +89,37 @@ fn mcast_answers_go_to_the_twin_socket() {
     };
     answers_go_to_the_twin("mdm", spec(), spec());
 }
+
+/// A unicast medium sends on a socket connected to the peer: while nothing listens there the
+/// kernel reports each ICMP port unreachable on the next send, and the medium sends again
+/// instead of losing that heartbeat; once the peer listens, frames arrive.
+#[test]
+fn ucast_sends_survive_a_closed_peer_port() {
+    require_root();
+    let (a, b) = pair("mdc", "192.0.2.1/24", "192.0.2.2/24");
+    let spec = |peer: &str| MediumSpec::Ucast {
+        interface: "eth0".into(),
+        peer: peer.parse().unwrap(),
+        port: 694,
+    };
+    let tx = open_in(&a, vec![spec("192.0.2.2")]);
+    for i in 0..20 {
+        let sent = if i % 2 == 0 {
+            tx.media[0].tx.send(b"heartbeat")
+        } else {
+            tx.media[0].tx.send_answer(b"answer")
+        };
+        assert!(sent.is_ok(), "send {i}: {sent:?}");
+        // time for the ICMP error of the previous frame to come back
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let rx = open_in(&b, vec![spec("192.0.2.1")]);
+    tx.media[0].tx.send(b"heartbeat").unwrap();
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut got = None;
+    poll_until(Duration::from_secs(3), || {
+        got = rx.receivers[0].try_recv(&mut buf).ok().flatten();
+        got.is_some()
+    });
+    assert_eq!(got.map(|f| f.frame), Some(b"heartbeat".to_vec()));
+}
