@@ -154,6 +154,9 @@ pub async fn run(
         .spawn({
             let bell = bell.clone();
             move || {
+                if let Err(e) = realtime::follow_main_thread() {
+                    tracing::warn!("the node thread could not switch to realtime: {e}; heartbeats may be late on a busy machine");
+                }
                 let _runtime = handle.enter();
                 node.run_on_thread(receivers, control_rx, shutdown_rx, bell);
             }

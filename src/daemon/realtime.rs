@@ -55,3 +55,31 @@ pub fn enable() -> RealtimeOutcome {
         memory_locked,
     }
 }
+
+/// Gives the calling thread the scheduling policy and priority of the process's main thread.
+///
+/// `SCHED_RESET_ON_FORK` resets every new thread, not only child processes, to an ordinary
+/// policy; the node thread, which sends and receives the heartbeats, calls this to run
+/// realtime whenever the daemon does. Nothing changes when the main thread is ordinary.
+pub fn follow_main_thread() -> Result<(), String> {
+    let main = nix::unistd::getpid().as_raw();
+    // SAFETY: sched_getscheduler takes a thread id and touches no memory of ours.
+    let policy = unsafe { nix::libc::sched_getscheduler(main) };
+    if policy < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    if policy & !nix::libc::SCHED_RESET_ON_FORK == nix::libc::SCHED_OTHER {
+        return Ok(());
+    }
+    let mut param = nix::libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_getparam writes one sched_param into `param`, which is valid and
+    // initialised.
+    if unsafe { nix::libc::sched_getparam(main, &mut param) } != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    // SAFETY: as in `enable`: pid 0 is the calling thread, `param` is valid.
+    if unsafe { nix::libc::sched_setscheduler(0, policy, &param) } != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok(())
+}

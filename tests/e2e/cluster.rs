@@ -52,8 +52,8 @@ impl Pair {
         crate::control::socket_in(&self.dir.path().join(node))
     }
 
-    fn start(&self, ns: &NetNs, node: &str, ha_dir: &Path) {
-        crate::control::spawn_hbd(ns, ha_dir, node, &self.dir.path().join(node), &[]);
+    fn start(&self, ns: &NetNs, node: &str, ha_dir: &Path) -> u32 {
+        crate::control::spawn_hbd(ns, ha_dir, node, &self.dir.path().join(node), &[])
     }
 
     fn log(&self, node: &str) -> String {
@@ -64,12 +64,20 @@ impl Pair {
 fn see_each_other_then_detect_death(prefix: &str, media: &str) {
     let pair = Pair::new(prefix);
     let ha = pair.write_ha_dir(media);
-    pair.start(&pair.a, "n1", &ha);
+    let n1 = pair.start(&pair.a, "n1", &ha);
     pair.start(&pair.b, "n2", &ha);
     let s1 = pair.socket("n1");
     let s2 = pair.socket("n2");
     let r1 = wait_peer(&s1, "n2", "up", Duration::from_secs(5))
         .unwrap_or_else(|| panic!("n1 never saw n2 up; log:\n{}", pair.log("n1")));
+    // The heartbeat thread runs realtime like the process (SCHED_RESET_ON_FORK resets new
+    // threads, so it must ask for it).
+    assert_eq!(
+        crate::control::thread_policy(n1, "hbd-node"),
+        Some(1),
+        "hbd-node is not SCHED_FIFO; log:\n{}",
+        pair.log("n1")
+    );
     let r2 = wait_peer(&s2, "n1", "up", Duration::from_secs(5))
         .unwrap_or_else(|| panic!("n2 never saw n1 up; log:\n{}", pair.log("n2")));
     for (r, peer) in [(&r1, "n2"), (&r2, "n1")] {

@@ -52,6 +52,25 @@ pub fn spawn_hbd(ns: &NetNs, ha: &Path, node: &str, state: &Path, extra: &[&str]
     ns.spawn(&cmd, Stdio::from(log))
 }
 
+/// The scheduling policy (`/proc/PID/task/TID/sched`, 0 = `SCHED_OTHER`, 1 = `SCHED_FIFO`)
+/// of `pid`'s thread named `comm`, if it has one.
+pub fn thread_policy(pid: u32, comm: &str) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if name.trim() != comm {
+            continue;
+        }
+        let sched = std::fs::read_to_string(task.path().join("sched")).ok()?;
+        return sched
+            .lines()
+            .find(|l| l.starts_with("policy"))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.trim().parse().ok());
+    }
+    None
+}
+
 /// Starts `hbd-labweb --listen LISTEN --name NAME` (a web server answering its own name)
 /// inside `ns`; the namespace guard kills it, and its PID is returned for tests that kill it
 /// earlier.
