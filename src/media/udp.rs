@@ -342,13 +342,16 @@ impl ReceiveSocket {
         let Some(answers) = &self.answers else {
             return Err(std::io::ErrorKind::WouldBlock.into());
         };
-        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        // Room for one SCM_TIMESTAMPNS (32 bytes), aligned for cmsghdr, on the stack.
+        #[repr(C, align(8))]
+        struct ControlBuffer([u8; 64]);
+        let mut control = ControlBuffer([0; 64]);
         let mut iov = [IoSliceMut::new(buf)];
         let (len, from, stamp) = {
             let msg = recvmsg::<SockaddrStorage>(
                 answers.as_raw_fd(),
                 &mut iov,
-                Some(&mut cmsg),
+                Some(&mut control.0),
                 MsgFlags::MSG_DONTWAIT,
             )?;
             let stamp = msg.cmsgs().ok().and_then(|mut c| {
