@@ -596,27 +596,31 @@ fn open_send(
     Ok(socket.into())
 }
 
+/// A receive socket bound to its device, ready to share its port with its answer twin
+/// (`SO_REUSEPORT`), and for IPv4 deaf to multicast groups it did not join.
+fn open_receive_socket(medium: &str, interface: &str, v6: bool) -> Result<Socket, MediaError> {
+    let socket = new_socket(medium, interface, v6)?;
+    socket
+        .set_reuse_address(true)
+        .map_err(sock_err(medium, "setting SO_REUSEADDR"))?;
+    socket
+        .set_reuse_port(true)
+        .map_err(sock_err(medium, "setting SO_REUSEPORT"))?;
+    if !v6 {
+        socket
+            .set_multicast_all_v4(false)
+            .map_err(sock_err(medium, "clearing IP_MULTICAST_ALL"))?;
+    }
+    Ok(socket)
+}
+
 fn open_shared_receive(
     medium: &str,
     interface: &str,
     port: u16,
     v6: bool,
 ) -> Result<(UdpSocket, Option<UdpSocket>), MediaError> {
-    let open = || -> Result<Socket, MediaError> {
-        let socket = new_socket(medium, interface, v6)?;
-        socket
-            .set_reuse_address(true)
-            .map_err(sock_err(medium, "setting SO_REUSEADDR"))?;
-        socket
-            .set_reuse_port(true)
-            .map_err(sock_err(medium, "setting SO_REUSEPORT"))?;
-        if !v6 {
-            socket
-                .set_multicast_all_v4(false)
-                .map_err(sock_err(medium, "clearing IP_MULTICAST_ALL"))?;
-        }
-        Ok(socket)
-    };
+    let open = || open_receive_socket(medium, interface, v6);
     let any: IpAddr = if v6 {
         Ipv6Addr::UNSPECIFIED.into()
     } else {
@@ -638,21 +642,7 @@ fn open_mcast_receive(
     port: u16,
 ) -> Result<(UdpSocket, Option<UdpSocket>), MediaError> {
     let index = if_index(medium, interface)?;
-    let open = || -> Result<Socket, MediaError> {
-        let socket = new_socket(medium, interface, group.is_ipv6())?;
-        socket
-            .set_reuse_address(true)
-            .map_err(sock_err(medium, "setting SO_REUSEADDR"))?;
-        socket
-            .set_reuse_port(true)
-            .map_err(sock_err(medium, "setting SO_REUSEPORT"))?;
-        if group.is_ipv4() {
-            socket
-                .set_multicast_all_v4(false)
-                .map_err(sock_err(medium, "clearing IP_MULTICAST_ALL"))?;
-        }
-        Ok(socket)
-    };
+    let open = || open_receive_socket(medium, interface, group.is_ipv6());
     let join = |socket: &Socket| -> Result<(), MediaError> {
         match group {
             IpAddr::V4(g) => socket
