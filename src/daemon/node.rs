@@ -31,7 +31,7 @@ use crate::control::protocol::{
 use crate::control::server::ControlCall;
 use crate::daemon::runner::{GroupRunner, OpError};
 use crate::manager::{self, Action, Command, CommandOutcome, GroupPhase, Manager, StartOutcome};
-use crate::media::{Inbound, Medium};
+use crate::media::{Inbound, InboundRef, Medium};
 use crate::membership::generation::PeerGenerationWriter;
 use crate::membership::liveness::{LinkState, Liveness, LivenessEvent, PeerState, fmt_ms};
 use crate::membership::pacing::{self, HeartbeatPacer, Pacing};
@@ -297,7 +297,7 @@ impl Node {
                     }
                 }
                 frame = inbound.recv() => match frame {
-                    Some(frame) => self.on_frame(Instant::now(), frame),
+                    Some(frame) => self.on_frame(Instant::now(), frame.as_ref()),
                     None => break,
                 },
                 Some(done) = op_rx.recv() => self.on_op_done(Instant::now(), done),
@@ -581,7 +581,13 @@ impl Node {
         self.send_buffer = frame;
     }
 
-    fn drop_frame(&mut self, now: Instant, reason: &'static str, inbound: &Inbound, detail: &str) {
+    fn drop_frame(
+        &mut self,
+        now: Instant,
+        reason: &'static str,
+        inbound: InboundRef<'_>,
+        detail: &str,
+    ) {
         self.notify(now, NodeEvent::Dropped { reason });
         if let Some(suppressed) = self.drop_log.allow(reason, now) {
             let link = self
@@ -598,23 +604,23 @@ impl Node {
     }
 
     /// Verifies, de-duplicates and applies one received frame. Never panics on any input.
-    pub fn on_frame(&mut self, now: Instant, inbound: Inbound) {
+    pub fn on_frame(&mut self, now: Instant, inbound: InboundRef<'_>) {
         if inbound.frame.len() > wire::MAX_FRAME_LEN {
             self.counters.oversize += 1;
             let detail = format!("{} bytes", inbound.frame.len());
-            self.drop_frame(now, "oversize", &inbound, &detail);
+            self.drop_frame(now, "oversize", inbound, &detail);
             return;
         }
-        let msg = match wire::decode_view(&inbound.frame, &self.frame_keys) {
+        let msg = match wire::decode_view(inbound.frame, &self.frame_keys) {
             Ok(m) => m,
             Err(e @ (WireError::BadDigest { .. } | WireError::UnknownKeyIndex { .. })) => {
                 self.counters.bad_auth += 1;
-                self.drop_frame(now, "authentication failed", &inbound, &e.to_string());
+                self.drop_frame(now, "authentication failed", inbound, &e.to_string());
                 return;
             }
             Err(e) => {
                 self.counters.malformed += 1;
-                self.drop_frame(now, "malformed", &inbound, &e.to_string());
+                self.drop_frame(now, "malformed", inbound, &e.to_string());
                 return;
             }
         };
@@ -622,7 +628,7 @@ impl Node {
             Ok(env) => env,
             Err(e) => {
                 self.counters.malformed += 1;
-                self.drop_frame(now, "malformed", &inbound, &e.to_string());
+                self.drop_frame(now, "malformed", inbound, &e.to_string());
                 return;
             }
         };
@@ -633,7 +639,7 @@ impl Node {
         let Some(peer) = self.liveness.peer_index(&env.src) else {
             self.counters.unknown_node += 1;
             let detail = format!("node '{}' is not in the cluster", env.src);
-            self.drop_frame(now, "unknown node", &inbound, &detail);
+            self.drop_frame(now, "unknown node", inbound, &detail);
             return;
         };
         let Some((seq, generation)) = env.sequence() else {
@@ -654,13 +660,13 @@ impl Node {
                     "generation {generation:x} from '{}' is older than {known:x}: attempted replay",
                     env.src,
                 );
-                self.drop_frame(now, "replay", &inbound, &detail);
+                self.drop_frame(now, "replay", inbound, &detail);
                 return;
             }
             SeqVerdict::Stale => {
                 self.counters.replayed += 1;
                 let detail = format!("old sequence {seq:x} from '{}'", env.src);
-                self.drop_frame(now, "stale", &inbound, &detail);
+                self.drop_frame(now, "stale", inbound, &detail);
                 return;
             }
             SeqVerdict::Duplicate => {
@@ -727,7 +733,7 @@ impl Node {
                 }
                 None => {
                     self.counters.malformed += 1;
-                    self.drop_frame(now, "malformed", &inbound, "bad hbd_groups field");
+                    self.drop_frame(now, "malformed", inbound, "bad hbd_groups field");
                 }
             }
         }

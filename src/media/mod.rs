@@ -1,7 +1,7 @@
 //! Media: the paths heartbeat frames travel, several at once.
 //!
 //! A medium has a transmit half ([`Transmit`], called by the node, never blocking) and a
-//! receive half that yields [`Inbound`] frames tagged with the link index the frame arrived
+//! receive half that yields frames ([`InboundRef`], [`Inbound`]) tagged with the link index the frame arrived
 //! on: UDP sockets the node's thread reads itself ([`udp::ReceiveSocket`]), or the node's
 //! channel for the in-memory network. A peer is alive while any medium carries its
 //! heartbeats.
@@ -15,13 +15,36 @@ pub mod udp;
 
 use std::net::SocketAddr;
 
-/// A frame received on a link.
+/// A frame received on a link, owned: what the in-memory network queues.
 #[derive(Debug, Clone)]
 pub struct Inbound {
     /// Index of the link (medium) it arrived on.
     pub link: usize,
     /// The raw frame.
     pub frame: Vec<u8>,
+    /// Sender address, when the medium has one.
+    pub from: Option<SocketAddr>,
+}
+
+impl Inbound {
+    /// The frame as the node reads it.
+    pub fn as_ref(&self) -> InboundRef<'_> {
+        InboundRef {
+            link: self.link,
+            frame: &self.frame,
+            from: self.from,
+        }
+    }
+}
+
+/// A frame received on a link, borrowed from the buffer it was read into: the node reads
+/// UDP frames into one reused buffer and applies them in place.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundRef<'a> {
+    /// Index of the link (medium) it arrived on.
+    pub link: usize,
+    /// The raw frame.
+    pub frame: &'a [u8],
     /// Sender address, when the medium has one.
     pub from: Option<SocketAddr>,
 }

@@ -43,7 +43,7 @@ use nix::sys::socket::{
 };
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 
-use super::{Inbound, Medium, Transmit};
+use super::{InboundRef, Medium, Transmit};
 use crate::config::MediumSpec;
 
 /// IP TOS of ordinary heartbeats: `IPTOS_LOWDELAY`, as heartbeat's UDP plugins send.
@@ -324,21 +324,18 @@ impl ReceiveSocket {
     /// Reads one datagram into `buf` ([`RECV_BUFFER`] long) without blocking:
     /// `Ok(None)` for a datagram from an address no link accepts (dropped), an error of
     /// kind `WouldBlock` when nothing is queued.
-    pub fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<Option<Inbound>> {
+    pub fn try_recv<'b>(&self, buf: &'b mut [u8]) -> std::io::Result<Option<InboundRef<'b>>> {
         let (len, from) = self.socket.recv_from(buf)?;
-        Ok(self.attribution.link_for(from.ip()).map(|link| Inbound {
-            link,
-            frame: buf[..len].to_vec(),
-            from: Some(from),
-        }))
+        Ok(self.inbound(&buf[..len], from))
     }
 
-    /// Reads one queued answer without blocking, with the kernel's receive time (since the
-    /// Unix epoch) when it has one; `WouldBlock` when none is queued or there is no twin.
-    pub fn try_recv_answer(
+    /// Reads one queued answer like [`ReceiveSocket::try_recv`], with the kernel's receive
+    /// time (since the Unix epoch) when it has one; `WouldBlock` when none is queued or
+    /// there is no twin.
+    pub fn try_recv_answer<'b>(
         &self,
-        buf: &mut [u8],
-    ) -> std::io::Result<Option<(Inbound, Option<Duration>)>> {
+        buf: &'b mut [u8],
+    ) -> std::io::Result<Option<(InboundRef<'b>, Option<Duration>)>> {
         let Some(answers) = &self.answers else {
             return Err(std::io::ErrorKind::WouldBlock.into());
         };
@@ -366,110 +363,93 @@ impl ReceiveSocket {
             });
             (msg.bytes, from, stamp)
         };
-        let Some(from) = from else {
-            return Ok(None);
-        };
-        Ok(self.attribution.link_for(from.ip()).map(|link| {
-            (
-                Inbound {
-                    link,
-                    frame: buf[..len].to_vec(),
-                    from: Some(from),
-                },
-                stamp,
-            )
-        }))
+        Ok(from
+            .and_then(|from| self.inbound(&buf[..len], from))
+            .map(|inbound| (inbound, stamp)))
+    }
+
+    /// `frame` from `from` on the link it belongs to; `None` when no link accepts it.
+    fn inbound<'b>(&self, frame: &'b [u8], from: SocketAddr) -> Option<InboundRef<'b>> {
+        self.attribution.link_for(from.ip()).map(|link| InboundRef {
+            link,
+            frame,
+            from: Some(from),
+        })
     }
 }
 
-/// Classic BPF that keeps what [`ANSWER_TOS`] marks (`answers`) or everything else: the
-/// TOS byte is read relative to the IP header (`SKF_NET_OFF`), so the program does not
-/// depend on the frame's layout.
-fn answer_split(answers: bool) -> [SockFilter; 4] {
+/// Classic BPF that returns `on_answer` for a datagram marked [`ANSWER_TOS`] and
+/// `otherwise` for any other. The TOS byte is read relative to the IP header
+/// (`SKF_NET_OFF`), so the program does not depend on the frame's layout. As a socket
+/// filter, `u32::MAX` keeps a datagram and 0 drops it; as a reuseport selector, the value
+/// is the index of the socket in the group.
+fn answer_split(on_answer: u32, otherwise: u32) -> [nix::libc::sock_filter; 4] {
     const LD_B_ABS: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
     const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
     const RET_K: u16 = 0x06; // BPF_RET | BPF_K
     const SKF_NET_OFF: i32 = -0x10_0000;
-    let (on_answer, otherwise) = if answers {
-        (u32::MAX, 0)
-    } else {
-        (0, u32::MAX)
-    };
+    let op = |code, jt, jf, k| nix::libc::sock_filter { code, jt, jf, k };
     [
-        SockFilter::new(LD_B_ABS, 0, 0, (SKF_NET_OFF + 1) as u32),
-        SockFilter::new(JEQ_K, 0, 1, u32::from(ANSWER_TOS)),
-        SockFilter::new(RET_K, 0, 0, on_answer),
-        SockFilter::new(RET_K, 0, 0, otherwise),
+        op(LD_B_ABS, 0, 0, (SKF_NET_OFF + 1) as u32),
+        op(JEQ_K, 0, 1, u32::from(ANSWER_TOS)),
+        op(RET_K, 0, 0, on_answer),
+        op(RET_K, 0, 0, otherwise),
     ]
+}
+
+/// Attaches [`answer_split`] as a socket filter.
+fn filter_answers(socket: &Socket, on_answer: u32, otherwise: u32) -> std::io::Result<()> {
+    let program =
+        answer_split(on_answer, otherwise).map(|f| SockFilter::new(f.code, f.jt, f.jf, f.k));
+    socket.attach_filter(&program)
 }
 
 /// The reuseport selector of a twin pair: answers to the twin (bound second, index 1),
 /// everything else to the socket the node waits on (index 0).
-fn attach_answer_selector(socket: &Socket) -> std::io::Result<()> {
-    let program: [SockFilter; 4] = {
-        let [load, test, _, _] = answer_split(true);
-        [
-            load,
-            test,
-            SockFilter::new(0x06, 0, 0, 1),
-            SockFilter::new(0x06, 0, 0, 0),
-        ]
-    };
+fn attach_answer_selector(socket: &Socket) -> nix::Result<()> {
+    let mut program = answer_split(1, 0);
     let fprog = nix::libc::sock_fprog {
         len: program.len() as u16,
-        // SockFilter is repr(transparent) over libc::sock_filter.
-        filter: program.as_ptr() as *mut nix::libc::sock_filter,
+        filter: program.as_mut_ptr(),
     };
-    // SAFETY: `fprog` points at `program`, which outlives the call; the kernel copies the
-    // program and reads exactly `len` instructions. The option takes no other memory.
-    let rc = unsafe {
-        nix::libc::setsockopt(
-            socket.as_raw_fd(),
-            nix::libc::SOL_SOCKET,
-            nix::libc::SO_ATTACH_REUSEPORT_CBPF,
-            (&raw const fprog).cast(),
-            std::mem::size_of::<nix::libc::sock_fprog>() as nix::libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    setsockopt(socket, sockopt::AttachReusePortCbpf, &fprog)
 }
 
-/// Binds `socket` (already bound to its device, `SO_REUSEPORT` set) to `addr` and, for
-/// IPv4, a twin for answers; `join` runs on each after binding (multicast membership).
-/// When the twin cannot be set up the medium runs with the one socket, as before.
+/// Opens a receive socket on `interface` bound to `addr` and, for IPv4, its twin for
+/// answers; `join` runs on each after binding (multicast membership). When the twin cannot
+/// be set up the medium runs with the one socket.
 fn bind_with_answer_twin(
     medium: &str,
-    socket: Socket,
+    interface: &str,
     addr: SocketAddr,
-    make_twin: impl FnOnce() -> Result<Socket, MediaError>,
     join: impl Fn(&Socket) -> Result<(), MediaError>,
 ) -> Result<(UdpSocket, Option<UdpSocket>), MediaError> {
-    socket
-        .bind(&addr.into())
-        .map_err(sock_err(medium, "binding receive socket"))?;
-    join(&socket)?;
+    let open = || -> Result<Socket, MediaError> {
+        let socket = open_receive_socket(medium, interface, addr.is_ipv6())?;
+        socket
+            .bind(&addr.into())
+            .map_err(sock_err(medium, "binding receive socket"))?;
+        join(&socket)?;
+        Ok(socket)
+    };
+    let socket = open()?;
     if addr.is_ipv6() {
         return Ok((socket.into(), None));
     }
-    let twin = make_twin().and_then(|twin| {
-        twin.bind(&addr.into())
-            .map_err(sock_err(medium, "binding the answer socket"))?;
-        join(&twin)?;
-        setsockopt(&twin, sockopt::ReceiveTimestampns, &true).map_err(|e| MediaError::Socket {
+    let nix_err = |what: &'static str| {
+        move |e: nix::Error| MediaError::Socket {
             medium: medium.to_string(),
-            what: "enabling receive timestamps",
+            what,
             source: e.into(),
-        })?;
-        attach_answer_selector(&socket)
-            .map_err(sock_err(medium, "attaching the answer selector"))?;
-        twin.attach_filter(&answer_split(true))
+        }
+    };
+    let twin = open().and_then(|twin| {
+        setsockopt(&twin, sockopt::ReceiveTimestampns, &true)
+            .map_err(nix_err("enabling receive timestamps"))?;
+        attach_answer_selector(&socket).map_err(nix_err("attaching the answer selector"))?;
+        filter_answers(&twin, u32::MAX, 0)
             .map_err(sock_err(medium, "filtering the answer socket"))?;
-        socket
-            .attach_filter(&answer_split(false))
+        filter_answers(&socket, 0, u32::MAX)
             .map_err(sock_err(medium, "filtering the receive socket"))?;
         Ok(twin)
     });
@@ -620,19 +600,12 @@ fn open_shared_receive(
     port: u16,
     v6: bool,
 ) -> Result<(UdpSocket, Option<UdpSocket>), MediaError> {
-    let open = || open_receive_socket(medium, interface, v6);
     let any: IpAddr = if v6 {
         Ipv6Addr::UNSPECIFIED.into()
     } else {
         Ipv4Addr::UNSPECIFIED.into()
     };
-    bind_with_answer_twin(
-        medium,
-        open()?,
-        SocketAddr::new(any, port),
-        open,
-        |_| Ok(()),
-    )
+    bind_with_answer_twin(medium, interface, SocketAddr::new(any, port), |_| Ok(()))
 }
 
 fn open_mcast_receive(
@@ -642,7 +615,6 @@ fn open_mcast_receive(
     port: u16,
 ) -> Result<(UdpSocket, Option<UdpSocket>), MediaError> {
     let index = if_index(medium, interface)?;
-    let open = || open_receive_socket(medium, interface, group.is_ipv6());
     let join = |socket: &Socket| -> Result<(), MediaError> {
         match group {
             IpAddr::V4(g) => socket
@@ -653,7 +625,7 @@ fn open_mcast_receive(
                 .map_err(sock_err(medium, "joining multicast group")),
         }
     };
-    bind_with_answer_twin(medium, open()?, SocketAddr::new(group, port), open, join)
+    bind_with_answer_twin(medium, interface, SocketAddr::new(group, port), join)
 }
 
 /// Transmit half of one UDP medium.

@@ -222,28 +222,16 @@ impl Node {
         since: Instant,
     ) -> Instant {
         let started = Instant::now();
-        for socket in receivers.iter().filter(|r| r.splits_answers()) {
+        for socket in receivers {
             for _ in 0..ANSWERS_PER_READ {
                 match socket.try_recv_answer(buf) {
                     Ok(Some((inbound, stamp))) => {
-                        let now = Instant::now();
-                        let at = arrival(now, wall_clock(), stamp, since);
+                        let at = arrival(Instant::now(), wall_clock(), stamp, since);
                         self.on_frame(at, inbound);
                     }
                     Ok(None) => {}
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                        ) =>
-                    {
-                        break;
-                    }
                     Err(e) => {
-                        let now = Instant::now();
-                        if let Some(suppressed) = self.drop_log.allow("receive", now) {
-                            tracing::warn!(error = %e, suppressed, "heartbeat receive failed");
-                        }
+                        self.receive_failed(&e);
                         break;
                     }
                 }
@@ -259,18 +247,19 @@ impl Node {
         match socket.try_recv(buf) {
             Ok(Some(inbound)) => self.on_frame(Instant::now(), inbound),
             Ok(None) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => {
-                // E.g. ECONNREFUSED after an ICMP error: nothing to read, try next time.
-                let now = Instant::now();
-                if let Some(suppressed) = self.drop_log.allow("receive", now) {
-                    tracing::warn!(error = %e, suppressed, "heartbeat receive failed");
-                }
-            }
+            Err(e) => self.receive_failed(&e),
+        }
+    }
+
+    /// A read that returned no frame: nothing queued (quiet), or an error, logged at a
+    /// limited rate (e.g. ECONNREFUSED after an ICMP error: nothing to read, try next time).
+    fn receive_failed(&mut self, e: &std::io::Error) {
+        use std::io::ErrorKind::{Interrupted, WouldBlock};
+        if matches!(e.kind(), WouldBlock | Interrupted) {
+            return;
+        }
+        if let Some(suppressed) = self.drop_log.allow("receive", Instant::now()) {
+            tracing::warn!(error = %e, suppressed, "heartbeat receive failed");
         }
     }
 }
