@@ -347,13 +347,14 @@ impl Node {
 
     /// Sends a heartbeat if one is due and applies passed liveness deadlines.
     fn on_timer(&mut self, now: Instant) {
-        let turns = match self.pacing() {
-            Pacing::TakeTurns(partner) => Some(self.identity.name.as_str() < partner),
-            _ => None,
-        };
-        self.pacer.set_turns(turns);
-        if self.pacer.on_timer(now) {
-            self.send_status(now);
+        if now >= self.pacer.due() {
+            let turns = match self.pacing() {
+                Pacing::TakeTurns { lower, .. } => Some(lower),
+                _ => None,
+            };
+            if self.pacer.on_timer(now, turns) {
+                self.send_status(now);
+            }
         }
         let events = self.liveness.on_tick(now);
         self.apply_events(now, events);
@@ -747,8 +748,7 @@ impl Node {
     fn pace_on(&mut self, now: Instant, name: &str) -> bool {
         match self.pacing() {
             Pacing::Follow(setter) if setter == name => self.pacer.on_pace_setter_heartbeat(now),
-            Pacing::TakeTurns(partner) if partner == name => {
-                let lower = self.identity.name.as_str() < name;
+            Pacing::TakeTurns { partner, lower } if partner == name => {
                 self.pacer.on_partner_heartbeat(now, lower)
             }
             _ => false,

@@ -14,18 +14,21 @@
 //!
 //! The rules, with `k` = keepalive and `s` = k/8 of slack:
 //!
-//! * The send timer is the fallback: when it expires we send and re-arm it at +k.
+//! * The send timer is the fallback: when it expires we send and re-arm it at +k; a
+//!   turn-taker re-arms it as the fallback for the peer's turn (next bullet but one), since
+//!   the peer's answer may be read only later.
 //! * When a heartbeat we line up with arrives and we have not sent for at least `s`, we
 //!   send at once (possibly early: an interval is never stretched by this). A follower
 //!   re-arms at +k+s, so the pace setter's next heartbeat normally arrives before its timer;
 //!   a turn-taker re-arms at +k, since the next turn is its own.
 //! * When it arrives less than `s` after our own send, it is the answer to ours (or crossed
-//!   it): we do not send again, and the timer moves to +k+s from the arrival (+k+2s for the
-//!   higher name of a pair, so two nodes that started together fall into turns). Worst case
-//!   an interval is `k + 2s` = 1.25 k, once, while locking on.
+//!   it): we do not send again, and the timer moves to +k+s from the arrival (+k+1.5s for the
+//!   higher name of a pair, so two nodes that started together fall into turns). An
+//!   interval is never longer than `k + 2s` = 1.25 k.
 //!
 //! Liveness is unaffected: the peer's deadline still counts from its last heartbeat, and our
-//! heartbeats never stop when the peer falls silent (the timer then runs at k).
+//! heartbeats never stop when the peer falls silent (the timer then runs at k+s or k+1.5s
+//! while taking turns, k otherwise).
 
 use std::time::Duration;
 
@@ -37,8 +40,6 @@ pub struct HeartbeatPacer {
     keepalive: Duration,
     next: Instant,
     last_sent: Option<Instant>,
-    /// Taking turns with one peer: `Some(our name sorts first)`.
-    turns: Option<bool>,
 }
 
 impl HeartbeatPacer {
@@ -48,7 +49,6 @@ impl HeartbeatPacer {
             keepalive,
             next: now,
             last_sent: None,
-            turns: None,
         }
     }
 
@@ -72,27 +72,20 @@ impl HeartbeatPacer {
         self.keepalive / 8
     }
 
-    /// Whether we take turns with one peer ([`Pacing::TakeTurns`]; `Some(our name sorts
-    /// first)`) or not (`None`): set before each [`HeartbeatPacer::on_timer`].
-    pub fn set_turns(&mut self, turns: Option<bool>) {
-        self.turns = turns;
-    }
-
-    /// The timer fired at `now`: whether to send. Re-arms at +keepalive, without a burst
-    /// when we were not scheduled for longer than that; when taking turns, the next
-    /// exchange is the peer's to start, so the timer is only its fallback (as if the
-    /// peer's answer had just arrived: the answer may be read only later).
-    pub fn on_timer(&mut self, now: Instant) -> bool {
+    /// The timer fired at `now`: whether to send. `turns` is `Some(our name sorts first)`
+    /// when we take turns with one peer ([`Pacing::TakeTurns`]): the next exchange is then
+    /// the peer's to start, so the timer is only its fallback (as if the peer's answer had
+    /// just arrived: the answer may be read only later). Otherwise it re-arms at
+    /// +keepalive, without a burst when we were not scheduled for longer than that.
+    pub fn on_timer(&mut self, now: Instant, turns: Option<bool>) -> bool {
         if now < self.next {
             return false;
         }
-        self.next += self.keepalive;
-        if self.next <= now {
-            self.next = now + self.keepalive;
-        }
-        if let Some(lower) = self.turns {
-            self.next = self.partner_fallback(now, lower);
-        }
+        self.next = match turns {
+            Some(lower) => self.partner_fallback(now, lower),
+            None if self.next + self.keepalive <= now => now + self.keepalive,
+            None => self.next + self.keepalive,
+        };
         self.last_sent = Some(now);
         true
     }
@@ -162,7 +155,13 @@ pub enum Pacing<'a> {
     Follow(&'a str),
     /// One live peer: we take turns starting the exchange with it, so each node's timer
     /// fires every other keepalive and the pair shares the cost of the first wakeup.
-    TakeTurns(&'a str),
+    TakeTurns {
+        /// The peer.
+        partner: &'a str,
+        /// Whether our name sorts before the partner's (it breaks ties, see
+        /// [`HeartbeatPacer::on_partner_heartbeat`]).
+        lower: bool,
+    },
     /// Several live peers, all sorting after us: they follow our timer.
     Lead,
 }
@@ -180,7 +179,10 @@ where
     let mut first_two = live.clone();
     match (first_two.next(), first_two.next()) {
         (None, _) => Pacing::Alone,
-        (Some(only), None) => Pacing::TakeTurns(only),
+        (Some(only), None) => Pacing::TakeTurns {
+            partner: only,
+            lower: own < only,
+        },
         _ => match live.filter(|name| *name < own).min() {
             Some(lowest) => Pacing::Follow(lowest),
             None => Pacing::Lead,
@@ -202,12 +204,12 @@ mod tests {
     fn timer_alone_sends_every_keepalive_without_bursts() {
         let t0 = Instant::now();
         let mut p = HeartbeatPacer::new(t0, K);
-        assert!(p.on_timer(t0));
+        assert!(p.on_timer(t0, None));
         assert_eq!(p.due(), t0 + K);
-        assert!(!p.on_timer(t0 + ms(5)));
-        assert!(p.on_timer(t0 + K));
+        assert!(!p.on_timer(t0 + ms(5), None));
+        assert!(p.on_timer(t0 + K, None));
         // scheduled 55 ms late: one send, next a keepalive from now
-        assert!(p.on_timer(t0 + ms(75)));
+        assert!(p.on_timer(t0 + ms(75), None));
         assert_eq!(p.due(), t0 + ms(85));
     }
 
@@ -215,7 +217,7 @@ mod tests {
     fn follower_locks_onto_the_pace_setter_and_its_timer_stops_firing() {
         let t0 = Instant::now();
         let mut p = HeartbeatPacer::new(t0, K);
-        assert!(p.on_timer(t0));
+        assert!(p.on_timer(t0, None));
         // the pace setter's phase is 4 ms after ours; arrivals every 10 ms
         let mut sends = vec![t0];
         let mut timer_sends = 0;
@@ -225,7 +227,7 @@ mod tests {
             // the timer fires first if it is due before the arrival
             while p.due() <= t {
                 let at = p.due();
-                assert!(p.on_timer(at));
+                assert!(p.on_timer(at, None));
                 sends.push(at);
                 timer_sends += 1;
             }
@@ -246,7 +248,7 @@ mod tests {
     fn an_arrival_just_after_our_timer_send_moves_the_timer_instead_of_sending_twice() {
         let t0 = Instant::now();
         let mut p = HeartbeatPacer::new(t0, K);
-        assert!(p.on_timer(t0));
+        assert!(p.on_timer(t0, None));
         // arrival 0.5 ms after our send: no second send, timer moves past the next arrival
         assert!(!p.on_pace_setter_heartbeat(t0 + Duration::from_micros(500)));
         assert_eq!(p.due(), t0 + Duration::from_micros(500) + K + K / 8);
@@ -259,11 +261,11 @@ mod tests {
     fn silent_pace_setter_falls_back_to_the_timer() {
         let t0 = Instant::now();
         let mut p = HeartbeatPacer::new(t0, K);
-        assert!(p.on_timer(t0));
+        assert!(p.on_timer(t0, None));
         assert!(p.on_pace_setter_heartbeat(t0 + ms(4)));
         let due = p.due();
         assert_eq!(due, t0 + ms(4) + K + K / 8);
-        assert!(p.on_timer(due));
+        assert!(p.on_timer(due, None));
         assert_eq!(p.due(), due + K);
     }
 
@@ -271,13 +273,13 @@ mod tests {
     fn extra_send_restarts_the_interval_and_reload_shortens_it() {
         let t0 = Instant::now();
         let mut p = HeartbeatPacer::new(t0, K);
-        assert!(p.on_timer(t0));
+        assert!(p.on_timer(t0, None));
         p.on_extra_send(t0 + ms(3));
         assert_eq!(p.due(), t0 + ms(13));
         p.set_keepalive(ms(5));
         assert_eq!(p.due(), t0 + ms(8));
         // the new keepalive is the interval from then on
-        assert!(p.on_timer(t0 + ms(8)));
+        assert!(p.on_timer(t0 + ms(8), None));
         assert_eq!(p.due(), t0 + ms(13));
     }
 
@@ -290,8 +292,6 @@ mod tests {
     ) -> [Vec<(Instant, bool)>; 2] {
         let t0 = Instant::now();
         let mut pacers = offsets.map(|o| HeartbeatPacer::new(t0 + o, K));
-        pacers[0].set_turns(Some(true));
-        pacers[1].set_turns(Some(false));
         let mut sends: [Vec<(Instant, bool)>; 2] = [Vec::new(), Vec::new()];
         // frames in flight: (arrival, receiver)
         let mut in_flight: Vec<(Instant, usize)> = Vec::new();
@@ -311,7 +311,7 @@ mod tests {
                 break;
             }
             let send = if by_timer {
-                pacers[who].on_timer(now)
+                pacers[who].on_timer(now, Some(who == 0))
             } else {
                 pacers[who].on_partner_heartbeat(now, who == 0)
             };
@@ -374,8 +374,7 @@ mod tests {
     fn a_silent_partner_leaves_our_timer_within_a_quarter_keepalive_late() {
         let t0 = Instant::now();
         let mut p = HeartbeatPacer::new(t0, K);
-        p.set_turns(Some(false));
-        assert!(p.on_timer(t0));
+        assert!(p.on_timer(t0, Some(false)));
         // the partner's turn is next: our timer is only its fallback
         assert_eq!(p.due(), t0 + K + K * 3 / 16);
         // the partner's answer, read later or at once, changes nothing
@@ -386,14 +385,13 @@ mod tests {
         let mut last = t0;
         let mut at = fallback;
         for _ in 0..5 {
-            assert!(p.on_timer(at));
+            assert!(p.on_timer(at, Some(false)));
             assert!(at - last <= K + K / 4 + Duration::from_micros(100));
             last = at;
             at = p.due();
         }
         // alone again (the partner declared dead): every keepalive
-        p.set_turns(None);
-        assert!(p.on_timer(at));
+        assert!(p.on_timer(at, None));
         assert_eq!(p.due(), at + K);
     }
 
@@ -404,7 +402,10 @@ mod tests {
         assert_eq!(pacing("dir0", peers), Pacing::Lead);
         assert_eq!(
             pacing("dir2", [("dir1", false), ("dir3", true)]),
-            Pacing::TakeTurns("dir3")
+            Pacing::TakeTurns {
+                partner: "dir3",
+                lower: true
+            }
         );
         assert_eq!(
             pacing("dir9", [("dir3", true), ("dir1", true)]),
