@@ -30,7 +30,7 @@ use crate::control::protocol::{
 };
 use crate::control::server::ControlCall;
 use crate::daemon::runner::{GroupRunner, OpError};
-use crate::manager::{self, Action, Command, CommandOutcome, GroupPhase, Manager, StartOutcome};
+use crate::manager::{Action, Command, CommandOutcome, GroupPhase, Manager, StartOutcome};
 use crate::media::{Inbound, InboundRef, Medium};
 use crate::membership::generation::PeerGenerationWriter;
 use crate::membership::liveness::{LinkState, Liveness, LivenessEvent, PeerState, fmt_ms};
@@ -154,13 +154,11 @@ pub struct Node {
     frame_keys: FrameKeys,
     /// Where heartbeats are built; reused so a send allocates (almost) nothing.
     send_buffer: Vec<u8>,
-    /// Each peer's last `hbd_groups` text and its decoding (`None`: malformed).
-    peer_groups: Vec<(String, Option<Vec<manager::GroupReport>>)>,
-    /// What our last status said (state, `hbd_groups`): an answer that repeats it is news
-    /// to nobody.
-    said: (&'static str, String),
+    /// What our last status said (state, version of the `hbd_groups` text,
+    /// [`Manager::reports_text`]): an answer that repeats it is news to nobody.
+    said: (&'static str, u64),
     next_seq: u64,
-    /// When our heartbeats go out (phase-locked to the pace-setting peer).
+    /// When our heartbeats go out (lined up with the peers', see [`pacing`]).
     pacer: HeartbeatPacer,
     counters: Counters,
     drop_log: DropLog,
@@ -227,8 +225,7 @@ impl Node {
             deadtime_text: deadtime_text(&config),
             frame_keys: FrameKeys::new(&config.auth),
             send_buffer: Vec::with_capacity(1024),
-            said: ("", String::new()),
-            peer_groups: vec![(String::new(), Some(Vec::new())); peers.len()],
+            said: ("", u64::MAX),
             next_seq: 1,
             pacer: HeartbeatPacer::new(now, config.timing.keepalive),
             counters: Counters::default(),
@@ -512,19 +509,18 @@ impl Node {
 
     fn send_status_as(&mut self, now: Instant, answer: bool) {
         self.refresh_load(now);
-        let groups = if self.config.groups.is_empty() {
-            None
+        let (groups, version) = if self.config.groups.is_empty() {
+            (None, 0)
         } else {
-            Some(self.manager.reports_text())
+            let (text, version) = self.manager.reports_text();
+            (Some(text), version)
         };
         let deadtime = self.deadtime_text.as_bytes();
         let state_name = self.liveness.local_state().as_str();
         let state = state_name.as_bytes();
-        let groups_said = groups.unwrap_or("");
-        let news = self.said.0 != state_name || self.said.1 != groups_said;
-        if news {
-            self.said = (state_name, groups_said.to_string());
-        }
+        let said = (state_name, version);
+        let news = self.said != said;
+        self.said = said;
         let as_answer = answer && !news;
         let mut fields = [
             FieldRef::string("t", b"status"),
@@ -722,16 +718,8 @@ impl Node {
         // Ownership first: when the peer's reports change ours, the one status that says so
         // also serves as the pacing reply (on_extra_send suppresses a second one).
         if is_status && let Some(text) = msg.get_str(GROUPS_FIELD) {
-            // The same text as last time (nearly always): decoded already.
-            let known = &mut self.peer_groups[peer];
-            if known.0 != text {
-                *known = (text.to_string(), manager::decode_reports(text));
-            }
-            match &known.1 {
-                Some(reports) => {
-                    let actions = self.manager.on_peer_reports(reports);
-                    self.run_actions(now, actions);
-                }
+            match self.manager.on_peer_reports_text(text) {
+                Some(actions) => self.run_actions(now, actions),
                 None => {
                     self.counters.malformed += 1;
                     self.drop_frame(now, "malformed", inbound, "bad hbd_groups field");

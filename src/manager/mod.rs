@@ -198,10 +198,14 @@ pub struct Manager {
     ready: bool,
     peer_alive: bool,
     peer_reports: Option<Vec<GroupReport>>,
+    /// The `hbd_groups` text `peer_reports` were decoded from, if they came as text: the
+    /// same text on the next heartbeat (nearly always) is not decoded again.
+    peer_text: Option<String>,
     queue: VecDeque<Command>,
     last_sent: Vec<GroupReport>,
-    /// The reports [`Manager::reports_text`] last encoded, and their text.
-    encoded: (Vec<GroupReport>, String),
+    /// The reports [`Manager::reports_text`] last encoded, their text, and how many times
+    /// it was encoded (its version).
+    encoded: (Vec<GroupReport>, String, u64),
     adopted: Vec<bool>,
     /// Placement epoch for which a split brain was last re-announced, per group: the keeper
     /// announces once per resolution, not once per stale report.
@@ -232,9 +236,10 @@ impl Manager {
             ready: false,
             peer_alive: false,
             peer_reports: None,
+            peer_text: None,
             queue: VecDeque::new(),
             last_sent: Vec::new(),
-            encoded: (Vec::new(), String::new()),
+            encoded: (Vec::new(), String::new(), 0),
             adopted: vec![false; groups.len()],
             announced: vec![None; groups.len()],
             shutting_down: false,
@@ -277,14 +282,17 @@ impl Manager {
     }
 
     /// [`Manager::reports`] as [`encode_reports`] writes them, encoded again only when they
-    /// changed: every heartbeat carries them, and they change once in a long while.
-    pub fn reports_text(&mut self) -> &str {
+    /// changed (every heartbeat carries them, and they change once in a long while), with a
+    /// version that changes with the text: a sender compares versions to tell whether its
+    /// groups are news, without keeping a copy of the text.
+    pub fn reports_text(&mut self) -> (&str, u64) {
         if !self.reports_match(&self.encoded.0) {
             let reports = self.reports();
             self.encoded.1 = encode_reports(&reports);
             self.encoded.0 = reports;
+            self.encoded.2 += 1;
         }
-        &self.encoded.1
+        (&self.encoded.1, self.encoded.2)
     }
 
     /// At start, before anything else: group `index` was found (partly) running here, left
@@ -326,6 +334,7 @@ impl Manager {
     pub fn on_peer_dead(&mut self) -> Vec<Action> {
         self.peer_alive = false;
         self.peer_reports = None;
+        self.peer_text = None;
         if let Some(peer) = self.peer.clone() {
             for g in &mut self.groups {
                 if g.placement.target == peer {
@@ -341,9 +350,35 @@ impl Manager {
 
     /// The peer's latest group reports arrived (with each of its heartbeats).
     pub fn on_peer_reports(&mut self, reports: &[GroupReport]) -> Vec<Action> {
+        self.peer_text = None;
+        self.apply_peer_reports(reports.to_vec())
+    }
+
+    /// The peer's `hbd_groups` field arrived with a heartbeat ([`encode_reports`] text):
+    /// decoded only when it differs from the last one. `None` when it is malformed (then
+    /// nothing is applied, never half of it).
+    pub fn on_peer_reports_text(&mut self, text: &str) -> Option<Vec<Action>> {
+        let known = self.peer_text.as_deref() == Some(text);
+        let reports = match self.peer_reports.take() {
+            Some(reports) if known => reports,
+            previous => match decode_reports(text) {
+                Some(reports) => {
+                    self.peer_text = Some(text.to_string());
+                    reports
+                }
+                None => {
+                    self.peer_reports = previous;
+                    return None;
+                }
+            },
+        };
+        Some(self.apply_peer_reports(reports))
+    }
+
+    fn apply_peer_reports(&mut self, reports: Vec<GroupReport>) -> Vec<Action> {
         let mut actions = Vec::new();
         for i in 0..self.groups.len() {
-            let Some(theirs) = report_for(reports, &self.groups[i].name) else {
+            let Some(theirs) = report_for(&reports, &self.groups[i].name) else {
                 continue;
             };
             let g = &mut self.groups[i];
@@ -387,9 +422,7 @@ impl Manager {
                 g.placement = theirs.placement.clone();
             }
         }
-        if self.peer_reports.as_deref() != Some(reports) {
-            self.peer_reports = Some(reports.to_vec());
-        }
+        self.peer_reports = Some(reports);
         actions.extend(self.decide());
         actions
     }

@@ -410,15 +410,48 @@ fn reports_text_follows_every_change_of_the_reports() {
     let groups = [group("p", "192.0.2.10"), group("b", "192.0.2.11")];
     let mut m = Manager::new("p", &nodes, &groups, AutoFailback::On);
     let expected = encode_reports(&m.reports());
-    assert_eq!(m.reports_text(), expected);
-    let before = m.reports_text().to_string();
+    assert_eq!(m.reports_text().0, expected);
+    let before = m.reports_text().0.to_string();
     m.on_ready();
     // the group preferred here is starting: the text says it holds it now
     let expected = encode_reports(&m.reports());
-    assert_eq!(m.reports_text(), expected);
+    assert_eq!(m.reports_text().0, expected);
     assert_ne!(expected, before);
     m.on_started(0, StartOutcome::Running);
     m.on_peer_dead();
     let expected = encode_reports(&m.reports());
-    assert_eq!(m.reports_text(), expected);
+    assert_eq!(m.reports_text().0, expected);
+}
+
+#[test]
+fn peer_reports_as_text_apply_like_decoded_ones_and_a_malformed_text_changes_nothing() {
+    let nodes = ["p".to_string(), "b".to_string()];
+    let groups = [group("p", "192.0.2.10")];
+    let mut p = Manager::new("p", &nodes, &groups, AutoFailback::On);
+    let mut b = Manager::new("b", &nodes, &groups, AutoFailback::On);
+    p.on_peer_alive();
+    b.on_peer_alive();
+    p.on_ready();
+    p.on_started(0, StartOutcome::Running);
+    let text = p.reports_text().0.to_string();
+    let mut by_value = Manager::new("b", &nodes, &groups, AutoFailback::On);
+    by_value.on_peer_alive();
+    let decoded = decode_reports(&text).expect("valid text");
+    assert_eq!(
+        b.on_peer_reports_text(&text),
+        Some(by_value.on_peer_reports(&decoded))
+    );
+    // the same text again: the same answer as the decoded reports give
+    assert_eq!(
+        b.on_peer_reports_text(&text),
+        Some(by_value.on_peer_reports(&decoded))
+    );
+    let before = b.reports();
+    assert_eq!(b.on_peer_reports_text("not|a|report"), None);
+    assert_eq!(b.reports(), before);
+    // the reports kept from the last good text still count
+    assert_eq!(
+        b.on_peer_reports_text(&text),
+        Some(by_value.on_peer_reports(&decoded))
+    );
 }
