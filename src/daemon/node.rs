@@ -170,6 +170,14 @@ pub struct Node {
     reloader: Option<Reloader>,
 }
 
+/// An input from outside the heartbeat path, as both loops receive it.
+#[derive(Debug)]
+enum Mail {
+    Call(ControlCall),
+    OpDone(OpDone),
+    Shutdown,
+}
+
 /// A finished group operation, back from the runner.
 #[derive(Debug)]
 struct OpDone {
@@ -286,29 +294,47 @@ impl Node {
                 // nothing (one spurious wakeup per received heartbeat).
                 timer.set(tokio::time::sleep_until(wake));
             }
-            tokio::select! {
+            let mail = tokio::select! {
                 biased;
                 changed = shutdown.changed(), if stop_deadline.is_none() => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        stop_deadline = Some(self.begin_stop(Instant::now()));
-                    }
+                    (changed.is_err() || *shutdown.borrow()).then_some(Mail::Shutdown)
                 }
                 frame = inbound.recv() => match frame {
-                    Some(frame) => self.on_frame(Instant::now(), frame.as_ref()),
+                    Some(frame) => {
+                        self.on_frame(Instant::now(), frame.as_ref());
+                        None
+                    }
                     None => break,
                 },
-                Some(done) = op_rx.recv() => self.on_op_done(Instant::now(), done),
-                call = control.recv(), if control_open => match call {
-                    Some(call) => self.on_call(Instant::now(), call),
-                    None => control_open = false,
-                },
-                _ = &mut timer => {}
+                Some(done) = op_rx.recv() => Some(Mail::OpDone(done)),
+                call = control.recv(), if control_open => {
+                    control_open = call.is_some();
+                    call.map(Mail::Call)
+                }
+                _ = &mut timer => None,
+            };
+            if let Some(mail) = mail {
+                self.on_mail(Instant::now(), mail, &mut stop_deadline);
             }
         }
         if let Some(writer) = self.generation_writer.take() {
             writer.close().await;
         }
         tracing::info!(node = %self.identity.name, "node stopped");
+    }
+
+    /// Applies one input from outside the heartbeat path (either loop): a control call, a
+    /// finished group operation, or the request to stop, which starts stopping once and
+    /// sets `stop_deadline`.
+    fn on_mail(&mut self, now: Instant, mail: Mail, stop_deadline: &mut Option<Instant>) {
+        match mail {
+            Mail::Call(call) => self.on_call(now, call),
+            Mail::OpDone(done) => self.on_op_done(now, done),
+            Mail::Shutdown if stop_deadline.is_none() => {
+                *stop_deadline = Some(self.begin_stop(now));
+            }
+            Mail::Shutdown => {}
+        }
     }
 
     /// One turn of either loop at `now`: sends what is due and applies passed deadlines,
@@ -997,13 +1023,13 @@ impl Node {
     }
 }
 
-/// heartbeat's `ttl` field: hopfudge + node count, ping nodes included (§5). Derived from
-/// the configuration at each send, so a reload that changes either is on the wire at once.
 /// `dt` of our heartbeats: the deadtime in hex milliseconds.
 fn deadtime_text(config: &Config) -> String {
     format!("{:x}", config.timing.deadtime.as_millis())
 }
 
+/// heartbeat's `ttl` field: hopfudge + node count, ping nodes included (§5). Derived from
+/// the configuration at each send, so a reload that changes either is on the wire at once.
 fn frame_ttl(config: &Config) -> u32 {
     let nodes = config.nodes.len() + config.ping_nodes.len() + config.ping_groups.len();
     u32::from(config.hopfudge).saturating_add(u32::try_from(nodes).unwrap_or(u32::MAX))

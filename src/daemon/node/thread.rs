@@ -28,7 +28,7 @@ use nix::sys::time::TimeSpec;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::{Node, OpDone};
+use super::{Mail, Node, OpDone};
 use crate::control::server::ControlCall;
 use crate::media::udp::{RECV_BUFFER, ReceiveSocket};
 
@@ -75,14 +75,6 @@ impl Bell {
     fn drain(&self) {
         let _ = self.0.read();
     }
-}
-
-/// What reaches the node thread from the runtime.
-#[derive(Debug)]
-enum Mail {
-    Call(ControlCall),
-    OpDone(OpDone),
-    Shutdown,
 }
 
 /// Forwards the runtime's inputs to the node thread, ringing the bell for each.
@@ -193,15 +185,7 @@ impl Node {
             if fds[0].any() == Some(true) {
                 bell.drain();
                 while let Ok(m) = mail.try_recv() {
-                    let now = Instant::now();
-                    match m {
-                        Mail::Call(call) => self.on_call(now, call),
-                        Mail::OpDone(done) => self.on_op_done(now, done),
-                        Mail::Shutdown if stop_deadline.is_none() => {
-                            stop_deadline = Some(self.begin_stop(now));
-                        }
-                        Mail::Shutdown => {}
-                    }
+                    self.on_mail(Instant::now(), m, &mut stop_deadline);
                 }
             }
         }
