@@ -68,8 +68,7 @@ fn see_each_other_then_detect_death(prefix: &str, media: &str) {
     pair.start(&pair.b, "n2", &ha);
     let s1 = pair.socket("n1");
     let s2 = pair.socket("n2");
-    let r1 = wait_peer(&s1, "n2", "up", Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("n1 never saw n2 up; log:\n{}", pair.log("n1")));
+    let r1 = wait_peer(&s1, "n2", "up", Duration::from_secs(5), || pair.log("n1"));
     // The heartbeat thread runs realtime like the process (SCHED_RESET_ON_FORK resets new
     // threads, so it must ask for it).
     assert_eq!(
@@ -78,8 +77,7 @@ fn see_each_other_then_detect_death(prefix: &str, media: &str) {
         "hbd-node is not SCHED_FIFO; log:\n{}",
         pair.log("n1")
     );
-    let r2 = wait_peer(&s2, "n1", "up", Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("n2 never saw n1 up; log:\n{}", pair.log("n2")));
+    let r2 = wait_peer(&s2, "n1", "up", Duration::from_secs(5), || pair.log("n2"));
     for (r, peer) in [(&r1, "n2"), (&r2, "n1")] {
         let node = r.nodes.iter().find(|n| n.name == peer).unwrap();
         assert!(!node.links.is_empty());
@@ -95,8 +93,7 @@ fn see_each_other_then_detect_death(prefix: &str, media: &str) {
     // Cut n1's link and time how long n2 takes to declare it dead.
     let cut = Instant::now();
     pair.a.ip(&["link", "set", "eth0", "down"]);
-    let r = wait_peer(&s2, "n1", "dead", Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("n2 never declared n1 dead; log:\n{}", pair.log("n2")));
+    let r = wait_peer(&s2, "n1", "dead", Duration::from_secs(5), || pair.log("n2"));
     let took = cut.elapsed();
     let bound = Duration::from_millis(DEADTIME_MS + KEEPALIVE_MS);
     assert!(
@@ -113,8 +110,7 @@ fn see_each_other_then_detect_death(prefix: &str, media: &str) {
 
     // The link comes back: n1 is up again.
     pair.a.ip(&["link", "set", "eth0", "up"]);
-    wait_peer(&s2, "n1", "up", Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("n1 never came back; log:\n{}", pair.log("n2")));
+    wait_peer(&s2, "n1", "up", Duration::from_secs(5), || pair.log("n2"));
 }
 
 #[test]

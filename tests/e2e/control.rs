@@ -4,12 +4,12 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hbd::control::client;
 use hbd::control::protocol::{Request, Response, StatusReport};
 
-use crate::netns::NetNs;
+use crate::netns::{NetNs, poll_every};
 
 /// Sends `request` to the daemon at `socket`; `None` if it does not answer within `timeout`.
 pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Option<Response> {
@@ -104,37 +104,51 @@ fn peer_status(report: &StatusReport, peer: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Polls `socket` (every millisecond, at most `limit`) until `peer` has `wanted` status.
-pub fn wait_peer(socket: &Path, peer: &str, wanted: &str, limit: Duration) -> Option<StatusReport> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(r) = status(socket)
-            && peer_status(&r, peer) == wanted
-        {
-            return Some(r);
-        }
-        std::thread::sleep(Duration::from_millis(1));
+/// Polls `socket` (every millisecond, as tests time it, at most `limit`) until `peer` has
+/// `wanted` status, and returns that report. Panics with the last status and `logs()`
+/// otherwise.
+pub fn wait_peer(
+    socket: &Path,
+    peer: &str,
+    wanted: &str,
+    limit: Duration,
+    logs: impl Fn() -> String,
+) -> StatusReport {
+    let mut last = None;
+    let seen = poll_every(Duration::from_millis(1), limit, || {
+        let Some(r) = status(socket) else {
+            return false;
+        };
+        let done = peer_status(&r, peer) == wanted;
+        last = Some(r);
+        done
+    });
+    match last {
+        Some(report) if seen => report,
+        _ => panic!(
+            "{} never saw {peer} {wanted} within {limit:?}; last status {last:#?}\n{}",
+            socket.display(),
+            logs()
+        ),
     }
-    None
 }
 
 /// Waits (at most `limit`) until the daemon at `socket` reports `owner` as the owner of its
 /// first group, running it exactly when it is itself `owner`. Panics with the last status
 /// and `logs()` otherwise.
 pub fn wait_owner(socket: &Path, owner: &str, limit: Duration, logs: impl Fn() -> String) {
-    let deadline = Instant::now() + limit;
     let mut last = None;
-    while Instant::now() < deadline {
-        if let Some(s) = status(socket) {
-            let g = &s.groups[0];
-            if g.owner.as_deref() == Some(owner) && (g.state == "running") == (s.node == owner) {
-                return;
-            }
-            last = Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!(
+    let seen = poll_every(Duration::from_millis(5), limit, || {
+        let Some(s) = status(socket) else {
+            return false;
+        };
+        let g = &s.groups[0];
+        let done = g.owner.as_deref() == Some(owner) && (g.state == "running") == (s.node == owner);
+        last = Some(s);
+        done
+    });
+    assert!(
+        seen,
         "{} never saw {owner} own and run the group; last status {last:#?}\n{}",
         socket.display(),
         logs()

@@ -240,8 +240,7 @@ fn planned_takeover_and_standby() {
     assert_eq!(pair.ask_vip(), "dir1");
     // hactl's own exit codes for a refused standby: kill dir2, then standby on dir1.
     pair.kill(1);
-    crate::control::wait_peer(&pair.socket(0), "dir2", "dead", LIMIT)
-        .unwrap_or_else(|| panic!("dir2 never declared dead"));
+    crate::control::wait_peer(&pair.socket(0), "dir2", "dead", LIMIT, || pair.log(0));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
         .arg("--socket")
         .arg(pair.socket(0))

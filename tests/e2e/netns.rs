@@ -203,7 +203,12 @@ impl Drop for NetNs {
 }
 
 /// Polls `done` every 10 ms until it holds (true), or `limit` passes first (false).
-pub fn poll_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub fn poll_until(limit: Duration, done: impl FnMut() -> bool) -> bool {
+    poll_every(Duration::from_millis(10), limit, done)
+}
+
+/// [`poll_until`] at another pace, for waits whose duration a test measures.
+pub fn poll_every(every: Duration, limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if done() {
@@ -212,7 +217,7 @@ pub fn poll_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(every);
     }
 }
 
