@@ -127,21 +127,3 @@ fn two_daemons_over_mcast() {
 fn two_daemons_over_bcast() {
     see_each_other_then_detect_death("hbb", "bcast eth0");
 }
-
-#[test]
-fn hactl_exit_codes() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("none.sock");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
-        .arg("--socket")
-        .arg(&sock)
-        .arg("status")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3), "daemon unreachable");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
-        .arg("frobnicate")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "usage error");
-}

@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use hbd::control::client;
@@ -83,6 +83,16 @@ pub fn spawn_labweb(ns: &NetNs, listen: &str, name: &str) -> u32 {
         name,
     ];
     ns.spawn(&cmd, Stdio::null())
+}
+
+/// Runs `hactl --socket SOCK ARGS…` (outside any namespace) and returns what it did.
+pub fn hactl(sock: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .arg("--socket")
+        .arg(sock)
+        .args(args)
+        .output()
+        .expect("run hactl")
 }
 
 /// The control socket of a daemon started by [`spawn_hbd`] with state directory `state`.

@@ -241,12 +241,7 @@ fn planned_takeover_and_standby() {
     // hactl's own exit codes for a refused standby: kill dir2, then standby on dir1.
     pair.kill(1);
     crate::control::wait_peer(&pair.socket(0), "dir2", "dead", LIMIT, || pair.log(0));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
-        .arg("--socket")
-        .arg(pair.socket(0))
-        .arg("standby")
-        .output()
-        .unwrap();
+    let out = crate::control::hactl(&pair.socket(0), &["standby"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
 
