@@ -1,7 +1,6 @@
 //! Two real `hbd` daemons in network namespaces: they see each other over ucast and over
 //! mcast, and one is declared dead within deadtime + one keepalive of its link going down.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -31,21 +30,15 @@ impl Pair {
 
     /// Writes a Linux-HA directory shared by both nodes with the given media lines.
     fn write_ha_dir(&self, media: &str) -> PathBuf {
-        let ha = self.dir.path().join("ha.d");
-        std::fs::create_dir_all(&ha).unwrap();
-        std::fs::write(
-            ha.join("ha.cf"),
-            format!(
+        crate::control::write_ha_dir(
+            self.dir.path(),
+            &format!(
                 "keepalive {KEEPALIVE_MS}ms\ndeadtime {DEADTIME_MS}ms\nwarntime 200ms\n\
                  initdead 2\nudpport 694\n{media}\nauto_failback on\nnode n1\nnode n2\n"
             ),
+            "n1 192.0.2.100/24/eth0\n",
+            "auth 2\n2 sha256 e2e-test-key\n",
         )
-        .unwrap();
-        std::fs::write(ha.join("haresources"), "n1 192.0.2.100/24/eth0\n").unwrap();
-        let keys = ha.join("authkeys");
-        std::fs::write(&keys, "auth 2\n2 sha256 e2e-test-key\n").unwrap();
-        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
-        ha
     }
 
     fn socket(&self, node: &str) -> PathBuf {
@@ -57,7 +50,7 @@ impl Pair {
     }
 
     fn log(&self, node: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(node).join("log")).unwrap_or_default()
+        crate::control::log_in(&self.dir.path().join(node))
     }
 }
 

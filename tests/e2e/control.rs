@@ -2,6 +2,7 @@
 //! request.
 
 use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -93,6 +94,25 @@ pub fn hactl(sock: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run hactl")
+}
+
+/// Writes a Linux-HA directory `DIR/ha.d` with these `ha.cf`, `haresources` and `authkeys`
+/// (mode 0600: hbd refuses a key file others can read, as heartbeat does) and returns it.
+pub fn write_ha_dir(dir: &Path, ha_cf: &str, haresources: &str, authkeys: &str) -> PathBuf {
+    let ha = dir.join("ha.d");
+    std::fs::create_dir_all(&ha).unwrap();
+    std::fs::write(ha.join("ha.cf"), ha_cf).unwrap();
+    std::fs::write(ha.join("haresources"), haresources).unwrap();
+    let keys = ha.join("authkeys");
+    std::fs::write(&keys, authkeys).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ha
+}
+
+/// The log of a daemon started by [`spawn_hbd`] with state directory `state` (empty if none
+/// yet).
+pub fn log_in(state: &Path) -> String {
+    std::fs::read_to_string(state.join("log")).unwrap_or_default()
 }
 
 /// The control socket of a daemon started by [`spawn_hbd`] with state directory `state`.
