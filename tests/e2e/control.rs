@@ -53,8 +53,9 @@ pub fn spawn_hbd(ns: &NetNs, ha: &Path, node: &str, state: &Path, extra: &[&str]
     ns.spawn(&cmd, Stdio::from(log))
 }
 
-/// The scheduling policy (`/proc/PID/task/TID/sched`, 0 = `SCHED_OTHER`, 1 = `SCHED_FIFO`)
-/// of `pid`'s thread named `comm`, if it has one.
+/// The scheduling policy (0 = `SCHED_OTHER`, 1 = `SCHED_FIFO`) of `pid`'s thread named
+/// `comm`, if it has one: field 41 of `/proc/PID/task/TID/stat`, which every kernel has
+/// (`…/sched` needs CONFIG_SCHED_DEBUG).
 pub fn thread_policy(pid: u32, comm: &str) -> Option<u32> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     for task in tasks.flatten() {
@@ -62,14 +63,32 @@ pub fn thread_policy(pid: u32, comm: &str) -> Option<u32> {
         if name.trim() != comm {
             continue;
         }
-        let sched = std::fs::read_to_string(task.path().join("sched")).ok()?;
-        return sched
-            .lines()
-            .find(|l| l.starts_with("policy"))
-            .and_then(|l| l.split(':').nth(1))
-            .and_then(|v| v.trim().parse().ok());
+        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        return stat_policy(&stat);
     }
     None
+}
+
+/// Field 41 (policy) of a `/proc/…/stat` line. Field 2, the command name, is in parentheses
+/// and may itself hold spaces and ')': the fields are counted after the last ')', where
+/// field 3 comes first.
+fn stat_policy(stat: &str) -> Option<u32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(41 - 3)?.parse().ok()
+}
+
+#[test]
+fn stat_policy_counts_fields_after_the_last_parenthesis() {
+    // A real line (kernel 6.x) for a SCHED_FIFO thread whose name holds ") (".
+    let line = "4242 (a) (b c) S 1 4242 4242 0 -1 4194624 150 0 0 0 1 2 0 0 -51 0 3 0 \
+                12345 1000000 200 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 50 1 \
+                0 0 0 0 0 0 0 0 0 0 0\n";
+    assert_eq!(stat_policy(line), Some(1));
+    assert_eq!(stat_policy(&line.replace(" 50 1 ", " 0 0 ")), Some(0));
+    assert_eq!(stat_policy("4242 (truncated) S 1"), None);
+    // This kernel's own line has the field (whatever policy the test runs under).
+    let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    assert!(stat_policy(&own).is_some(), "{own}");
 }
 
 /// Starts `hbd-labweb --listen LISTEN --name NAME` (a web server answering its own name)
