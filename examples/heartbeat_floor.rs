@@ -10,9 +10,18 @@
 //!   receive, one send).
 //!
 //! No authentication, no parsing, no async runtime: whatever this costs, hbd cannot cost less.
+//! So the floor does no more per beat than hbd does: the socket is connected to PEER once
+//! (as hbd's unicast senders are), so each beat is a plain `send` with no address to parse or
+//! route, and the pace setter waits in `ppoll` rather than setting a receive timeout (a
+//! `setsockopt`) every pass. Being connected, each end only hears datagrams from PEER, so the
+//! peer must send from the address given here as PEER (the pair in bench-floor.sh does).
 
 use std::net::UdpSocket;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, ppoll};
+use nix::sys::time::TimeSpec;
 
 const PERIOD: Duration = Duration::from_millis(10);
 /// The size of hbd's status frame in the lab.
@@ -25,21 +34,29 @@ fn main() -> std::io::Result<()> {
         std::process::exit(2);
     };
     let socket = UdpSocket::bind(bind)?;
+    socket.connect(peer)?;
     let frame = [b'x'; FRAME_LEN];
     let mut buf = [0u8; 2048];
     match role.as_str() {
         "lead" => {
+            socket.set_nonblocking(true)?;
             let mut next = Instant::now() + PERIOD;
             loop {
                 let now = Instant::now();
                 if now >= next {
-                    socket.send_to(&frame, peer)?;
+                    send(&socket, &frame)?;
                     next += PERIOD;
                     continue;
                 }
-                socket.set_read_timeout(Some(next - now))?;
-                // A timeout is the normal way out of the wait.
-                let _ = socket.recv_from(&mut buf);
+                let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+                // A timeout is the normal way out of the wait; a signal only shortens it.
+                match ppoll(&mut fds, Some(TimeSpec::from_duration(next - now)), None) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+                    received(socket.recv(&mut buf))?;
+                }
             }
         }
         "lazy" => {
@@ -51,18 +68,41 @@ fn main() -> std::io::Result<()> {
                     std::thread::sleep(next - now);
                     continue;
                 }
-                while socket.recv_from(&mut buf).is_ok() {}
-                socket.send_to(&frame, peer)?;
+                while received(socket.recv(&mut buf))? {}
+                send(&socket, &frame)?;
                 next += PERIOD;
             }
         }
         "follow" => loop {
-            socket.recv_from(&mut buf)?;
-            socket.send_to(&frame, peer)?;
+            if received(socket.recv(&mut buf))? {
+                send(&socket, &frame)?;
+            }
         },
         other => {
             eprintln!("unknown role {other}: lead, lazy or follow");
             std::process::exit(2);
         }
+    }
+}
+
+/// Whether a receive got a datagram. Nothing to read (non-blocking) is no error, nor is a
+/// refusal: on a connected socket an earlier send's ICMP port unreachable (the peer not up
+/// yet) is reported by the next receive.
+fn received(result: std::io::Result<usize>) -> std::io::Result<bool> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends one beat; a refusal (ICMP port unreachable while the peer is not up yet, reported
+/// on a connected socket) is not an error for a bench that starts both ends in turn.
+fn send(socket: &UdpSocket, frame: &[u8]) -> std::io::Result<()> {
+    match socket.send(frame) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+        other => other.map(drop),
     }
 }

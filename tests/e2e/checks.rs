@@ -597,49 +597,36 @@ async fn external_check_contract_and_deadline_kill() {
 #[tokio::test]
 async fn ping_loopback() {
     require_root();
-    let r = check(
-        CheckKind::Ping { count: 1 },
-        "127.0.0.1:0".parse().unwrap(),
-        Duration::from_secs(2),
-    )
-    .await;
-    assert_eq!((r.ok, r.reason.as_str()), (true, "echo reply"), "{r:?}");
-    let r = check(
-        CheckKind::Ping { count: 1 },
-        "[::1]:0".parse().unwrap(),
-        Duration::from_secs(2),
-    )
-    .await;
-    assert_eq!((r.ok, r.reason.as_str()), (true, "echo reply"), "{r:?}");
+    for addr in ["127.0.0.1:0", "[::1]:0"] {
+        let ping = CheckKind::Ping { count: 1 };
+        let r = check(ping, addr.parse().unwrap(), Duration::from_secs(2)).await;
+        assert_eq!(
+            (r.ok, r.reason.as_str()),
+            (true, "echo reply"),
+            "{addr}: {r:?}"
+        );
+    }
 }
 
 #[test]
 fn ping_a_namespace_host_and_an_absent_one() {
     let (a, _b) = pair("chk", "198.51.100.1/24", "198.51.100.2/24");
-    let (up, absent) = a.run(|| async {
-        let c = Checker::new().unwrap();
-        let s = spec(CheckKind::Ping { count: 1 }, Duration::from_millis(1000));
-        let up = c
-            .run_check(&s, &target("198.51.100.2:80".parse().unwrap()))
-            .await;
-        let absent = c
-            .run_check(&s, &target("198.51.100.3:80".parse().unwrap()))
-            .await;
-        (up, absent)
-    });
+    // One up host and one absent one, each pinged `count` times within `timeout`.
+    let ping = |count, timeout: Duration, absent: &'static str| {
+        a.run(|| async move {
+            let c = Checker::new().unwrap();
+            let s = spec(CheckKind::Ping { count }, timeout);
+            let up = c
+                .run_check(&s, &target("198.51.100.2:80".parse().unwrap()))
+                .await;
+            let absent = c.run_check(&s, &target(absent.parse().unwrap())).await;
+            (up, absent)
+        })
+    };
+    let (up, absent) = ping(1, Duration::from_millis(1000), "198.51.100.3:80");
     // checkcount = 3: three echos of 300 ms each; a host that answers is up at the first.
-    let (up3, absent3) = a.run(|| async {
-        let c = Checker::new().unwrap();
-        let s = spec(CheckKind::Ping { count: 3 }, Duration::from_millis(900));
-        let up = c
-            .run_check(&s, &target("198.51.100.2:80".parse().unwrap()))
-            .await;
-        // Another absent host: .3's neighbour entry may have failed by now.
-        let absent = c
-            .run_check(&s, &target("198.51.100.4:80".parse().unwrap()))
-            .await;
-        (up, absent)
-    });
+    // Another absent host: .3's neighbour entry may have failed by now.
+    let (up3, absent3) = ping(3, Duration::from_millis(900), "198.51.100.4:80");
     assert_eq!(
         (up3.ok, up3.reason.as_str()),
         (true, "echo reply"),

@@ -1,9 +1,11 @@
 //! The command-line front doors: `hbd --check-config` on the seed's files and on broken ones,
-//! and `hactl convert`.
+//! `hactl convert`, and hactl's exit codes.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use crate::control::hactl;
 
 /// Copies a fixture directory into a temp dir with authkeys at mode 600 (git does not keep
 /// modes, and hbd refuses a key file others can read, as heartbeat does).
@@ -102,11 +104,13 @@ fn check_config_refuses_a_readable_authkeys() {
 #[test]
 fn hactl_convert_prints_yaml_that_loads_back() {
     let (tmp, dir) = fixture("seed004-lab");
-    let out = Command::new(env!("CARGO_BIN_EXE_hactl"))
-        .args(["convert", "--node-name", "loadbalancer", "--ha-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    // convert reads files only: the socket is never opened.
+    let unused = tmp.path().join("none.sock");
+    let ha_dir = dir.to_str().unwrap();
+    let out = hactl(
+        &unused,
+        &["convert", "--node-name", "loadbalancer", "--ha-dir", ha_dir],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let yaml = tmp.path().join("hbd.yaml");
     std::fs::write(&yaml, &out.stdout).unwrap();
@@ -119,16 +123,17 @@ fn hactl_convert_prints_yaml_that_loads_back() {
     assert_eq!(check.status.code(), Some(0), "{}", text(&check));
 }
 
+/// hactl's exit codes: 2 for a usage error (an unknown command or group class), 3 when the
+/// daemon is unreachable.
 #[test]
-fn hactl_refuses_an_unknown_group_class_as_a_usage_error() {
+fn hactl_exit_codes_for_usage_errors_and_an_unreachable_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("none.sock");
-    let out = Command::new(env!("CARGO_BIN_EXE_hactl"))
-        .arg("--socket")
-        .arg(&sock)
-        .args(["takeover", "sideways"])
-        .output()
-        .unwrap();
+    let out = hactl(&sock, &["status"]);
+    assert_eq!(out.status.code(), Some(3), "daemon unreachable");
+    let out = hactl(&sock, &["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2), "usage error");
+    let out = hactl(&sock, &["takeover", "sideways"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("unknown group class 'sideways'"),
@@ -137,19 +142,9 @@ fn hactl_refuses_an_unknown_group_class_as_a_usage_error() {
     );
     // A valid class (any case, `failback` included) reaches the daemon: here, none.
     for class in ["FailBack", "local"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_hactl"))
-            .arg("--socket")
-            .arg(&sock)
-            .args(["standby", class])
-            .output()
-            .unwrap();
+        let out = hactl(&sock, &["standby", class]);
         assert_eq!(out.status.code(), Some(3), "{class}: {}", text(&out));
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_hactl"))
-        .arg("--socket")
-        .arg(&sock)
-        .arg("reload")
-        .output()
-        .unwrap();
+    let out = hactl(&sock, &["reload"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
 }

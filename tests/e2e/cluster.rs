@@ -1,7 +1,6 @@
 //! Two real `hbd` daemons in network namespaces: they see each other over ucast and over
 //! mcast, and one is declared dead within deadtime + one keepalive of its link going down.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -31,21 +30,15 @@ impl Pair {
 
     /// Writes a Linux-HA directory shared by both nodes with the given media lines.
     fn write_ha_dir(&self, media: &str) -> PathBuf {
-        let ha = self.dir.path().join("ha.d");
-        std::fs::create_dir_all(&ha).unwrap();
-        std::fs::write(
-            ha.join("ha.cf"),
-            format!(
+        crate::control::write_ha_dir(
+            self.dir.path(),
+            &format!(
                 "keepalive {KEEPALIVE_MS}ms\ndeadtime {DEADTIME_MS}ms\nwarntime 200ms\n\
                  initdead 2\nudpport 694\n{media}\nauto_failback on\nnode n1\nnode n2\n"
             ),
+            "n1 192.0.2.100/24/eth0\n",
+            "auth 2\n2 sha256 e2e-test-key\n",
         )
-        .unwrap();
-        std::fs::write(ha.join("haresources"), "n1 192.0.2.100/24/eth0\n").unwrap();
-        let keys = ha.join("authkeys");
-        std::fs::write(&keys, "auth 2\n2 sha256 e2e-test-key\n").unwrap();
-        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
-        ha
     }
 
     fn socket(&self, node: &str) -> PathBuf {
@@ -57,7 +50,7 @@ impl Pair {
     }
 
     fn log(&self, node: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(node).join("log")).unwrap_or_default()
+        crate::control::log_in(&self.dir.path().join(node))
     }
 }
 
@@ -68,8 +61,7 @@ fn see_each_other_then_detect_death(prefix: &str, media: &str) {
     pair.start(&pair.b, "n2", &ha);
     let s1 = pair.socket("n1");
     let s2 = pair.socket("n2");
-    let r1 = wait_peer(&s1, "n2", "up", Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("n1 never saw n2 up; log:\n{}", pair.log("n1")));
+    let r1 = wait_peer(&s1, "n2", "up", Duration::from_secs(5), || pair.log("n1"));
     // The heartbeat thread runs realtime like the process (SCHED_RESET_ON_FORK resets new
     // threads, so it must ask for it).
     assert_eq!(
@@ -78,8 +70,7 @@ fn see_each_other_then_detect_death(prefix: &str, media: &str) {
         "hbd-node is not SCHED_FIFO; log:\n{}",
         pair.log("n1")
     );
-    let r2 = wait_peer(&s2, "n1", "up", Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("n2 never saw n1 up; log:\n{}", pair.log("n2")));
+    let r2 = wait_peer(&s2, "n1", "up", Duration::from_secs(5), || pair.log("n2"));
     for (r, peer) in [(&r1, "n2"), (&r2, "n1")] {
         let node = r.nodes.iter().find(|n| n.name == peer).unwrap();
         assert!(!node.links.is_empty());
@@ -95,8 +86,7 @@ fn see_each_other_then_detect_death(prefix: &str, media: &str) {
     // Cut n1's link and time how long n2 takes to declare it dead.
     let cut = Instant::now();
     pair.a.ip(&["link", "set", "eth0", "down"]);
-    let r = wait_peer(&s2, "n1", "dead", Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("n2 never declared n1 dead; log:\n{}", pair.log("n2")));
+    let r = wait_peer(&s2, "n1", "dead", Duration::from_secs(5), || pair.log("n2"));
     let took = cut.elapsed();
     let bound = Duration::from_millis(DEADTIME_MS + KEEPALIVE_MS);
     assert!(
@@ -113,8 +103,7 @@ fn see_each_other_then_detect_death(prefix: &str, media: &str) {
 
     // The link comes back: n1 is up again.
     pair.a.ip(&["link", "set", "eth0", "up"]);
-    wait_peer(&s2, "n1", "up", Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("n1 never came back; log:\n{}", pair.log("n2")));
+    wait_peer(&s2, "n1", "up", Duration::from_secs(5), || pair.log("n2"));
 }
 
 #[test]
@@ -130,22 +119,4 @@ fn two_daemons_over_mcast() {
 #[test]
 fn two_daemons_over_bcast() {
     see_each_other_then_detect_death("hbb", "bcast eth0");
-}
-
-#[test]
-fn hactl_exit_codes() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("none.sock");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
-        .arg("--socket")
-        .arg(&sock)
-        .arg("status")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3), "daemon unreachable");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
-        .arg("frobnicate")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "usage error");
 }

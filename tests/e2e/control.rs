@@ -2,14 +2,15 @@
 //! request.
 
 use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use hbd::control::client;
 use hbd::control::protocol::{Request, Response, StatusReport};
 
-use crate::netns::NetNs;
+use crate::netns::{NetNs, poll_every};
 
 /// Sends `request` to the daemon at `socket`; `None` if it does not answer within `timeout`.
 pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Option<Response> {
@@ -52,8 +53,9 @@ pub fn spawn_hbd(ns: &NetNs, ha: &Path, node: &str, state: &Path, extra: &[&str]
     ns.spawn(&cmd, Stdio::from(log))
 }
 
-/// The scheduling policy (`/proc/PID/task/TID/sched`, 0 = `SCHED_OTHER`, 1 = `SCHED_FIFO`)
-/// of `pid`'s thread named `comm`, if it has one.
+/// The scheduling policy (0 = `SCHED_OTHER`, 1 = `SCHED_FIFO`) of `pid`'s thread named
+/// `comm`, if it has one: field 41 of `/proc/PID/task/TID/stat`, which every kernel has
+/// (`…/sched` needs CONFIG_SCHED_DEBUG).
 pub fn thread_policy(pid: u32, comm: &str) -> Option<u32> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     for task in tasks.flatten() {
@@ -61,14 +63,32 @@ pub fn thread_policy(pid: u32, comm: &str) -> Option<u32> {
         if name.trim() != comm {
             continue;
         }
-        let sched = std::fs::read_to_string(task.path().join("sched")).ok()?;
-        return sched
-            .lines()
-            .find(|l| l.starts_with("policy"))
-            .and_then(|l| l.split(':').nth(1))
-            .and_then(|v| v.trim().parse().ok());
+        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        return stat_policy(&stat);
     }
     None
+}
+
+/// Field 41 (policy) of a `/proc/…/stat` line. Field 2, the command name, is in parentheses
+/// and may itself hold spaces and ')': the fields are counted after the last ')', where
+/// field 3 comes first.
+fn stat_policy(stat: &str) -> Option<u32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(41 - 3)?.parse().ok()
+}
+
+#[test]
+fn stat_policy_counts_fields_after_the_last_parenthesis() {
+    // A real line (kernel 6.x) for a SCHED_FIFO thread whose name holds ") (".
+    let line = "4242 (a) (b c) S 1 4242 4242 0 -1 4194624 150 0 0 0 1 2 0 0 -51 0 3 0 \
+                12345 1000000 200 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 50 1 \
+                0 0 0 0 0 0 0 0 0 0 0\n";
+    assert_eq!(stat_policy(line), Some(1));
+    assert_eq!(stat_policy(&line.replace(" 50 1 ", " 0 0 ")), Some(0));
+    assert_eq!(stat_policy("4242 (truncated) S 1"), None);
+    // This kernel's own line has the field (whatever policy the test runs under).
+    let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    assert!(stat_policy(&own).is_some(), "{own}");
 }
 
 /// Starts `hbd-labweb --listen LISTEN --name NAME` (a web server answering its own name)
@@ -83,6 +103,35 @@ pub fn spawn_labweb(ns: &NetNs, listen: &str, name: &str) -> u32 {
         name,
     ];
     ns.spawn(&cmd, Stdio::null())
+}
+
+/// Runs `hactl --socket SOCK ARGS…` (outside any namespace) and returns what it did.
+pub fn hactl(sock: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .arg("--socket")
+        .arg(sock)
+        .args(args)
+        .output()
+        .expect("run hactl")
+}
+
+/// Writes a Linux-HA directory `DIR/ha.d` with these `ha.cf`, `haresources` and `authkeys`
+/// (mode 0600: hbd refuses a key file others can read, as heartbeat does) and returns it.
+pub fn write_ha_dir(dir: &Path, ha_cf: &str, haresources: &str, authkeys: &str) -> PathBuf {
+    let ha = dir.join("ha.d");
+    std::fs::create_dir_all(&ha).unwrap();
+    std::fs::write(ha.join("ha.cf"), ha_cf).unwrap();
+    std::fs::write(ha.join("haresources"), haresources).unwrap();
+    let keys = ha.join("authkeys");
+    std::fs::write(&keys, authkeys).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ha
+}
+
+/// The log of a daemon started by [`spawn_hbd`] with state directory `state` (empty if none
+/// yet).
+pub fn log_in(state: &Path) -> String {
+    std::fs::read_to_string(state.join("log")).unwrap_or_default()
 }
 
 /// The control socket of a daemon started by [`spawn_hbd`] with state directory `state`.
@@ -104,37 +153,51 @@ fn peer_status(report: &StatusReport, peer: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Polls `socket` (every millisecond, at most `limit`) until `peer` has `wanted` status.
-pub fn wait_peer(socket: &Path, peer: &str, wanted: &str, limit: Duration) -> Option<StatusReport> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(r) = status(socket)
-            && peer_status(&r, peer) == wanted
-        {
-            return Some(r);
-        }
-        std::thread::sleep(Duration::from_millis(1));
+/// Polls `socket` (every millisecond, as tests time it, at most `limit`) until `peer` has
+/// `wanted` status, and returns that report. Panics with the last status and `logs()`
+/// otherwise.
+pub fn wait_peer(
+    socket: &Path,
+    peer: &str,
+    wanted: &str,
+    limit: Duration,
+    logs: impl Fn() -> String,
+) -> StatusReport {
+    let mut last = None;
+    let seen = poll_every(Duration::from_millis(1), limit, || {
+        let Some(r) = status(socket) else {
+            return false;
+        };
+        let done = peer_status(&r, peer) == wanted;
+        last = Some(r);
+        done
+    });
+    match last {
+        Some(report) if seen => report,
+        _ => panic!(
+            "{} never saw {peer} {wanted} within {limit:?}; last status {last:#?}\n{}",
+            socket.display(),
+            logs()
+        ),
     }
-    None
 }
 
 /// Waits (at most `limit`) until the daemon at `socket` reports `owner` as the owner of its
 /// first group, running it exactly when it is itself `owner`. Panics with the last status
 /// and `logs()` otherwise.
 pub fn wait_owner(socket: &Path, owner: &str, limit: Duration, logs: impl Fn() -> String) {
-    let deadline = Instant::now() + limit;
     let mut last = None;
-    while Instant::now() < deadline {
-        if let Some(s) = status(socket) {
-            let g = &s.groups[0];
-            if g.owner.as_deref() == Some(owner) && (g.state == "running") == (s.node == owner) {
-                return;
-            }
-            last = Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!(
+    let seen = poll_every(Duration::from_millis(5), limit, || {
+        let Some(s) = status(socket) else {
+            return false;
+        };
+        let g = &s.groups[0];
+        let done = g.owner.as_deref() == Some(owner) && (g.state == "running") == (s.node == owner);
+        last = Some(s);
+        done
+    });
+    assert!(
+        seen,
         "{} never saw {owner} own and run the group; last status {last:#?}\n{}",
         socket.display(),
         logs()

@@ -60,8 +60,7 @@ impl Lab {
         director.ip(&["addr", "add", "192.0.2.10/32", "dev", "lo"]);
         client.addr_up("eth0", "203.0.113.2/24");
         client.ip(&["route", "add", "192.0.2.0/24", "via", "203.0.113.1"]);
-        let forward = director.exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
-        assert!(forward.status.success(), "ip_forward: {forward:?}");
+        director.forward();
         let mut lab = Lab {
             reals: Vec::new(),
             director,

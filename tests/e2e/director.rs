@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hbd::control::protocol::{Request, Response};
 
 use crate::control::spawn_labweb;
-use crate::netns::{NetNs, pair, poll_until, veth};
+use crate::netns::{NetNs, attach, bridge, pair, poll_until};
 use crate::web::who_answers;
 
 const VIP: &str = "198.51.100.10";
@@ -53,21 +53,10 @@ struct NatLab {
     ha: PathBuf,
 }
 
-/// Connects `host` to the bridge `br0` in `lan` through a veth named `ifname` on the host.
-fn attach(lan: &NetNs, host: &NetNs, ifname: &str, port: &str) {
-    veth(lan, port, host, ifname);
-    lan.ip(&["link", "set", port, "master", "br0"]);
-    lan.ip(&["link", "set", port, "up"]);
-}
-
 impl NatLab {
     fn new(prefix: &str) -> NatLab {
-        let lan_a = NetNs::new(prefix);
-        let lan_b = NetNs::new(prefix);
-        for lan in [&lan_a, &lan_b] {
-            lan.ip(&["link", "add", "br0", "type", "bridge"]);
-            lan.ip(&["link", "set", "br0", "up"]);
-        }
+        let lan_a = bridge(prefix);
+        let lan_b = bridge(prefix);
         let dirs: Vec<NetNs> = (0..2).map(|_| NetNs::new(prefix)).collect();
         let client = NetNs::new(prefix);
         let reals: Vec<NetNs> = (0..3).map(|_| NetNs::new(prefix)).collect();
@@ -77,8 +66,7 @@ impl NatLab {
             attach(&lan_b, d, "eth1", &format!("b{i}"));
             d.addr_up("eth0", &format!("198.51.100.{}/24", 11 + i));
             d.addr_up("eth1", &format!("203.0.113.{}/24", 2 + i));
-            // /proc/sys/net is per namespace: this is the director's own forwarding switch.
-            d.exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
+            d.forward();
             // The sorry server, reached through the floating gateway address.
             web_pids.insert(
                 format!("sorry{}", i + 1),
@@ -95,29 +83,20 @@ impl NatLab {
             web_pids.insert(name.clone(), spawn_labweb(r, "0.0.0.0:80", &name));
         }
         let work = tempfile::tempdir().unwrap();
-        let ha = work.path().join("ha.d");
-        std::fs::create_dir_all(&ha).unwrap();
-        std::fs::write(
-            ha.join("ha.cf"),
+        let ha = crate::control::write_ha_dir(
+            work.path(),
             "keepalive 20ms\ndeadtime 100ms\nwarntime 60ms\ninitdead 1\n\
              ucast eth1 203.0.113.2\nucast eth1 203.0.113.3\n\
              ucast eth0 198.51.100.11\nucast eth0 198.51.100.12\n\
              auto_failback on\nnode dir1\nnode dir2\n",
-        )
-        .unwrap();
-        std::fs::write(
-            ha.join("haresources"),
-            format!(
+            &format!(
                 "dir1 IPaddr::{VIP}/24/eth0 IPaddr::203.0.113.1/24/eth1 ipvsadm ldirectord::ldirectord.cf\n"
             ),
-        )
-        .unwrap();
+            "auth 1\n1 sha256 director-test\n",
+        );
         let maintenance = work.path().join("maintenance");
         std::fs::create_dir_all(&maintenance).unwrap();
         std::fs::write(ha.join("ldirectord.cf"), ldirectord_cf(&maintenance)).unwrap();
-        let keys = ha.join("authkeys");
-        std::fs::write(&keys, "auth 1\n1 sha256 director-test\n").unwrap();
-        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
         NatLab {
             _lan_a: lan_a,
             _lan_b: lan_b,
@@ -135,8 +114,7 @@ impl NatLab {
     }
 
     fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.work.path().join(format!("dir{}", i + 1)).join("log"))
-            .unwrap_or_default()
+        crate::control::log_in(&self.work.path().join(format!("dir{}", i + 1)))
     }
 
     fn start(&self, i: usize) {
@@ -413,7 +391,7 @@ fn yaml_director_section_is_reloaded() {
     };
     let wait_for = |want: &str| {
         if !poll_until(LIMIT, || table().contains(want)) {
-            let log = std::fs::read_to_string(state.join("log")).unwrap_or_default();
+            let log = crate::control::log_in(&state);
             panic!("table never had {want:?}: {}\nlog:\n{log}", table());
         }
     };

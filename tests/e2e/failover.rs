@@ -37,21 +37,16 @@ impl DirectorPair {
             crate::control::spawn_labweb(&lan.hosts[i], "0.0.0.0:80", name);
         }
         let dir = tempfile::tempdir().unwrap();
-        let ha = dir.path().join("ha.d");
-        std::fs::create_dir_all(&ha).unwrap();
-        std::fs::write(
-            ha.join("ha.cf"),
-            format!(
+        let ha = crate::control::write_ha_dir(
+            dir.path(),
+            &format!(
                 "keepalive 20ms\ndeadtime 100ms\nwarntime 60ms\ninitdead 1\nudpport 694\n\
                  ucast eth0 192.0.2.11\nucast eth0 192.0.2.12\nauto_failback {auto_failback}\n\
                  node dir1\nnode dir2\n"
             ),
-        )
-        .unwrap();
-        std::fs::write(ha.join("haresources"), format!("{haresources}\n")).unwrap();
-        let keys = ha.join("authkeys");
-        std::fs::write(&keys, "auth 1\n1 sha256 failover-test\n").unwrap();
-        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+            &format!("{haresources}\n"),
+            "auth 1\n1 sha256 failover-test\n",
+        );
         DirectorPair {
             lan,
             dir,
@@ -98,7 +93,7 @@ impl DirectorPair {
     }
 
     fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.dir.path().join(Self::name(i)).join("log")).unwrap_or_default()
+        crate::control::log_in(&self.dir.path().join(Self::name(i)))
     }
 
     fn call(&self, i: usize, request: Request) -> Option<Response> {
@@ -240,14 +235,8 @@ fn planned_takeover_and_standby() {
     assert_eq!(pair.ask_vip(), "dir1");
     // hactl's own exit codes for a refused standby: kill dir2, then standby on dir1.
     pair.kill(1);
-    crate::control::wait_peer(&pair.socket(0), "dir2", "dead", LIMIT)
-        .unwrap_or_else(|| panic!("dir2 never declared dead"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
-        .arg("--socket")
-        .arg(pair.socket(0))
-        .arg("standby")
-        .output()
-        .unwrap();
+    crate::control::wait_peer(&pair.socket(0), "dir2", "dead", LIMIT, || pair.log(0));
+    let out = crate::control::hactl(&pair.socket(0), &["standby"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
 

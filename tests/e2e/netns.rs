@@ -105,6 +105,13 @@ impl NetNs {
         self.ip(&["link", "set", ifname, "up"]);
     }
 
+    /// Turns IPv4 forwarding on (`/proc/sys/net` is per namespace: this is the namespace's
+    /// own switch, as a router or NAT director needs it).
+    pub fn forward(&self) {
+        let out = self.exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
+        assert!(out.status.success(), "ip_forward in {}: {out:?}", self.name);
+    }
+
     /// Runs a command inside the namespace (`ip netns exec`) and returns its output.
     pub fn exec(&self, cmd: &[&str]) -> Output {
         Command::new("ip")
@@ -203,7 +210,12 @@ impl Drop for NetNs {
 }
 
 /// Polls `done` every 10 ms until it holds (true), or `limit` passes first (false).
-pub fn poll_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub fn poll_until(limit: Duration, done: impl FnMut() -> bool) -> bool {
+    poll_every(Duration::from_millis(10), limit, done)
+}
+
+/// [`poll_until`] at another pace, for waits whose duration a test measures.
+pub fn poll_every(every: Duration, limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if done() {
@@ -212,7 +224,7 @@ pub fn poll_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(every);
     }
 }
 
@@ -276,21 +288,32 @@ pub struct Lan {
 impl Lan {
     /// Builds a bridge namespace and `n` hosts. Interfaces are up, without addresses.
     pub fn new(prefix: &str, n: usize) -> Lan {
-        let bridge = NetNs::new(prefix);
-        bridge.ip(&["link", "add", "br0", "type", "bridge"]);
-        bridge.ip(&["link", "set", "br0", "up"]);
+        let bridge = bridge(prefix);
         let mut hosts = Vec::with_capacity(n);
         for i in 0..n {
             let host = NetNs::new(prefix);
-            let port = format!("p{i}");
-            veth(&bridge, &port, &host, "eth0");
-            bridge.ip(&["link", "set", &port, "master", "br0"]);
-            bridge.ip(&["link", "set", &port, "up"]);
+            attach(&bridge, &host, "eth0", &format!("p{i}"));
             host.ip(&["link", "set", "eth0", "up"]);
             hosts.push(host);
         }
         Lan { hosts, bridge }
     }
+}
+
+/// A fresh namespace holding a bridge `br0`, up, for [`attach`] to plug hosts into.
+pub fn bridge(prefix: &str) -> NetNs {
+    let lan = NetNs::new(prefix);
+    lan.ip(&["link", "add", "br0", "type", "bridge"]);
+    lan.ip(&["link", "set", "br0", "up"]);
+    lan
+}
+
+/// Connects `host` to the bridge `br0` in `lan` through a veth: `port` on the bridge (up),
+/// `ifname` on the host (left down, for the caller to address).
+pub fn attach(lan: &NetNs, host: &NetNs, ifname: &str, port: &str) {
+    veth(lan, port, host, ifname);
+    lan.ip(&["link", "set", port, "master", "br0"]);
+    lan.ip(&["link", "set", port, "up"]);
 }
 
 #[test]

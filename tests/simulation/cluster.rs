@@ -1,6 +1,8 @@
 //! Membership scenarios: join, death at deadtime, warntime, wrong key, replay, restart with
 //! a higher generation, one of two media lost, three nodes.
 
+use std::ops::Bound::{Excluded, Unbounded};
+
 use hbd::daemon::node::NodeEvent;
 use hbd::media::memory::MemoryNet;
 use hbd::membership::liveness::{LinkState, LivenessEvent, PeerState};
@@ -340,65 +342,23 @@ async fn frames_carry_heartbeats_ttl_from_the_configuration() {
 async fn follower_sends_with_the_pace_setters_heartbeat() {
     let net = MemoryNet::new();
     let cfg = config(&["a", "b"], 1, fast_timing(), keys("s3cret"));
-    let mut tap = net.tap(&link_name(0));
-    let sends = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Instant)>::new()));
-    let recorder = tokio::spawn({
-        let sends = sends.clone();
-        async move {
-            while let Some((from, _)) = tap.recv().await {
-                sends.lock().unwrap().push((from, Instant::now()));
-            }
-        }
-    });
+    let sends = record(&net, &link_name(0));
     let (a, b) = pair_active(&net, &cfg, 7).await;
     tokio::time::sleep(ms(50)).await;
     let from = Instant::now();
     tokio::time::sleep(ms(200)).await;
-    let window: Vec<(String, Instant)> = sends
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, t)| *t >= from)
-        .cloned()
-        .collect();
-    let of = |n: &str| -> Vec<Instant> {
-        window
-            .iter()
-            .filter(|(who, _)| who == n)
-            .map(|(_, t)| *t)
-            .collect()
-    };
-    let (sa, sb) = (of("a"), of("b"));
+    let (sa, sb) = (sends.sent_by("a", from..), sends.sent_by("b", from..));
     assert!(sa.len() >= 19, "{sa:?}");
     assert_eq!(sa, sb, "b sends exactly when a's heartbeat arrives");
     for s in [&sa, &sb] {
-        for w in s.windows(2) {
-            assert!(
-                w[1] - w[0] <= ms(10) + ms(10) / 4,
-                "interval {:?}",
-                w[1] - w[0]
-            );
-        }
+        assert_paced(s, ms(10) + ms(10) / 4);
     }
     // a dies: b keeps sending every keepalive on its own timer
     a.kill(&net).await;
     let killed = Instant::now();
     tokio::time::sleep(ms(100)).await;
-    let after: Vec<Instant> = sends
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(who, t)| who == "b" && *t > killed)
-        .map(|(_, t)| *t)
-        .collect();
+    let after = sends.sent_by("b", (Excluded(killed), Unbounded));
     assert!(after.len() >= 9, "{after:?}");
-    for w in after.windows(2) {
-        assert!(
-            w[1] - w[0] <= ms(10) + ms(10) / 4,
-            "interval {:?}",
-            w[1] - w[0]
-        );
-    }
+    assert_paced(&after, ms(10) + ms(10) / 4);
     b.kill(&net).await;
-    recorder.abort();
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::ops::RangeBounds;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -243,6 +244,66 @@ pub fn peer_alive(node: &str) -> impl FnMut(&NodeEvent) -> bool + '_ {
     move |e| {
         matches!(e, NodeEvent::Liveness(LivenessEvent::PeerState { node: n, to, .. })
             if n == node && to.is_alive())
+    }
+}
+
+/// One frame seen on a link: when, who sent it, the bytes.
+pub type Sent = (Instant, String, Vec<u8>);
+
+/// Every frame sent on one link, timestamped as it is sent, by a task that [`record`] starts
+/// and the recording stops when it drops.
+pub struct Recording {
+    frames: Arc<Mutex<Vec<Sent>>>,
+    task: JoinHandle<()>,
+}
+
+/// Starts recording every frame sent on `link` of `net`.
+pub fn record(net: &MemoryNet, link: &str) -> Recording {
+    let mut tap = net.tap(link);
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let task = tokio::spawn({
+        let frames = frames.clone();
+        async move {
+            while let Some((from, frame)) = tap.recv().await {
+                frames.lock().unwrap().push((Instant::now(), from, frame));
+            }
+        }
+    });
+    Recording { frames, task }
+}
+
+impl Recording {
+    /// The frames recorded so far, in order.
+    pub fn frames(&self) -> Vec<Sent> {
+        self.frames.lock().unwrap().clone()
+    }
+
+    /// When `sender` sent, within `within`.
+    pub fn sent_by(&self, sender: &str, within: impl RangeBounds<Instant>) -> Vec<Instant> {
+        self.frames
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, from, _)| from == sender && within.contains(t))
+            .map(|(t, _, _)| *t)
+            .collect()
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Asserts that no two successive `times` are more than `limit` apart.
+pub fn assert_paced(times: &[Instant], limit: Duration) {
+    for w in times.windows(2) {
+        assert!(
+            w[1] - w[0] <= limit,
+            "interval {:?} over {limit:?} in {times:?}",
+            w[1] - w[0]
+        );
     }
 }
 

@@ -283,26 +283,7 @@ async fn failed_start_lets_the_peer_take_the_group() {
 #[tokio::test(start_paused = true)]
 async fn an_ownership_change_is_answered_by_one_fresh_status() {
     let mut lab = Lab::boot(AutoFailback::On).await;
-    let mut tap = lab.net.tap(&link_name(0));
-    let sends = Arc::new(std::sync::Mutex::new(Vec::<(Instant, String)>::new()));
-    let auth = lab.cfg.auth.clone();
-    let recorder = tokio::spawn({
-        let sends = sends.clone();
-        async move {
-            while let Some((from, frame)) = tap.recv().await {
-                if from != "p" {
-                    continue;
-                }
-                let msg = hbd::membership::wire::decode(&frame, &auth).expect("decodes");
-                let text = msg.get_str(GROUPS_FIELD).expect("groups field");
-                let reports = hbd::manager::decode_reports(text).expect("reports");
-                sends
-                    .lock()
-                    .unwrap()
-                    .push((Instant::now(), reports[0].placement.target.clone()));
-            }
-        }
-    });
+    let recording = record(&lab.net, &link_name(0));
     // b (the lower name) paces p; b takes the group over.
     lab.b()
         .request(Request::Takeover {
@@ -311,8 +292,17 @@ async fn an_ownership_change_is_answered_by_one_fresh_status() {
         .await;
     lab.settle().await;
     assert_eq!(lab.state(lab.b()).await, "running");
-    recorder.abort();
-    let sends = sends.lock().unwrap().clone();
+    let sends: Vec<(Instant, String)> = recording
+        .frames()
+        .into_iter()
+        .filter(|(_, from, _)| from == "p")
+        .map(|(t, _, frame)| {
+            let msg = hbd::membership::wire::decode(&frame, &lab.cfg.auth).expect("decodes");
+            let text = msg.get_str(GROUPS_FIELD).expect("groups field");
+            let reports = hbd::manager::decode_reports(text).expect("reports");
+            (t, reports[0].placement.target.clone())
+        })
+        .collect();
     let first_new = sends
         .iter()
         .find(|(_, target)| target == "b")
