@@ -970,7 +970,7 @@ mod tests {
             https: false,
             method: HttpMethod::Get,
             request: "/".into(),
-            receive: Some(crate::director::config::Receive::new("OK").unwrap()),
+            receive: Some(crate::director::checks::Receive::new("OK").unwrap()),
             virtual_host: None,
             status: HttpStatus::Any2xx,
         };
