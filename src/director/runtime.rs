@@ -261,11 +261,11 @@ pub async fn start(
     let owned: HashSet<ServiceKey> = states.iter().map(|s| s.configured.key).collect();
     let desired: Vec<VirtualService> = states.iter().map(VirtualState::desired).collect();
     let first_owned: HashSet<ServiceKey> = owned.union(also_owned).copied().collect();
-    // Diffed against the list read above: reconcile() would list the kernel again.
-    let changes = crate::dataplane::diff(&desired, &actual, &first_owned);
-    if !changes.is_empty() {
-        backend.apply(&changes).await?;
-    }
+    // Against the list read above: reconcile() would list the kernel again.
+    let changes = backend
+        .reconcile_with(&actual, &desired, &first_owned)
+        .await?
+        .changes;
     tracing::info!(
         services = desired.len(),
         changes = changes.len(),
