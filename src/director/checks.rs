@@ -774,19 +774,16 @@ async fn connect(addr: SocketAddr) -> (bool, String) {
     }
 }
 
-/// Up to `count` (at least 1) echos to `ip`, each given `total / count`, from `started`; up
-/// at the first reply. The last attempt ends exactly at `started + total`, before the
+/// Up to `count` (at least 1) echos to `ip`, attempt `i` ending at `started + total × i /
+/// count`; up at the first reply. The last attempt ends by `started + total`, before the
 /// check's own deadline, so the reason names the attempts.
 async fn ping(ip: IpAddr, count: u32, started: Instant, total: Duration) -> (bool, String) {
     let count = count.max(1);
     let each = total / count;
     let mut last = String::new();
     for i in 1..=count {
-        let until = if i == count {
-            started + total
-        } else {
-            started + each * i
-        };
+        // Saturating: an absurd checktimeout × checkcount² must not panic.
+        let until = started + total.saturating_mul(i) / count;
         match tokio::time::timeout_at(until, super::ping::echo(ip)).await {
             Ok((true, reason)) => return (true, reason),
             Ok((false, reason)) => last = reason,

@@ -1187,12 +1187,13 @@ fn apply(
                     "checktype external-perl is run as external: hbd executes the checkcommand script instead of loading it as Perl; the result is the same".into(),
                 ));
             }
-            if let Ok(CheckWord::Combined(n)) = parse_checktype(&v) {
+            let parsed = parse_checktype(&v);
+            if let Ok(CheckWord::Combined(n)) = &parsed {
                 diags.push(warn(format!(
                     "checktype = {n} is not acted on yet: it is run as negotiate, every check negotiates (no connect-only checks in between)"
                 )));
             }
-            set(parse_checktype(&v).map(|c| s.checktype = Some(c)), diags)
+            set(parsed.map(|c| s.checktype = Some(c)), diags)
         }
         "checkport" => match v.parse::<u16>() {
             Ok(p) if p > 0 => s.checkport = Some(p),

@@ -200,7 +200,7 @@ fn check_spec(v: &VirtualConfig, real: &config::RealConfig) -> checks::CheckSpec
     };
     let timeout = match kind {
         // `checkcount` echos, each with the whole `checktimeout`: the timeouts add up.
-        checks::CheckKind::Ping { count } => c.timeout().saturating_mul(count.max(1)),
+        checks::CheckKind::Ping { count } => c.timeout().saturating_mul(count),
         _ => c.timeout(),
     };
     checks::CheckSpec {
