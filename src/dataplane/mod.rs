@@ -87,7 +87,23 @@ pub trait Dataplane {
     {
         async move {
             let actual = self.list().await?;
-            let changes = diff(desired, &actual, owned);
+            self.reconcile_with(&actual, desired, owned).await
+        }
+    }
+
+    /// [`Dataplane::reconcile`] against services the caller has just listed (saves listing
+    /// the kernel twice when it already needed the list).
+    fn reconcile_with(
+        &mut self,
+        actual: &[VirtualService],
+        desired: &[VirtualService],
+        owned: &HashSet<ServiceKey>,
+    ) -> impl Future<Output = Result<ReconcileReport, DataplaneError>> + Send
+    where
+        Self: Send,
+    {
+        let changes = diff(desired, actual, owned);
+        async move {
             if !changes.is_empty() {
                 self.apply(&changes).await?;
             }

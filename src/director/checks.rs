@@ -40,7 +40,6 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-use super::config::Receive;
 use super::http;
 
 /// Most body bytes read for the `receive` match; the rest is not downloaded.
@@ -121,6 +120,58 @@ pub struct HttpCheck {
     pub virtual_host: Option<String>,
     /// Which status is success.
     pub status: HttpStatus,
+}
+
+/// Largest compiled `receive` regex, so a hostile pattern cannot exhaust memory.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// A `receive` pattern, compiled once; it displays, compares and hashes as written.
+/// Matched anywhere in the answer, like ldirectord's `=~ /$receive/`.
+#[derive(Debug, Clone)]
+pub struct Receive {
+    regex: regex::Regex,
+}
+
+impl Receive {
+    /// Compiles `pattern`; the error says why (Perl look-around and back-references are not
+    /// supported by the `regex` crate).
+    pub fn new(pattern: &str) -> Result<Receive, String> {
+        regex::RegexBuilder::new(pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map(|regex| Receive { regex })
+            .map_err(|e| {
+                let e = e.to_string();
+                let first = e.lines().last().unwrap_or("").trim();
+                format!(
+                    "{pattern:?} is not a regular expression hbd can use ({first}); Perl-only syntax (look-around, back-references) is not supported"
+                )
+            })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        self.regex.as_str()
+    }
+
+    /// Does the answer contain a match?
+    pub fn is_match(&self, answer: &str) -> bool {
+        self.regex.is_match(answer)
+    }
+}
+
+impl PartialEq for Receive {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Receive {}
+
+impl std::hash::Hash for Receive {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h);
+    }
 }
 
 /// The kind of check (ldirectord `checktype`).
@@ -723,19 +774,16 @@ async fn connect(addr: SocketAddr) -> (bool, String) {
     }
 }
 
-/// Up to `count` (at least 1) echos to `ip`, each given `total / count`, from `started`; up
-/// at the first reply. The last attempt ends exactly at `started + total`, before the
+/// Up to `count` (at least 1) echos to `ip`, attempt `i` ending at `started + total × i /
+/// count`; up at the first reply. The last attempt ends by `started + total`, before the
 /// check's own deadline, so the reason names the attempts.
 async fn ping(ip: IpAddr, count: u32, started: Instant, total: Duration) -> (bool, String) {
     let count = count.max(1);
     let each = total / count;
     let mut last = String::new();
     for i in 1..=count {
-        let until = if i == count {
-            started + total
-        } else {
-            started + each * i
-        };
+        // Saturating: an absurd checktimeout × checkcount² must not panic.
+        let until = started + total.saturating_mul(i) / count;
         match tokio::time::timeout_at(until, super::ping::echo(ip)).await {
             Ok((true, reason)) => return (true, reason),
             Ok((false, reason)) => last = reason,

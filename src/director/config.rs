@@ -52,8 +52,6 @@ pub const MAX_WEIGHT: u32 = 65535;
 pub const DEFAULT_CHECK_COMMAND: &str = "/bin/true";
 /// Most reals one `a->b` range may expand to: a typo in a range must not build a huge table.
 pub const MAX_RANGE: u32 = 1024;
-/// Largest compiled `receive` regex, so a hostile pattern cannot exhaust memory.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// Every virtual service one director manages, with the settings that are not per service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,59 +200,6 @@ impl RealConfig {
     }
 }
 
-/// A `receive` pattern: kept as written (for display and equality) and compiled once.
-/// Matched anywhere in the answer, like ldirectord's `=~ /$receive/`.
-#[derive(Debug, Clone)]
-pub struct Receive {
-    pattern: String,
-    regex: regex::Regex,
-}
-
-impl Receive {
-    /// Compiles `pattern`; the error says why (Perl look-around and back-references are not
-    /// supported by the `regex` crate).
-    pub fn new(pattern: &str) -> Result<Receive, String> {
-        regex::RegexBuilder::new(pattern)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-            .map(|regex| Receive {
-                pattern: pattern.to_string(),
-                regex,
-            })
-            .map_err(|e| {
-                let e = e.to_string();
-                let first = e.lines().last().unwrap_or("").trim();
-                format!(
-                    "{pattern:?} is not a regular expression hbd can use ({first}); Perl-only syntax (look-around, back-references) is not supported"
-                )
-            })
-    }
-
-    /// The pattern as written.
-    pub fn as_str(&self) -> &str {
-        &self.pattern
-    }
-
-    /// Does the answer contain a match?
-    pub fn is_match(&self, answer: &str) -> bool {
-        self.regex.is_match(answer)
-    }
-}
-
-impl PartialEq for Receive {
-    fn eq(&self, other: &Self) -> bool {
-        self.pattern == other.pattern
-    }
-}
-
-impl Eq for Receive {}
-
-impl std::hash::Hash for Receive {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.pattern.hash(h);
-    }
-}
-
 /// The protocol conversation of a negotiate check (`service =`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Service {
@@ -378,6 +323,8 @@ pub enum CheckKind {
 
 /// HTTP method of http/https checks (`httpmethod`): the checks' own type, one enum for both.
 pub use super::checks::HttpMethod;
+/// A `receive` pattern (`receive =`): the checks' own type, compiled once when read.
+pub use super::checks::Receive;
 
 /// Everything a checker needs to decide whether a real of one virtual is up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1240,12 +1187,13 @@ fn apply(
                     "checktype external-perl is run as external: hbd executes the checkcommand script instead of loading it as Perl; the result is the same".into(),
                 ));
             }
-            if let Ok(CheckWord::Combined(n)) = parse_checktype(&v) {
+            let parsed = parse_checktype(&v);
+            if let Ok(CheckWord::Combined(n)) = &parsed {
                 diags.push(warn(format!(
                     "checktype = {n} is not acted on yet: it is run as negotiate, every check negotiates (no connect-only checks in between)"
                 )));
             }
-            set(parse_checktype(&v).map(|c| s.checktype = Some(c)), diags)
+            set(parsed.map(|c| s.checktype = Some(c)), diags)
         }
         "checkport" => match v.parse::<u16>() {
             Ok(p) if p > 0 => s.checkport = Some(p),

@@ -85,10 +85,7 @@ pub fn request_bytes(
     if host.bytes().any(|b| b.is_ascii_control()) {
         return Err(BadRequest::Host(host.to_string()));
     }
-    let m = match method {
-        HttpMethod::Get => "GET",
-        HttpMethod::Head => "HEAD",
-    };
+    let m = method.name();
     let conn = if close { "Connection: close\r\n" } else { "" };
     Ok(
         format!("{m} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n{conn}\r\n")
@@ -973,7 +970,7 @@ mod tests {
             https: false,
             method: HttpMethod::Get,
             request: "/".into(),
-            receive: Some(crate::director::config::Receive::new("OK").unwrap()),
+            receive: Some(crate::director::checks::Receive::new("OK").unwrap()),
             virtual_host: None,
             status: HttpStatus::Any2xx,
         };

@@ -87,60 +87,50 @@ enum IcmpSocket {
 }
 
 /// What the first successful open found, per family (IPv4, IPv6), so a ping socket that the
-/// system refuses is not tried again on every check.
+/// system refuses is not tried again on every check. A ping socket that failed only for a
+/// moment (no descriptors left) leaves `Raw` cached: that socket did open, and nothing in hbd
+/// ever drops `CAP_NET_RAW`, so it keeps opening.
 static KIND: [OnceLock<IcmpSocket>; 2] = [OnceLock::new(), OnceLock::new()];
 
-/// True when a failed ping-socket `socket()` will fail the same way next time (not allowed by
-/// `ping_group_range`, not supported), rather than for want of descriptors or memory.
-fn refused_for_good(e: &std::io::Error) -> bool {
-    use nix::errno::Errno;
-    !matches!(
-        e.raw_os_error().map(Errno::from_raw),
-        Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)
-    )
-}
-
-fn open(v6: bool) -> Result<(Socket, bool), String> {
+/// Opens one ICMP socket of `kind` for the family of `v6`.
+fn open_as(kind: IcmpSocket, v6: bool) -> std::io::Result<Socket> {
     let (domain, proto) = if v6 {
         (Domain::IPV6, Protocol::ICMPV6)
     } else {
         (Domain::IPV4, Protocol::ICMPV4)
     };
+    let ty = match kind {
+        IcmpSocket::Ping => Type::DGRAM,
+        IcmpSocket::Raw => Type::RAW,
+    };
+    Socket::new(domain, ty, Some(proto))
+}
+
+/// Opens the cached kind of socket, or on the first ping of a family a ping socket and else a
+/// raw one, caching whichever opened.
+fn open(v6: bool) -> Result<(Socket, IcmpSocket), String> {
     let fail = |e: std::io::Error| format!("ping: cannot open ICMP socket: {e}");
-    let raw = || Socket::new(domain, Type::RAW, Some(proto)).map(|s| (s, true));
     let known = &KIND[usize::from(v6)];
-    match known.get() {
-        Some(IcmpSocket::Raw) => return raw().map_err(fail),
-        Some(IcmpSocket::Ping) => {
-            return Socket::new(domain, Type::DGRAM, Some(proto))
-                .map(|s| (s, false))
-                .map_err(fail);
-        }
-        None => {}
+    if let Some(&kind) = known.get() {
+        return open_as(kind, v6).map(|s| (s, kind)).map_err(fail);
     }
-    match Socket::new(domain, Type::DGRAM, Some(proto)) {
-        Ok(s) => {
-            let _ = known.set(IcmpSocket::Ping);
-            Ok((s, false))
-        }
-        Err(dgram) => {
-            let opened = raw().map_err(fail)?;
-            if refused_for_good(&dgram) {
-                let _ = known.set(IcmpSocket::Raw);
-            }
-            Ok(opened)
-        }
-    }
+    let (sock, kind) = open_as(IcmpSocket::Ping, v6)
+        .map(|s| (s, IcmpSocket::Ping))
+        .or_else(|_| open_as(IcmpSocket::Raw, v6).map(|s| (s, IcmpSocket::Raw)))
+        .map_err(fail)?;
+    let _ = known.set(kind);
+    Ok((sock, kind))
 }
 
 /// Sends one echo request to `ip` and waits (unbounded; the caller applies the deadline)
 /// for the matching reply. Returns (up, reason).
 pub async fn echo(ip: IpAddr) -> (bool, String) {
     let v6 = ip.is_ipv6();
-    let (sock, raw) = match open(v6) {
+    let (sock, kind) = match open(v6) {
         Ok(s) => s,
         Err(e) => return (false, e),
     };
+    let raw = kind == IcmpSocket::Raw;
     if let Err(e) = sock.set_nonblocking(true) {
         return (false, format!("ping: {e}"));
     }
@@ -218,27 +208,12 @@ mod tests {
     }
 
     #[test]
-    fn only_a_lasting_refusal_is_remembered() {
-        use nix::errno::Errno;
-        let e = |n: Errno| std::io::Error::from_raw_os_error(n as i32);
-        assert!(refused_for_good(&e(Errno::EACCES)));
-        assert!(refused_for_good(&e(Errno::EPROTONOSUPPORT)));
-        assert!(!refused_for_good(&e(Errno::EMFILE)));
-        assert!(!refused_for_good(&e(Errno::ENOBUFS)));
-    }
-
-    #[test]
     fn the_working_socket_kind_is_remembered() {
         // Root (tests run as root) can always open one of the two; after that it is known.
-        let (_, raw) = open(false).unwrap();
-        let want = if raw {
-            IcmpSocket::Raw
-        } else {
-            IcmpSocket::Ping
-        };
-        assert_eq!(KIND[0].get(), Some(&want));
+        let (_, kind) = open(false).unwrap();
+        assert_eq!(KIND[0].get(), Some(&kind));
         let (_, again) = open(false).unwrap();
-        assert_eq!(again, raw);
+        assert_eq!(again, kind);
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub const NFT_TABLE: &str = "hbd";
 pub const DEFAULT_MAX_CONCURRENT_CHECKS: usize = 256;
 /// How long a `fallbackcommand` may run.
 const FALLBACK_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest time between two listings of the `maintenancedir` (shorter when a check runs
+/// more often, so a maintenance file is seen by that check's next result or the one after).
+const MAINTENANCE_REFRESH: Duration = Duration::from_secs(1);
 
 /// Which kernel dataplane to drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -197,7 +200,7 @@ fn check_spec(v: &VirtualConfig, real: &config::RealConfig) -> checks::CheckSpec
     };
     let timeout = match kind {
         // `checkcount` echos, each with the whole `checktimeout`: the timeouts add up.
-        checks::CheckKind::Ping { count } => c.timeout().saturating_mul(count.max(1)),
+        checks::CheckKind::Ping { count } => c.timeout().saturating_mul(count),
         _ => c.timeout(),
     };
     checks::CheckSpec {
@@ -261,11 +264,11 @@ pub async fn start(
     let owned: HashSet<ServiceKey> = states.iter().map(|s| s.configured.key).collect();
     let desired: Vec<VirtualService> = states.iter().map(VirtualState::desired).collect();
     let first_owned: HashSet<ServiceKey> = owned.union(also_owned).copied().collect();
-    // Diffed against the list read above: reconcile() would list the kernel again.
-    let changes = crate::dataplane::diff(&desired, &actual, &first_owned);
-    if !changes.is_empty() {
-        backend.apply(&changes).await?;
-    }
+    // Against the list read above: reconcile() would list the kernel again.
+    let changes = backend
+        .reconcile_with(&actual, &desired, &first_owned)
+        .await?
+        .changes;
     tracing::info!(
         services = desired.len(),
         changes = changes.len(),
@@ -286,6 +289,7 @@ pub async fn start(
         .with_keepalive(config.http_keepalive);
     let (tx, rx) = mpsc::channel(4096);
     let mut scheduler = CheckScheduler::new(Arc::new(checker), max_concurrent_checks, tx);
+    let refresh = maintenance_period(checks_to_add.iter().map(|(_, _, spec)| spec.interval));
     for (id, target, spec) in checks_to_add {
         scheduler.add(id, target, spec);
     }
@@ -302,7 +306,7 @@ pub async fn start(
         owned,
         stop_rx,
         cleanstop,
-        config.maintenance_dir.clone(),
+        config.maintenance_dir.clone().map(|dir| (dir, refresh)),
     ));
     Ok(DirectorHandle {
         shared,
@@ -332,11 +336,27 @@ async fn run(
     owned: HashSet<ServiceKey>,
     mut stop: watch::Receiver<Stop>,
     cleanstop: HashSet<ServiceKey>,
-    maintenance_dir: Option<std::path::PathBuf>,
+    maintenance: Option<(std::path::PathBuf, Duration)>,
 ) {
+    let (maintenance_dir, period) = maintenance.unzip();
+    // The names in the maintenance directory, listed off the runtime's threads on a timer
+    // (the first tick is at once, and `biased` takes it before any result): a result only
+    // looks its real up.
+    let mut in_maintenance = HashSet::new();
+    let mut refresh = tokio::time::interval(period.unwrap_or(MAINTENANCE_REFRESH));
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let first = tokio::select! {
+            biased;
             _ = stop.changed() => break,
+            _ = refresh.tick(), if maintenance_dir.is_some() => {
+                if let Some(dir) = maintenance_dir.clone() {
+                    in_maintenance = tokio::task::spawn_blocking(move || maintenance_names(&dir))
+                        .await
+                        .unwrap_or_default();
+                }
+                continue;
+            }
             r = rx.recv() => match r {
                 Some(r) => r,
                 None => break,
@@ -347,17 +367,6 @@ async fn run(
         while let Ok(r) = rx.try_recv() {
             batch.push(r);
         }
-        // The maintenance directory is read once per batch, off the runtime's threads and
-        // before the lock is taken: a batch may hold thousands of results.
-        let maintenance = match &maintenance_dir {
-            Some(dir) => {
-                let dir = dir.clone();
-                tokio::task::spawn_blocking(move || maintenance_names(&dir))
-                    .await
-                    .unwrap_or_default()
-            }
-            None => HashSet::new(),
-        };
         let mut changed = false;
         {
             let mut states = shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -366,10 +375,10 @@ async fn run(
                     continue;
                 };
                 let s = &mut states[*vi];
-                let in_maintenance = maintenance_dir
+                let file = maintenance_dir
                     .as_deref()
-                    .and_then(|dir| maintenance_file(dir, &maintenance, addr));
-                let result = match in_maintenance {
+                    .and_then(|dir| maintenance_file(dir, &in_maintenance, addr));
+                let result = match file {
                     Some(file) => checks::CheckResult {
                         ok: false,
                         reason: format!("in maintenance ({})", file.display()),
@@ -453,6 +462,14 @@ fn cleanstop_keys(config: &DirectorConfig) -> HashSet<ServiceKey> {
         .collect()
 }
 
+/// How often the `maintenancedir` is listed: every [`MAINTENANCE_REFRESH`], or every check
+/// interval when one is shorter (never less than 1 ms).
+fn maintenance_period(intervals: impl Iterator<Item = Duration>) -> Duration {
+    intervals
+        .fold(MAINTENANCE_REFRESH, Duration::min)
+        .max(Duration::from_millis(1))
+}
+
 /// The names in the `maintenancedir` now (empty when it cannot be read).
 fn maintenance_names(dir: &std::path::Path) -> HashSet<String> {
     std::fs::read_dir(dir)
@@ -465,12 +482,16 @@ fn maintenance_names(dir: &std::path::Path) -> HashSet<String> {
 }
 
 /// ldirectord `maintenancedir`: a file named `IP:PORT` or `IP` there (`names`, read by
-/// [`maintenance_names`]) forces the real down; returns that file's path.
+/// [`maintenance_names`]) forces the real down; returns that file's path. No names (the
+/// usual case) costs nothing.
 fn maintenance_file(
     dir: &std::path::Path,
     names: &HashSet<String>,
     addr: &SocketAddr,
 ) -> Option<std::path::PathBuf> {
+    if names.is_empty() {
+        return None;
+    }
     [addr.to_string(), addr.ip().to_string()]
         .into_iter()
         .find(|name| names.contains(name))
@@ -715,5 +736,25 @@ mod tests {
     #[test]
     fn an_unreadable_maintenance_dir_puts_nothing_in_maintenance() {
         assert!(maintenance_names(Path::new("/nonexistent/hbd-maintenance")).is_empty());
+        let real = "192.0.2.21:80".parse().unwrap();
+        assert_eq!(
+            maintenance_file(Path::new("/m"), &HashSet::new(), &real),
+            None
+        );
+    }
+
+    #[test]
+    fn the_maintenance_dir_is_listed_every_second_or_every_shorter_check_interval() {
+        let ms = Duration::from_millis;
+        assert_eq!(maintenance_period([].into_iter()), MAINTENANCE_REFRESH);
+        assert_eq!(
+            maintenance_period([ms(5000), ms(2000)].into_iter()),
+            MAINTENANCE_REFRESH
+        );
+        assert_eq!(
+            maintenance_period([ms(5000), ms(250), ms(500)].into_iter()),
+            ms(250)
+        );
+        assert_eq!(maintenance_period([ms(0)].into_iter()), ms(1));
     }
 }

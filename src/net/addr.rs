@@ -128,13 +128,13 @@ fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
-/// The local address carried by an address message (IFA_LOCAL for IPv4, IFA_ADDRESS else).
 /// Whether a dumped address entry is `ip` (on interface `index`, when given: the dump's
 /// index filter is not applied by every kernel).
 fn carries(msg: &AddressMessage, index: Option<u32>, ip: IpAddr) -> bool {
     index.is_none_or(|i| msg.header.index == i) && message_ip(msg) == Some(ip)
 }
 
+/// The local address carried by an address message (IFA_LOCAL for IPv4, IFA_ADDRESS else).
 fn message_ip(msg: &AddressMessage) -> Option<IpAddr> {
     let local = msg.attributes.iter().find_map(|a| match a {
         AddressAttribute::Local(ip) => Some(*ip),
@@ -408,7 +408,8 @@ impl Netlink {
 
     /// Whether `ip` is configured on `ifname`.
     pub async fn has_address(&self, ifname: &str, ip: IpAddr) -> Result<bool, NetError> {
-        Ok(self.addresses(ifname).await?.iter().any(|a| a.ip == ip))
+        let index = self.link_index(ifname).await?;
+        Ok(self.address_index(Some(index), ip).await?.is_some())
     }
 
     /// Every address configured on any interface of this namespace (used to skip `ucast`

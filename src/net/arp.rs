@@ -10,7 +10,6 @@
 //! costs opening one socket and writing one frame (the rest of the burst is paced by the VIP
 //! resource, [`crate::resources::ipaddr`]).
 
-use std::mem::ManuallyDrop;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -102,15 +101,13 @@ pub struct Announcer {
     ip: Ipv4Addr,
     frame: [u8; FRAME_LEN],
     dest: LinkAddr,
-    /// Taken out only in [`Drop`], to be closed on another thread.
-    fd: ManuallyDrop<OwnedFd>,
+    /// Always `Some` until [`Drop`] takes it to be closed on another thread.
+    fd: Option<OwnedFd>,
 }
 
 impl Drop for Announcer {
     fn drop(&mut self) {
-        // SAFETY: `drop` runs once and nothing uses `self.fd` after this line, so the
-        // descriptor is moved out exactly once and never used or dropped here again.
-        let fd = unsafe { ManuallyDrop::take(&mut self.fd) };
+        let Some(fd) = self.fd.take() else { return };
         let spawned = std::thread::Builder::new()
             .name("hbd-close-arp".into())
             .spawn(move || drop(fd));
@@ -151,23 +148,21 @@ impl Announcer {
             ip,
             frame: frame(mac, ip),
             dest,
-            fd: ManuallyDrop::new(fd),
+            fd: Some(fd),
         })
     }
 
     /// Sends one gratuitous ARP now, without awaiting.
     pub fn send_once(&self) -> Result<(), AnnounceError> {
-        sendto(
-            self.fd.as_raw_fd(),
-            &self.frame,
-            &self.dest,
-            MsgFlags::empty(),
-        )
-        .map_err(|e| AnnounceError::Socket {
-            ifname: self.ifname.clone(),
-            ip: self.ip.to_string(),
-            op: "sendto",
-            source: std::io::Error::from(e),
+        // `fd` is only `None` inside `drop`; -1 would fail as EBADF, never panic.
+        let fd = self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+        sendto(fd, &self.frame, &self.dest, MsgFlags::empty()).map_err(|e| {
+            AnnounceError::Socket {
+                ifname: self.ifname.clone(),
+                ip: self.ip.to_string(),
+                op: "sendto",
+                source: std::io::Error::from(e),
+            }
         })?;
         Ok(())
     }
@@ -225,7 +220,7 @@ mod tests {
                 return;
             }
         };
-        let fd = announcer.fd.as_raw_fd();
+        let fd = announcer.fd.as_ref().unwrap().as_raw_fd();
         let target = std::fs::read_link(format!("/proc/self/fd/{fd}"))
             .unwrap()
             .to_string_lossy()

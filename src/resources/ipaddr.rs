@@ -381,14 +381,34 @@ impl Vip {
 
     /// The interface currently carrying the VIP, if any.
     async fn locate(&self, nl: &Netlink) -> Result<Option<String>, VipError> {
-        if let Some(i) = &self.spec.ifname {
-            return Ok(nl
-                .has_address(i, self.spec.ip)
-                .await
-                .map_err(self.nl_err())?
-                .then(|| i.clone()));
+        self.locate_at(nl, self.scope(nl).await?).await
+    }
+
+    /// Where the VIP is looked for: the index of its interface when the spec names one, every
+    /// interface (`None`) otherwise.
+    async fn scope(&self, nl: &Netlink) -> Result<Option<u32>, VipError> {
+        match &self.spec.ifname {
+            Some(i) => nl.link_index(i).await.map(Some).map_err(self.nl_err()),
+            None => Ok(None),
         }
-        nl.interface_with(self.spec.ip).await.map_err(self.nl_err())
+    }
+
+    /// The interface carrying the VIP within `scope`, from one dump (named `#index` if its
+    /// name cannot be read: the address was seen, whatever the interface is called).
+    async fn locate_at(
+        &self,
+        nl: &Netlink,
+        scope: Option<u32>,
+    ) -> Result<Option<String>, VipError> {
+        let found = nl
+            .address_index(scope, self.spec.ip)
+            .await
+            .map_err(self.nl_err())?;
+        let Some(at) = found else { return Ok(None) };
+        Ok(Some(match &self.spec.ifname {
+            Some(i) => i.clone(),
+            None => nl.link_name(at).await.unwrap_or_else(|_| format!("#{at}")),
+        }))
     }
 
     /// Stops any announcement burst, removes the address wherever it is present and checks
@@ -399,23 +419,13 @@ impl Vip {
         let ip = self.spec.ip;
         // On the path that ends a split brain: the interface's index (when named), one dump
         // that finds and deletes every entry of the VIP, and one dump to verify.
-        let index = match &self.spec.ifname {
-            Some(i) => Some(nl.link_index(i).await.map_err(self.nl_err())?),
-            None => None,
-        };
-        let outcome = nl.del_address_at(index, ip).await.map_err(self.nl_err())?;
+        let scope = self.scope(nl).await?;
+        let outcome = nl.del_address_at(scope, ip).await.map_err(self.nl_err())?;
         // Release is verified, not assumed (a VIP left behind is how two directors end up
         // answering for it). When nothing was deleted, the dump just showed it absent.
         if outcome == DelOutcome::Removed
-            && let Some(left) = nl.address_index(index, ip).await.map_err(self.nl_err())?
+            && let Some(ifname) = self.locate_at(nl, scope).await?
         {
-            let ifname = match &self.spec.ifname {
-                Some(i) => i.clone(),
-                None => nl
-                    .link_name(left)
-                    .await
-                    .unwrap_or_else(|_| format!("#{left}")),
-            };
             return Err(VipError::StillPresent { ip, ifname });
         }
         let ifname = self.spec.ifname.as_deref().unwrap_or("any interface");
