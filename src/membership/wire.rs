@@ -326,47 +326,15 @@ impl FrameKeys {
                 .collect(),
         }
     }
-}
 
-impl From<&AuthKeys> for FrameKeys {
-    fn from(keys: &AuthKeys) -> FrameKeys {
-        FrameKeys::new(keys)
-    }
-}
-
-/// The keys an encode or decode uses: prepared ones, or raw ones prepared on demand (only
-/// the one key needed).
-#[derive(Clone, Copy)]
-enum KeyRing<'a> {
-    /// From the configuration as is.
-    Raw(&'a AuthKeys),
-    /// Prepared in advance.
-    Prepared(&'a FrameKeys),
-}
-
-impl<'a> KeyRing<'a> {
     /// The key configured for `index`.
-    fn get(self, index: u8) -> Option<Cow<'a, auth::PreparedKey>> {
-        match self {
-            KeyRing::Raw(keys) => keys
-                .keys
-                .get(&index)
-                .map(|k| Cow::Owned(auth::PreparedKey::new(k.method, &k.secret))),
-            KeyRing::Prepared(keys) => keys
-                .keys
-                .iter()
-                .find(|(i, _)| *i == index)
-                .map(|(_, k)| Cow::Borrowed(k)),
-        }
+    fn get(&self, index: u8) -> Option<&auth::PreparedKey> {
+        self.keys.iter().find(|(i, _)| *i == index).map(|(_, k)| k)
     }
 
     /// The active index and its key, if the keys really contain it.
-    fn active(self) -> Option<(u8, Cow<'a, auth::PreparedKey>)> {
-        let index = match self {
-            KeyRing::Raw(keys) => keys.active,
-            KeyRing::Prepared(keys) => keys.active,
-        };
-        self.get(index).map(|k| (index, k))
+    fn active(&self) -> Option<(u8, &auth::PreparedKey)> {
+        self.get(self.active).map(|k| (self.active, k))
     }
 }
 
@@ -573,13 +541,13 @@ pub fn classic_auth_input(msg: &Message) -> Vec<u8> {
 /// `ha_msg_mod` semantics: an existing `auth` field is replaced where it stands, otherwise
 /// it is appended last (heartbeat `add_msg_auth`, §4.3b).
 pub fn add_inner_auth(msg: &mut Message, keys: &AuthKeys) {
-    if let Some(value) = inner_auth_value(msg, KeyRing::Raw(keys)) {
+    if let Some(value) = inner_auth_value(msg, &FrameKeys::new(keys)) {
         msg.set(FieldType::String, AUTH_FIELD, value.as_bytes().to_vec());
     }
 }
 
 /// The inner `auth` field's value for `fields`: `"<active index> <digest(classic text)>"`.
-fn inner_auth_value<L: FieldList + ?Sized>(fields: &L, keys: KeyRing<'_>) -> Option<AuthValue> {
+fn inner_auth_value<L: FieldList + ?Sized>(fields: &L, keys: &FrameKeys) -> Option<AuthValue> {
     keys.active().map(|(index, key)| {
         let mut h = key.hasher();
         push_classic_auth_input(&mut h, fields);
@@ -607,7 +575,7 @@ fn must_use_netstring<L: FieldList + ?Sized>(fields: &L) -> bool {
 /// as heartbeat does without an auth method, and peers will drop the frame.
 pub fn encode(msg: &Message, keys: &AuthKeys, fmt: MsgFormat) -> Vec<u8> {
     let mut out = Vec::with_capacity(frame_capacity(msg));
-    encode_into(&mut out, msg, KeyRing::Raw(keys), fmt);
+    encode_into(&mut out, msg, &FrameKeys::new(keys), fmt);
     out
 }
 
@@ -620,14 +588,14 @@ pub fn encode_with<L: FieldList + ?Sized>(
     fmt: MsgFormat,
 ) {
     out.reserve(frame_capacity(fields));
-    encode_into(out, fields, KeyRing::Prepared(keys), fmt);
+    encode_into(out, fields, keys, fmt);
 }
 
 /// The encoder behind [`encode`] and [`encode_with`].
 fn encode_into<L: FieldList + ?Sized>(
     out: &mut Vec<u8>,
     fields: &L,
-    keys: KeyRing<'_>,
+    keys: &FrameKeys,
     fmt: MsgFormat,
 ) {
     let start = out.len();
@@ -746,7 +714,7 @@ fn parse_auth_value(value: &[u8]) -> Result<(u32, &[u8]), WireError> {
 
 /// Checks `digest` over the bytes `write` produces with the key configured for `index`.
 fn verify_with_index(
-    keys: KeyRing<'_>,
+    keys: &FrameKeys,
     index: u32,
     write: impl FnOnce(&mut auth::Hasher),
     digest: &[u8],
@@ -845,17 +813,17 @@ impl FieldList for MessageView<'_> {
 /// Frames over [`MAX_FRAME_LEN`] are refused. Never panics: every malformed input becomes a
 /// [`WireError`].
 pub fn decode(frame: &[u8], keys: &AuthKeys) -> Result<Message, WireError> {
-    decode_any(frame, KeyRing::Raw(keys)).map(|v| v.to_message())
+    decode_any(frame, &FrameKeys::new(keys)).map(|v| v.to_message())
 }
 
 /// [`decode`] with prepared keys, borrowing from `frame` instead of copying every field:
 /// the same accept/reject decisions and errors, the same fields.
 pub fn decode_view<'a>(frame: &'a [u8], keys: &FrameKeys) -> Result<MessageView<'a>, WireError> {
-    decode_any(frame, KeyRing::Prepared(keys))
+    decode_any(frame, keys)
 }
 
 /// The decoder behind [`decode`] and [`decode_view`].
-fn decode_any<'a>(frame: &'a [u8], keys: KeyRing<'_>) -> Result<MessageView<'a>, WireError> {
+fn decode_any<'a>(frame: &'a [u8], keys: &FrameKeys) -> Result<MessageView<'a>, WireError> {
     if frame.len() > MAX_FRAME_LEN {
         return Err(WireError::TooLong { len: frame.len() });
     }
@@ -871,7 +839,7 @@ fn decode_any<'a>(frame: &'a [u8], keys: KeyRing<'_>) -> Result<MessageView<'a>,
 }
 
 /// Decodes a netstring frame and checks its trailer (see [`decode`]).
-fn decode_netstring<'a>(frame: &'a [u8], keys: KeyRing<'_>) -> Result<MessageView<'a>, WireError> {
+fn decode_netstring<'a>(frame: &'a [u8], keys: &FrameKeys) -> Result<MessageView<'a>, WireError> {
     let mut msg = MessageView {
         fields: Vec::with_capacity(16),
     };
@@ -980,13 +948,13 @@ fn parse_classic_line(line: &[u8], line_no: usize) -> Result<ViewField<'_>, Wire
 /// `auth` field with the key of the index it names. Bytes after `<<<\n` are ignored.
 /// ([`WireError::BadFieldType`] carries the line number as its offset here.)
 pub fn decode_classic(frame: &[u8], keys: &AuthKeys) -> Result<Message, WireError> {
-    decode_classic_view(frame, KeyRing::Raw(keys)).map(|v| v.to_message())
+    decode_classic_view(frame, &FrameKeys::new(keys)).map(|v| v.to_message())
 }
 
 /// [`decode_classic`], borrowing from the frame.
 fn decode_classic_view<'a>(
     frame: &'a [u8],
-    keys: KeyRing<'_>,
+    keys: &FrameKeys,
 ) -> Result<MessageView<'a>, WireError> {
     let msg = parse_classic(frame)?;
     let auth_value = msg.get(AUTH_FIELD).ok_or(WireError::MissingAuth)?;
