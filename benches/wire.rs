@@ -15,7 +15,7 @@ use hbd::config::model::{AuthKey, AuthKeys, AuthMethod, MsgFormat};
 use hbd::manager::{self, GroupReport, Placement};
 use hbd::membership::message::FieldType;
 use hbd::membership::message::Message;
-use hbd::membership::wire::{self, Envelope, EnvelopeRef, FieldRef, FrameKeys};
+use hbd::membership::wire::{self, EnvelopeRef, FieldRef, FrameKeys};
 
 /// Counts allocations (and reallocations) made through the global allocator.
 struct Counting;
@@ -97,13 +97,13 @@ impl Node {
         msg.add_str("hbd_groups", &manager::encode_reports(&self.reports));
         let seq = self.seq;
         self.seq += 1;
-        let env = Envelope {
-            src: self.name.clone(),
+        let env = EnvelopeRef {
+            src: &self.name,
             srcuuid: self.uuid,
             seq: Some(seq),
             generation: self.generation,
             ts: 0x6b02_2fbd,
-            load: Some(self.load.clone()),
+            load: Some(&self.load),
             ttl: 3,
             dest_uuid: None,
         };

@@ -967,11 +967,12 @@ fn decode_classic_view<'a>(
 // Envelope (§5, §7.1)
 
 /// The fields heartbeat's master process adds to every outbound message
-/// (`add_control_msg_fields`, §5).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope {
+/// (`add_control_msg_fields`, §5), borrowing its texts so a sender need not clone its name
+/// and load line for every frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnvelopeRef<'a> {
     /// Local node name (`src`).
-    pub src: String,
+    pub src: &'a str,
     /// Local node uuid (`srcuuid`, 16 raw bytes).
     pub srcuuid: [u8; 16],
     /// Sequence number (`seq`, hex); ignored for `NS_*` messages, which have none.
@@ -981,48 +982,10 @@ pub struct Envelope {
     /// Send time, seconds since the epoch (`ts`, hex); kept unchanged on retransmission.
     pub ts: u64,
     /// First line of `/proc/loadavg` (`ld`), `n/a` if unreadable; ignored for `NS_*`.
-    pub load: Option<String>,
+    pub load: Option<&'a str>,
     /// `hopfudge + nodecount` (`ttl`, decimal); vestigial but sent.
     pub ttl: u32,
     /// Destination node's uuid (`destuuid`), written only if the message has `dest`.
-    pub dest_uuid: Option<[u8; 16]>,
-}
-
-impl Envelope {
-    /// The same envelope, borrowed (for [`encode_stamped`]).
-    pub fn borrowed(&self) -> EnvelopeRef<'_> {
-        EnvelopeRef {
-            src: &self.src,
-            srcuuid: self.srcuuid,
-            seq: self.seq,
-            generation: self.generation,
-            ts: self.ts,
-            load: self.load.as_deref(),
-            ttl: self.ttl,
-            dest_uuid: self.dest_uuid,
-        }
-    }
-}
-
-/// [`Envelope`] borrowing its texts, so a sender need not clone its name and load line for
-/// every frame. Field meanings as in [`Envelope`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EnvelopeRef<'a> {
-    /// Local node name (`src`).
-    pub src: &'a str,
-    /// Local node uuid (`srcuuid`).
-    pub srcuuid: [u8; 16],
-    /// Sequence number (`seq`); ignored for `NS_*` messages.
-    pub seq: Option<u64>,
-    /// This start's generation (`hg`).
-    pub generation: u64,
-    /// Send time (`ts`).
-    pub ts: u64,
-    /// Load line (`ld`); ignored for `NS_*` messages.
-    pub load: Option<&'a str>,
-    /// `ttl`.
-    pub ttl: u32,
-    /// Destination uuid (`destuuid`), written only if the message has `dest`.
     pub dest_uuid: Option<[u8; 16]>,
 }
 
@@ -1031,8 +994,12 @@ pub fn is_unsequenced(msg_type: &str) -> bool {
     msg_type.starts_with(NOSEQ_PREFIX)
 }
 
-/// The envelope's numbers as text, on the stack.
-struct EnvelopeText {
+/// The envelope fields for one message: the numbers as text on the stack, and which
+/// optional fields the message takes. Built once by [`stamp`] and [`encode_stamped`]; the
+/// field values borrow from it, so it lives in the caller's frame.
+struct EnvelopeFields<'e> {
+    /// The envelope.
+    env: EnvelopeRef<'e>,
     /// `seq` in hex.
     seq: Option<Decimal>,
     /// `hg` in hex.
@@ -1041,75 +1008,62 @@ struct EnvelopeText {
     ts: Decimal,
     /// `ttl` in decimal.
     ttl: Decimal,
+    /// The message has a `dest` field, so `destuuid` is written.
+    has_dest: bool,
+    /// The message type is sequenced (not `NS_*`), so `seq` and `ld` are written.
+    sequenced: bool,
 }
 
-impl EnvelopeText {
-    /// Formats the numbers of `env`.
-    fn new(env: &EnvelopeRef<'_>) -> EnvelopeText {
-        EnvelopeText {
+impl<'e> EnvelopeFields<'e> {
+    /// The envelope `env` for a message whose own fields are `fields`.
+    fn new<L: FieldList + ?Sized>(env: &EnvelopeRef<'e>, fields: &L) -> EnvelopeFields<'e> {
+        let msg_type = fields
+            .value_of("t")
+            .and_then(|v| std::str::from_utf8(v).ok());
+        EnvelopeFields {
+            env: *env,
             seq: env.seq.map(Decimal::hex),
             generation: Decimal::hex(env.generation),
             ts: Decimal::hex(env.ts),
             ttl: Decimal::new(u64::from(env.ttl)),
+            has_dest: fields.value_of("dest").is_some(),
+            sequenced: !msg_type.is_some_and(is_unsequenced),
         }
     }
-}
 
-/// Calls `set` for each envelope field in heartbeat's order (see [`stamp`]) for a message
-/// that has a `dest` field (`has_dest`) and a sequenced type (`sequenced`).
-fn envelope_fields<'a>(
-    env: &EnvelopeRef<'a>,
-    text: &'a EnvelopeText,
-    dest_uuid: &'a Option<[u8; 16]>,
-    srcuuid: &'a [u8; 16],
-    has_dest: bool,
-    sequenced: bool,
-    mut set: impl FnMut(FieldType, &'static str, &'a [u8]),
-) {
-    if has_dest && let Some(uuid) = dest_uuid {
-        set(FieldType::Binary, "destuuid", uuid);
+    /// Calls `set` for each envelope field in heartbeat's order (see [`stamp`]).
+    fn for_each<'s>(&'s self, mut set: impl FnMut(FieldType, &'static str, &'s [u8])) {
+        let env = &self.env;
+        if self.has_dest
+            && let Some(uuid) = &env.dest_uuid
+        {
+            set(FieldType::Binary, "destuuid", uuid);
+        }
+        set(FieldType::String, "src", env.src.as_bytes());
+        set(FieldType::Binary, "srcuuid", &env.srcuuid);
+        if self.sequenced
+            && let Some(seq) = &self.seq
+        {
+            set(FieldType::String, "seq", seq.as_bytes());
+        }
+        set(FieldType::String, "hg", self.generation.as_bytes());
+        set(FieldType::String, "ts", self.ts.as_bytes());
+        if self.sequenced
+            && let Some(load) = env.load
+        {
+            set(FieldType::String, "ld", load.as_bytes());
+        }
+        set(FieldType::String, "ttl", self.ttl.as_bytes());
     }
-    set(FieldType::String, "src", env.src.as_bytes());
-    set(FieldType::Binary, "srcuuid", srcuuid);
-    if sequenced && let Some(seq) = &text.seq {
-        set(FieldType::String, "seq", seq.as_bytes());
-    }
-    set(FieldType::String, "hg", text.generation.as_bytes());
-    set(FieldType::String, "ts", text.ts.as_bytes());
-    if sequenced && let Some(load) = env.load {
-        set(FieldType::String, "ld", load.as_bytes());
-    }
-    set(FieldType::String, "ttl", text.ttl.as_bytes());
-}
-
-/// Whether `fields` has a `dest` field, and whether its type is sequenced (not `NS_*`).
-fn dest_and_sequenced<L: FieldList + ?Sized>(fields: &L) -> (bool, bool) {
-    let msg_type = fields
-        .value_of("t")
-        .and_then(|v| std::str::from_utf8(v).ok());
-    (
-        fields.value_of("dest").is_some(),
-        !msg_type.is_some_and(is_unsequenced),
-    )
 }
 
 /// Adds the envelope fields in heartbeat's order with `ha_msg_mod` semantics: fields already
 /// present keep their position, missing ones are appended as `destuuid` (only if `dest` is
 /// present), `src`, `srcuuid`, `seq` (not for `NS_*`), `hg`, `ts`, `ld` (not for `NS_*`),
 /// `ttl` (§5). The inner `auth` field is added later by [`encode`].
-pub fn stamp(msg: &mut Message, env: &Envelope) {
-    let env = env.borrowed();
-    let text = EnvelopeText::new(&env);
-    let (has_dest, sequenced) = dest_and_sequenced(msg);
-    envelope_fields(
-        &env,
-        &text,
-        &env.dest_uuid,
-        &env.srcuuid,
-        has_dest,
-        sequenced,
-        |ftype, name, value| msg.set(ftype, name, value.to_vec()),
-    );
+pub fn stamp(msg: &mut Message, env: &EnvelopeRef<'_>) {
+    EnvelopeFields::new(env, msg)
+        .for_each(|ftype, name, value| msg.set(ftype, name, value.to_vec()));
 }
 
 /// [`stamp`] then [`encode_with`], without building a [`Message`]: `specific` are the
@@ -1124,29 +1078,19 @@ pub fn encode_stamped(
     keys: &FrameKeys,
     fmt: MsgFormat,
 ) {
-    let text = EnvelopeText::new(env);
-    let (has_dest, sequenced) = dest_and_sequenced(specific);
+    let envelope = EnvelopeFields::new(env, specific);
     let mut fields: Vec<FieldRef<'_>> = Vec::with_capacity(specific.len() + 9);
     fields.extend_from_slice(specific);
-    envelope_fields(
-        env,
-        &text,
-        &env.dest_uuid,
-        &env.srcuuid,
-        has_dest,
-        sequenced,
-        |ftype, name, value| {
-            // `ha_msg_mod`, as `Message::set`.
-            let new = FieldRef { ftype, name, value };
-            match fields.iter_mut().find(|f| f.name == name) {
-                Some(f) => {
-                    f.ftype = ftype;
-                    f.value = value;
-                }
-                None => fields.push(new),
+    envelope.for_each(|ftype, name, value| {
+        // `ha_msg_mod`, as `Message::set`.
+        match fields.iter_mut().find(|f| f.name == name) {
+            Some(f) => {
+                f.ftype = ftype;
+                f.value = value;
             }
-        },
-    );
+            None => fields.push(FieldRef { ftype, name, value }),
+        }
+    });
     encode_with(out, fields.as_slice(), keys, fmt);
 }
 
@@ -1867,16 +1811,13 @@ mod tests {
         }
         stamp(
             &mut msg,
-            &Envelope {
-                src: env.src.clone(),
+            &EnvelopeRef {
+                src: &env.src,
                 srcuuid: env.srcuuid.unwrap(),
                 seq: env.seq.or(Some(99)),
                 generation: env.generation.unwrap(),
                 ts: env.ts,
-                load: original
-                    .get_str("ld")
-                    .map(str::to_string)
-                    .or(Some("n/a".into())),
+                load: original.get_str("ld").or(Some("n/a")),
                 ttl: original.get_str("ttl").unwrap().parse().unwrap(),
                 dest_uuid: env.dest_uuid.or(Some([9; 16])),
             },
@@ -1915,13 +1856,13 @@ mod tests {
     fn stamp_without_dest_adds_no_destuuid_and_keeps_positions() {
         let mut msg = Message::with_type("status");
         msg.add_str("ts", "1");
-        let env = Envelope {
-            src: "node1".into(),
+        let env = EnvelopeRef {
+            src: "node1",
             srcuuid: [1; 16],
             seq: Some(0x1c),
             generation: 0x6b02_2fab,
             ts: 0x6b02_2fbd,
-            load: Some("0.00 0.00 0.00 1/1 1".into()),
+            load: Some("0.00 0.00 0.00 1/1 1"),
             ttl: 3,
             dest_uuid: Some([2; 16]),
         };
@@ -2193,13 +2134,13 @@ mod tests {
         ];
         for (i, shape) in shapes.iter().enumerate() {
             for round in 0..40u64 {
-                let env = Envelope {
-                    src: "loadbalancer".into(),
+                let env = EnvelopeRef {
+                    src: "loadbalancer",
                     srcuuid: [i as u8; 16],
                     seq: (round % 3 != 0).then(|| rng.next() >> (round % 64)),
                     generation: rng.next() >> (round % 64),
                     ts: rng.next() >> 30,
-                    load: (round % 4 != 0).then(|| "0.00 0.01 0.05 1/123 4567".into()),
+                    load: (round % 4 != 0).then_some("0.00 0.01 0.05 1/123 4567"),
                     ttl: (rng.next() % 300) as u32,
                     dest_uuid: (round % 2 == 0).then_some([0xd5; 16]),
                 };
@@ -2211,7 +2152,7 @@ mod tests {
                 let mut out = Vec::new();
                 for fmt in [MsgFormat::Classic, MsgFormat::Netstring] {
                     out.clear();
-                    encode_stamped(&mut out, &specific, &env.borrowed(), &prepared, fmt);
+                    encode_stamped(&mut out, &specific, &env, &prepared, fmt);
                     let mut stamped = msg.clone();
                     stamp(&mut stamped, &env);
                     assert_eq!(out, encode(&stamped, &keys, fmt), "{shape:?} {round}");
