@@ -1105,13 +1105,14 @@ pub fn parse_hex_u64(value: &[u8]) -> Option<u64> {
     })
 }
 
-/// The envelope of a received message, checked as `process_clustermsg` does (§7.1).
+/// The envelope of a received message, checked as `process_clustermsg` does (§7.1). Its
+/// texts borrow from the message it was read from, so reading it allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReceivedEnvelope {
+pub struct ReceivedEnvelope<'a> {
     /// Message type (`t`).
-    pub msg_type: String,
+    pub msg_type: &'a str,
     /// Sender node name (`src`).
-    pub src: String,
+    pub src: &'a str,
     /// Sender uuid, if present and 16 bytes (heartbeat ignores a malformed one).
     pub srcuuid: Option<[u8; 16]>,
     /// Sequence number; `None` only for `NS_*` messages.
@@ -1126,10 +1127,10 @@ pub struct ReceivedEnvelope {
     pub dest_uuid: Option<[u8; 16]>,
 }
 
-impl ReceivedEnvelope {
+impl ReceivedEnvelope<'_> {
     /// Whether the message bypasses sequencing (`NS_*`).
     pub fn is_unsequenced(&self) -> bool {
-        is_unsequenced(&self.msg_type)
+        is_unsequenced(self.msg_type)
     }
 
     /// `(seq, generation)` of a sequenced message, `None` for `NS_*` ones (whatever they
@@ -1176,9 +1177,9 @@ fn uuid_field<L: FieldList + ?Sized>(msg: &L, name: &str) -> Option<[u8; 16]> {
 /// Reads and checks the envelope of an authenticated message (§7.1, §7.3 step 2): `t`, `src`
 /// and a non-zero hex `ts` are required; `seq` and `hg` (hex) are required except for
 /// `NS_*` types.
-pub fn read_envelope<L: FieldList + ?Sized>(msg: &L) -> Result<ReceivedEnvelope, WireError> {
-    let msg_type = required_str(msg, "t")?.to_string();
-    let src = required_str(msg, "src")?.to_string();
+pub fn read_envelope<L: FieldList + ?Sized>(msg: &L) -> Result<ReceivedEnvelope<'_>, WireError> {
+    let msg_type = required_str(msg, "t")?;
+    let src = required_str(msg, "src")?;
     if src.is_empty() {
         return Err(WireError::BadFieldValue {
             name: "src",
@@ -1194,7 +1195,7 @@ pub fn read_envelope<L: FieldList + ?Sized>(msg: &L) -> Result<ReceivedEnvelope,
     }
     let seq = hex_field(msg, "seq")?;
     let generation = hex_field(msg, "hg")?;
-    if !is_unsequenced(&msg_type) {
+    if !is_unsequenced(msg_type) {
         if seq.is_none() {
             return Err(WireError::MissingField { name: "seq" });
         }
@@ -1812,7 +1813,7 @@ mod tests {
         stamp(
             &mut msg,
             &EnvelopeRef {
-                src: &env.src,
+                src: env.src,
                 srcuuid: env.srcuuid.unwrap(),
                 seq: env.seq.or(Some(99)),
                 generation: env.generation.unwrap(),
