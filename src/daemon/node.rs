@@ -659,7 +659,7 @@ impl Node {
             // Our own multicast looped back.
             return;
         }
-        let Some(peer) = self.liveness.peer_index(&env.src) else {
+        let Some(peer) = self.liveness.peer_index(env.src) else {
             self.counters.unknown_node += 1;
             let detail = format!("node '{}' is not in the cluster", env.src);
             self.drop_frame(now, "unknown node", inbound, &detail);
@@ -709,7 +709,7 @@ impl Node {
                 self.notify(
                     now,
                     NodeEvent::PeerRestarted {
-                        node: env.src.clone(),
+                        node: env.src.to_string(),
                         generation,
                     },
                 );
@@ -726,7 +726,7 @@ impl Node {
             && let Some(writer) = &self.generation_writer
         {
             // A new generation for this peer: remember it across our restarts.
-            writer.store(&env.src, generation);
+            writer.store(env.src, generation);
         }
         self.counters.accepted += 1;
         let events = if is_status {
@@ -752,7 +752,7 @@ impl Node {
                 }
             }
         }
-        if is_status && verdict_is_fresh && self.pace_on(now, &env.src) {
+        if is_status && verdict_is_fresh && self.pace_on(now, env.src) {
             self.send_answer(now);
         }
     }

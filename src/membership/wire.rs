@@ -326,47 +326,15 @@ impl FrameKeys {
                 .collect(),
         }
     }
-}
 
-impl From<&AuthKeys> for FrameKeys {
-    fn from(keys: &AuthKeys) -> FrameKeys {
-        FrameKeys::new(keys)
-    }
-}
-
-/// The keys an encode or decode uses: prepared ones, or raw ones prepared on demand (only
-/// the one key needed).
-#[derive(Clone, Copy)]
-enum KeyRing<'a> {
-    /// From the configuration as is.
-    Raw(&'a AuthKeys),
-    /// Prepared in advance.
-    Prepared(&'a FrameKeys),
-}
-
-impl<'a> KeyRing<'a> {
     /// The key configured for `index`.
-    fn get(self, index: u8) -> Option<Cow<'a, auth::PreparedKey>> {
-        match self {
-            KeyRing::Raw(keys) => keys
-                .keys
-                .get(&index)
-                .map(|k| Cow::Owned(auth::PreparedKey::new(k.method, &k.secret))),
-            KeyRing::Prepared(keys) => keys
-                .keys
-                .iter()
-                .find(|(i, _)| *i == index)
-                .map(|(_, k)| Cow::Borrowed(k)),
-        }
+    fn get(&self, index: u8) -> Option<&auth::PreparedKey> {
+        self.keys.iter().find(|(i, _)| *i == index).map(|(_, k)| k)
     }
 
     /// The active index and its key, if the keys really contain it.
-    fn active(self) -> Option<(u8, Cow<'a, auth::PreparedKey>)> {
-        let index = match self {
-            KeyRing::Raw(keys) => keys.active,
-            KeyRing::Prepared(keys) => keys.active,
-        };
-        self.get(index).map(|k| (index, k))
+    fn active(&self) -> Option<(u8, &auth::PreparedKey)> {
+        self.get(self.active).map(|k| (self.active, k))
     }
 }
 
@@ -573,13 +541,13 @@ pub fn classic_auth_input(msg: &Message) -> Vec<u8> {
 /// `ha_msg_mod` semantics: an existing `auth` field is replaced where it stands, otherwise
 /// it is appended last (heartbeat `add_msg_auth`, §4.3b).
 pub fn add_inner_auth(msg: &mut Message, keys: &AuthKeys) {
-    if let Some(value) = inner_auth_value(msg, KeyRing::Raw(keys)) {
+    if let Some(value) = inner_auth_value(msg, &FrameKeys::new(keys)) {
         msg.set(FieldType::String, AUTH_FIELD, value.as_bytes().to_vec());
     }
 }
 
 /// The inner `auth` field's value for `fields`: `"<active index> <digest(classic text)>"`.
-fn inner_auth_value<L: FieldList + ?Sized>(fields: &L, keys: KeyRing<'_>) -> Option<AuthValue> {
+fn inner_auth_value<L: FieldList + ?Sized>(fields: &L, keys: &FrameKeys) -> Option<AuthValue> {
     keys.active().map(|(index, key)| {
         let mut h = key.hasher();
         push_classic_auth_input(&mut h, fields);
@@ -607,7 +575,7 @@ fn must_use_netstring<L: FieldList + ?Sized>(fields: &L) -> bool {
 /// as heartbeat does without an auth method, and peers will drop the frame.
 pub fn encode(msg: &Message, keys: &AuthKeys, fmt: MsgFormat) -> Vec<u8> {
     let mut out = Vec::with_capacity(frame_capacity(msg));
-    encode_into(&mut out, msg, KeyRing::Raw(keys), fmt);
+    encode_into(&mut out, msg, &FrameKeys::new(keys), fmt);
     out
 }
 
@@ -620,14 +588,14 @@ pub fn encode_with<L: FieldList + ?Sized>(
     fmt: MsgFormat,
 ) {
     out.reserve(frame_capacity(fields));
-    encode_into(out, fields, KeyRing::Prepared(keys), fmt);
+    encode_into(out, fields, keys, fmt);
 }
 
 /// The encoder behind [`encode`] and [`encode_with`].
 fn encode_into<L: FieldList + ?Sized>(
     out: &mut Vec<u8>,
     fields: &L,
-    keys: KeyRing<'_>,
+    keys: &FrameKeys,
     fmt: MsgFormat,
 ) {
     let start = out.len();
@@ -746,7 +714,7 @@ fn parse_auth_value(value: &[u8]) -> Result<(u32, &[u8]), WireError> {
 
 /// Checks `digest` over the bytes `write` produces with the key configured for `index`.
 fn verify_with_index(
-    keys: KeyRing<'_>,
+    keys: &FrameKeys,
     index: u32,
     write: impl FnOnce(&mut auth::Hasher),
     digest: &[u8],
@@ -845,17 +813,17 @@ impl FieldList for MessageView<'_> {
 /// Frames over [`MAX_FRAME_LEN`] are refused. Never panics: every malformed input becomes a
 /// [`WireError`].
 pub fn decode(frame: &[u8], keys: &AuthKeys) -> Result<Message, WireError> {
-    decode_any(frame, KeyRing::Raw(keys)).map(|v| v.to_message())
+    decode_any(frame, &FrameKeys::new(keys)).map(|v| v.to_message())
 }
 
 /// [`decode`] with prepared keys, borrowing from `frame` instead of copying every field:
 /// the same accept/reject decisions and errors, the same fields.
 pub fn decode_view<'a>(frame: &'a [u8], keys: &FrameKeys) -> Result<MessageView<'a>, WireError> {
-    decode_any(frame, KeyRing::Prepared(keys))
+    decode_any(frame, keys)
 }
 
 /// The decoder behind [`decode`] and [`decode_view`].
-fn decode_any<'a>(frame: &'a [u8], keys: KeyRing<'_>) -> Result<MessageView<'a>, WireError> {
+fn decode_any<'a>(frame: &'a [u8], keys: &FrameKeys) -> Result<MessageView<'a>, WireError> {
     if frame.len() > MAX_FRAME_LEN {
         return Err(WireError::TooLong { len: frame.len() });
     }
@@ -871,7 +839,7 @@ fn decode_any<'a>(frame: &'a [u8], keys: KeyRing<'_>) -> Result<MessageView<'a>,
 }
 
 /// Decodes a netstring frame and checks its trailer (see [`decode`]).
-fn decode_netstring<'a>(frame: &'a [u8], keys: KeyRing<'_>) -> Result<MessageView<'a>, WireError> {
+fn decode_netstring<'a>(frame: &'a [u8], keys: &FrameKeys) -> Result<MessageView<'a>, WireError> {
     let mut msg = MessageView {
         fields: Vec::with_capacity(16),
     };
@@ -980,13 +948,13 @@ fn parse_classic_line(line: &[u8], line_no: usize) -> Result<ViewField<'_>, Wire
 /// `auth` field with the key of the index it names. Bytes after `<<<\n` are ignored.
 /// ([`WireError::BadFieldType`] carries the line number as its offset here.)
 pub fn decode_classic(frame: &[u8], keys: &AuthKeys) -> Result<Message, WireError> {
-    decode_classic_view(frame, KeyRing::Raw(keys)).map(|v| v.to_message())
+    decode_classic_view(frame, &FrameKeys::new(keys)).map(|v| v.to_message())
 }
 
 /// [`decode_classic`], borrowing from the frame.
 fn decode_classic_view<'a>(
     frame: &'a [u8],
-    keys: KeyRing<'_>,
+    keys: &FrameKeys,
 ) -> Result<MessageView<'a>, WireError> {
     let msg = parse_classic(frame)?;
     let auth_value = msg.get(AUTH_FIELD).ok_or(WireError::MissingAuth)?;
@@ -999,11 +967,12 @@ fn decode_classic_view<'a>(
 // Envelope (§5, §7.1)
 
 /// The fields heartbeat's master process adds to every outbound message
-/// (`add_control_msg_fields`, §5).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope {
+/// (`add_control_msg_fields`, §5), borrowing its texts so a sender need not clone its name
+/// and load line for every frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnvelopeRef<'a> {
     /// Local node name (`src`).
-    pub src: String,
+    pub src: &'a str,
     /// Local node uuid (`srcuuid`, 16 raw bytes).
     pub srcuuid: [u8; 16],
     /// Sequence number (`seq`, hex); ignored for `NS_*` messages, which have none.
@@ -1013,48 +982,10 @@ pub struct Envelope {
     /// Send time, seconds since the epoch (`ts`, hex); kept unchanged on retransmission.
     pub ts: u64,
     /// First line of `/proc/loadavg` (`ld`), `n/a` if unreadable; ignored for `NS_*`.
-    pub load: Option<String>,
+    pub load: Option<&'a str>,
     /// `hopfudge + nodecount` (`ttl`, decimal); vestigial but sent.
     pub ttl: u32,
     /// Destination node's uuid (`destuuid`), written only if the message has `dest`.
-    pub dest_uuid: Option<[u8; 16]>,
-}
-
-impl Envelope {
-    /// The same envelope, borrowed (for [`encode_stamped`]).
-    pub fn borrowed(&self) -> EnvelopeRef<'_> {
-        EnvelopeRef {
-            src: &self.src,
-            srcuuid: self.srcuuid,
-            seq: self.seq,
-            generation: self.generation,
-            ts: self.ts,
-            load: self.load.as_deref(),
-            ttl: self.ttl,
-            dest_uuid: self.dest_uuid,
-        }
-    }
-}
-
-/// [`Envelope`] borrowing its texts, so a sender need not clone its name and load line for
-/// every frame. Field meanings as in [`Envelope`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EnvelopeRef<'a> {
-    /// Local node name (`src`).
-    pub src: &'a str,
-    /// Local node uuid (`srcuuid`).
-    pub srcuuid: [u8; 16],
-    /// Sequence number (`seq`); ignored for `NS_*` messages.
-    pub seq: Option<u64>,
-    /// This start's generation (`hg`).
-    pub generation: u64,
-    /// Send time (`ts`).
-    pub ts: u64,
-    /// Load line (`ld`); ignored for `NS_*` messages.
-    pub load: Option<&'a str>,
-    /// `ttl`.
-    pub ttl: u32,
-    /// Destination uuid (`destuuid`), written only if the message has `dest`.
     pub dest_uuid: Option<[u8; 16]>,
 }
 
@@ -1063,8 +994,12 @@ pub fn is_unsequenced(msg_type: &str) -> bool {
     msg_type.starts_with(NOSEQ_PREFIX)
 }
 
-/// The envelope's numbers as text, on the stack.
-struct EnvelopeText {
+/// The envelope fields for one message: the numbers as text on the stack, and which
+/// optional fields the message takes. Built once by [`stamp`] and [`encode_stamped`]; the
+/// field values borrow from it, so it lives in the caller's frame.
+struct EnvelopeFields<'e> {
+    /// The envelope.
+    env: EnvelopeRef<'e>,
     /// `seq` in hex.
     seq: Option<Decimal>,
     /// `hg` in hex.
@@ -1073,75 +1008,62 @@ struct EnvelopeText {
     ts: Decimal,
     /// `ttl` in decimal.
     ttl: Decimal,
+    /// The message has a `dest` field, so `destuuid` is written.
+    has_dest: bool,
+    /// The message type is sequenced (not `NS_*`), so `seq` and `ld` are written.
+    sequenced: bool,
 }
 
-impl EnvelopeText {
-    /// Formats the numbers of `env`.
-    fn new(env: &EnvelopeRef<'_>) -> EnvelopeText {
-        EnvelopeText {
+impl<'e> EnvelopeFields<'e> {
+    /// The envelope `env` for a message whose own fields are `fields`.
+    fn new<L: FieldList + ?Sized>(env: &EnvelopeRef<'e>, fields: &L) -> EnvelopeFields<'e> {
+        let msg_type = fields
+            .value_of("t")
+            .and_then(|v| std::str::from_utf8(v).ok());
+        EnvelopeFields {
+            env: *env,
             seq: env.seq.map(Decimal::hex),
             generation: Decimal::hex(env.generation),
             ts: Decimal::hex(env.ts),
             ttl: Decimal::new(u64::from(env.ttl)),
+            has_dest: fields.value_of("dest").is_some(),
+            sequenced: !msg_type.is_some_and(is_unsequenced),
         }
     }
-}
 
-/// Calls `set` for each envelope field in heartbeat's order (see [`stamp`]) for a message
-/// that has a `dest` field (`has_dest`) and a sequenced type (`sequenced`).
-fn envelope_fields<'a>(
-    env: &EnvelopeRef<'a>,
-    text: &'a EnvelopeText,
-    dest_uuid: &'a Option<[u8; 16]>,
-    srcuuid: &'a [u8; 16],
-    has_dest: bool,
-    sequenced: bool,
-    mut set: impl FnMut(FieldType, &'static str, &'a [u8]),
-) {
-    if has_dest && let Some(uuid) = dest_uuid {
-        set(FieldType::Binary, "destuuid", uuid);
+    /// Calls `set` for each envelope field in heartbeat's order (see [`stamp`]).
+    fn for_each<'s>(&'s self, mut set: impl FnMut(FieldType, &'static str, &'s [u8])) {
+        let env = &self.env;
+        if self.has_dest
+            && let Some(uuid) = &env.dest_uuid
+        {
+            set(FieldType::Binary, "destuuid", uuid);
+        }
+        set(FieldType::String, "src", env.src.as_bytes());
+        set(FieldType::Binary, "srcuuid", &env.srcuuid);
+        if self.sequenced
+            && let Some(seq) = &self.seq
+        {
+            set(FieldType::String, "seq", seq.as_bytes());
+        }
+        set(FieldType::String, "hg", self.generation.as_bytes());
+        set(FieldType::String, "ts", self.ts.as_bytes());
+        if self.sequenced
+            && let Some(load) = env.load
+        {
+            set(FieldType::String, "ld", load.as_bytes());
+        }
+        set(FieldType::String, "ttl", self.ttl.as_bytes());
     }
-    set(FieldType::String, "src", env.src.as_bytes());
-    set(FieldType::Binary, "srcuuid", srcuuid);
-    if sequenced && let Some(seq) = &text.seq {
-        set(FieldType::String, "seq", seq.as_bytes());
-    }
-    set(FieldType::String, "hg", text.generation.as_bytes());
-    set(FieldType::String, "ts", text.ts.as_bytes());
-    if sequenced && let Some(load) = env.load {
-        set(FieldType::String, "ld", load.as_bytes());
-    }
-    set(FieldType::String, "ttl", text.ttl.as_bytes());
-}
-
-/// Whether `fields` has a `dest` field, and whether its type is sequenced (not `NS_*`).
-fn dest_and_sequenced<L: FieldList + ?Sized>(fields: &L) -> (bool, bool) {
-    let msg_type = fields
-        .value_of("t")
-        .and_then(|v| std::str::from_utf8(v).ok());
-    (
-        fields.value_of("dest").is_some(),
-        !msg_type.is_some_and(is_unsequenced),
-    )
 }
 
 /// Adds the envelope fields in heartbeat's order with `ha_msg_mod` semantics: fields already
 /// present keep their position, missing ones are appended as `destuuid` (only if `dest` is
 /// present), `src`, `srcuuid`, `seq` (not for `NS_*`), `hg`, `ts`, `ld` (not for `NS_*`),
 /// `ttl` (§5). The inner `auth` field is added later by [`encode`].
-pub fn stamp(msg: &mut Message, env: &Envelope) {
-    let env = env.borrowed();
-    let text = EnvelopeText::new(&env);
-    let (has_dest, sequenced) = dest_and_sequenced(msg);
-    envelope_fields(
-        &env,
-        &text,
-        &env.dest_uuid,
-        &env.srcuuid,
-        has_dest,
-        sequenced,
-        |ftype, name, value| msg.set(ftype, name, value.to_vec()),
-    );
+pub fn stamp(msg: &mut Message, env: &EnvelopeRef<'_>) {
+    EnvelopeFields::new(env, msg)
+        .for_each(|ftype, name, value| msg.set(ftype, name, value.to_vec()));
 }
 
 /// [`stamp`] then [`encode_with`], without building a [`Message`]: `specific` are the
@@ -1156,29 +1078,19 @@ pub fn encode_stamped(
     keys: &FrameKeys,
     fmt: MsgFormat,
 ) {
-    let text = EnvelopeText::new(env);
-    let (has_dest, sequenced) = dest_and_sequenced(specific);
+    let envelope = EnvelopeFields::new(env, specific);
     let mut fields: Vec<FieldRef<'_>> = Vec::with_capacity(specific.len() + 9);
     fields.extend_from_slice(specific);
-    envelope_fields(
-        env,
-        &text,
-        &env.dest_uuid,
-        &env.srcuuid,
-        has_dest,
-        sequenced,
-        |ftype, name, value| {
-            // `ha_msg_mod`, as `Message::set`.
-            let new = FieldRef { ftype, name, value };
-            match fields.iter_mut().find(|f| f.name == name) {
-                Some(f) => {
-                    f.ftype = ftype;
-                    f.value = value;
-                }
-                None => fields.push(new),
+    envelope.for_each(|ftype, name, value| {
+        // `ha_msg_mod`, as `Message::set`.
+        match fields.iter_mut().find(|f| f.name == name) {
+            Some(f) => {
+                f.ftype = ftype;
+                f.value = value;
             }
-        },
-    );
+            None => fields.push(FieldRef { ftype, name, value }),
+        }
+    });
     encode_with(out, fields.as_slice(), keys, fmt);
 }
 
@@ -1193,13 +1105,14 @@ pub fn parse_hex_u64(value: &[u8]) -> Option<u64> {
     })
 }
 
-/// The envelope of a received message, checked as `process_clustermsg` does (§7.1).
+/// The envelope of a received message, checked as `process_clustermsg` does (§7.1). Its
+/// texts borrow from the message it was read from, so reading it allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReceivedEnvelope {
+pub struct ReceivedEnvelope<'a> {
     /// Message type (`t`).
-    pub msg_type: String,
+    pub msg_type: &'a str,
     /// Sender node name (`src`).
-    pub src: String,
+    pub src: &'a str,
     /// Sender uuid, if present and 16 bytes (heartbeat ignores a malformed one).
     pub srcuuid: Option<[u8; 16]>,
     /// Sequence number; `None` only for `NS_*` messages.
@@ -1214,10 +1127,10 @@ pub struct ReceivedEnvelope {
     pub dest_uuid: Option<[u8; 16]>,
 }
 
-impl ReceivedEnvelope {
+impl ReceivedEnvelope<'_> {
     /// Whether the message bypasses sequencing (`NS_*`).
     pub fn is_unsequenced(&self) -> bool {
-        is_unsequenced(&self.msg_type)
+        is_unsequenced(self.msg_type)
     }
 
     /// `(seq, generation)` of a sequenced message, `None` for `NS_*` ones (whatever they
@@ -1264,9 +1177,9 @@ fn uuid_field<L: FieldList + ?Sized>(msg: &L, name: &str) -> Option<[u8; 16]> {
 /// Reads and checks the envelope of an authenticated message (§7.1, §7.3 step 2): `t`, `src`
 /// and a non-zero hex `ts` are required; `seq` and `hg` (hex) are required except for
 /// `NS_*` types.
-pub fn read_envelope<L: FieldList + ?Sized>(msg: &L) -> Result<ReceivedEnvelope, WireError> {
-    let msg_type = required_str(msg, "t")?.to_string();
-    let src = required_str(msg, "src")?.to_string();
+pub fn read_envelope<L: FieldList + ?Sized>(msg: &L) -> Result<ReceivedEnvelope<'_>, WireError> {
+    let msg_type = required_str(msg, "t")?;
+    let src = required_str(msg, "src")?;
     if src.is_empty() {
         return Err(WireError::BadFieldValue {
             name: "src",
@@ -1282,7 +1195,7 @@ pub fn read_envelope<L: FieldList + ?Sized>(msg: &L) -> Result<ReceivedEnvelope,
     }
     let seq = hex_field(msg, "seq")?;
     let generation = hex_field(msg, "hg")?;
-    if !is_unsequenced(&msg_type) {
+    if !is_unsequenced(msg_type) {
         if seq.is_none() {
             return Err(WireError::MissingField { name: "seq" });
         }
@@ -1899,16 +1812,13 @@ mod tests {
         }
         stamp(
             &mut msg,
-            &Envelope {
-                src: env.src.clone(),
+            &EnvelopeRef {
+                src: env.src,
                 srcuuid: env.srcuuid.unwrap(),
                 seq: env.seq.or(Some(99)),
                 generation: env.generation.unwrap(),
                 ts: env.ts,
-                load: original
-                    .get_str("ld")
-                    .map(str::to_string)
-                    .or(Some("n/a".into())),
+                load: original.get_str("ld").or(Some("n/a")),
                 ttl: original.get_str("ttl").unwrap().parse().unwrap(),
                 dest_uuid: env.dest_uuid.or(Some([9; 16])),
             },
@@ -1947,13 +1857,13 @@ mod tests {
     fn stamp_without_dest_adds_no_destuuid_and_keeps_positions() {
         let mut msg = Message::with_type("status");
         msg.add_str("ts", "1");
-        let env = Envelope {
-            src: "node1".into(),
+        let env = EnvelopeRef {
+            src: "node1",
             srcuuid: [1; 16],
             seq: Some(0x1c),
             generation: 0x6b02_2fab,
             ts: 0x6b02_2fbd,
-            load: Some("0.00 0.00 0.00 1/1 1".into()),
+            load: Some("0.00 0.00 0.00 1/1 1"),
             ttl: 3,
             dest_uuid: Some([2; 16]),
         };
@@ -2225,13 +2135,13 @@ mod tests {
         ];
         for (i, shape) in shapes.iter().enumerate() {
             for round in 0..40u64 {
-                let env = Envelope {
-                    src: "loadbalancer".into(),
+                let env = EnvelopeRef {
+                    src: "loadbalancer",
                     srcuuid: [i as u8; 16],
                     seq: (round % 3 != 0).then(|| rng.next() >> (round % 64)),
                     generation: rng.next() >> (round % 64),
                     ts: rng.next() >> 30,
-                    load: (round % 4 != 0).then(|| "0.00 0.01 0.05 1/123 4567".into()),
+                    load: (round % 4 != 0).then_some("0.00 0.01 0.05 1/123 4567"),
                     ttl: (rng.next() % 300) as u32,
                     dest_uuid: (round % 2 == 0).then_some([0xd5; 16]),
                 };
@@ -2243,7 +2153,7 @@ mod tests {
                 let mut out = Vec::new();
                 for fmt in [MsgFormat::Classic, MsgFormat::Netstring] {
                     out.clear();
-                    encode_stamped(&mut out, &specific, &env.borrowed(), &prepared, fmt);
+                    encode_stamped(&mut out, &specific, &env, &prepared, fmt);
                     let mut stamped = msg.clone();
                     stamp(&mut stamped, &env);
                     assert_eq!(out, encode(&stamped, &keys, fmt), "{shape:?} {round}");
