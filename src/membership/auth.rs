@@ -111,7 +111,21 @@ impl HexDigest {
     /// contents (a forger learns nothing from timing about how many leading characters were
     /// right); case-sensitive like heartbeat's `strcmp`.
     pub fn matches(&self, received: &[u8]) -> bool {
-        self.len == received.len() && bool::from(self.as_bytes().ct_eq(received))
+        if self.len != received.len() {
+            return false;
+        }
+        // Eight bytes at a time: the differences are OR-ed together, each step hidden from
+        // the optimiser so it cannot stop at the first difference, and compared once at the
+        // end (`subtle`'s byte slices pay that barrier per byte).
+        let mut differ = 0u64;
+        for (ours, theirs) in self.as_bytes().chunks(8).zip(received.chunks(8)) {
+            let mut a = [0u8; 8];
+            let mut b = [0u8; 8];
+            a[..ours.len()].copy_from_slice(ours);
+            b[..theirs.len()].copy_from_slice(theirs);
+            differ = std::hint::black_box(differ | (u64::from_ne_bytes(a) ^ u64::from_ne_bytes(b)));
+        }
+        bool::from(differ.ct_eq(&0))
     }
 }
 
@@ -334,6 +348,31 @@ mod tests {
         assert!(!verify(AuthMethod::Md5, b"k", b"data", &d.as_bytes()[1..]));
         assert!(!verify(AuthMethod::Md5, b"k", b"data", b""));
         assert!(verify(AuthMethod::Crc, b"", b"123456789", b"765e7680"));
+    }
+
+    #[test]
+    fn matches_finds_a_difference_in_any_byte() {
+        // Lengths that are and are not a multiple of the 8-byte step, including a short crc.
+        for method in [
+            AuthMethod::Crc,
+            AuthMethod::Md5,
+            AuthMethod::Sha1,
+            AuthMethod::Sha256,
+        ] {
+            for data in [&b"123456789"[..], b"0", b"frame"] {
+                let d = PreparedKey::new(method, b"k").digest(data);
+                let text = d.as_bytes().to_vec();
+                assert!(d.matches(&text), "{method:?}");
+                for i in 0..text.len() {
+                    let mut wrong = text.clone();
+                    wrong[i] ^= 0x01;
+                    assert!(!d.matches(&wrong), "{method:?} byte {i}");
+                }
+                let mut longer = text.clone();
+                longer.push(b'0');
+                assert!(!d.matches(&longer));
+            }
+        }
     }
 
     /// The straightforward implementation the stack/prepared one replaced.

@@ -296,9 +296,54 @@ impl Sink for Vec<u8> {
     }
 }
 
-impl Sink for auth::Hasher {
+/// How many bytes a [`StagedHasher`] gathers before hashing them (eight SHA blocks).
+const STAGE_LEN: usize = 512;
+
+/// A digest fed through a stack buffer. The classic text is written in many small pieces
+/// (a name, `=`, a value, `\n`), and a hash absorbs one large slice several times faster
+/// than dozens of small ones, each of which it would copy into its own block buffer.
+struct StagedHasher {
+    /// The digest of everything flushed so far.
+    hasher: auth::Hasher,
+    /// Bytes written but not yet hashed, in `staged[..len]`.
+    staged: [u8; STAGE_LEN],
+    /// How many bytes of `staged` are used.
+    len: usize,
+}
+
+impl StagedHasher {
+    fn new(hasher: auth::Hasher) -> StagedHasher {
+        StagedHasher {
+            hasher,
+            staged: [0; STAGE_LEN],
+            len: 0,
+        }
+    }
+
+    fn flush(&mut self) {
+        self.hasher.update(&self.staged[..self.len]);
+        self.len = 0;
+    }
+
+    /// The digest of every byte written.
+    fn finish(mut self) -> auth::HexDigest {
+        self.flush();
+        self.hasher.finish()
+    }
+}
+
+impl Sink for StagedHasher {
     fn put(&mut self, bytes: &[u8]) {
-        self.update(bytes);
+        if self.len + bytes.len() > STAGE_LEN {
+            self.flush();
+        }
+        if self.len == 0 && bytes.len() >= STAGE_LEN / 8 {
+            // Large enough to hash as it is (and nothing staged comes before it).
+            self.hasher.update(bytes);
+            return;
+        }
+        self.staged[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
     }
 }
 
@@ -549,7 +594,7 @@ pub fn add_inner_auth(msg: &mut Message, keys: &AuthKeys) {
 /// The inner `auth` field's value for `fields`: `"<active index> <digest(classic text)>"`.
 fn inner_auth_value<L: FieldList + ?Sized>(fields: &L, keys: &FrameKeys) -> Option<AuthValue> {
     keys.active().map(|(index, key)| {
-        let mut h = key.hasher();
+        let mut h = StagedHasher::new(key.hasher());
         push_classic_auth_input(&mut h, fields);
         AuthValue::new(index, &h.finish())
     })
@@ -716,12 +761,12 @@ fn parse_auth_value(value: &[u8]) -> Result<(u32, &[u8]), WireError> {
 fn verify_with_index(
     keys: &FrameKeys,
     index: u32,
-    write: impl FnOnce(&mut auth::Hasher),
+    write: impl FnOnce(&mut StagedHasher),
     digest: &[u8],
 ) -> Result<(), WireError> {
     let idx = u8::try_from(index).map_err(|_| WireError::UnknownKeyIndex { index })?;
     let key = keys.get(idx).ok_or(WireError::UnknownKeyIndex { index })?;
-    let mut h = key.hasher();
+    let mut h = StagedHasher::new(key.hasher());
     write(&mut h);
     if h.finish().matches(digest) {
         Ok(())
@@ -862,7 +907,7 @@ fn decode_netstring<'a>(frame: &'a [u8], keys: &FrameKeys) -> Result<MessageView
     }
     let (start, end, _) = peel_netstring(frame, body_end)?;
     let (index, digest) = parse_auth_value(&frame[start..end])?;
-    verify_with_index(keys, index, |h| h.update(&frame[..body_end]), digest)?;
+    verify_with_index(keys, index, |h| h.put(&frame[..body_end]), digest)?;
     Ok(msg)
 }
 
@@ -1221,6 +1266,47 @@ pub fn read_envelope<L: FieldList + ?Sized>(msg: &L) -> Result<ReceivedEnvelope<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_staged_digest_equals_the_digest_of_the_whole_text() {
+        let key = auth::PreparedKey::new(crate::config::model::AuthMethod::Sha1, b"stage");
+        let text: Vec<u8> = (0..3 * STAGE_LEN as u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let whole = key.digest(&text);
+        // Pieces of every size class: tiny, under and over the direct-hash size, a stage.
+        for piece in [
+            1,
+            3,
+            63,
+            64,
+            65,
+            200,
+            STAGE_LEN - 1,
+            STAGE_LEN,
+            STAGE_LEN + 1,
+        ] {
+            let mut staged = StagedHasher::new(key.hasher());
+            for chunk in text.chunks(piece) {
+                staged.put(chunk);
+            }
+            assert_eq!(
+                staged.finish().as_str(),
+                whole.as_str(),
+                "pieces of {piece}"
+            );
+        }
+        // Mixed sizes in one text.
+        let mut staged = StagedHasher::new(key.hasher());
+        let (mut at, mut size) = (0, 1);
+        while at < text.len() {
+            let end = (at + size).min(text.len());
+            staged.put(&text[at..end]);
+            at = end;
+            size = size * 5 % 700 + 1;
+        }
+        assert_eq!(staged.finish().as_str(), whole.as_str());
+    }
     use crate::config::model::{AuthKey, AuthMethod};
     use std::collections::BTreeMap;
 
