@@ -98,9 +98,18 @@ impl Node {
         msg.add_str("dt", &format!("{:x}", 30u128));
         msg.add_str("protocol", "1");
         msg.add_str("hbd_groups", &manager::encode_reports(&self.reports));
+        let env = self.next_envelope();
+        wire::stamp(&mut msg, &env);
+        wire::encode(&msg, &self.keys, MsgFormat::Classic)
+    }
+}
+
+impl Node {
+    /// The envelope of the next frame: a fresh sequence number, the rest fixed.
+    fn next_envelope(&mut self) -> EnvelopeRef<'_> {
         let seq = self.seq;
         self.seq += 1;
-        let env = EnvelopeRef {
+        EnvelopeRef {
             src: &self.name,
             srcuuid: self.uuid,
             seq: Some(seq),
@@ -109,13 +118,9 @@ impl Node {
             load: Some(&self.load),
             ttl: 3,
             dest_uuid: None,
-        };
-        wire::stamp(&mut msg, &env);
-        wire::encode(&msg, &self.keys, MsgFormat::Classic)
+        }
     }
-}
 
-impl Node {
     /// The same frame through the allocation-free API: prepared keys, borrowed fields and
     /// envelope, one reused output buffer (what `send_status` does).
     fn status_frame_fast(&mut self, keys: &FrameKeys, groups: &str, out: &mut Vec<u8>) {
@@ -127,18 +132,7 @@ impl Node {
             FieldRef::string("protocol", b"1"),
             FieldRef::string("hbd_groups", groups.as_bytes()),
         ];
-        let seq = self.seq;
-        self.seq += 1;
-        let env = EnvelopeRef {
-            src: &self.name,
-            srcuuid: self.uuid,
-            seq: Some(seq),
-            generation: self.generation,
-            ts: 0x6b02_2fbd,
-            load: Some(&self.load),
-            ttl: 3,
-            dest_uuid: None,
-        };
+        let env = self.next_envelope();
         out.clear();
         wire::encode_stamped(out, &specific, &env, keys, MsgFormat::Classic);
     }

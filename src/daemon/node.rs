@@ -535,32 +535,27 @@ impl Node {
 
     fn send_status_as(&mut self, now: Instant, answer: bool) {
         self.refresh_load(now);
+        // A node without groups sends no `hbd_groups` field (version 0 then).
         let (groups, version) = if self.config.groups.is_empty() {
-            (None, 0)
+            ("", 0)
         } else {
-            let (text, version) = self.manager.reports_text();
-            (Some(text), version)
+            self.manager.reports_text()
         };
-        let deadtime = self.deadtime_text.as_bytes();
-        let state_name = self.liveness.local_state().as_str();
-        let state = state_name.as_bytes();
-        let said = (state_name, version);
-        let news = self.said != said;
+        let state = self.liveness.local_state().as_str();
+        let said = (state, version);
+        let as_answer = answer && self.said == said;
         self.said = said;
-        let as_answer = answer && !news;
-        let mut fields = [
+        let fields = [
             FieldRef::string("t", b"status"),
-            FieldRef::string("st", state),
-            FieldRef::string("dt", deadtime),
+            FieldRef::string("st", state.as_bytes()),
+            FieldRef::string("dt", self.deadtime_text.as_bytes()),
             FieldRef::string("protocol", b"1"),
-            FieldRef::string(GROUPS_FIELD, b""),
+            FieldRef::string(GROUPS_FIELD, groups.as_bytes()),
         ];
-        let specific = match &groups {
-            Some(text) => {
-                fields[4] = FieldRef::string(GROUPS_FIELD, text.as_bytes());
-                &fields[..]
-            }
-            None => &fields[..4],
+        let specific = if self.config.groups.is_empty() {
+            &fields[..4]
+        } else {
+            &fields[..]
         };
         let seq = self.next_seq;
         self.next_seq += 1;

@@ -188,6 +188,15 @@ pub struct GroupState {
     pub placement: Placement,
 }
 
+/// Our reports as the `hbd_groups` text: the reports it was encoded from, the text, and how
+/// many times it was encoded (its version, which changes whenever the text does).
+#[derive(Debug, Clone, Default)]
+struct EncodedReports {
+    reports: Vec<GroupReport>,
+    text: String,
+    version: u64,
+}
+
 /// The manager for one node of a two-node cluster.
 #[derive(Debug, Clone)]
 pub struct Manager {
@@ -203,9 +212,8 @@ pub struct Manager {
     peer_text: Option<String>,
     queue: VecDeque<Command>,
     last_sent: Vec<GroupReport>,
-    /// The reports [`Manager::reports_text`] last encoded, their text, and how many times
-    /// it was encoded (its version).
-    encoded: (Vec<GroupReport>, String, u64),
+    /// What [`Manager::reports_text`] last encoded.
+    encoded: EncodedReports,
     adopted: Vec<bool>,
     /// Placement epoch for which a split brain was last re-announced, per group: the keeper
     /// announces once per resolution, not once per stale report.
@@ -239,7 +247,7 @@ impl Manager {
             peer_text: None,
             queue: VecDeque::new(),
             last_sent: Vec::new(),
-            encoded: (Vec::new(), String::new(), 0),
+            encoded: EncodedReports::default(),
             adopted: vec![false; groups.len()],
             announced: vec![None; groups.len()],
             shutting_down: false,
@@ -286,13 +294,15 @@ impl Manager {
     /// version that changes with the text: a sender compares versions to tell whether its
     /// groups are news, without keeping a copy of the text.
     pub fn reports_text(&mut self) -> (&str, u64) {
-        if !self.reports_match(&self.encoded.0) {
+        if !self.reports_match(&self.encoded.reports) {
             let reports = self.reports();
-            self.encoded.1 = encode_reports(&reports);
-            self.encoded.0 = reports;
-            self.encoded.2 += 1;
+            self.encoded = EncodedReports {
+                text: encode_reports(&reports),
+                reports,
+                version: self.encoded.version + 1,
+            };
         }
-        (&self.encoded.1, self.encoded.2)
+        (&self.encoded.text, self.encoded.version)
     }
 
     /// At start, before anything else: group `index` was found (partly) running here, left

@@ -512,11 +512,11 @@ fn open_tx(
     dest: SocketAddr,
 ) -> Result<UdpTx, MediaError> {
     let v6 = dest.is_ipv6();
-    let open = |tos: u8| -> Result<(UdpSocket, bool), MediaError> {
+    let open = |tos: u8| -> Result<TxSocket, MediaError> {
         let socket = open_send(medium, interface, v6, kind, tos)?;
         // Unconnected (send_to) if the peer is unreachable right now.
         let connected = matches!(kind, SendKind::Unicast) && socket.connect(dest).is_ok();
-        Ok((socket, connected))
+        Ok(TxSocket { socket, connected })
     };
     let answer_socket = if v6 { None } else { Some(open(ANSWER_TOS)?) };
     Ok(UdpTx {
@@ -628,42 +628,48 @@ fn open_mcast_receive(
     bind_with_answer_twin(medium, interface, SocketAddr::new(group, port), join)
 }
 
-/// Transmit half of one UDP medium.
-struct UdpTx {
-    /// Heartbeats; `true` when connected to `dest`.
-    socket: (UdpSocket, bool),
-    /// Answers marked [`ANSWER_TOS`]; `None` (IPv6) sends them as heartbeats.
-    answer_socket: Option<(UdpSocket, bool)>,
-    dest: SocketAddr,
+/// A send socket, connected to the medium's destination when it could be.
+struct TxSocket {
+    socket: UdpSocket,
+    /// Whether `socket` is connected to the destination (`send`, not `send_to`).
+    connected: bool,
 }
 
-impl UdpTx {
-    fn send_on(
-        &self,
-        (socket, connected): &(UdpSocket, bool),
-        frame: &[u8],
-    ) -> std::io::Result<()> {
-        if !*connected {
-            return socket.send_to(frame, self.dest).map(|_| ());
+impl TxSocket {
+    fn send(&self, frame: &[u8], dest: SocketAddr) -> std::io::Result<()> {
+        if !self.connected {
+            return self.socket.send_to(frame, dest).map(|_| ());
         }
-        match socket.send(frame) {
+        match self.socket.send(frame) {
             // A connected socket reports an earlier ICMP error (the peer's port was closed)
             // on the next send, which it then drops: send again, the error is consumed.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                socket.send(frame).map(|_| ())
+                self.socket.send(frame).map(|_| ())
             }
             other => other.map(|_| ()),
         }
     }
 }
 
+/// Transmit half of one UDP medium.
+struct UdpTx {
+    /// Heartbeats.
+    socket: TxSocket,
+    /// Answers marked [`ANSWER_TOS`]; `None` (IPv6) sends them as heartbeats.
+    answer_socket: Option<TxSocket>,
+    dest: SocketAddr,
+}
+
 impl Transmit for UdpTx {
     fn send(&self, frame: &[u8]) -> std::io::Result<()> {
-        self.send_on(&self.socket, frame)
+        self.socket.send(frame, self.dest)
     }
 
     fn send_answer(&self, frame: &[u8]) -> std::io::Result<()> {
-        self.send_on(self.answer_socket.as_ref().unwrap_or(&self.socket), frame)
+        self.answer_socket
+            .as_ref()
+            .unwrap_or(&self.socket)
+            .send(frame, self.dest)
     }
 
     fn describe(&self) -> String {

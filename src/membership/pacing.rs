@@ -323,28 +323,33 @@ mod tests {
         sends
     }
 
+    /// `sends` (time, by the timer) of `node` are never more than 1.25 keepalive apart, and
+    /// from send `settled` on every other one is by the timer (±1).
+    fn assert_in_turns(node: usize, sends: &[(Instant, bool)], settled: usize) {
+        for w in sends.windows(2) {
+            assert!(
+                w[1].0 - w[0].0 <= K + K / 4,
+                "node {node}: interval {:?}",
+                w[1].0 - w[0].0
+            );
+        }
+        let steady = &sends[settled..];
+        let by_timer = steady.iter().filter(|(_, t)| *t).count();
+        assert!(
+            by_timer.abs_diff(steady.len() / 2) <= 1,
+            "node {node}: {by_timer} of {} by timer: {sends:?}",
+            steady.len()
+        );
+    }
+
     #[test]
     fn a_pair_takes_turns_so_each_timer_fires_every_other_keepalive() {
         let delay = Duration::from_micros(80);
         let sends = take_turns([ms(0), ms(3)], delay, ms(500));
         for (node, s) in sends.iter().enumerate() {
-            let times: Vec<Instant> = s.iter().map(|(t, _)| *t).collect();
-            for w in times.windows(2) {
-                assert!(
-                    w[1] - w[0] <= K + K / 4,
-                    "node {node}: interval {:?}",
-                    w[1] - w[0]
-                );
-            }
             assert!(s.len() >= 48, "node {node}: {} sends", s.len());
             // after locking on, every other send is by the timer, the others answer
-            let steady = &s[4..];
-            let by_timer = steady.iter().filter(|(_, t)| *t).count();
-            assert!(
-                by_timer.abs_diff(steady.len() / 2) <= 1,
-                "node {node}: {by_timer} of {} by timer",
-                steady.len()
-            );
+            assert_in_turns(node, s, 4);
         }
     }
 
@@ -352,21 +357,8 @@ mod tests {
     fn a_pair_that_starts_at_the_same_instant_falls_into_turns() {
         // both timers fire together: the answers cross and neither answers the other
         let sends = take_turns([ms(0), ms(0)], Duration::from_micros(50), ms(300));
-        for s in &sends {
-            let steady = &s[6..];
-            let by_timer = steady.iter().filter(|(_, t)| *t).count();
-            assert!(
-                by_timer.abs_diff(steady.len() / 2) <= 1,
-                "{by_timer} of {} by timer: {s:?}",
-                steady.len()
-            );
-            for w in s.windows(2) {
-                assert!(
-                    w[1].0 - w[0].0 <= K + K / 4,
-                    "interval {:?}",
-                    w[1].0 - w[0].0
-                );
-            }
+        for (node, s) in sends.iter().enumerate() {
+            assert_in_turns(node, s, 6);
         }
     }
 

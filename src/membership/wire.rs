@@ -398,7 +398,7 @@ impl AuthValue {
             text: [0; 4 + auth::MAX_DIGEST_HEX],
             len: 0,
         };
-        let digits = Decimal::new(u64::from(index));
+        let digits = NumberText::new(u64::from(index));
         let d = digest.as_bytes();
         for part in [digits.as_bytes(), b" ", d] {
             v.text[v.len..v.len + part.len()].copy_from_slice(part);
@@ -414,27 +414,27 @@ impl AuthValue {
 }
 
 /// A number as decimal or lower-case hex text, on the stack.
-struct Decimal {
+struct NumberText {
     /// Digits in `digits[start..]`.
     digits: [u8; 20],
     /// First used byte.
     start: usize,
 }
 
-impl Decimal {
+impl NumberText {
     /// `n` in decimal (`{}`).
-    fn new(n: u64) -> Decimal {
-        Decimal::in_base(n, 10)
+    fn new(n: u64) -> NumberText {
+        NumberText::in_base(n, 10)
     }
 
     /// `n` in lower-case hex without padding (`{:x}`, heartbeat `%lx`).
-    fn hex(n: u64) -> Decimal {
-        Decimal::in_base(n, 16)
+    fn hex(n: u64) -> NumberText {
+        NumberText::in_base(n, 16)
     }
 
     /// `n` written in `base` (10 or 16).
-    fn in_base(mut n: u64, base: u64) -> Decimal {
-        let mut d = Decimal {
+    fn in_base(mut n: u64, base: u64) -> NumberText {
+        let mut d = NumberText {
             digits: [0; 20],
             start: 20,
         };
@@ -460,7 +460,7 @@ impl Decimal {
 /// Appends `netstring(content)` = `len:content,`.
 fn push_netstring(out: &mut Vec<u8>, parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
-    out.extend_from_slice(Decimal::new(len as u64).as_bytes());
+    out.extend_from_slice(NumberText::new(len as u64).as_bytes());
     out.push(b':');
     for p in parts {
         out.extend_from_slice(p);
@@ -1046,13 +1046,13 @@ struct EnvelopeFields<'e> {
     /// The envelope.
     env: EnvelopeRef<'e>,
     /// `seq` in hex.
-    seq: Option<Decimal>,
+    seq: Option<NumberText>,
     /// `hg` in hex.
-    generation: Decimal,
+    generation: NumberText,
     /// `ts` in hex.
-    ts: Decimal,
+    ts: NumberText,
     /// `ttl` in decimal.
-    ttl: Decimal,
+    ttl: NumberText,
     /// The message has a `dest` field, so `destuuid` is written.
     has_dest: bool,
     /// The message type is sequenced (not `NS_*`), so `seq` and `ld` are written.
@@ -1067,10 +1067,10 @@ impl<'e> EnvelopeFields<'e> {
             .and_then(|v| std::str::from_utf8(v).ok());
         EnvelopeFields {
             env: *env,
-            seq: env.seq.map(Decimal::hex),
-            generation: Decimal::hex(env.generation),
-            ts: Decimal::hex(env.ts),
-            ttl: Decimal::new(u64::from(env.ttl)),
+            seq: env.seq.map(NumberText::hex),
+            generation: NumberText::hex(env.generation),
+            ts: NumberText::hex(env.ts),
+            ttl: NumberText::new(u64::from(env.ttl)),
             has_dest: fields.value_of("dest").is_some(),
             sequenced: !msg_type.is_some_and(is_unsequenced),
         }
@@ -2263,8 +2263,8 @@ mod tests {
             u64::MAX,
             u64::MAX - 1,
         ] {
-            assert_eq!(Decimal::new(n).as_bytes(), n.to_string().as_bytes());
-            assert_eq!(Decimal::hex(n).as_bytes(), format!("{n:x}").as_bytes());
+            assert_eq!(NumberText::new(n).as_bytes(), n.to_string().as_bytes());
+            assert_eq!(NumberText::hex(n).as_bytes(), format!("{n:x}").as_bytes());
         }
         let d = auth::PreparedKey::new(AuthMethod::Sha256, b"k").digest(b"x");
         for index in [0u8, 7, 15, 200, 255] {

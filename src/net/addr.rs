@@ -423,15 +423,6 @@ impl Netlink {
             .collect())
     }
 
-    /// The interface that carries `ip`, if any (used to remove a VIP whose interface was
-    /// not written in the configuration).
-    pub async fn interface_with(&self, ip: IpAddr) -> Result<Option<String>, NetError> {
-        match self.address_index(None, ip).await? {
-            Some(index) => Ok(Some(self.link_name(index).await?)),
-            None => Ok(None),
-        }
-    }
-
     /// The interface and prefix length of the most specific connected (gateway-less,
     /// main-table, unicast) route covering `ip`: how heartbeat's IPaddr finds `nic` and
     /// `cidr_netmask` when they are omitted ("the route must already exist").

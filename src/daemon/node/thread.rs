@@ -148,17 +148,16 @@ impl Node {
         let mut wait_errors = 0u64;
         let mut answers_read_at = Instant::now();
         loop {
+            let mut now = Instant::now();
             // A liveness deadline is decided on everything received, answers included.
-            if self
-                .liveness
-                .next_deadline()
-                .is_some_and(|d| d <= Instant::now())
-            {
+            if self.liveness.next_deadline().is_some_and(|d| d <= now) {
                 answers_read_at = self.read_answers(&receivers, &mut buf, answers_read_at);
+                now = Instant::now();
             }
-            let Some(wake) = self.turn(Instant::now(), stop_deadline) else {
+            let Some(wake) = self.turn(now, stop_deadline) else {
                 break;
             };
+            // From after the turn (its sends take time), so the wait ends at `wake`.
             let timeout = TimeSpec::from(wake.saturating_duration_since(Instant::now()));
             match ppoll(&mut fds, Some(timeout), None) {
                 Ok(0) | Err(Errno::EINTR) => continue,
