@@ -17,7 +17,7 @@ use std::time::Instant;
 use hbd::config::model::{AuthKey, AuthKeys, AuthMethod, MsgFormat};
 use hbd::manager::{self, GroupReport, Placement};
 use hbd::membership::message::Message;
-use hbd::membership::wire::{self, EnvelopeRef, FieldRef, FrameKeys};
+use hbd::membership::wire::{self, EnvelopeRef, FieldList, FieldRef, FrameKeys};
 
 /// Counts allocations (and reallocations) made through the global allocator.
 struct Counting;
@@ -138,48 +138,43 @@ impl Node {
     }
 }
 
-/// [`receive_status`] through [`wire::decode_view`] with prepared keys (what
-/// `daemon::node::on_frame` does).
-fn receive_status_fast(frame: &[u8], keys: &FrameKeys) -> usize {
-    let msg = wire::decode_view(frame, keys).expect("decodes");
-    let env = wire::read_envelope(&msg).expect("envelope");
-    let st = msg.get_str("st").unwrap_or("up");
-    let dt = msg.get("dt").and_then(wire::parse_hex_u64);
-    let reports = msg
-        .get_str("hbd_groups")
+/// The work `daemon::node::on_frame` does on a decoded status up to the seqtrack check.
+fn sequence_of<L: FieldList + ?Sized>(msg: &L) -> u64 {
+    let env = wire::read_envelope(msg).expect("envelope");
+    let (seq, _) = env.sequence().expect("sequenced");
+    seq + u64::from(env.msg_type == "status")
+}
+
+/// Like [`sequence_of`], plus the status fields the node reads afterwards.
+fn status_of<L: FieldList + ?Sized>(msg: &L) -> usize {
+    let env = wire::read_envelope(msg).expect("envelope");
+    let text = |name| msg.value_of(name).and_then(|v| std::str::from_utf8(v).ok());
+    let st = text("st").unwrap_or("up");
+    let dt = msg.value_of("dt").and_then(wire::parse_hex_u64);
+    let reports = text("hbd_groups")
         .and_then(manager::decode_reports)
         .expect("reports");
     st.len() + dt.unwrap_or(0) as usize + reports.len() + env.src.len()
 }
 
-/// [`receive`] through [`wire::decode_view`] with prepared keys.
-fn receive_fast(frame: &[u8], keys: &FrameKeys) -> u64 {
-    let msg = wire::decode_view(frame, keys).expect("decodes");
-    let env = wire::read_envelope(&msg).expect("envelope");
-    let (seq, _) = env.sequence().expect("sequenced");
-    seq + u64::from(env.msg_type == "status")
-}
-
-/// The work `daemon::node::on_frame` does on a status up to the seqtrack check, through
-/// the owned [`Message`] API (the baseline for [`receive_fast`]).
+/// Decode and verify through the owned [`Message`] API (the baseline), then [`sequence_of`].
 fn receive(frame: &[u8], keys: &AuthKeys) -> u64 {
-    let msg = wire::decode(frame, keys).expect("decodes");
-    let env = wire::read_envelope(&msg).expect("envelope");
-    let (seq, _) = env.sequence().expect("sequenced");
-    seq + u64::from(env.msg_type == "status")
+    sequence_of(&wire::decode(frame, keys).expect("decodes"))
 }
 
-/// Like [`receive`], plus the status fields the node reads afterwards.
+/// [`receive`] plus [`status_of`].
 fn receive_status(frame: &[u8], keys: &AuthKeys) -> usize {
-    let msg = wire::decode(frame, keys).expect("decodes");
-    let env = wire::read_envelope(&msg).expect("envelope");
-    let st = msg.get_str("st").unwrap_or("up");
-    let dt = msg.get("dt").and_then(wire::parse_hex_u64);
-    let reports = msg
-        .get_str("hbd_groups")
-        .and_then(manager::decode_reports)
-        .expect("reports");
-    st.len() + dt.unwrap_or(0) as usize + reports.len() + env.src.len()
+    status_of(&wire::decode(frame, keys).expect("decodes"))
+}
+
+/// [`receive`] through [`wire::decode_view`] with prepared keys (what the node does).
+fn receive_fast(frame: &[u8], keys: &FrameKeys) -> u64 {
+    sequence_of(&wire::decode_view(frame, keys).expect("decodes"))
+}
+
+/// [`receive_status`] through [`wire::decode_view`] with prepared keys.
+fn receive_status_fast(frame: &[u8], keys: &FrameKeys) -> usize {
+    status_of(&wire::decode_view(frame, keys).expect("decodes"))
 }
 
 /// Runs `f` `iters` times; prints ns/op and allocations/op.
