@@ -5,8 +5,9 @@
 //! `daemon::node` sends every keepalive: `t=status`, `st`, `dt`, `protocol`, `hbd_groups`,
 //! then the envelope, signed with a sha1 (then sha256) key in msgfmt classic. Each cost is
 //! measured twice: through the owned [`Message`] API (`stamp` + `encode`, `decode`), the
-//! baseline, and through the borrowed one `daemon::node` uses (`encode_stamped`,
-//! `decode_view`).
+//! baseline, and through the borrowed one (`encode_stamped`, `decode_view`), and the send
+//! once more with the leading fields kept encoded and hashed (`encode_stamped_prefixed`,
+//! what `daemon::node` sends with).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ use std::time::Instant;
 use hbd::config::model::{AuthKey, AuthKeys, AuthMethod, MsgFormat};
 use hbd::manager::{self, GroupReport, Placement};
 use hbd::membership::message::Message;
-use hbd::membership::wire::{self, EnvelopeRef, FieldList, FieldRef, FrameKeys};
+use hbd::membership::wire::{self, EnvelopeRef, FieldList, FieldRef, FrameKeys, FramePrefix};
 
 /// Counts allocations (and reallocations) made through the global allocator.
 struct Counting;
@@ -122,8 +123,15 @@ impl Node {
     }
 
     /// The same frame through the allocation-free API: prepared keys, borrowed fields and
-    /// envelope, one reused output buffer (what `send_status` does).
-    fn status_frame_fast(&mut self, keys: &FrameKeys, groups: &str, out: &mut Vec<u8>) {
+    /// envelope, one reused output buffer; with a `prefix`, the leading fields encoded and
+    /// hashed once (what `send_status` does).
+    fn status_frame_fast(
+        &mut self,
+        keys: &FrameKeys,
+        groups: &str,
+        out: &mut Vec<u8>,
+        prefix: Option<&mut FramePrefix>,
+    ) {
         let dt = format!("{:x}", 30u128);
         let specific = [
             FieldRef::string("t", b"status"),
@@ -134,7 +142,17 @@ impl Node {
         ];
         let env = self.next_envelope();
         out.clear();
-        wire::encode_stamped(out, &specific, &env, keys, MsgFormat::Classic);
+        match prefix {
+            Some(prefix) => wire::encode_stamped_prefixed(
+                out,
+                &specific,
+                &env,
+                keys,
+                MsgFormat::Classic,
+                prefix,
+            ),
+            None => wire::encode_stamped(out, &specific, &env, keys, MsgFormat::Classic),
+        }
     }
 }
 
@@ -233,18 +251,27 @@ fn main() {
         let prepared = FrameKeys::new(&keys);
         let groups = manager::encode_reports(&node.reports);
         let mut out = Vec::new();
-        let seq = node.seq;
-        node.status_frame_fast(&prepared, &groups, &mut out);
-        node.seq = seq;
-        assert_eq!(out, node.status_frame(), "fast path is byte-identical");
-        bench(
-            &format!("{method:?}: fast: encode_stamped (reused buf)"),
-            iters,
-            || {
-                node.status_frame_fast(&prepared, &groups, &mut out);
+        let mut prefix = FramePrefix::default();
+        for with_prefix in [false, true] {
+            let seq = node.seq;
+            node.status_frame_fast(&prepared, &groups, &mut out, None);
+            node.seq = seq;
+            assert_eq!(out, node.status_frame(), "fast path is byte-identical");
+            node.seq = seq;
+            node.status_frame_fast(&prepared, &groups, &mut out, Some(&mut prefix));
+            node.seq = seq;
+            assert_eq!(out, node.status_frame(), "prefixed path is byte-identical");
+            let label = if with_prefix {
+                "fast: encode_stamped_prefixed"
+            } else {
+                "fast: encode_stamped (reused buf)"
+            };
+            bench(&format!("{method:?}: {label}"), iters, || {
+                let prefix = with_prefix.then_some(&mut prefix);
+                node.status_frame_fast(&prepared, &groups, &mut out, prefix);
                 out.len()
-            },
-        );
+            });
+        }
         bench(
             &format!("{method:?}: fast: decode_view + read_envelope"),
             iters,

@@ -36,7 +36,7 @@ use crate::membership::generation::PeerGenerationWriter;
 use crate::membership::liveness::{LinkState, Liveness, LivenessEvent, PeerState, fmt_ms};
 use crate::membership::pacing::{self, HeartbeatPacer, Pacing};
 use crate::membership::seqtrack::{SeqTrack, SeqVerdict};
-use crate::membership::wire::{self, EnvelopeRef, FieldRef, FrameKeys, WireError};
+use crate::membership::wire::{self, EnvelopeRef, FieldRef, FrameKeys, FramePrefix, WireError};
 
 /// Who this node is on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +154,9 @@ pub struct Node {
     frame_keys: FrameKeys,
     /// Where heartbeats are built; reused so a send allocates (almost) nothing.
     send_buffer: Vec<u8>,
+    /// Our status frames' leading fields, encoded and hashed once for the frames that repeat
+    /// them (rebuilt by the encoder when they or the keys change).
+    frame_prefix: FramePrefix,
     /// What our last status said (state, version of the `hbd_groups` text,
     /// [`Manager::reports_text`]): an answer that repeats it is news to nobody.
     said: (&'static str, u64),
@@ -233,6 +236,7 @@ impl Node {
             deadtime_text: deadtime_text(&config),
             frame_keys: FrameKeys::new(&config.auth),
             send_buffer: Vec::with_capacity(1024),
+            frame_prefix: FramePrefix::default(),
             said: ("", u64::MAX),
             next_seq: 1,
             pacer: HeartbeatPacer::new(now, config.timing.keepalive),
@@ -576,12 +580,13 @@ impl Node {
         };
         let mut frame = std::mem::take(&mut self.send_buffer);
         frame.clear();
-        wire::encode_stamped(
+        wire::encode_stamped_prefixed(
             &mut frame,
             specific,
             &env,
             &self.frame_keys,
             self.config.msgfmt,
+            &mut self.frame_prefix,
         );
         for medium in &self.media {
             let sent = if as_answer {

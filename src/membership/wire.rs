@@ -19,6 +19,7 @@
 //! compression (`_compressed_payload`, §3.4) is likewise not expanded.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use thiserror::Error;
 
@@ -353,6 +354,9 @@ impl Sink for StagedHasher {
 /// results are byte-identical to [`encode`] / [`decode`] with the same [`AuthKeys`].
 #[derive(Debug, Clone)]
 pub struct FrameKeys {
+    /// Which preparation this is (a clone keeps it: same keys), so that a [`FramePrefix`]
+    /// hashed under other keys is never reused.
+    id: u64,
     /// Index that signs outbound frames.
     active: u8,
     /// Every configured key by index.
@@ -362,7 +366,9 @@ pub struct FrameKeys {
 impl FrameKeys {
     /// Prepares every key of `keys`.
     pub fn new(keys: &AuthKeys) -> FrameKeys {
+        static PREPARED: AtomicU64 = AtomicU64::new(0);
         FrameKeys {
+            id: PREPARED.fetch_add(1, Ordering::Relaxed),
             active: keys.active,
             keys: keys
                 .keys
@@ -495,6 +501,13 @@ fn encode_body_with_auth<L: FieldList + ?Sized>(
     auth: Option<&[u8]>,
 ) {
     out.extend_from_slice(NETSTRING_START);
+    push_body_rest(out, fields, auth);
+}
+
+/// Appends the netstrings of `fields`, the first `auth` field's value replaced by `auth` (or
+/// `auth` appended last when there is none), and the end marker: [`encode_body_with_auth`]
+/// after its start marker.
+fn push_body_rest<L: FieldList + ?Sized>(out: &mut Vec<u8>, fields: &L, auth: Option<&[u8]>) {
     let string_prefix = [b'(', b'0' + FieldType::String.digit(), b')'];
     let mut auth = auth;
     for f in fields_of(fields) {
@@ -1124,7 +1137,16 @@ pub fn encode_stamped(
     fmt: MsgFormat,
 ) {
     let envelope = EnvelopeFields::new(env, specific);
-    let mut fields: Vec<FieldRef<'_>> = Vec::with_capacity(specific.len() + 9);
+    let fields = stamped_fields(specific, &envelope);
+    encode_with(out, fields.as_slice(), keys, fmt);
+}
+
+/// `specific` with the envelope applied as [`stamp`] applies it (`ha_msg_mod`).
+fn stamped_fields<'a>(
+    specific: &[FieldRef<'a>],
+    envelope: &'a EnvelopeFields<'_>,
+) -> Vec<FieldRef<'a>> {
+    let mut fields: Vec<FieldRef<'a>> = Vec::with_capacity(specific.len() + 9);
     fields.extend_from_slice(specific);
     envelope.for_each(|ftype, name, value| {
         // `ha_msg_mod`, as `Message::set`.
@@ -1136,7 +1158,129 @@ pub fn encode_stamped(
             None => fields.push(FieldRef { ftype, name, value }),
         }
     });
-    encode_with(out, fields.as_slice(), keys, fmt);
+    fields
+}
+
+/// The leading fields of the frames a sender writes, kept encoded and hashed between frames.
+///
+/// A node's heartbeats differ from one to the next only from `seq` on (`t`, `st`, `dt`, the
+/// group reports, `src` and `srcuuid` come first and rarely change), so
+/// [`encode_stamped_prefixed`] copies the encoded leading fields and resumes both digests
+/// (the inner `auth` and the trailer) from their state after them: a frame costs the
+/// encoding and hashing of its tail only. Whatever differs (a leading field, the keys, the
+/// format) makes it rebuild first, so the frame is always byte-identical to
+/// [`encode_stamped`]'s. One per sender; start from `FramePrefix::default()`.
+#[derive(Default)]
+pub struct FramePrefix {
+    /// The [`FrameKeys`] id and format it was built under; `None` before the first frame.
+    built_for: Option<(u64, MsgFormat)>,
+    /// The leading fields it holds: type, name and value.
+    fields: Vec<(FieldType, String, Vec<u8>)>,
+    /// `###\n` and the leading fields' netstrings.
+    body: Vec<u8>,
+    /// The inner `auth` digest after the leading fields' classic lines (msgfmt classic).
+    classic: Option<auth::Hasher>,
+    /// The trailer digest after `body`.
+    trailer: Option<auth::Hasher>,
+    /// How many times it was built (the tests check that frames reuse it).
+    builds: u64,
+}
+
+impl std::fmt::Debug for FramePrefix {
+    /// The digest states are keyed: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FramePrefix")
+            .field("fields", &self.fields.len())
+            .field("body_len", &self.body.len())
+            .field("builds", &self.builds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FramePrefix {
+    /// Whether it holds exactly `head`, encoded and hashed under `keys` and `fmt`.
+    fn holds(&self, head: &[FieldRef<'_>], keys: &FrameKeys, fmt: MsgFormat) -> bool {
+        self.built_for == Some((keys.id, fmt))
+            && self.fields.len() == head.len()
+            && self
+                .fields
+                .iter()
+                .zip(head)
+                .all(|((ftype, name, value), f)| {
+                    *ftype == f.ftype && name == f.name && value.as_slice() == f.value
+                })
+    }
+
+    /// Encodes and hashes `head` (which holds no `auth` field) under `keys` and `fmt`.
+    fn build(&mut self, head: &[FieldRef<'_>], keys: &FrameKeys, fmt: MsgFormat) {
+        self.fields.clear();
+        self.fields.extend(
+            head.iter()
+                .map(|f| (f.ftype, f.name.to_string(), f.value.to_vec())),
+        );
+        self.body.clear();
+        self.body.extend_from_slice(NETSTRING_START);
+        for f in head {
+            let prefix = [b'(', b'0' + f.ftype.digit(), b')'];
+            push_netstring(&mut self.body, &[&prefix, f.name.as_bytes(), b"=", f.value]);
+        }
+        let key = keys.active().map(|(_, key)| key);
+        self.classic = key.filter(|_| fmt == MsgFormat::Classic).map(|key| {
+            let mut h = StagedHasher::new(key.hasher());
+            push_classic_auth_input(&mut h, head);
+            h.flush();
+            h.hasher
+        });
+        self.trailer = key.map(|key| {
+            let mut h = key.hasher();
+            h.update(&self.body);
+            h
+        });
+        self.built_for = Some((keys.id, fmt));
+        self.builds += 1;
+    }
+}
+
+/// [`encode_stamped`] for a sender that keeps a [`FramePrefix`]: the same bytes, with the
+/// fields before `seq` taken from `prefix` (rebuilt first when they changed). A message
+/// without `seq` (`NS_*`), or with an `auth` field before it, is encoded in full.
+pub fn encode_stamped_prefixed(
+    out: &mut Vec<u8>,
+    specific: &[FieldRef<'_>],
+    env: &EnvelopeRef<'_>,
+    keys: &FrameKeys,
+    fmt: MsgFormat,
+    prefix: &mut FramePrefix,
+) {
+    let envelope = EnvelopeFields::new(env, specific);
+    let fields = stamped_fields(specific, &envelope);
+    let split = fields.iter().position(|f| f.name == "seq");
+    let Some(split) = split.filter(|&n| !fields[..n].iter().any(|f| f.name == AUTH_FIELD)) else {
+        encode_with(out, fields.as_slice(), keys, fmt);
+        return;
+    };
+    let (head, tail) = fields.split_at(split);
+    if !prefix.holds(head, keys, fmt) {
+        prefix.build(head, keys, fmt);
+    }
+    out.reserve(frame_capacity(fields.as_slice()));
+    let start = out.len();
+    out.extend_from_slice(&prefix.body);
+    let inner = match (&prefix.classic, keys.active()) {
+        (Some(classic), Some((index, _))) if !must_use_netstring(fields.as_slice()) => {
+            let mut h = StagedHasher::new(classic.clone());
+            push_classic_auth_input(&mut h, tail);
+            Some(AuthValue::new(index, &h.finish()))
+        }
+        _ => None,
+    };
+    push_body_rest(out, tail, inner.as_ref().map(AuthValue::as_bytes));
+    if let (Some(trailer), Some((index, _))) = (&prefix.trailer, keys.active()) {
+        let mut h = trailer.clone();
+        h.update(&out[start + prefix.body.len()..]);
+        let value = AuthValue::new(index, &h.finish());
+        push_netstring(out, &[value.as_bytes()]);
+    }
 }
 
 /// Parses a `%lx` value as heartbeat writes it: 1–16 hex digits, nothing else.
@@ -2244,6 +2388,122 @@ mod tests {
                     stamp(&mut stamped, &env);
                     assert_eq!(out, encode(&stamped, &keys, fmt), "{shape:?} {round}");
                     assert_eq!(out, reference_encode(&stamped, &keys, fmt));
+                }
+            }
+        }
+    }
+
+    /// A run of heartbeats through one [`FramePrefix`]: every frame must equal
+    /// [`encode_stamped`]'s, under every method and format, across changes of the leading
+    /// fields, of the keys (same index, another secret), and messages the prefix cannot
+    /// serve (no `seq`, an `auth` field before it, a nested value).
+    #[test]
+    fn prefixed_frames_equal_encode_stamped_and_reuse_the_prefix() {
+        let methods = [
+            AuthMethod::Crc,
+            AuthMethod::Md5,
+            AuthMethod::Sha1,
+            AuthMethod::Sha256,
+        ];
+        for method in methods {
+            for fmt in [MsgFormat::Classic, MsgFormat::Netstring] {
+                let first = one_key(2, method, b"first-secret");
+                let second = one_key(2, method, b"second-secret");
+                let (first_prepared, second_prepared) =
+                    (FrameKeys::new(&first), FrameKeys::new(&second));
+                let mut prefix = FramePrefix::default();
+                let (mut out, mut expected) = (Vec::new(), Vec::new());
+                for round in 0..80u64 {
+                    let (keys, prepared) = if round < 60 {
+                        (&first, &first_prepared)
+                    } else {
+                        (&second, &second_prepared)
+                    };
+                    let st = if round < 20 { "active" } else { "standby" };
+                    let groups = if round < 40 {
+                        "lvs|1|0|a|3"
+                    } else {
+                        "lvs|0|0|b|4"
+                    };
+                    let mut msg = Message::new();
+                    match round {
+                        // Encoded in full: no `seq`, then an `auth` field before it; then
+                        // a nested value (through a prefix of its own, and no inner auth).
+                        25 => msg.add_str("t", "NS_ackmsg"),
+                        26 => {
+                            msg.add_str("t", "status");
+                            msg.add_str("auth", "1 0");
+                        }
+                        27 => {
+                            msg.add_str("t", "status");
+                            msg.set(FieldType::Struct, "nested", b"5:(0)a=b,".to_vec());
+                        }
+                        _ => {
+                            msg.add_str("t", "status");
+                            msg.add_str("st", st);
+                            msg.add_str("dt", "1e");
+                            msg.add_str("protocol", "1");
+                            msg.add_str("hbd_groups", groups);
+                        }
+                    }
+                    let load = format!("0.{:02} 0.01 0.05 1/123 4567", round % 7);
+                    let env = EnvelopeRef {
+                        src: "loadbalancer",
+                        srcuuid: [0x5a; 16],
+                        seq: Some(0x1c + round),
+                        generation: 0x6b02_2fab,
+                        ts: 0x6b02_2fbd + round / 10,
+                        load: Some(&load),
+                        ttl: 3,
+                        dest_uuid: None,
+                    };
+                    let specific: Vec<FieldRef<'_>> = fields_of(&msg).collect();
+                    let builds_before = prefix.builds;
+                    out.clear();
+                    encode_stamped_prefixed(&mut out, &specific, &env, prepared, fmt, &mut prefix);
+                    expected.clear();
+                    encode_stamped(&mut expected, &specific, &env, prepared, fmt);
+                    let what = format!("{method:?} {fmt:?} round {round}");
+                    assert_eq!(out, expected, "{what}");
+                    let mut stamped = msg.clone();
+                    stamp(&mut stamped, &env);
+                    assert_eq!(out, reference_encode(&stamped, keys, fmt), "{what}");
+                    assert!(decode(&out, keys).is_ok(), "{what}");
+                    // The prefix is rebuilt exactly when the leading fields or keys change.
+                    let rebuilds = matches!(round, 0 | 20 | 27 | 28 | 40 | 60);
+                    assert_eq!(prefix.builds - builds_before, u64::from(rebuilds), "{what}");
+                }
+            }
+        }
+    }
+
+    /// Random messages (any names, types and values) through one [`FramePrefix`], each sent
+    /// twice with a new envelope: byte-identical to [`encode_stamped`] every time.
+    #[test]
+    fn prefixed_frames_of_random_messages_equal_encode_stamped() {
+        let mut rng = XorShift(0x5eed_f00d);
+        let mut prefix = FramePrefix::default();
+        for case in 0..300u64 {
+            let keys = random_keys(&mut rng);
+            let prepared = FrameKeys::new(&keys);
+            let msg = random_message(&mut rng, case % 2 == 0);
+            let specific: Vec<FieldRef<'_>> = fields_of(&msg).collect();
+            for fmt in [MsgFormat::Classic, MsgFormat::Netstring] {
+                for seq in [case, case + 1] {
+                    let env = EnvelopeRef {
+                        src: "n1",
+                        srcuuid: [case as u8; 16],
+                        seq: Some(seq),
+                        generation: rng.next() >> 20,
+                        ts: rng.next() >> 30,
+                        load: (seq % 3 != 0).then_some("0.10 0.20 0.30 1/99 42"),
+                        ttl: 4,
+                        dest_uuid: (case % 5 == 0).then_some([0xd5; 16]),
+                    };
+                    let (mut out, mut expected) = (Vec::new(), Vec::new());
+                    encode_stamped_prefixed(&mut out, &specific, &env, &prepared, fmt, &mut prefix);
+                    encode_stamped(&mut expected, &specific, &env, &prepared, fmt);
+                    assert_eq!(out, expected, "case {case} {fmt:?} seq {seq}: {msg:?}");
                 }
             }
         }
