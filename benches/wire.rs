@@ -1,7 +1,9 @@
 //! Per-frame cost of a heartbeat `status`: building + encoding one lab-sized frame, and
 //! decoding + verifying + reading its envelope, in ns/op and heap allocations/op.
 //!
-//! Run with `cargo bench --bench wire` (plain `main`, no harness). The frame is what
+//! Run with `cargo bench --bench wire` (plain `main`, no harness; a number argument sets the
+//! iterations). Without `--bench`, as `cargo test --all-targets` runs it, it only checks the
+//! paths with 100 iterations each. The frame is what
 //! `daemon::node` sends every keepalive: `t=status`, `st`, `dt`, `protocol`, `hbd_groups`,
 //! then the envelope, signed with a sha1 (then sha256) key in msgfmt classic. Each cost is
 //! measured twice: through the owned [`Message`] API (`stamp` + `encode`, `decode`), the
@@ -220,10 +222,16 @@ fn bench<R>(label: &str, iters: u64, mut f: impl FnMut() -> R) {
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this without it, as a
+    // check that every path still works and agrees, where a measurement would only cost time.
+    let measuring = std::env::args().any(|a| a == "--bench");
     let iters: u64 = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
-        .unwrap_or(200_000);
+        .unwrap_or(if measuring { 200_000 } else { 100 });
+    if !measuring {
+        println!("check run ({iters} iterations, no --bench): the figures are not measurements");
+    }
     for method in [AuthMethod::Sha1, AuthMethod::Sha256] {
         let mut node = Node::lab(method);
         let frame = node.status_frame();
