@@ -12,10 +12,9 @@
 # three pairs: the blocking pace setter, the lazy one (which reads answers on its own tick, as
 # hbd does), and the lazy one with both ends at SCHED_FIFO REALTIME_PRIORITY, as hbd runs by
 # default (on this VM realtime wakeups cost more: docs/benchmarks.md run 12), so that pair is
-# the floor hbd compares with.
-# Binaries:
-# $CARGO_TARGET_DIR/release or target/release (built when missing). Every loop is bounded;
-# the EXIT trap kills only the PIDs this script started and runs `lab.sh down`.
+# the floor hbd compares with. Binaries: $CARGO_TARGET_DIR/release or target/release (built
+# when missing). Every loop is bounded; the EXIT trap kills only the PIDs this script started
+# and runs `lab.sh down`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"

@@ -540,10 +540,11 @@ impl Node {
     fn send_status_as(&mut self, now: Instant, answer: bool) {
         self.refresh_load(now);
         // A node without groups sends no `hbd_groups` field (version 0 then).
-        let (groups, version) = if self.config.groups.is_empty() {
-            ("", 0)
-        } else {
+        let has_groups = !self.config.groups.is_empty();
+        let (groups, version) = if has_groups {
             self.manager.reports_text()
+        } else {
+            ("", 0)
         };
         let state = self.liveness.local_state().as_str();
         let said = (state, version);
@@ -556,10 +557,10 @@ impl Node {
             FieldRef::string("protocol", b"1"),
             FieldRef::string(GROUPS_FIELD, groups.as_bytes()),
         ];
-        let specific = if self.config.groups.is_empty() {
-            &fields[..4]
-        } else {
+        let specific = if has_groups {
             &fields[..]
+        } else {
+            &fields[..4]
         };
         let seq = self.next_seq;
         self.next_seq += 1;

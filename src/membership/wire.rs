@@ -508,22 +508,26 @@ fn encode_body_with_auth<L: FieldList + ?Sized>(
 /// `auth` appended last when there is none), and the end marker: [`encode_body_with_auth`]
 /// after its start marker.
 fn push_body_rest<L: FieldList + ?Sized>(out: &mut Vec<u8>, fields: &L, auth: Option<&[u8]>) {
-    let string_prefix = [b'(', b'0' + FieldType::String.digit(), b')'];
     let mut auth = auth;
     for f in fields_of(fields) {
-        let prefix = [b'(', b'0' + f.ftype.digit(), b')'];
         match auth {
             Some(value) if f.name == AUTH_FIELD => {
-                push_netstring(out, &[&string_prefix, f.name.as_bytes(), b"=", value]);
+                push_field_netstring(out, FieldRef::string(AUTH_FIELD, value));
                 auth = None;
             }
-            _ => push_netstring(out, &[&prefix, f.name.as_bytes(), b"=", f.value]),
+            _ => push_field_netstring(out, f),
         }
     }
     if let Some(value) = auth {
-        push_netstring(out, &[&string_prefix, AUTH_FIELD.as_bytes(), b"=", value]);
+        push_field_netstring(out, FieldRef::string(AUTH_FIELD, value));
     }
     out.extend_from_slice(NETSTRING_END);
+}
+
+/// Appends one field's netstring `len:(T)name=value,` (§3.2).
+fn push_field_netstring(out: &mut Vec<u8>, f: FieldRef<'_>) {
+    let prefix = [b'(', b'0' + f.ftype.digit(), b')'];
+    push_netstring(out, &[&prefix, f.name.as_bytes(), b"=", f.value]);
 }
 
 /// Writes standard padded base64 of `data` to `out`, in stack-sized pieces.
@@ -606,11 +610,21 @@ pub fn add_inner_auth(msg: &mut Message, keys: &AuthKeys) {
 
 /// The inner `auth` field's value for `fields`: `"<active index> <digest(classic text)>"`.
 fn inner_auth_value<L: FieldList + ?Sized>(fields: &L, keys: &FrameKeys) -> Option<AuthValue> {
-    keys.active().map(|(index, key)| {
-        let mut h = StagedHasher::new(key.hasher());
-        push_classic_auth_input(&mut h, fields);
-        AuthValue::new(index, &h.finish())
-    })
+    keys.active()
+        .map(|(index, key)| classic_auth_after(key.hasher(), index, fields))
+}
+
+/// `"<index> <digest>"` where the digest goes on from `state` over the classic text of
+/// `fields` (those named `auth` left out): the inner `auth` value, from a fresh keyed state
+/// or from one that has already taken the leading fields ([`FramePrefix`]).
+fn classic_auth_after<L: FieldList + ?Sized>(
+    state: auth::Hasher,
+    index: u8,
+    fields: &L,
+) -> AuthValue {
+    let mut h = StagedHasher::new(state);
+    push_classic_auth_input(&mut h, fields);
+    AuthValue::new(index, &h.finish())
 }
 
 /// Whether heartbeat would refuse to add the inner auth field (`must_use_netstring`): the
@@ -657,15 +671,56 @@ fn encode_into<L: FieldList + ?Sized>(
     fmt: MsgFormat,
 ) {
     let start = out.len();
-    let inner = if fmt == MsgFormat::Classic && !must_use_netstring(fields) {
-        inner_auth_value(fields, keys)
-    } else {
-        None
-    };
-    encode_body_with_auth(out, fields, inner.as_ref().map(AuthValue::as_bytes));
-    if let Some((index, key)) = keys.active() {
-        let trailer = AuthValue::new(index, &key.digest(&out[start..]));
-        push_netstring(out, &[trailer.as_bytes()]);
+    out.extend_from_slice(NETSTRING_START);
+    finish_frame(out, start, fields, fields, FrameDigests::new(keys, fmt));
+}
+
+/// Both digests of a frame being written, each taken as far as the body written so far.
+#[derive(Clone, Default)]
+struct FrameDigests {
+    /// The inner `auth` digest over the classic text of the fields written (msgfmt classic,
+    /// with an active key).
+    classic: Option<auth::Hasher>,
+    /// The trailer digest over the body bytes written (with an active key).
+    trailer: Option<auth::Hasher>,
+    /// The active key's index, which both values name.
+    index: u8,
+}
+
+impl FrameDigests {
+    /// Both digests before any byte, under the active key of `keys` (none without one), the
+    /// inner one only in msgfmt classic.
+    fn new(keys: &FrameKeys, fmt: MsgFormat) -> FrameDigests {
+        let key = keys.active().map(|(_, key)| key);
+        FrameDigests {
+            classic: key
+                .filter(|_| fmt == MsgFormat::Classic)
+                .map(|k| k.hasher()),
+            trailer: key.map(|k| k.hasher()),
+            index: keys.active,
+        }
+    }
+}
+
+/// Writes the rest of a frame whose body so far is in `out` and taken by `digests` up to
+/// `hashed` (the trailer digest has not seen `out[hashed..]` yet): the netstrings of `rest`,
+/// the inner `auth` (unless a field of `all`, the whole message, is nested: heartbeat omits
+/// it then), the end marker and the trailer.
+fn finish_frame<R, A>(out: &mut Vec<u8>, hashed: usize, rest: &R, all: &A, digests: FrameDigests)
+where
+    R: FieldList + ?Sized,
+    A: FieldList + ?Sized,
+{
+    let index = digests.index;
+    let inner = digests
+        .classic
+        .filter(|_| !must_use_netstring(all))
+        .map(|state| classic_auth_after(state, index, rest));
+    push_body_rest(out, rest, inner.as_ref().map(AuthValue::as_bytes));
+    if let Some(mut trailer) = digests.trailer {
+        trailer.update(&out[hashed..]);
+        let value = AuthValue::new(index, &trailer.finish());
+        push_netstring(out, &[value.as_bytes()]);
     }
 }
 
@@ -1178,10 +1233,9 @@ pub struct FramePrefix {
     fields: Vec<(FieldType, String, Vec<u8>)>,
     /// `###\n` and the leading fields' netstrings.
     body: Vec<u8>,
-    /// The inner `auth` digest after the leading fields' classic lines (msgfmt classic).
-    classic: Option<auth::Hasher>,
-    /// The trailer digest after `body`.
-    trailer: Option<auth::Hasher>,
+    /// Both digests after the leading fields: the inner one after their classic lines, the
+    /// trailer after `body`.
+    digests: FrameDigests,
     /// How many times it was built (the tests check that frames reuse it).
     builds: u64,
 }
@@ -1221,21 +1275,19 @@ impl FramePrefix {
         self.body.clear();
         self.body.extend_from_slice(NETSTRING_START);
         for f in head {
-            let prefix = [b'(', b'0' + f.ftype.digit(), b')'];
-            push_netstring(&mut self.body, &[&prefix, f.name.as_bytes(), b"=", f.value]);
+            push_field_netstring(&mut self.body, *f);
         }
-        let key = keys.active().map(|(_, key)| key);
-        self.classic = key.filter(|_| fmt == MsgFormat::Classic).map(|key| {
-            let mut h = StagedHasher::new(key.hasher());
+        let mut digests = FrameDigests::new(keys, fmt);
+        digests.classic = digests.classic.map(|state| {
+            let mut h = StagedHasher::new(state);
             push_classic_auth_input(&mut h, head);
             h.flush();
             h.hasher
         });
-        self.trailer = key.map(|key| {
-            let mut h = key.hasher();
-            h.update(&self.body);
-            h
-        });
+        if let Some(trailer) = &mut digests.trailer {
+            trailer.update(&self.body);
+        }
+        self.digests = digests;
         self.built_for = Some((keys.id, fmt));
         self.builds += 1;
     }
@@ -1264,23 +1316,14 @@ pub fn encode_stamped_prefixed(
         prefix.build(head, keys, fmt);
     }
     out.reserve(frame_capacity(fields.as_slice()));
-    let start = out.len();
     out.extend_from_slice(&prefix.body);
-    let inner = match (&prefix.classic, keys.active()) {
-        (Some(classic), Some((index, _))) if !must_use_netstring(fields.as_slice()) => {
-            let mut h = StagedHasher::new(classic.clone());
-            push_classic_auth_input(&mut h, tail);
-            Some(AuthValue::new(index, &h.finish()))
-        }
-        _ => None,
-    };
-    push_body_rest(out, tail, inner.as_ref().map(AuthValue::as_bytes));
-    if let (Some(trailer), Some((index, _))) = (&prefix.trailer, keys.active()) {
-        let mut h = trailer.clone();
-        h.update(&out[start + prefix.body.len()..]);
-        let value = AuthValue::new(index, &h.finish());
-        push_netstring(out, &[value.as_bytes()]);
-    }
+    finish_frame(
+        out,
+        out.len(),
+        tail,
+        fields.as_slice(),
+        prefix.digests.clone(),
+    );
 }
 
 /// Parses a `%lx` value as heartbeat writes it: 1–16 hex digits, nothing else.
