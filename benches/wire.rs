@@ -11,6 +11,9 @@
 //! once more with the leading fields kept encoded and hashed (`encode_stamped_prefixed`,
 //! what `daemon::node` sends with).
 
+// A benchmark: real time is what it measures.
+#![allow(clippy::disallowed_methods)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -174,7 +177,10 @@ fn status_of<L: FieldList + ?Sized>(msg: &L) -> usize {
     let reports = text("hbd_groups")
         .and_then(manager::decode_reports)
         .expect("reports");
-    st.len() + dt.unwrap_or(0) as usize + reports.len() + env.src.len()
+    st.len()
+        + usize::try_from(dt.unwrap_or(0)).unwrap_or(usize::MAX)
+        + reports.len()
+        + env.src.len()
 }
 
 /// Decode and verify through the owned [`Message`] API (the baseline), then [`sequence_of`].

@@ -16,6 +16,9 @@
 //! `setsockopt`) every pass. Being connected, each end only hears datagrams from PEER, so the
 //! peer must send from the address given here as PEER (the pair in bench-floor.sh does).
 
+// A measuring tool: real time is what it paces and measures.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::UdpSocket;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};

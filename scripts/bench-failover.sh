@@ -7,7 +7,7 @@
 # Config: keepalive 10ms, deadtime 30ms, warntime 20ms, initdead 1, ucast both ways,
 # auto_failback on, haresources `dir1 IPaddr::192.0.2.10/24/eth0` (the built-in IPaddr, so
 # the figure is the protocol's, not a shell script's). A client in hbdlab-client runs
-# hbd-labprobe through the VIP (a new connection every 2 ms, 50 ms timeout) across each event;
+# examples/labprobe through the VIP (a new connection every 2 ms, 50 ms timeout) across each event;
 # the figure is its max_gap_ms: the largest gap between two consecutive good answers.
 #
 # Scenarios, N trials each, back to the initial state (dir1 holds the VIP, both up) between:
@@ -49,9 +49,9 @@ lab_positive --trials "$TRIALS"
 
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 BIN=$TARGET/release
-if [ ! -x "$BIN/hbd" ] || [ ! -x "$BIN/hactl" ] || [ ! -x "$BIN/hbd-labprobe" ] || [ ! -x "$BIN/hbd-labweb" ]; then
+if [ ! -x "$BIN/hbd" ] || [ ! -x "$BIN/hactl" ] || [ ! -x "$BIN/examples/labprobe" ] || [ ! -x "$BIN/examples/labweb" ]; then
   echo "== building release binaries into $TARGET"
-  CARGO_TARGET_DIR=$TARGET cargo build --quiet --release --bins
+  CARGO_TARGET_DIR=$TARGET cargo build --quiet --release --bins --examples
 fi
 
 VIP=192.0.2.10

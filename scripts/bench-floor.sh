@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench-floor.sh: what the cheapest possible heartbeat exchange costs on this machine, to read
-# hbd's idle CPU against (docs/benchmarks.md, "The floor").
+# hbd's idle CPU against (docs/benchmarks-history.md, "The floor").
 #
 #   bash scripts/bench-floor.sh [--runs N]        (as root; default N = 3)
 #
@@ -11,7 +11,7 @@
 # first with the lab's default veths, then after `lab.sh napi` (needs ethtool). Each run has
 # three pairs: the blocking pace setter, the lazy one (which reads answers on its own tick, as
 # hbd does), and the lazy one with both ends at SCHED_FIFO REALTIME_PRIORITY, as hbd runs by
-# default (on this VM realtime wakeups cost more: docs/benchmarks.md run 12), so that pair is
+# default (on this VM realtime wakeups cost more: docs/benchmarks-history.md run 12), so that pair is
 # the floor hbd compares with. Binaries: $CARGO_TARGET_DIR/release or target/release (built
 # when missing). Every loop is bounded; the EXIT trap kills only the PIDs this script started
 # and runs `lab.sh down`.
@@ -32,8 +32,8 @@ lab_positive --runs "$RUNS"
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 BIN=$TARGET/release
 FLOOR=$BIN/examples/heartbeat_floor
-if [ ! -x "$FLOOR" ] || [ ! -x "$BIN/hbd-labweb" ]; then
-  CARGO_TARGET_DIR=$TARGET cargo build --quiet --release --example heartbeat_floor --bin hbd-labweb
+if [ ! -x "$FLOOR" ] || [ ! -x "$BIN/examples/labweb" ]; then
+  CARGO_TARGET_DIR=$TARGET cargo build --quiet --release --example heartbeat_floor --example labweb
 fi
 lab_on_exit
 # hbd's REALTIME_PRIORITY (src/daemon/realtime.rs), for the runs scheduled as hbd is by default.

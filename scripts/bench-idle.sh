@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench-idle.sh: idle CPU of an hbd pair at keepalive 10 ms, for comparing builds and CPU
-# placements against this machine's run-to-run noise (docs/benchmarks.md, "Idle CPU").
+# placements against this machine's run-to-run noise (docs/benchmarks.md; the runs: docs/benchmarks-history.md).
 #
 #   bash scripts/bench-idle.sh [--runs N] [--pin free|same|split]... [BINDIR...]   (as root)
 #
@@ -39,8 +39,8 @@ lab_positive --runs "$RUNS"
 
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 LABBIN=$TARGET/release
-if [ ! -x "$LABBIN/hbd" ] || [ ! -x "$LABBIN/hbd-labweb" ]; then
-  CARGO_TARGET_DIR=$TARGET cargo build --quiet --release --bin hbd --bin hbd-labweb
+if [ ! -x "$LABBIN/hbd" ] || [ ! -x "$LABBIN/examples/labweb" ]; then
+  CARGO_TARGET_DIR=$TARGET cargo build --quiet --release --bin hbd --example labweb
 fi
 [ ${#BINS[@]} -gt 0 ] || BINS=("$LABBIN")
 WORK=$(mktemp -d /tmp/hbd-idle.XXXXXX)

@@ -6,7 +6,7 @@
 #   PID registry        lab_track PID..., lab_forget PID..., lab_stop PID...,
 #                       lab_on_exit [FUNCTION]: on exit kill (by PID, SIGKILL) every tracked
 #                       process and every hbd in HBD_PID, then `lab.sh down`, then FUNCTION
-#   the lab             lab_up: a fresh lab serving $BIN/hbd-labweb
+#   the lab             lab_up: a fresh lab serving $BIN/examples/labweb
 #   hbd nodes           start_node NAME, kill_node NAME, hactl NAME ARGS..., ask_vip [TIMEOUT_S
 #                       [FALLBACK]], probe_bg DURATION_MS FILE, probe_wait
 #   CPU measurement     cpu_ns PID, cpu_ticks PID, ctxsw PID, napi_ns, lab_window SECONDS PID...
@@ -57,9 +57,9 @@ lab_on_exit() { # [function run after the cleanup]
 }
 
 # ---------------------------------------------------------------- the lab
-lab_up() { # a fresh lab (any previous one torn down) whose web servers are $BIN/hbd-labweb
+lab_up() { # a fresh lab (any previous one torn down) whose web servers are $BIN/examples/labweb
   bash scripts/lab.sh down >/dev/null 2>&1 || true
-  HBD_LABWEB=$BIN/hbd-labweb bash scripts/lab.sh up
+  HBD_LABWEB=$BIN/examples/labweb bash scripts/lab.sh up
 }
 
 # ---------------------------------------------------------------- hbd nodes
@@ -83,8 +83,8 @@ hactl() { "$BIN/hactl" --socket "$WORK/$1/hbd.sock" "${@:2}"; }
 ask_vip() { # [timeout_s (1)] [printed when nothing answers]: who answers on the VIP
   ip netns exec hbdlab-client curl -s -m "${1:-1}" "http://$VIP/" 2>/dev/null || printf '%s' "${2:-}"
 }
-probe_bg() { # duration_ms outfile: hbd-labprobe from the client through the VIP, in the background
-  ip netns exec hbdlab-client "$BIN/hbd-labprobe" --target "$VIP:80" --interval-ms 2 \
+probe_bg() { # duration_ms outfile: examples/labprobe from the client through the VIP, in the background
+  ip netns exec hbdlab-client "$BIN/examples/labprobe" --target "$VIP:80" --interval-ms 2 \
     --timeout-ms 50 --duration-ms "$1" >"$2" 2>&1 &
   PROBE_PID=$!
   lab_track "$PROBE_PID"

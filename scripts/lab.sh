@@ -13,10 +13,10 @@
 # Topology (one LAN, 192.0.2.0/24, TEST-NET-1, no route out of the lab):
 #
 #   hbdlab-br      bridge br0 with one port per host
-#   hbdlab-dir1    director 1      192.0.2.11  (hbd-labweb on :80 answering "dir1")
-#   hbdlab-dir2    director 2      192.0.2.12  (hbd-labweb on :80 answering "dir2")
+#   hbdlab-dir1    director 1      192.0.2.11  (labweb on :80 answering "dir1")
+#   hbdlab-dir2    director 2      192.0.2.12  (labweb on :80 answering "dir2")
 #   hbdlab-client  client          192.0.2.100
-#   hbdlab-rs1..3  real servers    192.0.2.21-23, each running hbd-labweb on :80 that
+#   hbdlab-rs1..3  real servers    192.0.2.21-23, each running labweb on :80 that
 #                  answers with its name; VIP 192.0.2.10 on lo, hidden from ARP
 #                  (resources/tunl with DEV=lo), ready for LVS-DR.
 #
@@ -29,7 +29,7 @@
 # Each host's interface is eth0. `down` kills only the PIDs it recorded and deletes every
 # hbdlab-* namespace it created; a failed `up` runs it before exiting, so the next `up` can
 # start over. Run as root. HBD_LABWEB overrides the server binary (default:
-# target/debug/hbd-labweb, built with cargo when missing).
+# target/debug/examples/labweb, built with cargo when missing).
 
 set -euo pipefail
 
@@ -46,7 +46,7 @@ HOSTS=(
     "rs2 192.0.2.22"
     "rs3 192.0.2.23"
 )
-LABWEB=${HBD_LABWEB:-$ROOT/target/debug/hbd-labweb}
+LABWEB=${HBD_LABWEB:-$ROOT/target/debug/examples/labweb}
 
 die() { echo "lab.sh: $*" >&2; exit 1; }
 ns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
@@ -55,7 +55,7 @@ up() {
     [ "$(id -u)" = 0 ] || die "must run as root"
     ns_exists "$BR" && die "lab already up (run: $0 down)"
     if [ ! -x "$LABWEB" ]; then
-        (cd "$ROOT" && cargo build --quiet --bin hbd-labweb) || die "cannot build hbd-labweb"
+        (cd "$ROOT" && cargo build --quiet --example labweb) || die "cannot build examples/labweb"
     fi
     # From here on a failure tears the half-built lab down, so the next `up` can start over.
     trap 'rc=$?; [ "$rc" = 0 ] || { echo "lab.sh: up failed; removing the half-built lab" >&2; down >/dev/null 2>&1; }' EXIT

@@ -13,4 +13,13 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
+# `cargo test --all-targets` builds examples only as test harnesses (examples/NAME-HASH); the
+# e2e tests run the lab helpers and gen-manpages as plain binaries, so build those first.
+cargo build --locked --examples
 cargo test --locked --all-targets 2>&1 | tee /tmp/hbd-test.log
+# The IPVS tier (scripts/vm-ipvs.sh: Debian's kernel under qemu), alone after the tests above
+# so the guest's CPU does not skew their timing: the rules and the packets scenario, one
+# guest at a time.
+cargo test --locked --test e2e vm:: -- --ignored --test-threads=1 2>&1 | tee -a /tmp/hbd-test.log
+# Every fuzz target for a bounded time (≤ 3 minutes in all) from its seed corpus.
+scripts/fuzz.sh

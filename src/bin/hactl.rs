@@ -1,8 +1,10 @@
 //! `hactl`: the operator's command line. Exit codes: 0 ok, 1 refused or failed, 2 usage
 //! (clap's own code for a bad command line, a bad CLASS included), 3 daemon unreachable.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use hbd::config;
@@ -16,7 +18,7 @@ const EXIT_UNREACHABLE: u8 = 3;
 /// Control and inspect a running hbd.
 #[derive(Debug, Parser)]
 #[command(name = "hactl", version)]
-struct Args {
+pub(crate) struct Args {
     /// Control socket of the daemon.
     #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -31,15 +33,24 @@ enum Command {
         /// Print the daemon's JSON report instead of text.
         #[arg(long)]
         json: bool,
+        /// Redraw every SECS seconds (default 2) like crm_mon, until interrupted or --count.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2",
+              value_parser = parse_interval, conflicts_with = "json")]
+        watch: Option<Duration>,
+        /// With --watch: stop after N reports.
+        #[arg(long, value_name = "N", requires = "watch")]
+        count: Option<u64>,
     },
     /// Move groups to this node (hb_takeover). CLASS: all (default), local (groups this
     /// node prefers), foreign (groups the other node prefers; `failback` is the same).
+    /// With VRRP: every instance advertises priority 254 and preempts (`hactl auto` undoes).
     Takeover {
         /// all | local | foreign | failback
         #[arg(default_value = "all", value_parser = parse_class)]
         class: GroupClass,
     },
     /// Move groups from this node to the other one (hb_standby). CLASS as for takeover.
+    /// With VRRP: masters hand over with priority 0, then advertise priority 1.
     Standby {
         /// all | local | foreign | failback
         #[arg(default_value = "all", value_parser = parse_class)]
@@ -61,14 +72,26 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Print weights and persistence templates as `ipvsadm -Ln --persistent-conn`.
+        #[arg(long, conflicts_with_all = ["save", "json"])]
+        persistent_conn: bool,
     },
+    /// VRRP: drop a takeover/standby override; the instances advertise their configured
+    /// and tracked priority again.
+    Auto,
     /// Re-read the daemon's configuration (as SIGHUP does) and apply what can change live.
     Reload,
-    /// Print the YAML equivalent of a Linux-HA directory (ha.cf, haresources, authkeys).
+    /// Print the YAML equivalent of a Linux-HA directory (ha.cf, haresources, authkeys), or
+    /// of a keepalived.conf (a `vrrp:` section and its virtual servers as `director:`;
+    /// keywords that do not carry over are named on stderr as FILE:LINE).
+    #[command(group(clap::ArgGroup::new("from").required(true).args(["ha_dir", "keepalived_conf"])))]
     Convert {
         /// The Linux-HA directory.
         #[arg(long, value_name = "DIR")]
-        ha_dir: PathBuf,
+        ha_dir: Option<PathBuf>,
+        /// A keepalived.conf (its includes followed).
+        #[arg(long, value_name = "FILE")]
+        keepalived_conf: Option<PathBuf>,
         /// Node name to validate for, instead of `uname -n`.
         #[arg(long, value_name = "NAME")]
         node_name: Option<String>,
@@ -78,10 +101,28 @@ enum Command {
 fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
-        Command::Status { json } => status(&args.socket, json),
-        Command::Convert { ha_dir, node_name } => convert(&ha_dir, node_name),
+        Command::Status {
+            watch: Some(every),
+            count,
+            ..
+        } => watch(&args.socket, every, count),
+        Command::Status { json, .. } => status(&args.socket, json),
+        Command::Convert {
+            keepalived_conf: Some(file),
+            ..
+        } => convert_keepalived(&file),
+        Command::Convert {
+            ha_dir: Some(dir),
+            node_name,
+            ..
+        } => convert(&dir, node_name),
+        Command::Convert { .. } => unreachable!("clap requires --ha-dir or --keepalived-conf"),
         Command::Checks { json } => checks(&args.socket, json),
-        Command::Ipvs { save, json } => ipvs(save.is_some(), json),
+        Command::Ipvs {
+            save,
+            json,
+            persistent_conn,
+        } => ipvs(save.is_some(), json, persistent_conn),
         Command::Takeover { class } => {
             answer(call(&args.socket, Request::Takeover { class }), "done")
         }
@@ -89,6 +130,7 @@ fn main() -> ExitCode {
             answer(call(&args.socket, Request::Standby { class }), "done")
         }
         Command::Reload => answer(call(&args.socket, Request::Reload), "reloaded"),
+        Command::Auto => answer(call(&args.socket, Request::Auto), "done"),
     }
 }
 
@@ -117,11 +159,16 @@ fn checks(socket: &std::path::Path, json: bool) -> ExitCode {
         let last = r
             .last_check_s
             .map_or_else(|| "-".into(), |ago| format!("{ago:.1}s ago"));
+        let state = if r.fallback {
+            format!("fallback {}", r.state)
+        } else {
+            r.state.clone()
+        };
         println!(
             "{:<24} {:<22} {:<5} {:>6} {:>8.0}s {:>8} {}",
             r.virtual_service,
             r.real,
-            r.state,
+            state,
             r.weight
                 .map(|w| w.to_string())
                 .unwrap_or_else(|| "-".into()),
@@ -133,7 +180,8 @@ fn checks(socket: &std::path::Path, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn ipvs(save: bool, json: bool) -> ExitCode {
+fn ipvs(save: bool, json: bool, persistent_conn: bool) -> ExitCode {
+    use hbd::dataplane::support::{self, Severity};
     use hbd::dataplane::{Dataplane, ServiceKey, format};
     use hbd::director::runtime::{BackendChoice, open_backend};
     let runtime = match runtime() {
@@ -142,15 +190,33 @@ fn ipvs(save: bool, json: bool) -> ExitCode {
     };
     let listed = runtime.block_on(async {
         let mut backend = open_backend(BackendChoice::Auto)?;
-        backend.list().await
+        let services = backend.list().await?;
+        Ok::<_, hbd::dataplane::DataplaneError>((backend, services))
     });
-    let services = match listed {
+    let (mut backend, mut services) = match listed {
         Ok(s) => s,
         Err(e) => {
             eprintln!("hactl: {e}");
             return ExitCode::from(EXIT_FAILED);
         }
     };
+    format::sort_like_ipvsadm(&mut services);
+    let connections = if save {
+        Default::default()
+    } else {
+        backend.connections(&services).unwrap_or_else(|e| {
+            eprintln!("hactl: connection counts unavailable: {e}");
+            Default::default()
+        })
+    };
+    // What this dataplane does differently from IPVS, said beside the table.
+    let kind = backend.kind();
+    let notes: Vec<String> = services
+        .iter()
+        .flat_map(|vs| support::limitations(kind, vs))
+        .filter(|l| l.severity == Severity::Approximated)
+        .map(|l| format!("{}: {}", l.service, l.text))
+        .collect();
     if json {
         let value: Vec<serde_json::Value> = services
             .iter()
@@ -160,16 +226,28 @@ fn ipvs(save: bool, json: bool) -> ExitCode {
                     ServiceKey::Udp(a) => ("udp", a.to_string()),
                     ServiceKey::Fwmark(m, _) => ("fwmark", m.to_string()),
                 };
+                let notes: Vec<String> = support::limitations(kind, s)
+                    .into_iter()
+                    .filter(|l| l.severity == Severity::Approximated)
+                    .map(|l| l.text)
+                    .collect();
                 serde_json::json!({
                     "protocol": protocol,
                     "address": address,
                     "scheduler": s.scheduler.name(),
                     "persistent_s": s.persistence.map(|p| p.timeout.as_secs()),
-                    "reals": s.reals.iter().map(|r| serde_json::json!({
-                        "address": r.addr.to_string(),
-                        "forwarding": r.forwarding.name(),
-                        "weight": r.weight,
-                    })).collect::<Vec<_>>(),
+                    "dataplane": kind.name(),
+                    "notes": notes,
+                    "reals": s.reals.iter().map(|r| {
+                        let c = connections.get(&(s.key, r.addr)).copied().unwrap_or_default();
+                        serde_json::json!({
+                            "address": r.addr.to_string(),
+                            "forwarding": r.forwarding.name(),
+                            "weight": r.weight,
+                            "active_conns": c.active,
+                            "inactive_conns": c.inactive,
+                        })
+                    }).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -179,8 +257,18 @@ fn ipvs(save: bool, json: bool) -> ExitCode {
         );
     } else if save {
         print!("{}", format::save(&services));
+    } else if persistent_conn {
+        let header = backend.header();
+        print!(
+            "{}",
+            format::listing_persistent(&header, &services, &connections)
+        );
     } else {
-        print!("{}", format::table(&services));
+        let header = backend.header();
+        print!(
+            "{}",
+            format::listing(&header, &services, &connections, &notes)
+        );
     }
     ExitCode::SUCCESS
 }
@@ -246,6 +334,7 @@ fn status(socket: &std::path::Path, json: bool) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
+    let vrrp = response.vrrp.clone();
     let Some(report) = response.status.filter(|_| response.ok) else {
         eprintln!(
             "hactl: {}",
@@ -256,7 +345,12 @@ fn status(socket: &std::path::Path, json: bool) -> ExitCode {
         return ExitCode::from(EXIT_FAILED);
     };
     if json {
-        match serde_json::to_string_pretty(&report) {
+        // VRRP instances ride along as an extra `vrrp` key; the rest is unchanged.
+        let mut value = serde_json::to_value(&report).unwrap_or_default();
+        if let (Some(v), Some(map)) = (&vrrp, value.as_object_mut()) {
+            map.insert("vrrp".into(), serde_json::to_value(v).unwrap_or_default());
+        }
+        match serde_json::to_string_pretty(&value) {
             Ok(text) => println!("{text}"),
             Err(e) => {
                 eprintln!("hactl: {e}");
@@ -265,8 +359,111 @@ fn status(socket: &std::path::Path, json: bool) -> ExitCode {
         }
     } else {
         print!("{}", render_status(&report));
+        if let Some(v) = &vrrp {
+            print!("{}", render_vrrp(v));
+        }
     }
     ExitCode::SUCCESS
+}
+
+/// The VRRP instances (VRRP as the membership backend).
+fn render_vrrp(instances: &[hbd::control::protocol::VrrpInstanceReport]) -> String {
+    use std::fmt::Write;
+    let mut out = String::from("VRRP instances:\n");
+    for i in instances {
+        let master = match (&i.master, i.master_priority) {
+            (Some(a), Some(p)) => format!("{a} (priority {p})"),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<6} vrid {:<3} on {:<10} priority {} (base {}, {}) master {master}",
+            i.name, i.state, i.vrid, i.interface, i.effective_priority, i.base_priority, i.operator
+        );
+        let _ = writeln!(out, "      {}", i.preempt);
+        for d in &i.down {
+            let _ = writeln!(out, "      {d}");
+        }
+        let _ = writeln!(
+            out,
+            "      group {}; adverts {} sent, {} received, {} dropped",
+            i.group, i.sent, i.received, i.dropped
+        );
+    }
+    out
+}
+
+/// `--watch` intervals: seconds, at least 0.1 and at most a day.
+fn parse_interval(word: &str) -> Result<Duration, String> {
+    match word.parse::<f64>() {
+        Ok(s) if (0.1..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "'{word}' is not a number of seconds between 0.1 and 86400"
+        )),
+    }
+}
+
+/// `status --watch`: the report redrawn every `every`, as crm_mon does: on a terminal the
+/// screen is cleared before each one; into a pipe or file the reports follow each other,
+/// each under its header line. A daemon that does not answer is shown, not fatal.
+fn watch(socket: &std::path::Path, every: Duration, count: Option<u64>) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let clear = std::io::stdout().is_terminal();
+    let mut shown = 0u64;
+    loop {
+        let answer = runtime.block_on(client::call(
+            socket,
+            &Request::Status,
+            every.max(client::DEFAULT_TIMEOUT),
+        ));
+        let body = match answer {
+            Ok(Response {
+                status: Some(report),
+                ..
+            }) => render_status(&report),
+            Ok(r) => format!(
+                "hactl: {}\n",
+                r.error.unwrap_or_else(|| "no status in the answer".into())
+            ),
+            Err(e) => format!("hactl: {e}\n"),
+        };
+        let now = hbd::clock::wall()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut frame = String::new();
+        if clear {
+            frame.push_str("\x1b[H\x1b[2J");
+        }
+        frame.push_str(&format!(
+            "Every {:.1}s: hactl status (unix time {now}){}\n\n{body}",
+            every.as_secs_f64(),
+            if clear { ", Ctrl-C to quit" } else { "" }
+        ));
+        if !clear {
+            frame.push('\n');
+        }
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            if out
+                .write_all(frame.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                // The reader went away (a closed pipe): stop quietly.
+                return ExitCode::SUCCESS;
+            }
+        }
+        shown += 1;
+        if count.is_some_and(|c| shown >= c) {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(every);
+    }
 }
 
 fn render_status(r: &StatusReport) -> String {
@@ -297,9 +494,15 @@ fn render_status(r: &StatusReport) -> String {
             let _ = writeln!(out, "      link {:<40} {}", l.name, l.status);
         }
     }
+    for alarm in &r.alarms {
+        let _ = writeln!(out, "ALARM: {alarm}");
+    }
     let _ = writeln!(out, "Groups:");
     if !r.unstable.is_empty() {
         let _ = writeln!(out, "  (pair not stable: {})", r.unstable);
+    }
+    if let Some(f) = &r.fencing {
+        let _ = writeln!(out, "  fencing: {f}");
     }
     for q in &r.queued {
         let _ = writeln!(out, "  queued request: {q}");
@@ -321,6 +524,15 @@ fn render_status(r: &StatusReport) -> String {
         for res in &g.resources {
             let _ = writeln!(out, "      {:<40} {}", res.spec, res.state);
         }
+    }
+    hbd::control::status::write_media(&mut out, &r.media);
+    if let Some(reach) = &r.reachability {
+        let peer = r
+            .nodes
+            .iter()
+            .find(|n| !n.local)
+            .map_or("peer", |n| &n.name);
+        hbd::control::status::write_reachability(&mut out, reach, &r.node, peer);
     }
     let c = &r.counters;
     let _ = writeln!(
@@ -347,18 +559,45 @@ fn convert(dir: &std::path::Path, node_name: Option<String>) -> ExitCode {
         }
     };
     match config::load_ha_dir(dir, &node) {
-        Ok(loaded) => {
-            for w in &loaded.warnings {
-                eprintln!("{w}");
-            }
-            print!("{}", config::to_yaml(&loaded.config));
+        Ok(loaded) => print_converted(&loaded.warnings, config::to_yaml(&loaded.config)),
+        Err(err) => print_refused(&err.diagnostics),
+    }
+}
+
+/// The end of a `convert`: the load's warnings on stderr, then the YAML on stdout (or why
+/// it could not be written).
+fn print_converted<W: std::fmt::Display, E: std::fmt::Display>(
+    warnings: &[W],
+    yaml: Result<String, E>,
+) -> ExitCode {
+    for w in warnings {
+        eprintln!("{w}");
+    }
+    match yaml {
+        Ok(text) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
-        Err(err) => {
-            for d in &err.diagnostics {
-                eprintln!("{d}");
-            }
+        Err(e) => {
+            eprintln!("hactl: {e}");
             ExitCode::from(EXIT_FAILED)
         }
+    }
+}
+
+/// A `convert` whose input did not load: every diagnostic on stderr.
+fn print_refused<D: std::fmt::Display>(diagnostics: &[D]) -> ExitCode {
+    for d in diagnostics {
+        eprintln!("{d}");
+    }
+    ExitCode::from(EXIT_FAILED)
+}
+
+/// `hactl convert --keepalived-conf FILE`: the YAML with a `vrrp:` section on stdout; what
+/// does not carry over (the load's warnings, FILE:LINE) on stderr.
+fn convert_keepalived(file: &std::path::Path) -> ExitCode {
+    match config::keepalived::load_keepalived(file) {
+        Ok((loaded, warnings)) => print_converted(&warnings, config::keepalived_to_yaml(&loaded)),
+        Err(err) => print_refused(&err.diagnostics),
     }
 }

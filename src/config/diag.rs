@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 /// How bad a diagnostic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
+    /// Nothing is wrong; a note on how hbd reads a line (e.g. `respawn … ipfail`, which hbd
+    /// does itself). Logged at info level at start.
+    Info,
     /// The configuration is still used; something is ignored or deprecated.
     Warning,
     /// The configuration is refused.
@@ -36,6 +39,16 @@ impl Diagnostic {
         }
     }
 
+    /// A note at `file:line` (logged at info level).
+    pub fn info(file: &Path, line: Option<usize>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: file.to_path_buf(),
+            line,
+            severity: Severity::Info,
+            message: message.into(),
+        }
+    }
+
     /// A warning at `file:line`.
     pub fn warning(file: &Path, line: Option<usize>, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
@@ -50,6 +63,7 @@ impl Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sev = match self.severity {
+            Severity::Info => "note: ",
             Severity::Warning => "warning: ",
             Severity::Error => "",
         };
@@ -105,4 +119,18 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+/// Ends a parse: sorts diagnostics by file and line; any error refuses `value` (as does a
+/// `None` value, whose reason is among the diagnostics), else the value comes with its
+/// warnings.
+pub(crate) fn finish<T>(
+    value: Option<T>,
+    mut diags: Vec<Diagnostic>,
+) -> Result<(T, Vec<Diagnostic>), ConfigError> {
+    diags.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    match value {
+        Some(value) if !diags.iter().any(|d| d.severity == Severity::Error) => Ok((value, diags)),
+        _ => Err(ConfigError { diagnostics: diags }),
+    }
 }

@@ -5,8 +5,9 @@
 //! [`interpret`] reads them in order into a [`Draft`], because order matters in ha.cf:
 //! `udpport` applies to the `bcast`/`ucast` lines after it and `baud` to the `serial` lines
 //! after it. Every directive heartbeat knows is recognised: those hbd uses fill the draft,
-//! those it does not act on are warned about by name, `crm`/`pacemaker` are refused, and
-//! unknown words are errors.
+//! those it does not act on are warned about by name from the one table in
+//! [`super::support`], `crm`/`pacemaker` other than `off` are refused, and unknown words are
+//! errors.
 
 use super::diag::edit_distance;
 use std::collections::BTreeMap;
@@ -14,8 +15,10 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::diag::Diagnostic;
+use super::diag::{Diagnostic, Severity};
 use super::model::*;
+use super::source::parse_bool;
+use super::support::{DIRECTIVES, lookup, warning_for};
 use super::time::parse_duration;
 use super::validate::{At, Draft, Loc, bauds_list, respawn_spec};
 
@@ -48,71 +51,6 @@ pub(crate) fn lex(text: &str) -> Vec<Line> {
         .collect()
 }
 
-/// Every directive heartbeat 3.0.6 knows (for "did you mean").
-const KNOWN: &[&str] = &[
-    "keepalive",
-    "deadtime",
-    "warntime",
-    "initdead",
-    "deadping",
-    "udpport",
-    "ucast",
-    "ucast6",
-    "mcast",
-    "mcast6",
-    "bcast",
-    "udp",
-    "serial",
-    "baud",
-    "hopfudge",
-    "msgfmt",
-    "compression",
-    "compression_threshold",
-    "traditional_compression",
-    "max_rexmit_delay",
-    "node",
-    "autojoin",
-    "uuidfrom",
-    "cluster",
-    "hbgenmethod",
-    "auto_failback",
-    "nice_failback",
-    "ping",
-    "ping6",
-    "ping_group",
-    "hbaping",
-    "respawn",
-    "failfast",
-    "apiauth",
-    "env",
-    "logfacility",
-    "logfile",
-    "debugfile",
-    "use_logd",
-    "conn_logd_time",
-    "debug",
-    "realtime",
-    "rtprio",
-    "coredumps",
-    "coreroot",
-    "log_badpack",
-    "syslogmsgfmt",
-    "use_apphbd",
-    "memreserve",
-    "normalpoll",
-    "watchdog",
-    "stonith",
-    "stonith_host",
-    "quorum_server",
-    "crm",
-    "pacemaker",
-    "crm_daemon_dir",
-    "crmd_spawns_pengine",
-    "record_config_changes",
-    "record_pengine_inputs",
-    "enable_config_writes",
-];
-
 /// Directives that take one value; giving one twice is worth a warning.
 const SINGLE: &[&str] = &[
     "keepalive",
@@ -120,6 +58,7 @@ const SINGLE: &[&str] = &[
     "warntime",
     "initdead",
     "deadping",
+    "ping_hysteresis",
     "hopfudge",
     "msgfmt",
     "cluster",
@@ -142,100 +81,61 @@ const FACILITIES: &[&str] = &[
     "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
 ];
 
-/// heartbeat booleans: `true on yes y 1` / `false off no n 0`, case-insensitive.
-pub(crate) fn parse_bool(word: &str) -> Option<bool> {
-    match word.to_ascii_lowercase().as_str() {
-        "true" | "on" | "yes" | "y" | "1" => Some(true),
-        "false" | "off" | "no" | "n" | "0" => Some(false),
-        _ => None,
-    }
+/// A directive value outside the words it accepts; the message names the value and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ValueError {
+    /// `auto_failback` is not a boolean or `legacy`.
+    #[error("auto_failback '{0}' is unknown; use on, off or legacy")]
+    AutoFailback(String),
+    /// `msgfmt` is not `classic` or `netstring`.
+    #[error("msgfmt '{0}' is unknown; use classic or netstring")]
+    MsgFormat(String),
+    /// `logfacility` is not a syslog facility.
+    #[error("'{0}' is not a syslog facility; use one of {list} or none", list = FACILITIES.join(", "))]
+    Facility(String),
 }
 
-/// `auto_failback` values: a boolean or `legacy`; the error is the diagnostic's message.
-pub(crate) fn parse_auto_failback(word: &str) -> Result<AutoFailback, String> {
+/// `auto_failback` values: a boolean or `legacy`.
+pub(crate) fn parse_auto_failback(word: &str) -> Result<AutoFailback, ValueError> {
     if word.eq_ignore_ascii_case("legacy") {
         return Ok(AutoFailback::Legacy);
     }
     match parse_bool(word) {
         Some(true) => Ok(AutoFailback::On),
         Some(false) => Ok(AutoFailback::Off),
-        None => Err(format!(
-            "auto_failback '{word}' is unknown; use on, off or legacy"
-        )),
+        None => Err(ValueError::AutoFailback(word.to_string())),
     }
 }
 
-/// `msgfmt` values; the error is the diagnostic's message.
-pub(crate) fn parse_msgfmt(word: &str) -> Result<MsgFormat, String> {
+/// `msgfmt` values.
+pub(crate) fn parse_msgfmt(word: &str) -> Result<MsgFormat, ValueError> {
     match word.to_ascii_lowercase().as_str() {
         "classic" => Ok(MsgFormat::Classic),
         "netstring" => Ok(MsgFormat::Netstring),
-        _ => Err(format!(
-            "msgfmt '{word}' is unknown; use classic or netstring"
-        )),
+        _ => Err(ValueError::MsgFormat(word.to_string())),
     }
 }
 
 /// Checks a syslog facility name (`none` means no syslog).
-pub(crate) fn check_facility(word: &str) -> Result<Option<String>, String> {
+pub(crate) fn check_facility(word: &str) -> Result<Option<String>, ValueError> {
     let w = word.to_ascii_lowercase();
     if w == "none" {
         Ok(None)
     } else if FACILITIES.contains(&w.as_str()) {
         Ok(Some(w))
     } else {
-        Err(format!(
-            "'{word}' is not a syslog facility; use one of {} or none",
-            FACILITIES.join(", ")
-        ))
+        Err(ValueError::Facility(word.to_string()))
     }
 }
 
 /// The closest known directive, when one is close enough to be a typo.
 fn did_you_mean(word: &str) -> Option<&'static str> {
-    KNOWN
+    DIRECTIVES
         .iter()
-        .map(|k| (edit_distance(word, k), *k))
+        .map(|k| (edit_distance(word, k.name), k.name))
         .filter(|(d, k)| *d <= 2 && *d < k.len())
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
-}
-
-/// What hbd does not act on, and the hint given with the warning.
-fn unsupported_hint(directive: &str) -> Option<&'static str> {
-    Some(match directive {
-        "compression" | "compression_threshold" | "traditional_compression" => {
-            "hbd never compresses the heartbeat frames it sends"
-        }
-        "max_rexmit_delay" => "hbd does not use heartbeat's retransmission delay setting",
-        "uuidfrom" => "hbd identifies nodes by name",
-        "hbgenmethod" => "hbd keeps its own generation numbers",
-        "hbaping" => "use ping or ping_group for reachability",
-        "failfast" => {
-            "hbd does not start failfast clients (or reboot when they die); remove the line"
-        }
-        "env" => "hbd does not start heartbeat API clients, so there is no environment to set",
-        "conn_logd_time" => "hbd does not use ha_logd",
-        "use_logd" => "hbd writes logfile, debugfile and syslog itself",
-        "autojoin" => "only the listed `node`s are members; add a `node` line for each member",
-        "realtime" | "rtprio" | "memreserve" | "normalpoll" => {
-            "hbd runs as a normal process; its scheduling is not configured here"
-        }
-        "coredumps" | "coreroot" => "core dumps follow the system settings (ulimit, core_pattern)",
-        "log_badpack" => "hbd always counts and logs bad packets",
-        "syslogmsgfmt" => "hbd writes its own log line format",
-        "use_apphbd" => "hbd does not use the application heartbeat daemon",
-        "stonith" | "stonith_host" => "hbd cannot fence a peer; remove the line",
-        "quorum_server" => "quorum servers are a Pacemaker/CCM feature",
-        "crm_daemon_dir"
-        | "crmd_spawns_pengine"
-        | "record_config_changes"
-        | "record_pengine_inputs"
-        | "enable_config_writes" => {
-            "it is Pacemaker plumbing and hbd manages haresources groups itself; remove the line"
-        }
-        _ => return None,
-    })
 }
 
 /// Reads lexed ha.cf lines, in order, into a draft (authkeys and haresources are added by the
@@ -377,7 +277,7 @@ impl State {
                 let v6_form = format!("{base}6");
                 let hint = if v6 {
                     format!("use `{base}` for IPv4")
-                } else if KNOWN.contains(&v6_form.as_str()) {
+                } else if lookup(&v6_form).is_some() {
                     format!("use `{v6_form}` for IPv6")
                 } else {
                     format!(
@@ -400,17 +300,6 @@ impl State {
         }
     }
 
-    fn ignored(&mut self, l: &Line) {
-        let hint = unsupported_hint(&l.directive).unwrap_or("remove the line");
-        self.warn(
-            l,
-            format!(
-                "'{}' is not supported by hbd yet and is ignored; {hint}",
-                l.directive
-            ),
-        );
-    }
-
     fn directive(&mut self, l: &Line) {
         let d = l.directive.as_str();
         if let Some(name) = SINGLE.iter().find(|s| **s == d) {
@@ -426,6 +315,35 @@ impl State {
                 self.seen.insert(name, l.line);
             }
         }
+        if lookup(d).is_none() {
+            let hint = match did_you_mean(d) {
+                Some(k) => format!("did you mean '{k}'?"),
+                None => "remove it or check the spelling against docs/configuration.md".to_string(),
+            };
+            self.err(l, format!("unknown directive '{d}'; {hint}"));
+            return;
+        }
+        let errors_before = self.errors();
+        self.read_value(l);
+        // One place warns for every directive hbd does not act on (support::DIRECTIVES), and
+        // only when its value was good (a bad value is an error instead).
+        if self.errors() == errors_before
+            && let Some(w) = warning_for(d, l.args.first().map(String::as_str))
+        {
+            self.warn(l, w);
+        }
+    }
+
+    fn errors(&self) -> usize {
+        self.diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
+    }
+
+    /// Checks a directive's value and, for those hbd acts on, fills the draft.
+    fn read_value(&mut self, l: &Line) {
+        let d = l.directive.as_str();
         match d {
             "keepalive" | "deadtime" | "warntime" | "initdead" | "deadping" => {
                 if let Some(v) = self.duration(l)
@@ -485,38 +403,31 @@ impl State {
                 if let Some(v) = self.one(l, "classic|netstring") {
                     match parse_msgfmt(v) {
                         Ok(f) => self.draft.msgfmt = f,
-                        Err(e) => self.err(l, e),
+                        Err(e) => self.err(l, e.to_string()),
                     }
                 }
             }
             "compression" => {
-                if let Some(v) = self.one(l, "zlib|bz2") {
-                    if matches!(v.to_ascii_lowercase().as_str(), "zlib" | "bz2") {
-                        self.ignored(l);
-                    } else {
-                        self.err(
-                            l,
-                            format!(
-                                "compression '{v}' is unknown; use zlib or bz2 (or remove the line)"
-                            ),
-                        );
-                    }
+                if let Some(v) = self.one(l, "zlib|bz2")
+                    && !matches!(v.to_ascii_lowercase().as_str(), "zlib" | "bz2")
+                {
+                    self.err(
+                        l,
+                        format!("compression '{v}' is unknown; use zlib or bz2 (or remove the line)"),
+                    );
                 }
             }
             "compression_threshold" | "memreserve" | "rtprio" => {
-                if self.number::<u32>(l, "0-4294967295").is_some() {
-                    self.ignored(l);
-                }
+                self.number::<u32>(l, "0-4294967295");
             }
             "max_rexmit_delay" | "conn_logd_time" => {
-                if let Some(v) = self.one(l, "TIME") {
-                    if parse_duration(v).is_err() {
-                        self.err(
-                            l,
-                            format!("{d}: '{v}' is not a number; write a number of milliseconds"),
-                        );
-                    }
-                    self.ignored(l);
+                if let Some(v) = self.one(l, "TIME")
+                    && parse_duration(v).is_err()
+                {
+                    self.err(
+                        l,
+                        format!("{d}: '{v}' is not a number; write a number of milliseconds"),
+                    );
                 }
             }
             "traditional_compression"
@@ -525,20 +436,12 @@ impl State {
             | "log_badpack"
             | "syslogmsgfmt"
             | "use_apphbd"
-            | "normalpoll" => {
-                if self.boolean(l).is_some() {
-                    self.ignored(l);
-                }
+            | "normalpoll"
+            | "use_logd" => {
+                self.boolean(l);
             }
             "coreroot" => {
-                if self.one(l, "DIRECTORY").is_some() {
-                    self.ignored(l);
-                }
-            }
-            "use_logd" => {
-                if self.boolean(l) == Some(true) {
-                    self.ignored(l);
-                }
+                self.one(l, "DIRECTORY");
             }
             "node" => {
                 if self.at_least(l, 1, "NAME [NAME...]") {
@@ -551,8 +454,7 @@ impl State {
             "autojoin" => {
                 if let Some(v) = self.one(l, "none|other|any") {
                     match v.to_ascii_lowercase().as_str() {
-                        "none" => {}
-                        "other" | "any" => self.ignored(l),
+                        "none" | "other" | "any" => {}
                         _ => self.err(
                             l,
                             format!("autojoin '{v}' is unknown; use none, other or any"),
@@ -566,15 +468,13 @@ impl State {
                 } else {
                     &["file", "time"]
                 };
-                if let Some(v) = self.one(l, &allowed.join("|")) {
-                    if allowed.contains(&v.to_ascii_lowercase().as_str()) {
-                        self.ignored(l);
-                    } else {
-                        self.err(
-                            l,
-                            format!("{d} '{v}' is unknown; use {}", allowed.join(" or ")),
-                        );
-                    }
+                if let Some(v) = self.one(l, &allowed.join("|"))
+                    && !allowed.contains(&v.to_ascii_lowercase().as_str())
+                {
+                    self.err(
+                        l,
+                        format!("{d} '{v}' is unknown; use {}", allowed.join(" or ")),
+                    );
                 }
             }
             "cluster" => {
@@ -591,7 +491,7 @@ impl State {
                             }
                             self.draft.auto_failback = Some(At::new(a, self.loc(l)));
                         }
-                        Err(e) => self.err(l, e),
+                        Err(e) => self.err(l, e.to_string()),
                     }
                 }
             }
@@ -621,6 +521,7 @@ impl State {
                     }
                 }
             }
+            "ping_hysteresis" => self.draft.ping_hysteresis = self.duration(l),
             "ping_group" => {
                 if self.at_least(l, 2, "NAME ADDRESS [ADDRESS...]") {
                     let mut addresses = Vec::new();
@@ -640,7 +541,7 @@ impl State {
                 if self.at_least(l, 2, "USER PROGRAM [ARGS...]") {
                     let loc = self.loc(l);
                     if let Some(r) = respawn_spec(&l.args[0], &l.args[1..], &loc, &mut self.diags) {
-                        self.draft.respawn.push(r);
+                        self.draft.respawn.push(At::new(r, self.loc(l)));
                     }
                 }
             }
@@ -649,7 +550,7 @@ impl State {
                 if let Some(v) = self.one(l, "FACILITY") {
                     match check_facility(v) {
                         Ok(f) => self.draft.logging.facility = f,
-                        Err(e) => self.err(l, e),
+                        Err(e) => self.err(l, e.to_string()),
                     }
                 }
             }
@@ -690,11 +591,40 @@ impl State {
                     );
                 }
             }
+            "stonith" => {
+                // stonith TYPE FILE: one device for every node, parameters in FILE.
+                if l.args.len() != 2 {
+                    self.err(l, format!("{d} takes a STONITH type and its configuration file (`stonith external/ipmi /etc/ha.d/ipmi.cfg`)"));
+                } else {
+                    let device = FenceDevice {
+                        from: None,
+                        kind: FenceKind::Glue {
+                            plugin: l.args[0].clone(),
+                            params: GlueParams::File(PathBuf::from(&l.args[1])),
+                        },
+                    };
+                    self.draft.fence_devices.push(At::new(device, self.loc(l)));
+                }
+            }
+            "stonith_host" => {
+                // stonith_host FROM|* TYPE PARAMS…: a device for node FROM (or every node).
+                if l.args.len() < 2 {
+                    self.err(l, format!("{d} takes the node that uses it (or *), a STONITH type and its parameters (`stonith_host * external/ipmi peer 192.0.2.50 admin secret lan`)"));
+                } else {
+                    let from = (l.args[0] != "*").then(|| l.args[0].to_ascii_lowercase());
+                    let device = FenceDevice {
+                        from,
+                        kind: FenceKind::Glue {
+                            plugin: l.args[1].clone(),
+                            params: GlueParams::Inline(l.args[2..].join(" ")),
+                        },
+                    };
+                    self.draft.fence_devices.push(At::new(device, self.loc(l)));
+                }
+            }
             "hbaping"
             | "failfast"
             | "env"
-            | "stonith"
-            | "stonith_host"
             | "quorum_server"
             | "crm_daemon_dir"
             | "crmd_spawns_pengine"
@@ -706,19 +636,15 @@ impl State {
                         l,
                         format!("{d} needs a value; see `man ha.cf`, or remove the line"),
                     );
-                } else {
-                    self.ignored(l);
                 }
             }
-            _ => {
-                let hint = match did_you_mean(d) {
-                    Some(k) => format!("did you mean '{k}'?"),
-                    None => {
-                        "remove it or check the spelling against docs/configuration.md".to_string()
-                    }
-                };
-                self.err(l, format!("unknown directive '{d}'; {hint}"));
-            }
+            // Only names in support::DIRECTIVES get here (checked in `directive`), and each
+            // has an arm above; a row added to the table without one is refused, not
+            // accepted silently.
+            _ => self.err(
+                l,
+                format!("hbd has no reader for '{d}' although it knows the directive; remove the line and report this"),
+            ),
         }
     }
 
@@ -887,10 +813,38 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::support::Support;
 
     fn run(text: &str) -> (Draft, Vec<String>) {
         let (d, diags) = parse(text, Path::new("ha.cf"));
         (d, diags.iter().map(|d| d.to_string()).collect())
+    }
+
+    #[test]
+    fn ping_hysteresis_is_read_as_a_time() {
+        let (d, diags) = run("ping_hysteresis 250ms\n");
+        assert!(diags.is_empty(), "{diags:?}");
+        let h = d.ping_hysteresis.unwrap();
+        assert_eq!((h.value, h.loc.line), (Duration::from_millis(250), Some(1)));
+        let (d, diags) = run("ping_hysteresis soon\nping_hysteresis 1 2\n");
+        assert!(d.ping_hysteresis.is_none());
+        assert!(
+            diags[0].starts_with("ha.cf:1: ping_hysteresis: 'soon' is not a time value"),
+            "{diags:?}"
+        );
+        assert!(
+            diags[1].starts_with("ha.cf:2: warning: ping_hysteresis is given twice"),
+            "{diags:?}"
+        );
+        assert!(
+            diags[2].starts_with("ha.cf:2: ping_hysteresis takes exactly one value"),
+            "{diags:?}"
+        );
+        let (_, diags) = run("ping_hysterisis 1\n");
+        assert!(
+            diags[0].contains("did you mean 'ping_hysteresis'?"),
+            "{diags:?}"
+        );
     }
 
     #[test]
@@ -1023,7 +977,10 @@ mod tests {
         assert_eq!(d.ping_nodes.len(), 3);
         assert_eq!(d.ping_groups[0].value.addresses.len(), 2);
         assert_eq!(
-            d.respawn,
+            d.respawn
+                .iter()
+                .map(|r| r.value.clone())
+                .collect::<Vec<_>>(),
             vec![RespawnSpec {
                 user: "root".into(),
                 command: vec!["/usr/bin/x".into(), "-a".into()]
@@ -1047,34 +1004,110 @@ mod tests {
             }
         );
         assert_eq!(d.watchdog, Some(PathBuf::from("/dev/watchdog")));
-        assert_eq!(diags.len(), 1, "{diags:?}");
-        assert!(diags[0].starts_with("ha.cf:15: warning: ipfail is not started"));
+        // Each line hbd does not act on is named once; ipfail gets a note, not a warning.
+        let named: Vec<&str> = diags
+            .iter()
+            .map(|d| d.split(" is ").next().unwrap_or(d))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "ha.cf:8: warning: 'cluster'",
+                "ha.cf:15: note: ipfail",
+                "ha.cf:17: warning: 'apiauth'",
+            ],
+            "{diags:#?}"
+        );
     }
 
     #[test]
     fn unsupported_are_named() {
-        let (_, diags) = run(
-            "stonith baytech /etc/ha.d/conf/stonith.baytech\nstonith_host * baytech 10.0.0.3 mylogin mysecretpassword\n\
-             compression bz2\ncompression_threshold 2\ntraditional_compression off\nmax_rexmit_delay 250\nuuidfrom file\n\
+        let text = "compression bz2\ncompression_threshold 2\ntraditional_compression off\nmax_rexmit_delay 250\nuuidfrom file\n\
              hbgenmethod time\nhbaping fc-card\nfailfast hacluster /bin/x\nenv A=b\nuse_logd yes\nconn_logd_time 60\n\
-             realtime on\nrtprio 5\ncoredumps true\ncoreroot /var/lib/heartbeat/cores\nlog_badpack true\nsyslogmsgfmt true\n\
+             realtime off\nrtprio 5\ncoredumps true\ncoreroot /var/lib/heartbeat/cores\nlog_badpack true\nsyslogmsgfmt true\n\
              use_apphbd no\nmemreserve 6500\nnormalpoll true\nquorum_server q1\ncrm_daemon_dir /usr/lib/heartbeat\n\
-             crmd_spawns_pengine on\nrecord_config_changes on\nrecord_pengine_inputs on\nenable_config_writes on\nautojoin any\n",
-        );
-        assert_eq!(diags.len(), 29, "{diags:#?}");
+             crmd_spawns_pengine on\nrecord_config_changes on\nrecord_pengine_inputs on\nenable_config_writes on\nautojoin any\n";
+        let (_, diags) = run(text);
+        assert_eq!(diags.len(), 27, "{diags:#?}");
+        let lines = lex(text);
         for (i, d) in diags.iter().enumerate() {
-            assert!(
-                d.starts_with(&format!("ha.cf:{}: warning: '", i + 1)),
-                "{d}"
+            let l = &lines[i];
+            let want = warning_for(&l.directive, l.args.first().map(String::as_str))
+                .expect("every line here is warned about");
+            assert_eq!(*d, format!("ha.cf:{}: warning: {want}", i + 1));
+            let unsupported = matches!(
+                lookup(&l.directive).map(|d| d.support),
+                Some(Support::Unsupported { .. })
             );
-            assert!(
-                d.contains("is not supported by hbd yet and is ignored"),
-                "{d}"
-            );
+            let kind = if unsupported {
+                "is not supported by hbd yet and is ignored; "
+            } else {
+                "is ignored: "
+            };
+            assert!(d.contains(kind), "{d}");
         }
-        assert!(diags[0].starts_with(
-            "ha.cf:1: warning: 'stonith' is not supported by hbd yet and is ignored; "
-        ));
+        assert_eq!(
+            diags[0],
+            "ha.cf:1: warning: 'compression' is ignored: hbd never compresses the heartbeat frames it sends"
+        );
+        assert_eq!(
+            diags[9],
+            "ha.cf:10: warning: 'use_logd yes' is ignored: hbd writes logfile, debugfile and syslog itself"
+        );
+        assert_eq!(
+            diags[26],
+            "ha.cf:27: warning: 'autojoin any' is ignored: only the listed `node`s are members; add a `node` line for each member"
+        );
+    }
+
+    #[test]
+    fn stonith_lines_become_fence_devices() {
+        let (d, diags) = run("stonith baytech /etc/ha.d/conf/stonith.baytech\n\
+             stonith_host * external/ipmi peer 192.0.2.50 admin secret lan\n\
+             stonith_host Dir1 null dir2\nstonith_host\nstonith only-a-type\n");
+        assert_eq!(diags.len(), 2, "{diags:#?}");
+        assert!(
+            diags[0].starts_with("ha.cf:4: stonith_host takes"),
+            "{diags:?}"
+        );
+        assert!(diags[1].starts_with("ha.cf:5: stonith takes"), "{diags:?}");
+        let devices: Vec<_> = d
+            .fence_devices
+            .iter()
+            .map(|a| (a.value.clone(), a.loc.line))
+            .collect();
+        let glue = |from: Option<&str>, plugin: &str, params: GlueParams| FenceDevice {
+            from: from.map(str::to_string),
+            kind: FenceKind::Glue {
+                plugin: plugin.into(),
+                params,
+            },
+        };
+        assert_eq!(
+            devices,
+            [
+                (
+                    glue(
+                        None,
+                        "baytech",
+                        GlueParams::File("/etc/ha.d/conf/stonith.baytech".into())
+                    ),
+                    Some(1)
+                ),
+                (
+                    glue(
+                        None,
+                        "external/ipmi",
+                        GlueParams::Inline("peer 192.0.2.50 admin secret lan".into())
+                    ),
+                    Some(2)
+                ),
+                (
+                    glue(Some("dir1"), "null", GlueParams::Inline("dir2".into())),
+                    Some(3)
+                ),
+            ]
+        );
     }
 
     #[test]
@@ -1133,9 +1166,8 @@ mod tests {
         let (_, diags) = run("compression BZ2\n");
         assert_eq!(diags.len(), 1, "{diags:?}");
         assert!(
-            diags[0].starts_with(
-                "ha.cf:1: warning: 'compression' is not supported by hbd yet and is ignored"
-            ),
+            diags[0]
+                == "ha.cf:1: warning: 'compression' is ignored: hbd never compresses the heartbeat frames it sends",
             "{diags:?}"
         );
     }

@@ -35,12 +35,30 @@ pub(crate) fn is_ip(word: &str) -> bool {
     matches(word, 3)
 }
 
+/// Why a haresources word cannot be a resource (each message names the word and the fix).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ResourceWordError {
+    /// Empty, or holding whitespace.
+    #[error(
+        "resource '{0}' is empty or contains whitespace; write one resource per word, arguments separated by `::`"
+    )]
+    Blank(String),
+    /// `::ARG` with nothing before it.
+    #[error(
+        "resource '{0}' has no script name before `::`; write SCRIPT::ARG (e.g. IPaddr::192.0.2.10/24/eth0)"
+    )]
+    NoScript(String),
+    /// A path where a script name belongs.
+    #[error(
+        "resource script '{0}' contains '/'; name a script in /etc/ha.d/resource.d or /etc/init.d, not a path"
+    )]
+    ScriptPath(String),
+}
+
 /// Parses one resource word into kind and arguments, or says why it cannot be used.
-pub(crate) fn parse_resource(word: &str) -> Result<ResourceSpec, String> {
+pub(crate) fn parse_resource(word: &str) -> Result<ResourceSpec, ResourceWordError> {
     if word.is_empty() || word.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "resource '{word}' is empty or contains whitespace; write one resource per word, arguments separated by `::`"
-        ));
+        return Err(ResourceWordError::Blank(word.to_string()));
     }
     if is_ip(word) {
         return Ok(ResourceSpec {
@@ -52,14 +70,10 @@ pub(crate) fn parse_resource(word: &str) -> Result<ResourceSpec, String> {
     let mut parts = word.split("::");
     let kind = parts.next().unwrap_or_default().to_string();
     if kind.is_empty() {
-        return Err(format!(
-            "resource '{word}' has no script name before `::`; write SCRIPT::ARG (e.g. IPaddr::192.0.2.10/24/eth0)"
-        ));
+        return Err(ResourceWordError::NoScript(word.to_string()));
     }
     if kind.contains('/') {
-        return Err(format!(
-            "resource script '{kind}' contains '/'; name a script in /etc/ha.d/resource.d or /etc/init.d, not a path"
-        ));
+        return Err(ResourceWordError::ScriptPath(kind));
     }
     Ok(ResourceSpec {
         spec: word.to_string(),
@@ -127,7 +141,7 @@ fn group_line(
             Ok(r) => resources.push(r),
             Err(e) => {
                 ok = false;
-                diags.push(loc.error(e));
+                diags.push(loc.error(e.to_string()));
             }
         }
     }

@@ -17,6 +17,46 @@ pub const DEFAULT_UDP_PORT: u16 = 694;
 pub const DEFAULT_BAUD: u32 = 19200;
 /// Serial speeds heartbeat accepts (`StringToBaud`).
 pub const VALID_BAUDS: [u32; 7] = [9600, 19200, 38400, 57600, 115200, 230400, 460800];
+/// Bits a serial line spends on one byte: a start bit, 8 data bits and a stop bit (8N1, as
+/// heartbeat's `ttysetup` sets the line).
+pub const SERIAL_BITS_PER_BYTE: u64 = 10;
+
+/// How long `bytes` take to cross a serial line at `baud` (8N1, no gaps between bytes).
+pub fn serial_line_time(bytes: usize, baud: u32) -> Duration {
+    let bits = u64::try_from(bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(SERIAL_BITS_PER_BYTE);
+    let nanos = u128::from(bits) * 1_000_000_000 / u128::from(baud.max(1));
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// Bytes of an hbd `status` heartbeat in classic text (what a serial line carries, see
+/// `media::serial`), counted generously: every field at its longest usual width
+/// (`st=active`, 8 hex digits of `seq`/`hg`/`ts`, a long load average, a 3-digit `ttl`),
+/// plus the longest node name, the active key's digest and the `hbd_groups` text for
+/// `groups`. A real frame is a little shorter: heartbeat 3.0.6's status with md5 is 195
+/// bytes where this says 217; with sha256 and two VIP groups it is about 350.
+/// `media::serial` checks it against encoded frames.
+pub fn status_frame_bytes(nodes: &[String], method: AuthMethod, groups: &[GroupSpec]) -> usize {
+    // `>>>`, t, st, dt, protocol, (1)srcuuid, seq, hg, ts, ld, ttl, `src=` and `auth=N `
+    // with their newlines, `<<<` (HEARTBEAT-WIRE.md §5 and the capture in §8).
+    const FIXED: usize = 4 + 9 + 10 + 12 + 11 + 36 + 13 + 12 + 12 + 36 + 8 + 5 + 8 + 4;
+    let name = nodes.iter().map(String::len).max().unwrap_or(0);
+    let digest = match method {
+        AuthMethod::Crc => 8,
+        AuthMethod::Md5 => 32,
+        AuthMethod::Sha1 => 40,
+        AuthMethod::Sha256 => 64,
+    };
+    // `hbd_groups=` and, per group, `KEY|1|0|TARGET|EPOCH;` (manager::encode_reports).
+    let reports: usize = groups
+        .iter()
+        .map(|g| g.name().len() + 5 + name + 1 + 6)
+        .sum();
+    let groups_field = if groups.is_empty() { 0 } else { 12 + reports };
+    FIXED + name + digest + groups_field
+}
+
 /// Extra forwarding hops above the node count (heartbeat config.c default; only fills `ttl`).
 pub const DEFAULT_HOPFUDGE: u8 = 1;
 /// Cluster name when none is given (heartbeat config.c default).
@@ -46,6 +86,10 @@ pub struct Config {
     pub ping_nodes: Vec<IpAddr>,
     /// Ping groups (`ping_group`): one pseudo-member, up while any address answers.
     pub ping_groups: Vec<PingGroup>,
+    /// How long the node holding groups must reach fewer ping nodes/groups than its peer,
+    /// without a break, before the groups move (`ping_hysteresis`, an hbd extension;
+    /// default [`default_ping_hysteresis`]).
+    pub ping_hysteresis: Duration,
     /// Resource groups, from haresources or YAML, in file order.
     pub groups: Vec<GroupSpec>,
     /// Where log lines go.
@@ -60,6 +104,12 @@ pub struct Config {
     pub director: Option<DirectorSpec>,
     /// How a VIP announces itself on acquire and after a split brain (YAML `vip_announce`).
     pub vip_announce: VipAnnounce,
+    /// Where the Prometheus endpoint listens (YAML `metrics`, an hbd extension); `None`, the
+    /// default, serves no metrics.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// How a peer that died while it may have held groups is fenced before this node takes
+    /// them over (ha.cf `stonith`/`stonith_host`, YAML `fencing`); `None`: no fencing.
+    pub fencing: Option<FencingSpec>,
 }
 
 /// Gratuitous ARPs / unsolicited NAs sent when a VIP is acquired: the first at once, the
@@ -88,7 +138,7 @@ pub struct DirectorSpec {
     /// written inline in the YAML. The daemon re-reads this file on reload.
     pub ldirectord_cf: Option<PathBuf>,
     /// The validated services.
-    pub config: crate::director::DirectorConfig,
+    pub config: super::director::DirectorConfig,
 }
 
 /// Liveness timers, all held as [`Duration`] (heartbeat keeps milliseconds).
@@ -295,6 +345,13 @@ impl AutoFailback {
     }
 }
 
+/// `ping_hysteresis` when none is given: 2 × `deadping`. ipfail waited 2 × keepalive before
+/// giving resources up; hbd counts in deadpings, the time a target takes to be declared
+/// dead, so a target that dies and answers again within one more deadping moves nothing.
+pub fn default_ping_hysteresis(deadping: Duration) -> Duration {
+    deadping * 2
+}
+
 /// A ping group: one pseudo-member that is up while any address answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PingGroup {
@@ -343,6 +400,100 @@ pub struct Logging {
     /// `debug`: 0–255.
     pub debug_level: u8,
 }
+
+/// Fencing (STONITH): before taking over from a peer that died while it may have held
+/// groups, reset (or power off) that peer, and take over only once that succeeded. A peer
+/// whose daemon died but whose addresses stay up is the case it exists for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FencingSpec {
+    /// The devices, each for the nodes that may use it; the first that applies to this node
+    /// (named `from`, else `*`) is the one used.
+    pub devices: Vec<FenceDevice>,
+    /// What is asked of the device.
+    pub action: FenceAction,
+    /// Time one attempt may take before its process group is killed.
+    pub timeout: Duration,
+    /// Attempts before giving up (the groups then stay stopped and the failure is reported).
+    pub attempts: u32,
+}
+
+impl FencingSpec {
+    /// The device `node` uses: the first naming it, else the first for every node (`*`).
+    pub fn device_for(&self, node: &str) -> Option<&FenceDevice> {
+        self.devices
+            .iter()
+            .find(|d| d.from.as_deref() == Some(node))
+            .or_else(|| self.devices.iter().find(|d| d.from.is_none()))
+    }
+}
+
+/// Fencing defaults: heartbeat resets; 30 s per attempt; three attempts.
+pub const DEFAULT_FENCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// See [`DEFAULT_FENCE_TIMEOUT`].
+pub const DEFAULT_FENCE_ATTEMPTS: u32 = 3;
+
+/// What a fence device is asked to do to the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FenceAction {
+    /// Power-cycle it (heartbeat's choice).
+    Reset,
+    /// Power it off.
+    Off,
+}
+
+impl FenceAction {
+    /// The word agents take.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FenceAction::Reset => "reset",
+            FenceAction::Off => "off",
+        }
+    }
+}
+
+/// One fence device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceDevice {
+    /// The node that uses it (`stonith_host NODE …`); `None` for `*`: every node.
+    pub from: Option<String>,
+    /// How it is driven.
+    pub kind: FenceKind,
+}
+
+/// How a fence device is driven.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FenceKind {
+    /// A cluster-glue STONITH plugin through `stonith(8)`, as heartbeat drove it:
+    /// `stonith -t TYPE -p PARAMS -T ACTION NODE` (`stonith_host`), or `-F FILE`
+    /// (`stonith TYPE FILE`).
+    Glue {
+        /// Plugin type (`external/ipmi`, `apcmaster`, `null`, …).
+        plugin: String,
+        /// Its parameters.
+        params: GlueParams,
+    },
+    /// An external agent, the contract of cluster-glue's external plugins: called as
+    /// `AGENT reset|off|status NODE`, its parameters in the environment; exit 0 is success.
+    Agent {
+        /// The program.
+        path: PathBuf,
+        /// Environment variables it gets.
+        params: Vec<(String, String)>,
+    },
+}
+
+/// A cluster-glue plugin's parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GlueParams {
+    /// Inline words (`stonith_host`), passed with `-p`.
+    Inline(String),
+    /// A configuration file (`stonith`), passed with `-F`.
+    File(PathBuf),
+}
+
+/// Where cluster-glue's `stonith(8)` is; `stonith`/`stonith_host` need it.
+pub const STONITH_COMMAND: &str = "/usr/sbin/stonith";
 
 /// A program kept running beside the daemon (`respawn USER PATH [ARGS]`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,10 +11,25 @@ use std::time::Duration;
 /// from overflow.
 const MAX_MICROS: u128 = 1_000_000_000_000_000;
 
+/// Why a text is not a time value; the message names the text and the fix, for use in a
+/// `file:line:` diagnostic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not a number with an optional `s`, `ms` or `us` suffix.
+    #[error(
+        "'{0}' is not a time value; write seconds (`2`, `1.5`, `2s`), milliseconds (`500ms`) or microseconds (`250us`)"
+    )]
+    NotATime(String),
+    /// Above about 31 years.
+    #[error("'{0}' is too large for a time value")]
+    TooLarge(String),
+    /// Holds a fraction of a microsecond.
+    #[error("'{0}' is finer than a microsecond; round it to whole microseconds")]
+    FinerThanMicrosecond(String),
+}
+
 /// Parses a heartbeat time value (`2`, `1.5`, `500ms`, `250us`, `2s`) into a [`Duration`].
-///
-/// The error text says what was wrong with `text`, for use in a `file:line:` diagnostic.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let t = text.trim();
     let (number, unit_micros): (&str, u128) = if let Some(n) = t.strip_suffix("ms") {
         (n, 1_000)
@@ -26,12 +41,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         (t, 1_000_000)
     };
     let number = number.trim_end();
-    let bad = || {
-        format!(
-            "'{text}' is not a time value; write seconds (`2`, `1.5`, `2s`), milliseconds \
-             (`500ms`) or microseconds (`250us`)"
-        )
-    };
+    let bad = || DurationError::NotATime(text.to_string());
     let (int_part, frac_part) = match number.split_once('.') {
         Some((i, f)) => (i, f),
         None => (number, ""),
@@ -46,7 +56,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     // Exact decimal arithmetic in units of 1e-18 of the unit would overflow; work in
     // microseconds: value_us = int * unit + frac * unit / 10^len.
-    let too_big = || format!("'{text}' is too large for a time value");
+    let too_big = || DurationError::TooLarge(text.to_string());
     let mut micros: u128 = 0;
     for b in int_part.bytes() {
         micros = micros
@@ -67,9 +77,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     let frac_micros = frac * unit_micros / scale;
     if !(frac * unit_micros).is_multiple_of(scale) || frac_part.bytes().skip(6).any(|b| b != b'0') {
-        return Err(format!(
-            "'{text}' is finer than a microsecond; round it to whole microseconds"
-        ));
+        return Err(DurationError::FinerThanMicrosecond(text.to_string()));
     }
     micros += frac_micros;
     if micros > MAX_MICROS {
@@ -120,7 +128,7 @@ mod tests {
         for bad in [
             "", "ms", "-1", "1e3", "abc", "1.2.3", "1m", "1h", "1 s s", "+1", ".",
         ] {
-            let err = parse_duration(bad).expect_err(bad);
+            let err = parse_duration(bad).expect_err(bad).to_string();
             assert!(
                 err.contains("time value") || err.contains("microsecond"),
                 "{err}"
@@ -129,12 +137,19 @@ mod tests {
         assert!(
             parse_duration("0.0000001")
                 .unwrap_err()
+                .to_string()
                 .contains("microsecond")
         );
-        assert!(parse_duration("1.5us").unwrap_err().contains("microsecond"));
+        assert!(
+            parse_duration("1.5us")
+                .unwrap_err()
+                .to_string()
+                .contains("microsecond")
+        );
         assert!(
             parse_duration("99999999999999999999999999999")
                 .unwrap_err()
+                .to_string()
                 .contains("too large")
         );
     }

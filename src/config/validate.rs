@@ -3,7 +3,9 @@
 //!
 //! The rules are heartbeat's (`config.c`): at least one medium; deadtime > 2 × keepalive;
 //! initdead ≥ deadtime; deadping > 2 × keepalive; the local node listed as a `node`; an
-//! authentication key. Unlike heartbeat, timers go down to 1 ms.
+//! authentication key. Unlike heartbeat, timers go down to 1 ms. hbd adds one: deadtime must
+//! be more than twice the time a heartbeat takes on each serial line (see
+//! `check_serial_lines`).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -36,6 +38,11 @@ impl Loc {
     /// An error here.
     pub fn error(&self, message: impl Into<String>) -> Diagnostic {
         Diagnostic::error(&self.file, self.line, message)
+    }
+
+    /// A note here (info level).
+    pub fn info(&self, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::info(&self.file, self.line, message)
     }
 
     /// A warning here.
@@ -97,12 +104,14 @@ pub(crate) struct Draft {
     pub ping_nodes: Vec<At<IpAddr>>,
     /// `ping_group`.
     pub ping_groups: Vec<At<PingGroup>>,
+    /// `ping_hysteresis` (hbd extension).
+    pub ping_hysteresis: Option<At<Duration>>,
     /// Resource groups.
     pub groups: Vec<At<GroupSpec>>,
     /// Logging.
     pub logging: Logging,
     /// `respawn`.
-    pub respawn: Vec<RespawnSpec>,
+    pub respawn: Vec<At<RespawnSpec>>,
     /// `apiauth`.
     pub apiauth: Vec<ApiAuth>,
     /// `watchdog`.
@@ -111,6 +120,16 @@ pub(crate) struct Draft {
     pub director: Option<DirectorSpec>,
     /// YAML `vip_announce`.
     pub vip_announce: VipAnnounce,
+    /// YAML `metrics`.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Fence devices: ha.cf `stonith`/`stonith_host` lines, or the YAML `fencing` agent.
+    pub fence_devices: Vec<At<FenceDevice>>,
+    /// YAML `fencing` `action`, `timeout`, `attempts` (defaults for ha.cf).
+    pub fence_action: FenceAction,
+    /// See `fence_action`.
+    pub fence_timeout: Duration,
+    /// See `fence_action`.
+    pub fence_attempts: u32,
 }
 
 impl Draft {
@@ -133,6 +152,7 @@ impl Draft {
             auto_failback: None,
             ping_nodes: Vec::new(),
             ping_groups: Vec::new(),
+            ping_hysteresis: None,
             groups: Vec::new(),
             logging: Logging::default(),
             respawn: Vec::new(),
@@ -140,6 +160,11 @@ impl Draft {
             watchdog: None,
             director: None,
             vip_announce: VipAnnounce::default(),
+            metrics: None,
+            fence_devices: Vec::new(),
+            fence_action: FenceAction::Reset,
+            fence_timeout: DEFAULT_FENCE_TIMEOUT,
+            fence_attempts: DEFAULT_FENCE_ATTEMPTS,
         }
     }
 
@@ -227,8 +252,9 @@ pub(crate) fn check_medium(medium: &MediumSpec, loc: &Loc, diags: &mut Vec<Diagn
     }
 }
 
-/// A `respawn` program to keep running, or `None` with a warning for ipfail, which hbd
-/// replaces with the reachability built into the daemon (shared by ha.cf and YAML).
+/// A `respawn` program to keep running, or `None` with a note for ipfail (any program whose
+/// name is `ipfail`), whose job the daemon does itself (shared by ha.cf and YAML). A missing
+/// ipfail binary is therefore fine.
 pub(crate) fn respawn_spec(
     user: &str,
     command: &[String],
@@ -240,9 +266,13 @@ pub(crate) fn respawn_spec(
         .file_name()
         .is_some_and(|n| n == "ipfail")
     {
-        diags.push(loc.warning(
-            "ipfail is not started: hbd replaces it with reachability built into the daemon (ping nodes and ping groups), which does not move groups yet; remove this respawn entry",
-        ));
+        diags.push(loc.info(IPFAIL_BUILT_IN));
+        return None;
+    }
+    if !Path::new(program).is_absolute() {
+        diags.push(loc.error(format!(
+            "respawn program '{program}' is not an absolute path; write the full path (e.g. /usr/local/bin/{program})"
+        )));
         return None;
     }
     Some(RespawnSpec {
@@ -250,6 +280,9 @@ pub(crate) fn respawn_spec(
         command: command.to_vec(),
     })
 }
+
+/// The note given for `respawn … ipfail` (info level, not a warning).
+pub(crate) const IPFAIL_BUILT_IN: &str = "ipfail is built into hbd (ping nodes/groups drive failover); it is not started, and this line can go";
 
 /// The valid serial speeds, for messages.
 pub(crate) fn bauds_list() -> String {
@@ -305,8 +338,11 @@ pub(crate) fn validate(
         )));
     }
 
-    // Timing.
+    // Timing, then whether each serial line can carry it.
     let timing = check_timing(&draft, &main, diags);
+    if let Some(t) = &timing {
+        check_serial_lines(&draft, t, diags);
+    }
 
     // Auto failback: heartbeat defaults to legacy with a startup warning.
     let auto_failback = match &draft.auto_failback {
@@ -341,6 +377,26 @@ pub(crate) fn validate(
             )));
         }
     }
+
+    // Groups: a two-node design, as heartbeat's haresources mode: the ownership protocol
+    // moves every group between this node and its one peer.
+    if draft.nodes.len() > 2
+        && let Some(first) = draft.groups.first()
+    {
+        diags.push(first.loc.error(format!(
+            "resource groups need a two-node cluster, and {} nodes are listed ({}); \
+             haresources groups move between two nodes only: list exactly two `node` lines, \
+             or run the other nodes without haresources",
+            draft.nodes.len(),
+            draft
+                .nodes
+                .iter()
+                .map(|n| n.value.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let ping_hysteresis = timing.map(|t| check_ping_hysteresis(&draft, &t, diags));
 
     // Groups: preferred node listed, keys unique.
     let mut keys: Vec<(String, &Loc)> = Vec::new();
@@ -384,10 +440,13 @@ pub(crate) fn validate(
         ));
     }
 
+    let fencing = check_fencing(&draft, &local, diags);
+
     if diags.iter().any(|d| d.severity == Severity::Error) {
         return None;
     }
     let timing = timing?;
+    let ping_hysteresis = ping_hysteresis?;
     let auth = draft.auth?;
     Some(Config {
         cluster_name: draft
@@ -402,14 +461,115 @@ pub(crate) fn validate(
         auto_failback,
         ping_nodes: draft.ping_nodes.into_iter().map(|p| p.value).collect(),
         ping_groups: draft.ping_groups.into_iter().map(|p| p.value).collect(),
+        ping_hysteresis,
         groups: draft.groups.into_iter().map(|g| g.value).collect(),
         logging: draft.logging,
-        respawn: draft.respawn,
+        respawn: draft.respawn.into_iter().map(|r| r.value).collect(),
         apiauth: draft.apiauth,
         watchdog: draft.watchdog,
         director: draft.director,
         vip_announce: draft.vip_announce,
+        metrics: draft.metrics,
+        fencing,
     })
+}
+
+/// The fencing in force: every device checked (its program present, its node a cluster
+/// node), and a note when none applies to `local_node`.
+fn check_fencing(
+    draft: &Draft,
+    local_node: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<FencingSpec> {
+    if draft.fence_devices.is_empty() {
+        return None;
+    }
+    for d in &draft.fence_devices {
+        if let Some(from) = &d.value.from
+            && !draft.nodes.is_empty()
+            && !draft.nodes.iter().any(|n| &n.value == from)
+        {
+            diags.push(d.loc.warning(format!(
+                "'{from}' is not a cluster node, so this fence device is never used; write a `node` name or `*`"
+            )));
+        }
+        match &d.value.kind {
+            FenceKind::Glue { plugin, params } => {
+                if !Path::new(STONITH_COMMAND).is_file() {
+                    diags.push(d.loc.error(format!(
+                        "STONITH plugin '{plugin}' is driven through cluster-glue's stonith(8), and {STONITH_COMMAND} is missing; \
+                         install it (`apt-get install cluster-glue`) or use a fence agent (YAML `fencing: {{ agent: PATH }}`)"
+                    )));
+                }
+                if let GlueParams::File(file) = params
+                    && !file.is_file()
+                {
+                    diags.push(d.loc.error(format!(
+                        "STONITH configuration file {} does not exist; create it or use `stonith_host` with inline parameters",
+                        file.display()
+                    )));
+                }
+            }
+            FenceKind::Agent { path, .. } => {
+                use std::os::unix::fs::PermissionsExt;
+                let runnable = std::fs::metadata(path)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+                if !runnable {
+                    diags.push(d.loc.error(format!(
+                        "fence agent {} is not an executable file; install it or fix the path",
+                        path.display()
+                    )));
+                }
+            }
+        }
+    }
+    if draft.fence_attempts == 0 {
+        diags.push(
+            draft.fence_devices[0]
+                .loc
+                .error("fencing attempts must be at least 1"),
+        );
+    }
+    let devices: Vec<FenceDevice> = draft
+        .fence_devices
+        .iter()
+        .map(|d| d.value.clone())
+        .collect();
+    let spec = FencingSpec {
+        devices,
+        action: draft.fence_action,
+        timeout: draft.fence_timeout,
+        attempts: draft.fence_attempts,
+    };
+    if spec.device_for(local_node).is_none() && !local_node.is_empty() {
+        diags.push(draft.fence_devices[0].loc.warning(format!(
+            "no fence device applies to this node ({local_node}): it takes over without fencing; \
+             add a `stonith_host {local_node} …` or `stonith_host * …` line"
+        )));
+    }
+    Some(spec)
+}
+
+/// `ping_hysteresis`, given or its default (2 × deadping), with warnings when it cannot act
+/// as meant.
+fn check_ping_hysteresis(draft: &Draft, timing: &Timing, diags: &mut Vec<Diagnostic>) -> Duration {
+    let given = draft.ping_hysteresis.as_ref();
+    let value = given.map_or(default_ping_hysteresis(timing.deadping), |h| h.value);
+    let targets = !draft.ping_nodes.is_empty() || !draft.ping_groups.is_empty();
+    let f = format_duration;
+    match given {
+        Some(h) if !targets => diags.push(h.loc.warning(
+            "ping_hysteresis has no effect without ping targets; add `ping`, `ping6` or `ping_group` lines, or remove it",
+        )),
+        Some(h) if value < timing.keepalive * 2 => diags.push(h.loc.warning(format!(
+            "ping_hysteresis ({}) is shorter than 2 × keepalive ({}): each node hears its peer's count in heartbeats, up to a keepalive late, so losing the same target on both nodes could move groups; raise ping_hysteresis to at least {}",
+            f(value),
+            f(timing.keepalive * 2),
+            f(timing.keepalive * 2)
+        ))),
+        _ => {}
+    }
+    value
 }
 
 /// A resource's identity as heartbeat compares it (a bare address is `IPaddr::address`).
@@ -420,6 +580,66 @@ fn canonical(r: &ResourceSpec) -> String {
         s.push_str(a);
     }
     s
+}
+
+/// Rounds up to a whole millisecond, for messages.
+fn ceil_ms(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_micros().div_ceil(1_000)).unwrap_or(u64::MAX))
+}
+
+/// Whether each serial line can keep a peer alive on its own (see media::serial).
+///
+/// A serial line carries one heartbeat in [`serial_line_time`] of a status frame (about
+/// 180 ms at 19200 baud). hbd lets it run at the rate it allows: when keepalive is shorter,
+/// the line carries the newest heartbeat each time it is free and skips the others, which
+/// the UDP media still carry (a warning says so). But the peer is declared dead after
+/// deadtime without any heartbeat, so deadtime must be more than twice the line's
+/// heartbeat time, as heartbeat requires deadtime > 2 × keepalive; otherwise the line would
+/// not keep the peer alive when the network is lost, which is its whole point (an error).
+fn check_serial_lines(draft: &Draft, timing: &Timing, diags: &mut Vec<Diagnostic>) {
+    let nodes: Vec<String> = draft.nodes.iter().map(|n| n.value.clone()).collect();
+    // A group without resources is reported on its own (and would have no name to size).
+    let groups: Vec<GroupSpec> = draft
+        .groups
+        .iter()
+        .filter(|g| !g.value.resources.is_empty())
+        .map(|g| g.value.clone())
+        .collect();
+    let method = draft
+        .auth
+        .as_ref()
+        .and_then(|a| a.keys.get(&a.active))
+        .map_or(AuthMethod::Sha256, |k| k.method);
+    let frame = status_frame_bytes(&nodes, method, &groups);
+    let f = format_duration;
+    for m in &draft.media {
+        let MediumSpec::Serial { device, baud } = &m.value else {
+            continue;
+        };
+        let per_frame = ceil_ms(serial_line_time(frame, *baud));
+        let device = device.display();
+        if timing.deadtime <= per_frame * 2 {
+            let faster = VALID_BAUDS
+                .iter()
+                .find(|b| ceil_ms(serial_line_time(frame, **b)) * 2 < timing.deadtime)
+                .map(|b| format!(", raise baud to {b} or more"))
+                .unwrap_or_default();
+            diags.push(m.loc.error(format!(
+                "deadtime ({}) is too short for the serial line {device} at {baud} baud: a heartbeat (about {frame} bytes) takes {} on it, so a peer heard only on this line would be declared dead; raise deadtime to at least {}{faster}, or drop the serial line",
+                f(timing.deadtime),
+                f(per_frame),
+                f(per_frame * 2 + Duration::from_millis(1)),
+            )));
+        } else if timing.keepalive < per_frame {
+            diags.push(m.loc.warning(format!(
+                "keepalive ({}) is shorter than the {} a heartbeat (about {frame} bytes) takes on the serial line {device} at {baud} baud: that line will carry the newest heartbeat every {} and skip the others, which the other media still carry; use keepalive {} or more to send every one on it",
+                f(timing.keepalive),
+                f(per_frame),
+                f(per_frame),
+                f(per_frame),
+            )));
+        }
+    }
 }
 
 /// Timers: defaults from the final deadtime, then heartbeat's rules.
@@ -546,6 +766,43 @@ mod tests {
     }
 
     #[test]
+    fn ping_hysteresis_defaults_to_two_deadpings_and_warns_when_it_cannot_act() {
+        let mut d = base();
+        d.keepalive = dur(100, 4);
+        d.deadtime = dur(1000, 5);
+        d.deadping = dur(500, 6);
+        let (c, diags) = run(d.clone());
+        assert_eq!(c.unwrap().ping_hysteresis, Duration::from_millis(1000));
+        assert!(diags.is_empty(), "{diags:?}");
+
+        // Given without targets: no effect.
+        d.ping_hysteresis = dur(300, 7);
+        let (c, diags) = run(d.clone());
+        assert_eq!(c.unwrap().ping_hysteresis, Duration::from_millis(300));
+        assert_eq!(
+            diags,
+            [
+                "ha.cf:7: warning: ping_hysteresis has no effect without ping targets; add `ping`, `ping6` or `ping_group` lines, or remove it"
+            ]
+        );
+
+        // Shorter than two keepalives: a shared loss could move groups.
+        d.ping_nodes = vec![At::new("192.0.2.1".parse().unwrap(), loc(8))];
+        d.ping_hysteresis = dur(150, 7);
+        let (c, diags) = run(d.clone());
+        assert!(c.is_some());
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert!(
+            diags[0].starts_with(
+                "ha.cf:7: warning: ping_hysteresis (150ms) is shorter than 2 × keepalive (200ms)"
+            ),
+            "{diags:?}"
+        );
+        d.ping_hysteresis = dur(200, 7);
+        assert!(run(d).1.is_empty());
+    }
+
+    #[test]
     fn defaults_follow_final_deadtime() {
         let mut d = base();
         d.deadtime = dur(8000, 5);
@@ -651,6 +908,98 @@ mod tests {
             "{all}"
         );
         assert!(all.contains("haresources:3: group key 'IPaddr::10.0.0.1' (the first resource) is already used by the group on line 1"), "{all}");
+    }
+
+    fn with_serial(keepalive: u64, deadtime: u64, baud: u32) -> (Option<Config>, Vec<String>) {
+        let mut d = base();
+        d.media.push(At::new(
+            MediumSpec::Serial {
+                device: "/dev/ttyS0".into(),
+                baud,
+            },
+            loc(9),
+        ));
+        d.keepalive = dur(keepalive, 4);
+        d.deadtime = dur(deadtime, 5);
+        d.initdead = dur(deadtime.max(12000), 6);
+        run(d)
+    }
+
+    #[test]
+    fn serial_line_must_carry_a_heartbeat_within_deadtime() {
+        // Nodes "a" and "b", sha256, no groups: about 245 bytes, 128 ms at 19200 baud.
+        assert_eq!(
+            status_frame_bytes(&["a".into(), "b".into()], AuthMethod::Sha256, &[]),
+            245
+        );
+        let (c, diags) = with_serial(10, 200, 19200);
+        assert!(c.is_none());
+        assert_eq!(
+            diags,
+            [
+                "ha.cf:9: deadtime (200ms) is too short for the serial line /dev/ttyS0 at 19200 baud: \
+              a heartbeat (about 245 bytes) takes 128ms on it, so a peer heard only on this line \
+              would be declared dead; raise deadtime to at least 257ms, raise baud to 38400 or more, \
+              or drop the serial line"
+            ]
+        );
+        // No baud is fast enough for 10ms: only deadtime or dropping the line helps.
+        let (c, diags) = with_serial(1, 10, 9600);
+        assert!(c.is_none());
+        assert!(
+            diags[0].ends_with("raise deadtime to at least 513ms, or drop the serial line"),
+            "{diags:?}"
+        );
+    }
+
+    #[test]
+    fn serial_line_slower_than_keepalive_is_a_warning() {
+        let (c, diags) = with_serial(10, 300, 19200);
+        assert!(c.is_some(), "{diags:?}");
+        assert_eq!(
+            diags,
+            [
+                "ha.cf:9: warning: keepalive (10ms) is shorter than the 128ms a heartbeat (about 245 bytes) \
+              takes on the serial line /dev/ttyS0 at 19200 baud: that line will carry the newest \
+              heartbeat every 128ms and skip the others, which the other media still carry; use \
+              keepalive 128ms or more to send every one on it"
+            ]
+        );
+        // Fast enough: nothing to say.
+        let (c, diags) = with_serial(30, 300, 115200);
+        assert!(c.is_some() && diags.is_empty(), "{diags:?}");
+        let (c, diags) = with_serial(1000, 8000, 19200);
+        assert!(c.is_some() && diags.is_empty(), "{diags:?}");
+    }
+
+    #[test]
+    fn groups_are_refused_in_a_cluster_of_more_than_two_nodes() {
+        let mut d = base();
+        d.nodes = ["a", "b", "c"]
+            .iter()
+            .map(|n| At::new(n.to_string(), loc(1)))
+            .collect();
+        d.groups = vec![At::new(
+            GroupSpec {
+                preferred: "a".into(),
+                resources: vec![ResourceSpec {
+                    spec: "192.0.2.10".into(),
+                    kind: "IPaddr".into(),
+                    args: vec!["192.0.2.10".into()],
+                }],
+            },
+            Loc::new(Path::new("haresources"), Some(2)),
+        )];
+        let (c, diags) = run(d.clone());
+        assert!(c.is_none());
+        let all = diags.join("\n");
+        assert!(
+            all.contains("haresources:2: resource groups need a two-node cluster, and 3 nodes are listed (a, b, c)"),
+            "{all}"
+        );
+        // the same three nodes without groups are a valid membership-only cluster
+        d.groups.clear();
+        assert!(run(d).0.is_some());
     }
 
     #[test]

@@ -4,19 +4,19 @@
 //!
 //! The schema is documented key by key in docs/configuration.md.
 
-use std::fmt::{self, Write as _};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
-use serde_saphyr::Spanned;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::{FlowMap, FlowSeq, Spanned};
 
 use super::authkeys;
 use super::diag::Diagnostic;
 use super::hacf::{check_facility, parse_auto_failback, parse_msgfmt};
 use super::haresources::parse_resource;
 use super::model::*;
+use super::source::{Scalar, line_of};
 use super::time::{format_duration, parse_duration};
 use super::validate::{At, Draft, Loc, respawn_spec};
 
@@ -39,6 +39,7 @@ pub(crate) struct RawConfig {
     ping: Vec<Spanned<String>>,
     #[serde(default)]
     ping_groups: Vec<Spanned<RawPingGroup>>,
+    ping_hysteresis: Option<Spanned<Scalar>>,
     #[serde(default)]
     groups: Vec<Spanned<RawGroup>>,
     logging: Option<Spanned<RawLogging>>,
@@ -47,8 +48,85 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     apiauth: Vec<RawApiAuth>,
     watchdog: Option<PathBuf>,
-    director: Option<Spanned<crate::director::config::RawDirector>>,
+    director: Option<Spanned<super::director::RawDirector>>,
     vip_announce: Option<Spanned<RawVipAnnounce>>,
+    metrics: Option<Spanned<String>>,
+    fencing: Option<Spanned<RawFencing>>,
+    vrrp: Option<Spanned<super::yaml_vrrp::RawVrrp>>,
+}
+
+/// The hook for the `vrrp:` section ([`super::yaml_vrrp`]): a file with it runs VRRP, and
+/// takes out of the raw file what VRRP uses, leaving the heartbeat media beside it.
+impl RawConfig {
+    /// The `vrrp:` section, taken out.
+    pub(crate) fn take_vrrp(&mut self) -> Option<Spanned<super::yaml_vrrp::RawVrrp>> {
+        self.vrrp.take()
+    }
+
+    /// Whether the file lists heartbeat media.
+    pub(crate) fn has_media(&self) -> bool {
+        !self.media.is_empty()
+    }
+
+    /// The `director:` section, taken out.
+    pub(crate) fn take_director(&mut self) -> Option<Spanned<super::director::RawDirector>> {
+        self.director.take()
+    }
+
+    /// The `logging:` section, read and taken out.
+    pub(crate) fn take_logging(&mut self, file: &Path, diags: &mut Vec<Diagnostic>) -> Logging {
+        self.logging
+            .take()
+            .map(|l| logging(l, file, diags))
+            .unwrap_or_default()
+    }
+}
+
+/// `logging:` as the model's [`Logging`].
+fn logging(l: Spanned<RawLogging>, file: &Path, diags: &mut Vec<Diagnostic>) -> Logging {
+    let loc = Loc::new(file, line_of(&l));
+    let l = l.value;
+    let mut out = Logging {
+        file: l.file,
+        debug_file: l.debug_file,
+        facility: None,
+        debug_level: l.debug.unwrap_or(0),
+    };
+    if let Some(f) = l.facility {
+        match check_facility(&f) {
+            Ok(f) => out.facility = f,
+            Err(e) => diags.push(loc.error(format!("logging.facility: {e}"))),
+        }
+    }
+    out
+}
+
+/// `fencing:` either one agent (`agent`, `env`) or a `devices` list, and the settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFencing {
+    agent: Option<PathBuf>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    devices: Vec<Spanned<RawFenceDevice>>,
+    action: Option<FenceAction>,
+    timeout: Option<Scalar>,
+    attempts: Option<u32>,
+}
+
+/// One fence device: an `agent` (with `env`) or a cluster-glue `stonith` plugin (with
+/// inline `params` or a `config_file`), for the node `from` (every node when absent).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFenceDevice {
+    from: Option<String>,
+    agent: Option<PathBuf>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    stonith: Option<String>,
+    params: Option<String>,
+    config_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,48 +242,6 @@ struct RawApiAuth {
     uids: Vec<String>,
     #[serde(default)]
     gids: Vec<String>,
-}
-
-/// A YAML scalar kept as text, so `3`, `"3"`, `yes` and `true` reach the same parser:
-/// durations may be written `10ms`, `1.5` or `2`, and `auto_failback` as `on` or `true`.
-/// YAML 1.1 reads `on`/`off` (and `yes`/`no`) as booleans; they come back as `on`/`off`,
-/// which every boolean setting accepts (and which the director's `checktype: on|off` means).
-/// Shared with the `director:` section.
-#[derive(Debug, Clone)]
-pub(crate) struct Scalar(pub(crate) String);
-
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string, number or boolean")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar(if v { "on" } else { "off" }.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// The 1-based line a spanned YAML value was written on, when serde-saphyr knows it.
-pub(crate) fn line_of<T>(s: &Spanned<T>) -> Option<usize> {
-    let l = s.referenced.line();
-    (l > 0).then(|| usize::try_from(l).unwrap_or(usize::MAX))
 }
 
 /// Parses YAML text into the raw structure, or one diagnostic at the line serde-saphyr names.
@@ -366,7 +402,7 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
     if let Some(m) = raw.msgfmt {
         match parse_msgfmt(&m.value) {
             Ok(f) => d.msgfmt = f,
-            Err(e) => diags.push(at(line_of(&m)).error(e)),
+            Err(e) => diags.push(at(line_of(&m)).error(e.to_string())),
         }
     }
     if let Some(h) = raw.hopfudge {
@@ -376,7 +412,7 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
         let loc = at(line_of(&a));
         match parse_auto_failback(&a.value.0) {
             Ok(v) => d.auto_failback = Some(At::new(v, loc)),
-            Err(e) => diags.push(loc.error(e)),
+            Err(e) => diags.push(loc.error(e.to_string())),
         }
     }
     for p in &raw.ping {
@@ -401,13 +437,20 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
             loc,
         ));
     }
+    if let Some(h) = &raw.ping_hysteresis {
+        let loc = at(line_of(h));
+        match parse_duration(&h.value.0) {
+            Ok(v) => d.ping_hysteresis = Some(At::new(v, loc)),
+            Err(e) => diags.push(loc.error(format!("ping_hysteresis: {e}"))),
+        }
+    }
     for g in raw.groups {
         let loc = at(line_of(&g));
         let mut resources = Vec::new();
         for r in &g.value.resources {
             match parse_resource(r) {
                 Ok(r) => resources.push(r),
-                Err(e) => diags.push(loc.error(e)),
+                Err(e) => diags.push(loc.error(e.to_string())),
             }
         }
         d.groups.push(At::new(
@@ -419,17 +462,7 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
         ));
     }
     if let Some(l) = raw.logging {
-        let loc = at(line_of(&l));
-        let l = l.value;
-        d.logging.file = l.file;
-        d.logging.debug_file = l.debug_file;
-        d.logging.debug_level = l.debug.unwrap_or(0);
-        if let Some(f) = l.facility {
-            match check_facility(&f) {
-                Ok(f) => d.logging.facility = f,
-                Err(e) => diags.push(loc.error(format!("logging.facility: {e}"))),
-            }
-        }
+        d.logging = logging(l, file, &mut diags);
     }
     for r in raw.respawn {
         let loc = at(line_of(&r));
@@ -439,7 +472,7 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
                 "respawn entry has an empty command; write `command: [/path/to/program, ARGS...]`",
             ));
         } else if let Some(r) = respawn_spec(&r.user, &r.command, &loc, &mut diags) {
-            d.respawn.push(r);
+            d.respawn.push(At::new(r, loc));
         }
     }
     d.apiauth = raw
@@ -473,8 +506,14 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
             }
         }
     }
+    if let Some(m) = &raw.metrics {
+        d.metrics = metrics_address(&m.value, &Loc::new(file, line_of(m)), &mut diags);
+    }
+    if let Some(f) = raw.fencing {
+        fencing(f, file, &mut d, &mut diags);
+    }
     if let Some(dir) = &raw.director {
-        use crate::director::config::{ServiceNames, YamlDirector, from_yaml};
+        use super::director::{ServiceNames, YamlDirector, from_yaml};
         d.director = match from_yaml(dir, file, &ServiceNames::builtin(), &mut diags) {
             // The file is read by `load_yaml`, which fills `config`.
             Some(YamlDirector::File(path, _)) => Some(DirectorSpec {
@@ -489,6 +528,113 @@ pub(crate) fn to_draft(raw: RawConfig, file: &Path) -> (Draft, AuthSource, Vec<D
         };
     }
     (d, source, diags)
+}
+
+/// Reads `fencing:` into the draft's devices and settings.
+fn fencing(f: Spanned<RawFencing>, file: &Path, d: &mut Draft, diags: &mut Vec<Diagnostic>) {
+    let loc = Loc::new(file, line_of(&f));
+    let f = f.value;
+    if let Some(agent) = f.agent {
+        let device = FenceDevice {
+            from: None,
+            kind: FenceKind::Agent {
+                path: agent,
+                params: f.env.into_iter().collect(),
+            },
+        };
+        d.fence_devices.push(At::new(device, loc.clone()));
+    } else if !f.env.is_empty() {
+        diags.push(loc.error(
+            "fencing `env` goes with `agent`; add `agent: PATH` or move `env` into a device",
+        ));
+    }
+    for dev in f.devices {
+        let dloc = Loc::new(file, line_of(&dev));
+        let dev = dev.value;
+        let from = dev
+            .from
+            .map(|n| n.to_ascii_lowercase())
+            .filter(|n| n != "*");
+        let kind = match (dev.agent, dev.stonith) {
+            (Some(path), None) if dev.params.is_none() && dev.config_file.is_none() => {
+                FenceKind::Agent {
+                    path,
+                    params: dev.env.into_iter().collect(),
+                }
+            }
+            (None, Some(plugin)) if dev.env.is_empty() => match (dev.params, dev.config_file) {
+                (Some(p), None) => FenceKind::Glue {
+                    plugin,
+                    params: GlueParams::Inline(p),
+                },
+                (None, Some(file)) => FenceKind::Glue {
+                    plugin,
+                    params: GlueParams::File(file),
+                },
+                (None, None) => FenceKind::Glue {
+                    plugin,
+                    params: GlueParams::Inline(String::new()),
+                },
+                (Some(_), Some(_)) => {
+                    diags.push(
+                        dloc.error("a stonith device takes `params` or `config_file`, not both"),
+                    );
+                    continue;
+                }
+            },
+            _ => {
+                diags.push(dloc.error(
+                    "a fence device is either `agent: PATH` (with `env`) or `stonith: TYPE` (with `params` or `config_file`)",
+                ));
+                continue;
+            }
+        };
+        d.fence_devices
+            .push(At::new(FenceDevice { from, kind }, dloc));
+    }
+    if d.fence_devices.is_empty() {
+        diags.push(loc.error(
+            "fencing names no device; add `agent: PATH` or a `devices:` list, or remove `fencing`",
+        ));
+    }
+    if let Some(a) = f.action {
+        d.fence_action = a;
+    }
+    if let Some(t) = f.timeout {
+        match parse_duration(&t.0) {
+            Ok(t) if !t.is_zero() => d.fence_timeout = t,
+            _ => diags.push(loc.error(format!(
+                "fencing timeout '{}' is not a duration; write e.g. 30s",
+                t.0
+            ))),
+        }
+    }
+    if let Some(n) = f.attempts {
+        d.fence_attempts = n;
+    }
+}
+
+/// The `metrics` listen address: `ADDR:PORT` (IPv6 as `[ADDR]:PORT`), a port other than 0.
+fn metrics_address(
+    text: &str,
+    loc: &Loc,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<std::net::SocketAddr> {
+    match text.trim().parse::<std::net::SocketAddr>() {
+        Ok(a) if a.port() != 0 => Some(a),
+        Ok(_) => {
+            diags.push(loc.error(format!(
+                "metrics '{text}' has port 0; pick a fixed port, e.g. 127.0.0.1:9694"
+            )));
+            None
+        }
+        Err(_) => {
+            diags.push(loc.error(format!(
+                "metrics '{text}' is not ADDR:PORT; write e.g. 127.0.0.1:9694 or [::1]:9694"
+            )));
+            None
+        }
+    }
 }
 
 /// Inline `auth.keys`: the same rules as an authkeys file ([`authkeys::assemble`]); with a
@@ -530,179 +676,378 @@ fn inline_keys(
     authkeys::assemble(&entries, signing, diags)
 }
 
-/// Quotes `s` as a YAML double-quoted string (JSON string syntax is valid YAML).
-pub(crate) fn quote(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{}\"", s.escape_default()))
-}
+/// The header `hactl convert` puts above the YAML: the file holds secrets.
+const HEADER: &str = "# hbd configuration (docs/configuration.md).\n\
+# It holds the authentication keys inline: store it with mode 0600 (`chmod 600 FILE`);\n\
+# hbd refuses to load a file that group or others can read.\n";
 
-fn qp(p: &Path) -> String {
-    quote(&p.to_string_lossy())
-}
-
-fn list<T: fmt::Display>(items: &[T]) -> String {
-    let parts: Vec<String> = items.iter().map(|i| quote(&i.to_string())).collect();
-    format!("[{}]", parts.join(", "))
-}
+/// A [`Config`] could not be written as YAML.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the configuration as YAML: {0}")]
+pub struct ToYamlError(#[from] serde_saphyr::SerializeError);
 
 /// Writes `config` as native YAML, keys inline; [`super::load_yaml`] reads it back to an equal
 /// [`Config`]. The output holds secrets: the operator must store it with mode 0600.
-pub fn to_yaml(config: &Config) -> String {
-    let mut o = String::new();
-    let c = config;
-    // Writing into a String cannot fail.
-    let _ = writeln!(
-        o,
-        "# hbd configuration (docs/configuration.md).\n\
-         # It holds the authentication keys inline: store it with mode 0600 (`chmod 600 FILE`);\n\
-         # hbd refuses to load a file that group or others can read."
-    );
-    let _ = writeln!(o, "cluster: {}", quote(&c.cluster_name));
-    let _ = writeln!(o, "nodes: {}", list(&c.nodes));
-    let t = &c.timing;
-    let _ = writeln!(o, "timing:");
-    for (k, v) in [
-        ("keepalive", t.keepalive),
-        ("deadtime", t.deadtime),
-        ("warntime", t.warntime),
-        ("initdead", t.initdead),
-        ("deadping", t.deadping),
-    ] {
-        let _ = writeln!(o, "  {k}: {}", format_duration(v));
+pub fn to_yaml(config: &Config) -> Result<String, ToYamlError> {
+    Ok(format!(
+        "{HEADER}{}",
+        serde_saphyr::to_string(&FileForm::of(config))?
+    ))
+}
+
+/// The native file's shape for writing: the keys [`RawConfig`] reads, in the order the
+/// documentation gives them, defaults left out where the reader supplies them.
+#[derive(Serialize)]
+struct FileForm<'a> {
+    cluster: &'a str,
+    nodes: FlowSeq<&'a [String]>,
+    timing: TimingForm,
+    media: Vec<MediumForm<'a>>,
+    auth: AuthForm,
+    msgfmt: &'static str,
+    hopfudge: u8,
+    auto_failback: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ping: Option<FlowSeq<Vec<String>>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ping_groups: Vec<FlowMap<PingGroupForm<'a>>>,
+    /// Written only when it is not the default (2 × deadping).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ping_hysteresis: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    groups: Vec<GroupForm<'a>>,
+    logging: LoggingForm<'a>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    respawn: Vec<FlowMap<RespawnForm<'a>>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    apiauth: Vec<FlowMap<ApiAuthForm<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    watchdog: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vip_announce: Option<FlowMap<VipAnnounceForm>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    director: Option<DirectorForm<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fencing: Option<FencingForm<'a>>,
+}
+
+#[derive(Serialize)]
+struct FencingForm<'a> {
+    devices: Vec<FlowMap<FenceDeviceForm<'a>>>,
+    action: FenceAction,
+    timeout: String,
+    attempts: u32,
+}
+
+#[derive(Serialize)]
+struct FenceDeviceForm<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<&'a Path>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    env: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stonith: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    params: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config_file: Option<&'a Path>,
+}
+
+impl<'a> FencingForm<'a> {
+    fn of(f: &'a FencingSpec) -> FencingForm<'a> {
+        let devices = f
+            .devices
+            .iter()
+            .map(|d| {
+                let mut form = FenceDeviceForm {
+                    from: d.from.as_deref(),
+                    agent: None,
+                    env: BTreeMap::new(),
+                    stonith: None,
+                    params: None,
+                    config_file: None,
+                };
+                match &d.kind {
+                    FenceKind::Agent { path, params } => {
+                        form.agent = Some(path);
+                        form.env = params
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_str()))
+                            .collect();
+                    }
+                    FenceKind::Glue { plugin, params } => {
+                        form.stonith = Some(plugin);
+                        match params {
+                            GlueParams::Inline(p) => form.params = Some(p),
+                            GlueParams::File(file) => form.config_file = Some(file),
+                        }
+                    }
+                }
+                FlowMap(form)
+            })
+            .collect();
+        FencingForm {
+            devices,
+            action: f.action,
+            timeout: format_duration(f.timeout),
+            attempts: f.attempts,
+        }
     }
-    let _ = writeln!(o, "media:");
-    for m in &c.media {
-        let _ = match m {
+}
+
+/// Durations as heartbeat writes them (`10ms`, `2s`), which the reader parses back.
+#[derive(Serialize)]
+struct TimingForm {
+    keepalive: String,
+    deadtime: String,
+    warntime: String,
+    initdead: String,
+    deadping: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+enum MediumForm<'a> {
+    Ucast(FlowMap<UcastForm<'a>>),
+    Mcast(FlowMap<McastForm<'a>>),
+    Bcast(FlowMap<BcastForm<'a>>),
+    Serial(FlowMap<SerialForm<'a>>),
+}
+
+#[derive(Serialize)]
+struct UcastForm<'a> {
+    interface: &'a str,
+    peer: String,
+    port: u16,
+}
+
+#[derive(Serialize)]
+struct McastForm<'a> {
+    interface: &'a str,
+    group: String,
+    port: u16,
+    ttl: u8,
+    #[serde(rename = "loop")]
+    loopback: bool,
+}
+
+#[derive(Serialize)]
+struct BcastForm<'a> {
+    interface: &'a str,
+    port: u16,
+}
+
+#[derive(Serialize)]
+struct SerialForm<'a> {
+    device: &'a Path,
+    baud: u32,
+}
+
+#[derive(Serialize)]
+struct AuthForm {
+    active: u8,
+    keys: Vec<FlowMap<KeyForm>>,
+}
+
+#[derive(Serialize)]
+struct KeyForm {
+    id: u8,
+    method: &'static str,
+    /// Absent for `crc`, which has no secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+}
+
+#[derive(Serialize)]
+struct PingGroupForm<'a> {
+    name: &'a str,
+    addresses: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct GroupForm<'a> {
+    preferred: &'a str,
+    resources: FlowSeq<Vec<&'a str>>,
+}
+
+#[derive(Serialize)]
+struct LoggingForm<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    debug_file: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    facility: Option<&'a str>,
+    debug: u8,
+}
+
+#[derive(Serialize)]
+struct RespawnForm<'a> {
+    user: &'a str,
+    command: &'a [String],
+}
+
+#[derive(Serialize)]
+struct ApiAuthForm<'a> {
+    client: &'a str,
+    uids: &'a [String],
+    gids: &'a [String],
+}
+
+#[derive(Serialize)]
+struct VipAnnounceForm {
+    count: u32,
+    interval: String,
+}
+
+/// `director:` either names its ldirectord.cf or holds the services inline.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum DirectorForm<'a> {
+    File { ldirectord_cf: &'a Path },
+    Inline(super::director::DirectorFileForm<'a>),
+}
+
+impl<'a> FileForm<'a> {
+    fn of(c: &'a Config) -> FileForm<'a> {
+        let t = &c.timing;
+        let strings = |items: &[IpAddr]| items.iter().map(ToString::to_string).collect();
+        FileForm {
+            cluster: &c.cluster_name,
+            nodes: FlowSeq(&c.nodes),
+            timing: TimingForm {
+                keepalive: format_duration(t.keepalive),
+                deadtime: format_duration(t.deadtime),
+                warntime: format_duration(t.warntime),
+                initdead: format_duration(t.initdead),
+                deadping: format_duration(t.deadping),
+            },
+            media: c.media.iter().map(MediumForm::of).collect(),
+            auth: AuthForm {
+                active: c.auth.active,
+                keys: c
+                    .auth
+                    .keys
+                    .iter()
+                    .map(|(&id, k)| {
+                        FlowMap(KeyForm {
+                            id,
+                            method: k.method.as_str(),
+                            key: (k.method != AuthMethod::Crc)
+                                .then(|| String::from_utf8_lossy(&k.secret).into_owned()),
+                        })
+                    })
+                    .collect(),
+            },
+            msgfmt: c.msgfmt.as_str(),
+            hopfudge: c.hopfudge,
+            auto_failback: c.auto_failback.as_str(),
+            ping: (!c.ping_nodes.is_empty()).then(|| FlowSeq(strings(&c.ping_nodes))),
+            ping_groups: c
+                .ping_groups
+                .iter()
+                .map(|g| {
+                    FlowMap(PingGroupForm {
+                        name: &g.name,
+                        addresses: strings(&g.addresses),
+                    })
+                })
+                .collect(),
+            ping_hysteresis: (c.ping_hysteresis != default_ping_hysteresis(t.deadping))
+                .then(|| format_duration(c.ping_hysteresis)),
+            groups: c
+                .groups
+                .iter()
+                .map(|g| GroupForm {
+                    preferred: &g.preferred,
+                    resources: FlowSeq(g.resources.iter().map(|r| r.spec.as_str()).collect()),
+                })
+                .collect(),
+            logging: LoggingForm {
+                file: c.logging.file.as_deref(),
+                debug_file: c.logging.debug_file.as_deref(),
+                facility: c.logging.facility.as_deref(),
+                debug: c.logging.debug_level,
+            },
+            respawn: c
+                .respawn
+                .iter()
+                .map(|r| {
+                    FlowMap(RespawnForm {
+                        user: &r.user,
+                        command: &r.command,
+                    })
+                })
+                .collect(),
+            apiauth: c
+                .apiauth
+                .iter()
+                .map(|a| {
+                    FlowMap(ApiAuthForm {
+                        client: &a.client,
+                        uids: &a.uids,
+                        gids: &a.gids,
+                    })
+                })
+                .collect(),
+            watchdog: c.watchdog.as_deref(),
+            vip_announce: (c.vip_announce != VipAnnounce::default()).then(|| {
+                FlowMap(VipAnnounceForm {
+                    count: c.vip_announce.count,
+                    interval: format_duration(c.vip_announce.interval),
+                })
+            }),
+            director: c.director.as_ref().map(|d| match &d.ldirectord_cf {
+                Some(path) => DirectorForm::File {
+                    ldirectord_cf: path,
+                },
+                None => DirectorForm::Inline(super::director::DirectorFileForm::of(&d.config)),
+            }),
+            metrics: c.metrics.map(|a| a.to_string()),
+            fencing: c.fencing.as_ref().map(FencingForm::of),
+        }
+    }
+}
+
+impl<'a> MediumForm<'a> {
+    fn of(m: &'a MediumSpec) -> MediumForm<'a> {
+        match m {
             MediumSpec::Ucast {
                 interface,
                 peer,
                 port,
-            } => writeln!(
-                o,
-                "  - ucast: {{ interface: {}, peer: {}, port: {port} }}",
-                quote(interface),
-                quote(&peer.to_string())
-            ),
+            } => MediumForm::Ucast(FlowMap(UcastForm {
+                interface,
+                peer: peer.to_string(),
+                port: *port,
+            })),
             MediumSpec::Mcast {
                 interface,
                 group,
                 port,
                 ttl,
                 loopback,
-            } => writeln!(
-                o,
-                "  - mcast: {{ interface: {}, group: {}, port: {port}, ttl: {ttl}, loop: {loopback} }}",
-                quote(interface),
-                quote(&group.to_string())
-            ),
-            MediumSpec::Bcast { interface, port } => {
-                writeln!(
-                    o,
-                    "  - bcast: {{ interface: {}, port: {port} }}",
-                    quote(interface)
-                )
-            }
-            MediumSpec::Serial { device, baud } => {
-                writeln!(o, "  - serial: {{ device: {}, baud: {baud} }}", qp(device))
-            }
-        };
-    }
-    let _ = writeln!(o, "auth:\n  active: {}\n  keys:", c.auth.active);
-    for (id, k) in &c.auth.keys {
-        let _ = match k.method {
-            AuthMethod::Crc => writeln!(o, "    - {{ id: {id}, method: crc }}"),
-            m => writeln!(
-                o,
-                "    - {{ id: {id}, method: {}, key: {} }}",
-                m.as_str(),
-                quote(&String::from_utf8_lossy(&k.secret))
-            ),
-        };
-    }
-    let _ = writeln!(o, "msgfmt: {}", c.msgfmt.as_str());
-    let _ = writeln!(o, "hopfudge: {}", c.hopfudge);
-    let _ = writeln!(o, "auto_failback: {}", quote(c.auto_failback.as_str()));
-    if !c.ping_nodes.is_empty() {
-        let _ = writeln!(o, "ping: {}", list(&c.ping_nodes));
-    }
-    if !c.ping_groups.is_empty() {
-        let _ = writeln!(o, "ping_groups:");
-        for g in &c.ping_groups {
-            let _ = writeln!(
-                o,
-                "  - {{ name: {}, addresses: {} }}",
-                quote(&g.name),
-                list(&g.addresses)
-            );
+            } => MediumForm::Mcast(FlowMap(McastForm {
+                interface,
+                group: group.to_string(),
+                port: *port,
+                ttl: *ttl,
+                loopback: *loopback,
+            })),
+            MediumSpec::Bcast { interface, port } => MediumForm::Bcast(FlowMap(BcastForm {
+                interface,
+                port: *port,
+            })),
+            MediumSpec::Serial { device, baud } => MediumForm::Serial(FlowMap(SerialForm {
+                device,
+                baud: *baud,
+            })),
         }
     }
-    if !c.groups.is_empty() {
-        let _ = writeln!(o, "groups:");
-        for g in &c.groups {
-            let specs: Vec<&str> = g.resources.iter().map(|r| r.spec.as_str()).collect();
-            let _ = writeln!(
-                o,
-                "  - preferred: {}\n    resources: {}",
-                quote(&g.preferred),
-                list(&specs)
-            );
-        }
-    }
-    let l = &c.logging;
-    let _ = writeln!(o, "logging:");
-    if let Some(f) = &l.file {
-        let _ = writeln!(o, "  file: {}", qp(f));
-    }
-    if let Some(f) = &l.debug_file {
-        let _ = writeln!(o, "  debug_file: {}", qp(f));
-    }
-    if let Some(f) = &l.facility {
-        let _ = writeln!(o, "  facility: {}", quote(f));
-    }
-    let _ = writeln!(o, "  debug: {}", l.debug_level);
-    if !c.respawn.is_empty() {
-        let _ = writeln!(o, "respawn:");
-        for r in &c.respawn {
-            let _ = writeln!(
-                o,
-                "  - {{ user: {}, command: {} }}",
-                quote(&r.user),
-                list(&r.command)
-            );
-        }
-    }
-    if !c.apiauth.is_empty() {
-        let _ = writeln!(o, "apiauth:");
-        for a in &c.apiauth {
-            let _ = writeln!(
-                o,
-                "  - {{ client: {}, uids: {}, gids: {} }}",
-                quote(&a.client),
-                list(&a.uids),
-                list(&a.gids)
-            );
-        }
-    }
-    if let Some(w) = &c.watchdog {
-        let _ = writeln!(o, "watchdog: {}", qp(w));
-    }
-    if c.vip_announce != VipAnnounce::default() {
-        let _ = writeln!(
-            o,
-            "vip_announce: {{ count: {}, interval: {} }}",
-            c.vip_announce.count,
-            format_duration(c.vip_announce.interval)
-        );
-    }
-    if let Some(d) = &c.director {
-        let _ = writeln!(o, "director:");
-        match &d.ldirectord_cf {
-            Some(path) => {
-                let _ = writeln!(o, "  ldirectord_cf: {}", qp(path));
-            }
-            None => o.push_str(&crate::director::config::director_to_yaml(&d.config, 2)),
-        }
-    }
-    o
 }
 
 #[cfg(test)]
@@ -816,14 +1161,34 @@ hopfudge: 2
     }
 
     #[test]
+    fn ping_hysteresis_is_a_top_level_time() {
+        let (d, diags) = draft("ping_hysteresis: 300ms\nauth: { authkeys: keys }\n");
+        assert!(diags.is_empty(), "{diags:?}");
+        let h = d.ping_hysteresis.unwrap();
+        assert_eq!(
+            (h.value, h.loc.line),
+            (std::time::Duration::from_millis(300), Some(1))
+        );
+        let (d, diags) = draft("ping_hysteresis: later\nauth: { authkeys: keys }\n");
+        assert!(d.ping_hysteresis.is_none());
+        assert!(
+            diags[0].starts_with("hbd.yaml:1: ping_hysteresis: 'later' is not a time value"),
+            "{diags:?}"
+        );
+    }
+
+    #[test]
     fn ipfail_is_not_respawned() {
         let (d, diags) = draft(
             "respawn:\n  - { user: hacluster, command: [/usr/lib/heartbeat/ipfail] }\n  - { user: root, command: [/usr/bin/x] }\nauth: { authkeys: keys }\n",
         );
         assert_eq!(d.respawn.len(), 1);
-        assert_eq!(d.respawn[0].command, ["/usr/bin/x"]);
+        assert_eq!(d.respawn[0].value.command, ["/usr/bin/x"]);
         assert!(
-            diags[0].starts_with("hbd.yaml:2: warning: ipfail is not started"),
+            diags
+                == [
+                    "hbd.yaml:2: note: ipfail is built into hbd (ping nodes/groups drive failover); it is not started, and this line can go"
+                ],
             "{diags:?}"
         );
     }
@@ -873,5 +1238,33 @@ hopfudge: 2
         ] {
             assert!(all.contains(want), "missing {want} in\n{all}");
         }
+    }
+
+    #[test]
+    fn metrics_is_an_address_with_a_port() {
+        // Only the metrics diagnostics matter here (the snippets have no auth section).
+        let about = |diags: Vec<String>| -> Vec<String> {
+            diags
+                .into_iter()
+                .filter(|d| d.contains("metrics"))
+                .collect()
+        };
+        let (d, diags) = draft("metrics: 127.0.0.1:9694\n");
+        assert!(about(diags).is_empty());
+        assert_eq!(d.metrics, Some("127.0.0.1:9694".parse().unwrap()));
+        let (d, diags) = draft("metrics: \"[::1]:9694\"\n");
+        assert!(about(diags).is_empty());
+        assert_eq!(d.metrics, Some("[::1]:9694".parse().unwrap()));
+        let (d, _) = draft("nodes: [a]\n");
+        assert_eq!(d.metrics, None, "off by default");
+        let (_, diags) = draft("nodes: [a]\nmetrics: localhost:9694\n");
+        assert_eq!(
+            about(diags),
+            [
+                "hbd.yaml:2: metrics 'localhost:9694' is not ADDR:PORT; write e.g. 127.0.0.1:9694 or [::1]:9694"
+            ]
+        );
+        let (_, diags) = draft("metrics: 0.0.0.0:0\n");
+        assert!(about(diags)[0].contains("has port 0"));
     }
 }

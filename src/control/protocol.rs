@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::manager::GroupClass;
+/// Frames received and dropped, by reason (the `counters` of `hactl status`).
+pub use crate::membership::receive::FrameCounters as Counters;
 
 /// A request from `hactl`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +30,9 @@ pub enum Request {
     Reload,
     /// Report every real server of the directors running here.
     Checks,
+    /// VRRP: drop a `takeover` / `standby` override; instances act with their configured
+    /// and tracked priority again.
+    Auto,
 }
 
 /// The daemon's answer.
@@ -46,7 +51,10 @@ pub struct Response {
     pub message: Option<String>,
     /// Real servers, for `checks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checks: Option<Vec<crate::director::runtime::RealReport>>,
+    pub checks: Option<Vec<crate::director::report::RealReport>>,
+    /// VRRP instances, for `status` when VRRP is the membership backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp: Option<Vec<VrrpInstanceReport>>,
 }
 
 impl Response {
@@ -58,6 +66,7 @@ impl Response {
             status: None,
             message: None,
             checks: None,
+            vrrp: None,
         }
     }
 
@@ -69,6 +78,7 @@ impl Response {
             status: None,
             message: Some(message.into()),
             checks: None,
+            vrrp: None,
         }
     }
 }
@@ -85,7 +95,7 @@ pub struct StatusReport {
     /// Cluster members, this node first.
     pub nodes: Vec<NodeReport>,
     /// Resource groups from haresources, in file order.
-    pub groups: Vec<GroupReport>,
+    pub groups: Vec<GroupStatus>,
     /// Takeover/standby requests waiting for the pair to be stable, oldest first.
     #[serde(default)]
     pub queued: Vec<String>,
@@ -94,6 +104,33 @@ pub struct StatusReport {
     pub unstable: String,
     /// Frames dropped and why, since start.
     pub counters: Counters,
+    /// Ping nodes and ping groups, both nodes' counts and the ipfail decision; absent
+    /// without targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<crate::reachability::ReachabilityReport>,
+    /// Fencing of the peer in words (running, done, failed); absent when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fencing: Option<String>,
+    /// What an operator must know now: a peer's frames dropped for an old generation, our
+    /// own generation found stale. Absent when there is nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<String>,
+    /// Every medium this node sends on, in link order, serial lines with their device
+    /// state; empty from a daemon that predates it.
+    #[serde(default)]
+    pub media: Vec<MediumReport>,
+}
+
+/// One medium of this node: what `hactl status` shows under "Media".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediumReport {
+    /// Link name, as in [`LinkReport::name`] (`ucast:eth0:192.0.2.12`, `serial:/dev/ttyS0`).
+    pub name: String,
+    /// Where its frames go (`sending to 192.0.2.12:694`, `/dev/ttyS0 at 19200 baud`).
+    pub describe: String,
+    /// A serial line's device: open, or retrying with the last error, and its counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<crate::media::serial::SerialLinkStatus>,
 }
 
 /// One cluster member.
@@ -131,7 +168,7 @@ pub struct LinkReport {
 
 /// One resource group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupReport {
+pub struct GroupStatus {
     /// Group key (its first resource, as in haresources).
     pub name: String,
     /// Preferred node.
@@ -159,23 +196,40 @@ pub struct ResourceReport {
     pub state: String,
 }
 
-/// Frames received and dropped, by reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counters {
-    /// Frames accepted.
-    pub accepted: u64,
-    /// Copies of a frame already accepted (several media).
-    pub duplicates: u64,
-    /// Frames whose digest or key index did not verify.
-    pub bad_auth: u64,
-    /// Frames that do not parse or lack required fields.
-    pub malformed: u64,
-    /// Frames larger than the wire limit.
-    pub oversize: u64,
-    /// Frames from an older generation or an old sequence number (replays, stale copies).
-    pub replayed: u64,
-    /// Frames naming a node that is not in the cluster.
-    pub unknown_node: u64,
-    /// Frames we could not send.
-    pub send_errors: u64,
+/// One VRRP instance (`hactl status` with VRRP as the membership backend).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpInstanceReport {
+    /// `vrrp_instance` name.
+    pub name: String,
+    /// Interface.
+    pub interface: String,
+    /// Virtual router id.
+    pub vrid: u8,
+    /// `INIT`, `BACKUP`, `MASTER` or `FAULT`.
+    pub state: String,
+    /// Configured priority.
+    pub base_priority: u8,
+    /// Priority advertised now (tracking and `takeover`/`standby` applied).
+    pub effective_priority: u8,
+    /// The master's address (ours while MASTER), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// The master's priority, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_priority: Option<u8>,
+    /// Why this instance is or is not preempting, in words.
+    pub preempt: String,
+    /// `auto`, `takeover` (priority 254) or `standby` (priority 1).
+    pub operator: String,
+    /// Tracked items that are down.
+    #[serde(default)]
+    pub down: Vec<String>,
+    /// The resource group it drives (its first resource).
+    pub group: String,
+    /// Adverts sent.
+    pub sent: u64,
+    /// Adverts accepted.
+    pub received: u64,
+    /// Packets dropped.
+    pub dropped: u64,
 }

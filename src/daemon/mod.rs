@@ -7,6 +7,7 @@
 pub mod node;
 pub mod realtime;
 pub mod runner;
+pub mod vrrp;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +44,27 @@ pub struct DaemonOptions {
     pub dataplane: crate::director::runtime::BackendChoice,
 }
 
+impl DaemonOptions {
+    /// Where resources are looked up on this node: our script directories before the
+    /// defaults, our Linux-HA directory, dataplane and `director`.
+    pub(crate) fn resolve_context(
+        &self,
+        director: Option<crate::resources::director::DirectorSource>,
+    ) -> ResolveContext {
+        let mut ctx = ResolveContext::default();
+        let mut dirs = self.resource_dirs.clone();
+        dirs.append(&mut ctx.dirs.resource_dirs);
+        ctx.dirs.resource_dirs = dirs;
+        if let Some(dir) = &self.ha_dir {
+            ctx.ha_dir = dir.clone();
+        }
+        ctx.director = director;
+        ctx.dataplane = self.dataplane;
+        ctx.state_dir = self.state_dir.clone();
+        ctx
+    }
+}
+
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -69,9 +91,29 @@ pub enum DaemonError {
     /// The node's thread or its wakeup descriptor could not be created.
     #[error("starting the node thread: {0}")]
     NodeThread(std::io::Error),
+    /// A serial line could not be started (its device is opened, and retried, by its own
+    /// thread: a missing device is not this error).
+    #[error(transparent)]
+    Serial(#[from] crate::media::serial::SerialError),
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, so that a failover (an `AF_PACKET`
+/// socket per announce, netlink sockets, resource scripts) finds descriptors even when the
+/// limit the daemon was started under is low; the control socket caps its own share
+/// ([`server::Limits`]). Issue #15, defect 2.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(error = %e, soft, "cannot raise the open-file limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
 }
 
 /// Runs the node until SIGTERM or SIGINT. `reloader` re-reads the configuration for
@@ -80,16 +122,63 @@ pub async fn run(
     config: Config,
     options: DaemonOptions,
     reloader: Option<node::Reloader>,
+    watchdog: Option<crate::watchdog::Watchdog>,
 ) -> Result<(), DaemonError> {
+    raise_fd_limit();
     std::fs::create_dir_all(&options.state_dir).map_err(|source| DaemonError::StateDir {
         path: options.state_dir.clone(),
         source,
     })?;
+    let leftovers = generation::remove_leftover_temporaries(&options.state_dir);
+    if leftovers > 0 {
+        tracing::info!(
+            count = leftovers,
+            "removed temporary files an earlier run left in the state directory"
+        );
+    }
+    let from_clock = generation::read_generation(&options.state_dir)?.is_none();
     let generation = generation::next_generation(&options.state_dir)?;
+    if from_clock {
+        // A quick restart without `hb_generation` must not reuse this generation (#15).
+        let wait = generation::wait_for_clock_generation(generation, crate::clock::wall());
+        tracing::info!(
+            generation,
+            wait_ms = wait.as_millis(),
+            "no hb_generation: starting at the wall clock's next second"
+        );
+        tokio::time::sleep(wait).await;
+    }
     let uuid = generation::load_or_create_uuid(&options.state_dir)?;
     let peer_generations = generation::load_peer_generations(&options.state_dir)?;
 
-    let opened = udp::open_all(&config.media, &udp::local_addresses())?;
+    // The node thread's bell and mailbox come first: a serial line's reader thread mails
+    // its frames there.
+    let bell = Arc::new(node::Bell::new().map_err(DaemonError::NodeThread)?);
+    let (mail, inbox) = node::mailbox(&bell);
+    let mut opened = udp::open_all(&config.media, &udp::local_addresses())?;
+    // Serial lines after the UDP media: each is one more link, its frames read by a thread
+    // of its own. A missing device is not an error: the link retries it.
+    let mut serial_links = Vec::new();
+    for spec in config
+        .media
+        .iter()
+        .filter(|m| matches!(m, crate::config::MediumSpec::Serial { .. }))
+    {
+        let link = opened.media.len();
+        let mail = mail.clone();
+        let sink: crate::media::serial::FrameSink = Box::new(move |frame| {
+            mail(node::Mail::Frame(crate::media::Inbound {
+                link,
+                frame,
+                from: None,
+            }))
+        });
+        // The line's thread follows the main thread's realtime scheduling, as the node's does.
+        let (medium, handle) =
+            crate::media::serial::open(spec, sink, Some(realtime::follow_main_thread))?;
+        opened.media.push(medium);
+        serial_links.push(handle);
+    }
     for medium in &opened.media {
         tracing::info!(link = %medium.name, "medium open: {}", medium.tx.describe());
     }
@@ -109,25 +198,38 @@ pub async fn run(
     let hup_tx = control_tx.clone();
     let control_task = server::serve(&options.socket, control_tx).await?;
 
-    let mut ctx = ResolveContext::default();
-    let mut dirs = options.resource_dirs.clone();
-    dirs.append(&mut ctx.dirs.resource_dirs);
-    ctx.dirs.resource_dirs = dirs;
-    if let Some(dir) = &options.ha_dir {
-        ctx.ha_dir = dir.clone();
-    }
-    ctx.director = config.director.as_ref().map(|d| match &d.ldirectord_cf {
-        Some(path) => crate::resources::director::DirectorSource::File(path.clone()),
-        None => crate::resources::director::DirectorSource::Inline(d.config.clone()),
-    });
+    let mut ctx =
+        options.resolve_context(config.director.as_ref().map(|d| match &d.ldirectord_cf {
+            Some(path) => crate::resources::director::DirectorSource::File(path.clone()),
+            None => crate::resources::director::DirectorSource::Inline(d.config.clone()),
+        }));
     ctx.announce.count = config.vip_announce.count;
     ctx.announce.interval = config.vip_announce.interval;
-    ctx.dataplane = options.dataplane;
     let runner = ResourceRunner::new(&config.groups, &ctx, GroupPolicy::default());
     for (group, reason) in runner.unresolved() {
         tracing::error!(group = %config.groups[group].name(), "group cannot run here: {reason}");
     }
+    // Ping nodes and ping groups: the prober runs on the runtime and mails our count to
+    // the node (ipfail's rules are the node core's).
+    let (reachability, reach_updates) =
+        if config.ping_nodes.is_empty() && config.ping_groups.is_empty() {
+            (None, None)
+        } else {
+            let (handle, updates) = crate::reachability::Reachability::spawn(&config);
+            (Some(handle), Some(updates))
+        };
+    if let Some(w) = &watchdog {
+        match w.set_timeout(crate::watchdog::timeout_for(config.timing.deadtime)) {
+            Ok(t) => {
+                tracing::info!(device = %w.path().display(), "watchdog armed: {t:?} without a pet reboots this node")
+            }
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
     let setup = NodeSetup {
+        watchdog,
+        reachability,
+        reach_updates,
         runner: Arc::new(runner),
         config: Arc::new(config),
         identity: NodeIdentity {
@@ -142,11 +244,10 @@ pub async fn run(
         observer: None,
         reloader,
     };
-    let mut node = Node::new(setup, tokio::time::Instant::now());
+    let mut node = Node::new(setup, crate::clock::now());
     node.prepare().await;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let bell = Arc::new(node::Bell::new().map_err(DaemonError::NodeThread)?);
     let handle = tokio::runtime::Handle::current();
     let receivers = opened.receivers;
     let node_thread = std::thread::Builder::new()
@@ -158,7 +259,7 @@ pub async fn run(
                     tracing::warn!("the node thread could not switch to realtime: {e}; heartbeats may be late on a busy machine");
                 }
                 let _runtime = handle.enter();
-                node.run_on_thread(receivers, control_rx, shutdown_rx, bell);
+                node.run_on_thread(&receivers, control_rx, shutdown_rx, &bell, (mail, inbox));
             }
         })
         .map_err(DaemonError::NodeThread)?;

@@ -1,55 +1,54 @@
-//! The node: one actor that owns membership state and every decision.
+//! The node: the pure [`NodeCore`] and the thin plumbing that feeds it and carries out what
+//! it decides.
 //!
-//! It sends our `status` heartbeat every keepalive on every medium, verifies and
-//! de-duplicates what arrives ([`wire`], [`SeqTrack`]), feeds [`Liveness`] and answers
-//! control requests. It sleeps until the next thing it must do (next heartbeat or the next
-//! liveness deadline), so a peer is declared dead at exactly its deadtime.
+//! One loop, [`Node::run`], drives every node. Each turn it steps the core with
+//! [`Input::Timer`], then waits through an [`Inputs`] source until the core's next wake or
+//! until frames or mail arrive, which the source hands back as inputs. Two sources exist and
+//! they differ only in how they wait:
+//! * the daemon's [`ThreadInputs`] (`thread`): the node runs on a thread of its own, waits
+//!   in one `ppoll` on its UDP sockets and a bell, and reads frames itself, so a heartbeat
+//!   costs one lean wakeup;
+//! * [`ChannelInputs`] (`channels`): a task on the runtime fed by channels, which the
+//!   simulation tests run over the in-memory network on a paused clock.
 //!
-//! Its decisions are plain methods taking `now` ([`Node::on_frame`], timers, control calls);
-//! two loops drive them. [`Node::run`] is a task fed by channels, which the simulation tests
-//! run over the in-memory network on a paused clock. The daemon runs the node on a thread of
-//! its own that reads the UDP sockets itself ([`Node::run_on_thread`], see `thread`), so a
-//! heartbeat costs one lean wakeup; both loops share one turn.
-//! Frames leave through [`crate::media::Transmit`] handles in both.
+//! Effects are carried out here ([`Node::carry_out`]): frames go to every medium's
+//! [`crate::media::Transmit`], group operations are spawned on the runtime and come back as
+//! [`Mail::OpFinished`], replies go to the control caller, peer generations to the state
+//! directory, events to the log and to an observer.
 
+mod channels;
+mod core;
+mod fence;
+mod inputs;
 mod thread;
 
-pub use thread::Bell;
+pub use channels::ChannelInputs;
+pub use core::{
+    AppliedOutside, Effect, Input, NodeCore, NodeEvent, NodeIdentity, OpFinished, SHUTDOWN_LIMIT,
+};
+pub use inputs::{InputSink, Inputs, Mail, MailSender};
+pub use thread::{Bell, ThreadInputs, mailbox, run_ready};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::config::Config;
-use crate::control::protocol::{
-    Counters, GroupReport, LinkReport, NodeReport, Request, ResourceReport, Response, StatusReport,
-};
+use crate::config::{Config, ConfigError};
+use crate::control::protocol::{Request, Response};
 use crate::control::server::ControlCall;
-use crate::daemon::runner::{GroupRunner, OpError};
-use crate::manager::{Action, Command, CommandOutcome, GroupPhase, Manager, StartOutcome};
-use crate::media::{Inbound, InboundRef, Medium};
+use crate::control::status::{NodeView, media_report, status_report};
+use crate::daemon::runner::GroupRunner;
+use crate::manager::Command;
+use crate::media::{FrameForm, Inbound, InboundRef, Medium};
 use crate::membership::generation::PeerGenerationWriter;
-use crate::membership::liveness::{LinkState, Liveness, LivenessEvent, PeerState, fmt_ms};
-use crate::membership::pacing::{self, HeartbeatPacer, Pacing};
-use crate::membership::seqtrack::{SeqTrack, SeqVerdict};
-use crate::membership::wire::{self, EnvelopeRef, FieldRef, FrameKeys, FramePrefix, WireError};
+use crate::membership::liveness::fmt_ms;
+use crate::reachability::{ReachUpdate, ReachabilityHandle, ReachabilityReport};
 
-/// Who this node is on the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeIdentity {
-    /// Node name (`uname -n` or `--node-name`), lower-cased.
-    pub name: String,
-    /// 16-byte node uuid (`srcuuid`).
-    pub uuid: [u8; 16],
-    /// This start's generation (`hg`), higher than every earlier start's.
-    pub generation: u64,
-}
-
-/// Everything a node task needs.
+/// Everything a node needs.
 pub struct NodeSetup {
     /// Validated configuration.
     pub config: Arc<Config>,
@@ -70,56 +69,52 @@ pub struct NodeSetup {
     pub runner: Arc<dyn GroupRunner>,
     /// Re-reads the configuration for `hactl reload`; `None` refuses reloads.
     pub reloader: Option<Reloader>,
+    /// The running prober of the ping nodes and groups, for status and reload; `None`
+    /// without targets (or in the simulation).
+    pub reachability: Option<ReachabilityHandle>,
+    /// Its updates (our count), forwarded to the node as mail.
+    pub reach_updates: Option<mpsc::UnboundedReceiver<ReachUpdate>>,
+    /// The kernel watchdog (`watchdog`), petted from this loop, so a hung heartbeat loop
+    /// reboots the node; closed cleanly (magic close) when the node stops.
+    pub watchdog: Option<crate::watchdog::Watchdog>,
 }
 
 /// Loads the configuration again from where it came from.
-pub type Reloader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
+pub type Reloader = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
 
-/// Something that happened in the node, as seen by an observer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeEvent {
-    /// A liveness change.
-    Liveness(LivenessEvent),
-    /// A peer restarted: its frames carry a higher generation.
-    PeerRestarted {
-        /// Peer name.
-        node: String,
-        /// Its new generation.
-        generation: u64,
-    },
-    /// A frame was dropped.
-    Dropped {
-        /// Why: `oversize`, `authentication failed`, `malformed`, `unknown node`, `replay`
-        /// or `stale`.
-        reason: &'static str,
-    },
+/// The forwarding tasks of [`Node::plumb`], aborted when the loop ends.
+struct Plumbing(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Plumbing {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
-/// Rate limit for repeated drop reasons: at most one log line per reason per interval, so a
-/// flood of forged packets cannot flood the log.
-const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// Rate limit for repeated log lines of one kind: at most one line per kind per interval,
+/// so a flood of forged packets cannot flood the log.
+const LOG_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Field of our `status` messages that carries our group reports (ignored by heartbeat).
-pub const GROUPS_FIELD: &str = "hbd_groups";
+/// How often the watchdog is petted at most: its timeout is at least a second (deadtime
+/// rounded up), so this keeps it fed with a write every tenth of it, not one per heartbeat.
+const WATCHDOG_PET_EVERY: Duration = Duration::from_millis(100);
 
-/// How long a stopping node waits for its groups to stop before it exits anyway.
-const SHUTDOWN_LIMIT: Duration = Duration::from_secs(120);
+/// How often the load average and wall clock in our heartbeats are refreshed.
+const AMBIENT_REFRESH: Duration = Duration::from_secs(1);
 
-/// How often the load average in our heartbeats is refreshed.
-const LOAD_REFRESH: Duration = Duration::from_secs(1);
-
+/// Per-kind log rate limit.
 #[derive(Default)]
-struct DropLog {
+struct LogLimit {
     seen: BTreeMap<&'static str, (Instant, u64)>,
 }
 
-impl DropLog {
+impl LogLimit {
     /// Returns how many were suppressed since the last line if a line should be logged now.
-    fn allow(&mut self, reason: &'static str, now: Instant) -> Option<u64> {
-        match self.seen.get_mut(reason) {
-            Some((last, suppressed))
-                if now.saturating_duration_since(*last) < DROP_LOG_INTERVAL =>
-            {
+    fn allow(&mut self, kind: &'static str, now: Instant) -> Option<u64> {
+        match self.seen.get_mut(kind) {
+            Some((last, suppressed)) if now.saturating_duration_since(*last) < LOG_INTERVAL => {
                 *suppressed += 1;
                 None
             }
@@ -130,84 +125,50 @@ impl DropLog {
                 Some(n)
             }
             None => {
-                self.seen.insert(reason, (now, 0));
+                self.seen.insert(kind, (now, 0));
                 Some(0)
             }
         }
     }
 }
 
-/// The node actor's state.
+/// A node: its core and the handles its effects need.
 pub struct Node {
-    config: Arc<Config>,
-    identity: NodeIdentity,
+    core: NodeCore,
     media: Vec<Medium>,
-    liveness: Liveness,
-    seqtracks: Vec<SeqTrack>,
-    /// Persists peer generations off the async thread; `None` keeps them in memory only.
-    generation_writer: Option<PeerGenerationWriter>,
-    report_load: bool,
-    load: (Option<Instant>, String),
-    /// Our deadtime as our heartbeats carry it (`dt`, hex milliseconds).
-    deadtime_text: String,
-    /// The configuration's keys, prepared for signing and verifying.
-    frame_keys: FrameKeys,
-    /// Where heartbeats are built; reused so a send allocates (almost) nothing.
-    send_buffer: Vec<u8>,
-    /// Our status frames' leading fields, encoded and hashed once for the frames that repeat
-    /// them (rebuilt by the encoder when they or the keys change).
-    frame_prefix: FramePrefix,
-    /// What our last status said (state, version of the `hbd_groups` text,
-    /// [`Manager::reports_text`]): an answer that repeats it is news to nobody.
-    said: (&'static str, u64),
-    next_seq: u64,
-    /// When our heartbeats go out (lined up with the peers', see [`pacing`]).
-    pacer: HeartbeatPacer,
-    counters: Counters,
-    drop_log: DropLog,
-    observer: Option<mpsc::UnboundedSender<(Instant, NodeEvent)>>,
-    manager: Manager,
     runner: Arc<dyn GroupRunner>,
-    op_tx: mpsc::UnboundedSender<OpDone>,
-    op_rx: Option<mpsc::UnboundedReceiver<OpDone>>,
+    /// Where finished operations go; set by the loop's input source.
+    mail: Option<MailSender>,
+    /// Persists peer generations off the heartbeat path; `None` keeps them in memory only.
+    generation_writer: Option<PeerGenerationWriter>,
+    observer: Option<mpsc::UnboundedSender<(Instant, NodeEvent)>>,
     reloader: Option<Reloader>,
-}
-
-/// An input from outside the heartbeat path, as both loops receive it.
-#[derive(Debug)]
-enum Mail {
-    Call(ControlCall),
-    OpDone(OpDone),
-    Shutdown,
-}
-
-/// A finished group operation, back from the runner.
-#[derive(Debug)]
-struct OpDone {
-    group: usize,
-    start: bool,
-    result: Result<(), OpError>,
+    reachability: Option<ReachabilityHandle>,
+    reach_updates: Option<mpsc::UnboundedReceiver<ReachUpdate>>,
+    watchdog: Option<(crate::watchdog::Watchdog, Option<Instant>)>,
+    report_load: bool,
+    ambient_at: Option<Instant>,
+    log_limit: LogLimit,
+    /// Effects of the step being carried out, reused.
+    effects: Vec<Effect>,
+    /// Per peer: its last status as last seen, and its heartbeat-gap histogram (atomics
+    /// only), so each gap between two statuses lands in the metrics.
+    gaps: Vec<(Option<Instant>, Arc<crate::telemetry::Histogram>)>,
+    /// Per group: when the core decided to start it here, for the failover-duration metric.
+    takeovers: Vec<Option<Instant>>,
 }
 
 impl Node {
     /// Builds the node at `now`; nothing is sent until [`Node::run`].
     pub fn new(setup: NodeSetup, now: Instant) -> Node {
-        let config = setup.config;
-        let peers: Vec<String> = config
-            .nodes
-            .iter()
-            .filter(|n| **n != setup.identity.name)
-            .cloned()
-            .collect();
         let link_names: Vec<String> = setup.media.iter().map(|m| m.name.clone()).collect();
-        let liveness = Liveness::new(config.timing, &peers, &link_names, now);
-        let seqtracks = peers
-            .iter()
-            .map(|p| match setup.peer_generations.get(p) {
-                Some(g) => SeqTrack::with_min_generation(*g),
-                None => SeqTrack::new(),
-            })
-            .collect();
+        let core = NodeCore::new(
+            setup.config,
+            setup.identity,
+            &link_names,
+            &setup.peer_generations,
+            now,
+        );
         let generation_writer =
             setup
                 .state_dir
@@ -218,254 +179,283 @@ impl Node {
                         None
                     }
                 });
-        let manager = Manager::new(
-            &setup.identity.name,
-            &config.nodes,
-            &config.groups,
-            config.auto_failback,
-        );
-        let (op_tx, op_rx) = mpsc::unbounded_channel();
+        let takeovers = vec![None; core.config().groups.len()];
+        let telemetry = crate::telemetry::global();
+        let gaps = core
+            .membership()
+            .peers()
+            .iter()
+            .map(|p| (None, telemetry.heartbeat_gaps(&p.name)))
+            .collect();
         Node {
-            identity: setup.identity,
+            core,
             media: setup.media,
-            liveness,
-            seqtracks,
-            generation_writer,
-            report_load: setup.report_load,
-            load: (None, "n/a".to_string()),
-            deadtime_text: deadtime_text(&config),
-            frame_keys: FrameKeys::new(&config.auth),
-            send_buffer: Vec::with_capacity(1024),
-            frame_prefix: FramePrefix::default(),
-            said: ("", u64::MAX),
-            next_seq: 1,
-            pacer: HeartbeatPacer::new(now, config.timing.keepalive),
-            counters: Counters::default(),
-            drop_log: DropLog::default(),
-            observer: setup.observer,
-            manager,
             runner: setup.runner,
-            op_tx,
-            op_rx: Some(op_rx),
+            mail: None,
+            generation_writer,
+            observer: setup.observer,
             reloader: setup.reloader,
-            config,
+            reachability: setup.reachability,
+            reach_updates: setup.reach_updates,
+            watchdog: setup.watchdog.map(|w| (w, None)),
+            report_load: setup.report_load,
+            ambient_at: None,
+            log_limit: LogLimit::default(),
+            effects: Vec::new(),
+            gaps,
+            takeovers,
         }
+    }
+
+    /// The core, for status and tests.
+    pub fn core(&self) -> &NodeCore {
+        &self.core
     }
 
     /// Logs the start and adopts groups an earlier run left running: they are held until
-    /// the rules say otherwise. Called once, before the loop ([`Node::run`] does it).
+    /// the rules say otherwise. Called once, on the runtime, before [`Node::run`].
     pub async fn prepare(&mut self) {
+        let config = self.core.config().clone();
         tracing::info!(
-            node = %self.identity.name,
-            generation = self.identity.generation,
-            links = ?self.liveness.link_names(),
-            keepalive = %fmt_ms(self.config.timing.keepalive),
-            deadtime = %fmt_ms(self.config.timing.deadtime),
+            node = %self.core.identity().name,
+            generation = self.core.identity().generation,
+            links = ?self.core.membership().liveness().link_names(),
+            keepalive = %fmt_ms(config.timing.keepalive),
+            deadtime = %fmt_ms(config.timing.deadtime),
             "node starting"
         );
-        for i in 0..self.config.groups.len() {
+        for i in 0..config.groups.len() {
             if self.runner.probe(i).await {
                 tracing::warn!(
-                    group = %self.config.groups[i].name(),
+                    group = %config.groups[i].name(),
                     "group found running at start (left behind): adopting it"
                 );
-                self.manager.adopt_running(i);
+                self.core.adopt_running(i);
             }
         }
     }
 
-    /// Runs until `shutdown` turns true or every input closes, as a task on the runtime
-    /// (the simulation tests run it on a paused clock; the daemon uses
-    /// [`Node::run_on_thread`]).
-    pub async fn run(
-        mut self,
-        mut inbound: mpsc::Receiver<Inbound>,
-        mut control: mpsc::Receiver<ControlCall>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        self.prepare().await;
-        let mut op_rx = self.op_rx.take().expect("run is called once");
-        let mut control_open = true;
-        let mut stop_deadline = None;
-        // One timer for the whole loop, replaced only when the deadline changes (a new
-        // registration can cost the driver an eventfd write and an extra epoll round).
-        let timer = tokio::time::sleep_until(self.pacer.due());
-        tokio::pin!(timer);
-        while let Some(wake) = self.turn(Instant::now(), stop_deadline) {
-            if timer.deadline() != wake {
-                // A fresh timer, not `reset`: tokio extends a later deadline lazily, leaving
-                // the old one in its wheel, and the driver then wakes at the old deadline for
-                // nothing (one spurious wakeup per received heartbeat).
-                timer.set(tokio::time::sleep_until(wake));
+    /// The node's loop, the same for the daemon and the simulation: step the core's timer,
+    /// wait for inputs until its next wake, apply them; until the core has stopped (every
+    /// group released after [`Mail::Shutdown`]) or the inputs are gone.
+    pub async fn run<I: Inputs>(mut self, mut inputs: I) {
+        loop {
+            let mut now = crate::clock::now();
+            if self.core.liveness_due(now) || self.core.awaits_a_return() {
+                // A liveness deadline is decided on everything received; and a peer or link
+                // that is down may be back in an answer waiting unread (issue #15, defect 3).
+                inputs.read_waiting(&mut self);
+                now = crate::clock::now();
             }
-            let mail = tokio::select! {
-                biased;
-                changed = shutdown.changed(), if stop_deadline.is_none() => {
-                    (changed.is_err() || *shutdown.borrow()).then_some(Mail::Shutdown)
-                }
-                frame = inbound.recv() => match frame {
-                    Some(frame) => {
-                        self.on_frame(Instant::now(), frame.as_ref());
-                        None
-                    }
-                    None => break,
-                },
-                Some(done) = op_rx.recv() => Some(Mail::OpDone(done)),
-                call = control.recv(), if control_open => {
-                    control_open = call.is_some();
-                    call.map(Mail::Call)
-                }
-                _ = &mut timer => None,
+            self.step(now, Input::Timer);
+            let Some(wake) = self.core.wake() else {
+                break;
             };
-            if let Some(mail) = mail {
-                self.on_mail(Instant::now(), mail, &mut stop_deadline);
+            if !inputs.wait(&mut self, wake).await {
+                break;
             }
         }
         if let Some(writer) = self.generation_writer.take() {
-            writer.close().await;
+            writer.close_blocking();
         }
-        tracing::info!(node = %self.identity.name, "node stopped");
+        if let Some((watchdog, _)) = self.watchdog.take() {
+            match watchdog.close_clean() {
+                Ok(()) => tracing::info!("watchdog closed cleanly (magic close)"),
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
+        tracing::info!(node = %self.core.identity().name, "node stopped");
     }
 
-    /// Applies one input from outside the heartbeat path (either loop): a control call, a
-    /// finished group operation, or the request to stop, which starts stopping once and
-    /// sets `stop_deadline`.
-    fn on_mail(&mut self, now: Instant, mail: Mail, stop_deadline: &mut Option<Instant>) {
-        match mail {
-            Mail::Call(call) => self.on_call(now, call),
-            Mail::OpDone(done) => self.on_op_done(now, done),
-            Mail::Shutdown if stop_deadline.is_none() => {
-                *stop_deadline = Some(self.begin_stop(now));
-            }
-            Mail::Shutdown => {}
-        }
+    /// Runs the node as a task fed by channels (the simulation tests): `inbound` frames,
+    /// `control` calls, and `shutdown` to stop. Prepares it first.
+    pub async fn run_on_channels(
+        mut self,
+        inbound: mpsc::Receiver<Inbound>,
+        control: mpsc::Receiver<ControlCall>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let (inputs, mail) = ChannelInputs::new(inbound);
+        let _plumbing = self.plumb(mail, control, shutdown);
+        self.prepare().await;
+        self.run(inputs).await;
     }
 
-    /// One turn of either loop at `now`: sends what is due and applies passed deadlines,
-    /// then says when to wake next, or `None` when the node stops now (stopping, and every
-    /// group released or `stop_deadline` passed), after telling the peer once more.
-    fn turn(&mut self, now: Instant, stop_deadline: Option<Instant>) -> Option<Instant> {
-        if let Some(deadline) = stop_deadline
-            && (!self.manager.holds_any() || now >= deadline)
-        {
-            if self.manager.holds_any() {
-                tracing::error!("stopping with groups still held here: their stop did not finish");
-            }
-            // Tell the peer once more that nothing runs here any more.
-            self.send_status(now);
-            return None;
-        }
-        self.on_timer(now);
-        let wake = match self.liveness.next_deadline() {
-            Some(d) => d.min(self.pacer.due()),
-            None => self.pacer.due(),
+    /// Runs the node on the calling thread until it stops (the daemon starts a thread for
+    /// it): waits on `receivers`, `bell` and the [`mailbox`] ([`ThreadInputs`]). The thread must have entered
+    /// the runtime (`Handle::enter`): group operations, slow control answers and the mail
+    /// forwarder are spawned onto it. Call [`Node::prepare`] first.
+    pub fn run_on_thread(
+        mut self,
+        receivers: &[crate::media::udp::ReceiveSocket],
+        control: mpsc::Receiver<ControlCall>,
+        shutdown: watch::Receiver<bool>,
+        bell: &Arc<Bell>,
+        (mail, inbox): (MailSender, std::sync::mpsc::Receiver<Mail>),
+    ) {
+        let inputs = ThreadInputs::new(receivers, bell, inbox);
+        let _plumbing = self.plumb(mail, control, shutdown);
+        run_ready(self.run(inputs));
+    }
+
+    /// Applies what of a reloaded configuration lives outside the core: the log outputs
+    /// (when hbd's logging is installed) and the prober's targets (when it runs). An error
+    /// leaves everything as it was (a log file that cannot be opened changes nothing).
+    fn apply_outside(
+        &self,
+        config: &Config,
+    ) -> Result<AppliedOutside, crate::logging::LoggingError> {
+        let logging = match crate::logging::installed() {
+            Some(log) => Some(log.apply(&config.logging)?),
+            None => None,
         };
-        Some(stop_deadline.map_or(wake, |d| wake.min(d)))
-    }
-
-    /// Starts stopping at `now`: every group here is released to the peer. Returns the
-    /// deadline after which the node stops even if a stop has not finished.
-    fn begin_stop(&mut self, now: Instant) -> Instant {
-        tracing::info!("stopping: releasing every group here to the peer");
-        let actions = self.manager.on_shutdown();
-        self.run_actions(now, actions);
-        now + SHUTDOWN_LIMIT
-    }
-
-    /// Sends a heartbeat if one is due and applies passed liveness deadlines.
-    fn on_timer(&mut self, now: Instant) {
-        if now >= self.pacer.due() {
-            let turns = match self.pacing() {
-                Pacing::TakeTurns { lower, .. } => Some(lower),
-                _ => None,
-            };
-            if self.pacer.on_timer(now, turns) {
-                self.send_status(now);
+        let ping_targets = match &self.reachability {
+            Some(reach) => {
+                reach.reload(config);
+                true
             }
-        }
-        let events = self.liveness.on_tick(now);
-        self.apply_events(now, events);
+            None => false,
+        };
+        Ok(AppliedOutside {
+            logging,
+            ping_targets,
+        })
     }
 
-    fn notify(&mut self, now: Instant, event: NodeEvent) {
-        if let Some(observer) = &self.observer
-            && observer.send((now, event)).is_err()
+    /// Connects the node to its mail, whichever input source delivers it: finished
+    /// operations go there, and two small tasks on the runtime forward control calls, the
+    /// stop request and the prober's counts into it. They end when the plumbing drops.
+    fn plumb(
+        &mut self,
+        mail: MailSender,
+        control: mpsc::Receiver<ControlCall>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Plumbing {
+        self.mail = Some(mail.clone());
+        let mut tasks = Vec::with_capacity(2);
+        if let Some(mut updates) = self.reach_updates.take() {
+            let mail = mail.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(update) = updates.recv().await {
+                    mail(Mail::Reach(update.advertised));
+                }
+            }));
+        }
+        tasks.push(tokio::spawn(forward_mail(control, shutdown, mail)));
+        Plumbing(tasks)
+    }
+
+    /// Steps the core and carries out its effects.
+    fn step(&mut self, now: Instant, input: Input<'_>) -> Option<Response> {
+        if matches!(input, Input::Timer) {
+            self.refresh_ambient(now);
+            self.pet_watchdog(now);
+        }
+        let mut effects = std::mem::take(&mut self.effects);
+        self.core.step(now, input, &mut effects);
+        let reply = self.carry_out(now, &mut effects);
+        self.effects = effects;
+        reply
+    }
+
+    /// Pets the watchdog from the heartbeat loop, at most every [`WATCHDOG_PET_EVERY`].
+    fn pet_watchdog(&mut self, now: Instant) {
+        let Some((watchdog, last)) = &mut self.watchdog else {
+            return;
+        };
+        if last.is_some_and(|t| now.saturating_duration_since(t) < WATCHDOG_PET_EVERY) {
+            return;
+        }
+        *last = Some(now);
+        if let Err(e) = watchdog.pet()
+            && let Some(suppressed) = self.log_limit.allow("watchdog", now)
         {
-            self.observer = None;
+            tracing::error!(suppressed, "{e}");
         }
     }
 
-    fn apply_events(&mut self, now: Instant, events: Vec<LivenessEvent>) {
-        let mut local_changed = false;
-        let mut actions = Vec::new();
-        for event in &events {
-            match event {
-                LivenessEvent::PeerState { from, to, .. } if to.is_alive() && !from.is_alive() => {
-                    actions.extend(self.manager.on_peer_alive());
-                    // Answer at once, as heartbeat does for a node returning after a
-                    // partition: the peer learns about us (and our groups) one message later
-                    // instead of up to a keepalive later.
-                    local_changed = true;
-                }
-                LivenessEvent::PeerState {
-                    to: PeerState::Dead,
-                    ..
-                } => actions.extend(self.manager.on_peer_dead()),
-                LivenessEvent::LocalActive { .. } => actions.extend(self.manager.on_ready()),
-                _ => {}
-            }
+    /// The load line and wall clock our heartbeats carry, re-read at most every
+    /// [`AMBIENT_REFRESH`].
+    fn refresh_ambient(&mut self, now: Instant) {
+        if self
+            .ambient_at
+            .is_some_and(|at| now.saturating_duration_since(at) < AMBIENT_REFRESH)
+        {
+            return;
         }
-        for event in events {
-            log_event(&event);
-            if let LivenessEvent::PeerState {
-                node,
-                to: PeerState::Dead,
-                ..
-            } = &event
-                && let Some(i) = self.liveness.peer_index(node)
-            {
-                // From now on a status not newer than the last one is stale, a newer one
-                // is the peer returning after a partition.
-                self.seqtracks[i].mark_dead();
-            }
-            self.notify(now, NodeEvent::Liveness(event.clone()));
-            if matches!(event, LivenessEvent::LocalActive { .. }) {
-                local_changed = true;
-            }
+        self.ambient_at = Some(now);
+        let wall = crate::clock::wall()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1);
+        self.core.set_wall_clock(now, wall);
+        if self.report_load {
+            let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+            let line = text.lines().next().unwrap_or("").trim();
+            self.core.set_load(if line.is_empty() {
+                "n/a".to_string()
+            } else {
+                line.to_string()
+            });
         }
-        if local_changed && !actions.contains(&Action::SendReport) {
-            // heartbeat sends a status at once when its own state changes.
-            actions.push(Action::SendReport);
-        }
-        self.run_actions(now, actions);
     }
 
-    /// Carries out the manager's decisions.
-    fn run_actions(&mut self, now: Instant, actions: Vec<Action>) {
-        for action in actions {
-            match action {
-                Action::Start(g) | Action::Stop(g) => {
-                    let start = matches!(action, Action::Start(_));
-                    let name = self.config.groups[g].name().to_string();
-                    tracing::info!(group = %name, "{} group", if start { "starting" } else { "stopping" });
-                    let op = if start {
-                        self.runner.start(g)
-                    } else {
-                        self.runner.stop(g)
-                    };
-                    let tx = self.op_tx.clone();
-                    tokio::spawn(async move {
-                        let result = op.await;
-                        let _ = tx.send(OpDone {
-                            group: g,
-                            start,
-                            result,
-                        });
-                    });
+    /// Carries out the core's effects; returns its reply, if it gave one.
+    fn carry_out(&mut self, now: Instant, effects: &mut Vec<Effect>) -> Option<Response> {
+        let mut reply = None;
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Send { frame, answer } => {
+                    // The classic text a serial line carries, encoded at most once per send
+                    // and only for a line ready to take it.
+                    let mut classic: Option<Vec<u8>> = None;
+                    for medium in &self.media {
+                        if !medium.tx.ready() {
+                            continue;
+                        }
+                        let sent = match medium.tx.form() {
+                            FrameForm::Datagram if answer => medium.tx.send_answer(&frame),
+                            FrameForm::Datagram => medium.tx.send(&frame),
+                            FrameForm::ClassicText => {
+                                if classic.is_none() {
+                                    classic = classic_text(
+                                        &frame,
+                                        &self.core.config().auth,
+                                        &mut self.log_limit,
+                                    );
+                                }
+                                match &classic {
+                                    Some(text) => medium.tx.send(text),
+                                    None => continue,
+                                }
+                            }
+                        };
+                        if let Err(e) = sent {
+                            self.core.count_send_error();
+                            if let Some(suppressed) = self.log_limit.allow("send", now) {
+                                tracing::warn!(link = %medium.name, error = %e, suppressed, "heartbeat send failed");
+                            }
+                        }
+                    }
+                    self.core.recycle(frame);
                 }
-                Action::Announce(g) => {
-                    let name = self.config.groups[g].name().to_string();
-                    tracing::info!(group = %name, "re-announcing the group's addresses");
+                Effect::Start(g) => {
+                    // Once a peer has been heard a start is a takeover (a failover or a
+                    // planned move), not the first start of a lone node.
+                    let peer_heard = self
+                        .core
+                        .membership()
+                        .peers()
+                        .iter()
+                        .any(|p| p.last_status.is_some());
+                    if peer_heard && let Some(t) = self.takeovers.get_mut(g) {
+                        *t = Some(now);
+                    }
+                    self.spawn_op(g, true);
+                }
+                Effect::Stop(g) => self.spawn_op(g, false),
+                Effect::Announce(g) => {
+                    let name = self.core.config().groups[g].name().to_string();
                     let op = self.runner.announce(g);
                     tokio::spawn(async move {
                         if let Err(e) = op.await {
@@ -473,611 +463,329 @@ impl Node {
                         }
                     });
                 }
-                Action::SendReport => {
-                    self.send_status(now);
-                    self.pacer.on_extra_send(now);
+                Effect::Reply(response) => reply = Some(*response),
+                Effect::PersistGeneration { peer, generation } => {
+                    if let Some(writer) = &self.generation_writer {
+                        writer.store(&peer, generation);
+                    }
+                }
+                Effect::PersistOwnGeneration(generation) => {
+                    if let Some(writer) = &self.generation_writer {
+                        writer.store_own(generation);
+                    }
+                }
+                Effect::Event(event) => {
+                    self.log_event(now, &event);
+                    if let Some(observer) = &self.observer
+                        && observer.send((now, event)).is_err()
+                    {
+                        self.observer = None;
+                    }
+                }
+                Effect::Stopped => {}
+                Effect::Fence { peer } => self.spawn_fence(peer),
+            }
+        }
+        reply
+    }
+
+    fn log_event(&mut self, now: Instant, event: &NodeEvent) {
+        match event {
+            NodeEvent::Liveness(e) => core::log_liveness(e),
+            // Logged by the core where they are decided.
+            NodeEvent::PeerRestarted { .. }
+            | NodeEvent::SplitBrain { .. }
+            | NodeEvent::PeerGenerationStale { .. }
+            | NodeEvent::OwnGenerationStale { .. }
+            | NodeEvent::Unheard { .. } => {}
+            NodeEvent::Dropped {
+                reason,
+                detail,
+                link,
+                from,
+            } => {
+                if let Some(suppressed) = self.log_limit.allow(reason, now) {
+                    let link = self.media.get(*link).map_or("?", |m| m.name.as_str());
+                    let from = from.map_or_else(|| "-".to_string(), |a| a.to_string());
+                    tracing::warn!(%link, %from, suppressed, "dropped frame: {reason}: {detail}");
                 }
             }
         }
     }
 
-    fn on_op_done(&mut self, now: Instant, done: OpDone) {
-        let name = self.config.groups[done.group].name().to_string();
-        let ok = done.result.is_ok();
-        match (&done.result, done.start) {
-            (Ok(()), true) => tracing::info!(group = %name, "group running"),
-            (Ok(()), false) => tracing::info!(group = %name, "group stopped"),
-            (Err(e), true) if !e.held => tracing::error!(group = %name, "group start failed: {e}"),
-            (Err(e), _) => tracing::error!(
-                group = %name,
-                "GROUP {} FAILED: {e}; the group is held failed here and will not be started on the peer; fix it and restart hbd",
-                if done.start { "START" } else { "STOP" }
-            ),
-        }
-        let actions = if done.start {
-            let outcome = match &done.result {
-                Ok(()) => StartOutcome::Running,
-                Err(e) if e.held => StartOutcome::Stuck,
-                Err(_) => StartOutcome::Failed,
-            };
-            self.manager.on_started(done.group, outcome)
-        } else {
-            // Any failed stop may leave resources running here.
-            self.manager.on_stopped(done.group, ok)
-        };
-        self.run_actions(now, actions);
-    }
-
-    /// The load line for our heartbeats, re-read at most every [`LOAD_REFRESH`].
-    fn refresh_load(&mut self, now: Instant) {
-        if !self.report_load {
-            return;
-        }
-        let stale = self
-            .load
-            .0
-            .is_none_or(|at| now.saturating_duration_since(at) >= LOAD_REFRESH);
-        if stale {
-            let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-            let line = text.lines().next().unwrap_or("n/a").trim().to_string();
-            self.load = (Some(now), if line.is_empty() { "n/a".into() } else { line });
-        }
-    }
-
-    /// Sends our `status` heartbeat on every medium. The frame is built in place, borrowing
-    /// what it says (one reused buffer, keys prepared once): a heartbeat is sent a hundred
-    /// times a second and should touch as little as it can.
-    fn send_status(&mut self, now: Instant) {
-        self.send_status_as(now, false);
-    }
-
-    /// Sends our status in answer to a peer's heartbeat: marked as an answer (which the peer
-    /// may read only when it next wakes) when it says nothing our last status did not.
-    fn send_answer(&mut self, now: Instant) {
-        self.send_status_as(now, true);
-    }
-
-    fn send_status_as(&mut self, now: Instant, answer: bool) {
-        self.refresh_load(now);
-        // A node without groups sends no `hbd_groups` field (version 0 then).
-        let has_groups = !self.config.groups.is_empty();
-        let (groups, version) = if has_groups {
-            self.manager.reports_text()
-        } else {
-            ("", 0)
-        };
-        let state = self.liveness.local_state().as_str();
-        let said = (state, version);
-        let as_answer = answer && self.said == said;
-        self.said = said;
-        let fields = [
-            FieldRef::string("t", b"status"),
-            FieldRef::string("st", state.as_bytes()),
-            FieldRef::string("dt", self.deadtime_text.as_bytes()),
-            FieldRef::string("protocol", b"1"),
-            FieldRef::string(GROUPS_FIELD, groups.as_bytes()),
-        ];
-        let specific = if has_groups {
-            &fields[..]
-        } else {
-            &fields[..4]
-        };
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let ts = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(1)
-            .max(1);
-        let env = EnvelopeRef {
-            src: &self.identity.name,
-            srcuuid: self.identity.uuid,
-            seq: Some(seq),
-            generation: self.identity.generation,
-            ts,
-            load: Some(&self.load.1),
-            ttl: frame_ttl(&self.config),
-            dest_uuid: None,
-        };
-        let mut frame = std::mem::take(&mut self.send_buffer);
-        frame.clear();
-        wire::encode_stamped_prefixed(
-            &mut frame,
-            specific,
-            &env,
-            &self.frame_keys,
-            self.config.msgfmt,
-            &mut self.frame_prefix,
-        );
-        for medium in &self.media {
-            let sent = if as_answer {
-                medium.tx.send_answer(&frame)
-            } else {
-                medium.tx.send(&frame)
-            };
-            if let Err(e) = sent {
-                self.counters.send_errors += 1;
-                if let Some(suppressed) = self.drop_log.allow("send", now) {
-                    tracing::warn!(link = %medium.name, error = %e, suppressed, "heartbeat send failed");
-                }
+    /// Runs the fence device against `peer` on the runtime; its result comes back as mail.
+    fn spawn_fence(&self, peer: String) {
+        let Some(spec) = self.core.config().fencing.clone() else {
+            // The core fences only with a device configured; answer so nothing waits.
+            if let Some(mail) = &self.mail {
+                mail(Mail::Fenced {
+                    peer,
+                    result: Err("no fencing configured".to_string()),
+                });
             }
-        }
-        self.send_buffer = frame;
-    }
-
-    fn drop_frame(
-        &mut self,
-        now: Instant,
-        reason: &'static str,
-        inbound: InboundRef<'_>,
-        detail: &str,
-    ) {
-        self.notify(now, NodeEvent::Dropped { reason });
-        if let Some(suppressed) = self.drop_log.allow(reason, now) {
-            let link = self
-                .media
-                .get(inbound.link)
-                .map(|m| m.name.as_str())
-                .unwrap_or("?");
-            let from = inbound
-                .from
-                .map(|a| a.to_string())
-                .unwrap_or_else(|| "-".to_string());
-            tracing::warn!(%link, %from, suppressed, "dropped frame: {reason}: {detail}");
-        }
-    }
-
-    /// Verifies, de-duplicates and applies one received frame. Never panics on any input.
-    pub fn on_frame(&mut self, now: Instant, inbound: InboundRef<'_>) {
-        if inbound.frame.len() > wire::MAX_FRAME_LEN {
-            self.counters.oversize += 1;
-            let detail = format!("{} bytes", inbound.frame.len());
-            self.drop_frame(now, "oversize", inbound, &detail);
-            return;
-        }
-        let msg = match wire::decode_view(inbound.frame, &self.frame_keys) {
-            Ok(m) => m,
-            Err(e @ (WireError::BadDigest { .. } | WireError::UnknownKeyIndex { .. })) => {
-                self.counters.bad_auth += 1;
-                self.drop_frame(now, "authentication failed", inbound, &e.to_string());
-                return;
-            }
-            Err(e) => {
-                self.counters.malformed += 1;
-                self.drop_frame(now, "malformed", inbound, &e.to_string());
-                return;
-            }
-        };
-        let env = match wire::read_envelope(&msg) {
-            Ok(env) => env,
-            Err(e) => {
-                self.counters.malformed += 1;
-                self.drop_frame(now, "malformed", inbound, &e.to_string());
-                return;
-            }
-        };
-        if env.src == self.identity.name {
-            // Our own multicast looped back.
-            return;
-        }
-        let Some(peer) = self.liveness.peer_index(env.src) else {
-            self.counters.unknown_node += 1;
-            let detail = format!("node '{}' is not in the cluster", env.src);
-            self.drop_frame(now, "unknown node", inbound, &detail);
             return;
         };
-        let Some((seq, generation)) = env.sequence() else {
-            // NS_* messages sit outside sequencing; hbd peers do not need them yet.
-            self.counters.accepted += 1;
-            let events = self.liveness.on_packet(now, peer, inbound.link, None);
-            self.apply_events(now, events);
-            return;
-        };
-        let is_status = env.msg_type == "status";
-        let peer_dead = self.liveness.peers()[peer].state == PeerState::Dead;
-        let known_generation = self.seqtracks[peer].generation();
-        let verdict = self.seqtracks[peer].check(generation, seq, is_status, peer_dead);
-        match verdict {
-            SeqVerdict::Replay { known } => {
-                self.counters.replayed += 1;
-                let detail = format!(
-                    "generation {generation:x} from '{}' is older than {known:x}: attempted replay",
-                    env.src,
-                );
-                self.drop_frame(now, "replay", inbound, &detail);
-                return;
+        let us = self.core.identity().name.clone();
+        let mail = self.mail.clone();
+        tokio::spawn(async move {
+            let result = crate::fencing::fence(&spec, &us, &peer)
+                .await
+                .map_err(|e| e.to_string());
+            if let Some(mail) = mail {
+                mail(Mail::Fenced { peer, result });
             }
-            SeqVerdict::Stale => {
-                self.counters.replayed += 1;
-                let detail = format!("old sequence {seq:x} from '{}'", env.src);
-                self.drop_frame(now, "stale", inbound, &detail);
-                return;
-            }
-            SeqVerdict::Duplicate => {
-                self.counters.duplicates += 1;
-                let events = self.liveness.on_packet(now, peer, inbound.link, Some(seq));
-                self.apply_events(now, events);
-                return;
-            }
-            SeqVerdict::Restart { previous } => {
-                tracing::info!(
-                    node = %env.src,
-                    from = %format!("{previous:x}"),
-                    to = %format!("{generation:x}"),
-                    "node restarted (new generation)"
-                );
-                self.liveness.on_restart(peer);
-                self.notify(
-                    now,
-                    NodeEvent::PeerRestarted {
-                        node: env.src.to_string(),
-                        generation,
-                    },
-                );
-            }
-            SeqVerdict::Accept
-            | SeqVerdict::Rejoin
-            | SeqVerdict::Late
-            | SeqVerdict::Gap { .. }
-            | SeqVerdict::Resync { .. } => {}
-        }
-        // A late (reordered) frame is old news: it must not set our pace.
-        let verdict_is_fresh = !matches!(verdict, SeqVerdict::Late);
-        if self.seqtracks[peer].generation() != known_generation
-            && let Some(writer) = &self.generation_writer
-        {
-            // A new generation for this peer: remember it across our restarts.
-            writer.store(env.src, generation);
-        }
-        self.counters.accepted += 1;
-        let events = if is_status {
-            let st = msg.get_str("st").unwrap_or("up");
-            let dt = msg
-                .get("dt")
-                .and_then(wire::parse_hex_u64)
-                .map(Duration::from_millis);
-            self.liveness
-                .on_status(now, peer, inbound.link, Some(seq), st, dt)
-        } else {
-            self.liveness.on_packet(now, peer, inbound.link, Some(seq))
-        };
-        self.apply_events(now, events);
-        // Ownership first: when the peer's reports change ours, the one status that says so
-        // also serves as the pacing reply (on_extra_send suppresses a second one).
-        if is_status && let Some(text) = msg.get_str(GROUPS_FIELD) {
-            match self.manager.on_peer_reports_text(text) {
-                Some(actions) => self.run_actions(now, actions),
-                None => {
-                    self.counters.malformed += 1;
-                    self.drop_frame(now, "malformed", inbound, "bad hbd_groups field");
-                }
-            }
-        }
-        if is_status && verdict_is_fresh && self.pace_on(now, env.src) {
-            self.send_answer(now);
-        }
-    }
-
-    /// A fresh status of `name` arrived at `now`: whether it paces ours and we send now
-    /// (see [`pacing`]).
-    fn pace_on(&mut self, now: Instant, name: &str) -> bool {
-        match self.pacing() {
-            Pacing::Follow(setter) if setter == name => self.pacer.on_pace_setter_heartbeat(now),
-            Pacing::TakeTurns { partner, lower } if partner == name => {
-                self.pacer.on_partner_heartbeat(now, lower)
-            }
-            _ => false,
-        }
-    }
-
-    /// How our heartbeats line up with the live peers now.
-    fn pacing(&self) -> Pacing<'_> {
-        let peers = self.liveness.peers().iter().map(|p| {
-            (
-                p.name.as_str(),
-                matches!(p.state, PeerState::Up | PeerState::Active),
-            )
         });
-        pacing::pacing(&self.identity.name, peers)
+    }
+
+    /// Runs a group start or stop on the runtime; its result comes back as mail.
+    fn spawn_op(&self, group: usize, start: bool) {
+        let op = if start {
+            self.runner.start(group)
+        } else {
+            self.runner.stop(group)
+        };
+        let mail = self.mail.clone();
+        tokio::spawn(async move {
+            let result = op.await;
+            if let Some(mail) = mail {
+                mail(Mail::OpFinished(OpFinished {
+                    group,
+                    start,
+                    result,
+                }));
+            }
+        });
     }
 
     /// Answers one control call; requests that wait on resources are answered from a task
     /// so the node never stops heartbeating.
     fn on_call(&mut self, now: Instant, call: ControlCall) {
-        match call.request {
+        let ControlCall { request, reply } = call;
+        match request {
+            Request::Status => {
+                let core = &self.core;
+                let mut status = status_report(
+                    NodeView {
+                        name: &core.identity().name,
+                        generation: core.identity().generation,
+                        config: core.config(),
+                        membership: core.membership(),
+                        manager: core.manager(),
+                        alarms: core.alarms(),
+                    },
+                    now,
+                );
+                status.reachability = self
+                    .reachability
+                    .as_ref()
+                    .map(|r| ReachabilityReport::new(&r.targets(), core.reach_policy(), now));
+                status.fencing = core.fencing_status(now);
+                status.media = media_report(&self.media);
+                let _ = reply.send(Response {
+                    ok: true,
+                    error: None,
+                    status: Some(status),
+                    message: None,
+                    checks: None,
+                    vrrp: None,
+                });
+            }
             Request::Checks => {
                 let reports = self.runner.director_reports();
                 tokio::spawn(async move {
                     let checks = reports.await;
                     let mut response = Response::done(format!("{} real server(s)", checks.len()));
                     response.checks = Some(checks);
-                    let _ = call.reply.send(response);
+                    let _ = reply.send(response);
                 });
             }
-            Request::Reload => {
-                let first = self.reload();
-                let inline = self
-                    .config
-                    .director
-                    .as_ref()
-                    .and_then(|d| d.ldirectord_cf.is_none().then(|| d.config.clone()));
-                let directors = self.runner.reload_directors(inline);
-                tokio::spawn(async move {
-                    let mut lines = Vec::new();
-                    let mut ok = true;
-                    match first {
-                        Ok(m) => lines.push(m),
-                        Err(e) => {
-                            ok = false;
-                            lines.push(e);
-                        }
-                    }
-                    for r in directors.await {
-                        match r {
-                            Ok(m) => lines.push(m),
-                            Err(e) => {
-                                ok = false;
-                                tracing::error!("{e}");
-                                lines.push(e);
-                            }
-                        }
-                    }
-                    let text = lines.join("\n");
-                    let _ = call.reply.send(if ok {
-                        Response::done(text)
-                    } else {
-                        Response::refused(text)
-                    });
-                });
-            }
-            Request::Status => {
-                let _ = call.reply.send(Response {
-                    ok: true,
-                    error: None,
-                    status: Some(self.status_report(now)),
-                    message: None,
-                    checks: None,
-                });
-            }
-            Request::Takeover { class } => {
-                let _ = call
-                    .reply
-                    .send(self.on_command(now, Command::Takeover(class)));
-            }
-            Request::Standby { class } => {
-                let _ = call
-                    .reply
-                    .send(self.on_command(now, Command::Standby(class)));
+            Request::Takeover { class } => self.command(now, Command::Takeover(class), reply),
+            Request::Standby { class } => self.command(now, Command::Standby(class), reply),
+            Request::Reload => self.reload(now, reply),
+            Request::Auto => {
+                let _ = reply.send(Response::refused(
+                    "auto applies to VRRP instances; this node runs heartbeat membership",
+                ));
             }
         }
     }
 
-    /// Carries out an operator's takeover or standby.
-    fn on_command(&mut self, now: Instant, command: Command) -> Response {
-        tracing::info!(?command, "operator command");
-        match self.manager.on_command(command) {
-            Ok((outcome, actions)) => {
-                self.run_actions(now, actions);
-                Response::done(match outcome {
-                    CommandOutcome::Applied(groups) => format!("moving: {}", groups.join(", ")),
-                    CommandOutcome::NothingToDo(why) => format!("nothing to do: {why}"),
-                    CommandOutcome::Queued(why) => {
-                        format!("queued until the pair is stable ({why})")
-                    }
-                })
-            }
-            Err(e) => Response::refused(e.to_string()),
-        }
+    fn command(&mut self, now: Instant, command: Command, reply: oneshot::Sender<Response>) {
+        let _ = reply.send(self.answer(now, Input::Command(command)));
     }
 
-    /// Re-reads the configuration. Keys, timers, logging and ping settings apply at once;
-    /// a change to nodes, media, groups or the failback policy is refused and names what
-    /// needs a restart (groups keep running across a restart: hbd adopts them).
-    pub fn reload(&mut self) -> Result<String, String> {
-        let Some(reloader) = &self.reloader else {
-            return Err("this node cannot reload its configuration".into());
-        };
-        let new = reloader()?;
-        let old = &self.config;
-        let mut needs_restart = Vec::new();
-        if new.nodes != old.nodes {
-            needs_restart.push("node");
-        }
-        if new.media != old.media {
-            needs_restart.push("media");
-        }
-        if new.groups != old.groups {
-            needs_restart.push("haresources groups");
-        }
-        if new.auto_failback != old.auto_failback {
-            needs_restart.push("auto_failback");
-        }
-        if !needs_restart.is_empty() {
-            return Err(format!(
-                "nothing applied: changing {} needs a restart of hbd (running groups are adopted on restart)",
-                needs_restart.join(", ")
-            ));
-        }
-        let mut changed = Vec::new();
-        if new.auth != old.auth {
-            changed.push("authkeys");
-        }
-        if new.timing != old.timing {
-            changed.push("timers");
-            self.liveness.set_timing(new.timing);
-            self.pacer.set_keepalive(new.timing.keepalive);
-        }
-        if new.logging != old.logging {
-            changed.push("logging");
-        }
-        if new.ping_nodes != old.ping_nodes || new.ping_groups != old.ping_groups {
-            changed.push("ping nodes");
-        }
-        if new.msgfmt != old.msgfmt || new.hopfudge != old.hopfudge {
-            changed.push("wire format");
-        }
-        self.frame_keys = FrameKeys::new(&new.auth);
-        self.deadtime_text = deadtime_text(&new);
-        self.config = Arc::new(new);
-        tracing::info!(?changed, "configuration reloaded");
-        Ok(if changed.is_empty() {
-            "configuration reloaded: no change".to_string()
-        } else {
-            format!("configuration reloaded: {} applied", changed.join(", "))
-        })
+    /// Steps the core with an input it answers (a command, a reload) and returns the answer.
+    fn answer(&mut self, now: Instant, input: Input<'_>) -> Response {
+        self.step(now, input)
+            .unwrap_or_else(|| Response::refused("the node has stopped"))
     }
 
-    /// The status report `hactl status` prints.
-    pub fn status_report(&self, now: Instant) -> StatusReport {
-        let link_names = self.liveness.link_names();
-        let mut nodes = vec![NodeReport {
-            name: self.identity.name.clone(),
-            status: "up".to_string(),
-            state: self.liveness.local_state().as_str().to_string(),
-            local: true,
-            last_heard_ms: None,
-            deadtime_ms: millis(self.config.timing.deadtime),
-            late_heartbeats: 0,
-            longest_gap_ms: 0,
-            links: link_names
-                .iter()
-                .map(|n| LinkReport {
-                    name: n.clone(),
-                    status: "up".to_string(),
-                })
-                .collect(),
-        }];
-        for p in self.liveness.peers() {
-            let status = match p.state {
-                PeerState::Init => "init",
-                PeerState::Up | PeerState::Active => "up",
-                PeerState::Dead => "dead",
-            };
-            nodes.push(NodeReport {
-                name: p.name.clone(),
-                status: status.to_string(),
-                state: p.state.as_str().to_string(),
-                local: false,
-                last_heard_ms: p
-                    .last_status
-                    .map(|t| millis(now.saturating_duration_since(t))),
-                deadtime_ms: millis(p.deadtime),
-                late_heartbeats: p.late_heartbeats,
-                longest_gap_ms: millis(p.longest_gap),
-                links: p
-                    .links
-                    .iter()
-                    .zip(link_names)
-                    .map(|(l, name)| LinkReport {
-                        name: name.clone(),
-                        status: match l.state {
-                            LinkState::Init => "init",
-                            LinkState::Up => "up",
-                            LinkState::Dead => "dead",
-                        }
-                        .to_string(),
-                    })
-                    .collect(),
-            });
-        }
-        let groups = self
-            .manager
-            .groups()
-            .iter()
-            .enumerate()
-            .map(|(i, g)| {
-                let resource_state = match g.phase {
-                    GroupPhase::Running => "running",
-                    GroupPhase::Failed => "failed",
-                    GroupPhase::StopFailed => "unknown",
-                    GroupPhase::Starting | GroupPhase::Stopping => g.phase.as_str(),
-                    GroupPhase::Stopped => "stopped",
-                };
-                GroupReport {
-                    name: g.name.clone(),
-                    preferred: g.preferred.clone(),
-                    owner: self.manager.owner(i),
-                    state: g.phase.as_str().to_string(),
-                    target: g.placement.target.clone(),
-                    epoch: g.placement.epoch,
-                    resources: self.config.groups[i]
-                        .resources
-                        .iter()
-                        .map(|r| ResourceReport {
-                            spec: r.spec.clone(),
-                            state: resource_state.to_string(),
-                        })
-                        .collect(),
+    /// Loads the configuration again, lets the core apply what it can, then reloads the
+    /// directors; the answer has one line per part and is a refusal if any part failed.
+    fn reload(&mut self, now: Instant, reply: oneshot::Sender<Response>) {
+        let first = match &self.reloader {
+            None => Response::refused("this node cannot reload its configuration"),
+            Some(reloader) => match reloader() {
+                Err(e) => Response::refused(format!(
+                    "the new configuration is refused, the old one stays:\n{e}"
+                )),
+                // A change only a restart applies is refused by the core before anything,
+                // so nothing outside it is touched either.
+                Ok(config) => if self.core.needs_restart(&config).is_empty() {
+                    self.apply_outside(&config)
+                } else {
+                    Ok(AppliedOutside::default())
                 }
-            })
-            .collect();
-        StatusReport {
-            node: self.identity.name.clone(),
-            state: self.liveness.local_state().as_str().to_string(),
-            generation: self.identity.generation,
-            nodes,
-            groups,
-            queued: self.manager.queued().map(|c| format!("{c:?}")).collect(),
-            unstable: self.manager.instability(),
-            counters: self.counters.clone(),
+                .map_or_else(
+                    |e| Response::refused(format!("nothing applied: {e}")),
+                    |outside| self.answer(now, Input::Reload(Box::new(config), outside)),
+                ),
+            },
+        };
+        let inline = self
+            .core
+            .config()
+            .director
+            .as_ref()
+            .and_then(|d| d.ldirectord_cf.is_none().then(|| d.config.clone()));
+        let directors = self.runner.reload_directors(inline);
+        tokio::spawn(async move {
+            let mut ok = first.ok;
+            let mut lines: Vec<String> = first.message.into_iter().chain(first.error).collect();
+            for r in directors.await {
+                match r {
+                    Ok(m) => lines.push(m),
+                    Err(e) => {
+                        ok = false;
+                        tracing::error!("{e}");
+                        lines.push(e);
+                    }
+                }
+            }
+            let text = lines.join("\n");
+            let _ = reply.send(if ok {
+                Response::done(text)
+            } else {
+                Response::refused(text)
+            });
+        });
+    }
+}
+
+impl InputSink for Node {
+    /// Applies a frame received at `at`.
+    fn on_frame(&mut self, at: Instant, inbound: InboundRef<'_>) {
+        self.step(
+            at,
+            Input::Frame {
+                link: inbound.link,
+                from: inbound.from,
+                frame: inbound.frame,
+            },
+        );
+        // The gap since the sender's previous status, for the metrics histogram.
+        for (peer, (seen, histogram)) in self.core.membership().peers().iter().zip(&mut self.gaps) {
+            if peer.last_status != *seen {
+                if let (Some(before), Some(now)) = (*seen, peer.last_status) {
+                    histogram.observe(now.saturating_duration_since(before));
+                }
+                *seen = peer.last_status;
+            }
+        }
+    }
+
+    /// Applies one piece of mail at `now`.
+    fn on_mail(&mut self, now: Instant, mail: Mail) {
+        match mail {
+            Mail::Call(call) => self.on_call(now, call),
+            Mail::OpFinished(done) => {
+                if done.start
+                    && let Some(decided) = self.takeovers.get_mut(done.group).and_then(Option::take)
+                    && done.result.is_ok()
+                {
+                    let name = self.core.config().groups[done.group].name();
+                    crate::telemetry::global()
+                        .observe_failover(name, now.saturating_duration_since(decided));
+                }
+                self.step(now, Input::OpFinished(done));
+            }
+            Mail::Frame(inbound) => self.on_frame(now, inbound.as_ref()),
+            Mail::Reach(local) => {
+                self.step(now, Input::Reach(local));
+            }
+            Mail::Fenced { peer, result } => {
+                self.step(now, Input::FenceFinished { peer, result });
+            }
+            Mail::Shutdown => {
+                // systemd shows "deactivating" while the groups are released.
+                crate::sdnotify::notify_stopping();
+                self.step(now, Input::Shutdown);
+            }
+        }
+    }
+
+    /// Logs a receive error at a limited rate (a read that returned nothing is quiet).
+    fn receive_failed(&mut self, e: &std::io::Error) {
+        use std::io::ErrorKind::{Interrupted, WouldBlock};
+        if matches!(e.kind(), WouldBlock | Interrupted) {
+            return;
+        }
+        if let Some(suppressed) = self.log_limit.allow("receive", crate::clock::now()) {
+            tracing::warn!(error = %e, suppressed, "heartbeat receive failed");
         }
     }
 }
 
-/// `dt` of our heartbeats: the deadtime in hex milliseconds.
-fn deadtime_text(config: &Config) -> String {
-    format!("{:x}", config.timing.deadtime.as_millis())
-}
-
-/// heartbeat's `ttl` field: hopfudge + node count, ping nodes included (§5). Derived from
-/// the configuration at each send, so a reload that changes either is on the wire at once.
-fn frame_ttl(config: &Config) -> u32 {
-    let nodes = config.nodes.len() + config.ping_nodes.len() + config.ping_groups.len();
-    u32::from(config.hopfudge).saturating_add(u32::try_from(nodes).unwrap_or(u32::MAX))
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn log_event(event: &LivenessEvent) {
-    match event {
-        LivenessEvent::PeerState {
-            node,
-            from,
-            to,
-            reason,
-        } => {
-            if *to == PeerState::Dead {
-                tracing::warn!(%node, from = from.as_str(), to = to.as_str(), "node is dead: {reason}");
-            } else {
-                tracing::info!(%node, from = from.as_str(), to = to.as_str(), "node state: {reason}");
+/// Our frame as heartbeat's classic text for a serial line (`serial_write`: decoded, inner
+/// auth recomputed, `>>>` … `<<<`); `None`, logged at a limited rate, if it cannot be
+/// written so.
+fn classic_text(
+    frame: &[u8],
+    keys: &crate::config::AuthKeys,
+    log_limit: &mut LogLimit,
+) -> Option<Vec<u8>> {
+    match crate::media::serial::classic_frame(frame, keys) {
+        Ok(text) => Some(text),
+        Err(e) => {
+            if let Some(suppressed) = log_limit.allow("classic", crate::clock::now()) {
+                tracing::warn!(error = %e, suppressed, "cannot write our heartbeat as classic text for a serial line");
             }
+            None
         }
-        LivenessEvent::LinkState {
-            node,
-            link,
-            to,
-            reason,
-        } => {
-            if *to == LinkState::Dead {
-                tracing::warn!(%node, %link, "link dead: {reason}");
-            } else {
-                tracing::info!(%node, %link, "link up: {reason}");
+    }
+}
+
+/// Forwards the runtime's inputs to a node's mail: control calls, and the stop request when
+/// `shutdown` turns true (or its sender goes away). Both sources run it.
+pub async fn forward_mail(
+    mut control: mpsc::Receiver<ControlCall>,
+    mut shutdown: watch::Receiver<bool>,
+    mail: MailSender,
+) {
+    let mut control_open = true;
+    let mut shutdown_open = true;
+    loop {
+        let next = tokio::select! {
+            biased;
+            changed = shutdown.changed(), if shutdown_open => {
+                if changed.is_err() {
+                    shutdown_open = false;
+                    Some(Mail::Shutdown)
+                } else {
+                    (*shutdown.borrow()).then_some(Mail::Shutdown)
+                }
             }
-        }
-        LivenessEvent::LateHeartbeat {
-            node,
-            interval,
-            warntime,
-        } => tracing::warn!(
-            %node,
-            "late heartbeat: {} since the previous one (warntime {})",
-            fmt_ms(*interval),
-            fmt_ms(*warntime)
-        ),
-        LivenessEvent::LocalActive { reason } => {
-            tracing::info!("this node is active: {reason}")
+            call = control.recv(), if control_open => match call {
+                Some(call) => Some(Mail::Call(call)),
+                None => {
+                    control_open = false;
+                    None
+                }
+            },
+            else => return,
+        };
+        if let Some(m) = next {
+            mail(m);
         }
     }
 }

@@ -2,8 +2,10 @@
 //! `hactl ipvs save`, so operators keep the views and scripts they know.
 //!
 //! Column layout as printed by ipvsadm 1.31 (`print_service_entry`: real lines are
-//! `"  -> %-28s %-7s %-6d %-10u %-10u"`). Connection counters are not part of the model
-//! and print as 0.
+//! `"  -> %-28s %-7s %-6d %-10u %-10u"`). [`listing`] is the whole `ipvsadm -Ln` output:
+//! ipvsadm's first line (`IP Virtual Server version 1.2.1 (size=4096)`, which parsers such as
+//! ldirectord's skip with the two header lines), the counters, and under the table what the
+//! dataplane approximates.
 
 use std::fmt::Write as _;
 
@@ -35,29 +37,133 @@ fn mask_text(family: Family, m: Netmask) -> Option<String> {
     })
 }
 
-/// The `ipvsadm -Ln` view.
+/// Puts services and their reals in the order `ipvsadm -Ln` and `ipvsadm -Sn` print them
+/// (ipvsadm sorts unless `--nosort`; libipvs `ipvs_cmp_services`: firewall mark (0 for
+/// address services, so those come first), family, protocol, address, port; reals by
+/// family, address, port), so `hactl ipvs` prints exactly what ipvsadm prints.
+pub fn sort_like_ipvsadm(services: &mut [VirtualService]) {
+    fn family(ip: &std::net::IpAddr) -> u8 {
+        if ip.is_ipv4() { 2 } else { 10 }
+    }
+    services.sort_by_key(|vs| match vs.key {
+        ServiceKey::Tcp(a) => (0, family(&a.ip()), 6, a.ip(), a.port()),
+        ServiceKey::Udp(a) => (0, family(&a.ip()), 17, a.ip(), a.port()),
+        ServiceKey::Fwmark(m, f) => (
+            m,
+            if f == Family::V4 { 2 } else { 10 },
+            0,
+            std::net::IpAddr::from([0u8; 4]),
+            0,
+        ),
+    });
+    for vs in services.iter_mut() {
+        vs.reals
+            .sort_by_key(|r| (family(&r.addr.ip()), r.addr.ip(), r.addr.port()));
+    }
+}
+
+/// The IPVS version hbd's views follow (`IP_VS_VERSION_CODE` 1.2.1 of Linux).
+pub const IPVS_VERSION: u32 = 0x01_02_01;
+
+/// ipvsadm's first line: `IP Virtual Server version 1.2.1 (size=4096)`.
+pub fn version_line(version: u32, size: u32) -> String {
+    format!(
+        "IP Virtual Server version {}.{}.{} (size={size})",
+        (version >> 16) & 0xff,
+        (version >> 8) & 0xff,
+        version & 0xff
+    )
+}
+
+/// The `ipvsadm -Ln` table without counters (they print as 0).
 pub fn table(services: &[VirtualService]) -> String {
+    table_with(services, &super::model::Connections::new())
+}
+
+/// The whole `hactl ipvs` output: `header` (see [`version_line`]), the table with each
+/// real's connection counts, then one `# note` line per approximation of the dataplane.
+pub fn listing(
+    header: &str,
+    services: &[VirtualService],
+    connections: &super::model::Connections,
+    notes: &[String],
+) -> String {
+    let mut s = format!("{header}\n");
+    s.push_str(&table_with(services, connections));
+    for n in notes {
+        let _ = writeln!(s, "# {n}");
+    }
+    s
+}
+
+/// The whole `hactl ipvs --persistent-conn` output, as `ipvsadm -Ln --persistent-conn`
+/// prints it (`print_title`/`print_service_entry` with `FMT_PERSISTENTCONN`: the title
+/// `"%-33s %-9s %-11s %-10s %-10s"`, reals `"  -> %-28s %-9u %-11u %-10u %-10u"`: weight,
+/// persistence templates, active and inactive connections).
+pub fn listing_persistent(
+    header: &str,
+    services: &[VirtualService],
+    connections: &super::model::Connections,
+) -> String {
+    let mut s = format!("{header}\n");
+    let _ = writeln!(
+        s,
+        "{:<33} {:<9} {:<11} {:<10} {:<10}",
+        "Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn", "InActConn"
+    );
+    s.push_str("  -> RemoteAddress:Port\n");
+    for vs in services {
+        service_line(&mut s, vs);
+        for r in &vs.reals {
+            let c = connections
+                .get(&(vs.key, r.addr))
+                .copied()
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "  -> {:<28} {:<9} {:<11} {:<10} {:<10}",
+                r.addr.to_string(),
+                r.weight,
+                c.persistent,
+                c.active,
+                c.inactive
+            );
+        }
+    }
+    s
+}
+
+/// `TCP  192.0.2.10:80 wrr [persistent N [mask M]]`.
+fn service_line(s: &mut String, vs: &VirtualService) {
+    let _ = write!(s, "{} {}", vs.key, vs.scheduler);
+    if let Some(p) = &vs.persistence {
+        let _ = write!(s, " persistent {}", p.timeout.as_secs());
+        if let Some(m) = mask_text(vs.key.family(), p.netmask) {
+            let _ = write!(s, " mask {m}");
+        }
+    }
+    s.push('\n');
+}
+
+fn table_with(services: &[VirtualService], connections: &super::model::Connections) -> String {
     let mut s = String::new();
     s.push_str("Prot LocalAddress:Port Scheduler Flags\n");
     s.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
     for vs in services {
-        let _ = write!(s, "{} {}", vs.key, vs.scheduler);
-        if let Some(p) = &vs.persistence {
-            let _ = write!(s, " persistent {}", p.timeout.as_secs());
-            if let Some(m) = mask_text(vs.key.family(), p.netmask) {
-                let _ = write!(s, " mask {m}");
-            }
-        }
-        s.push('\n');
+        service_line(&mut s, vs);
         for r in &vs.reals {
+            let c = connections
+                .get(&(vs.key, r.addr))
+                .copied()
+                .unwrap_or_default();
             let _ = writeln!(
                 s,
                 "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
                 r.addr.to_string(),
                 forward_word(r.forwarding),
                 r.weight,
-                0,
-                0
+                c.active,
+                c.inactive
             );
         }
     }
@@ -171,6 +277,95 @@ FWM  7 sh
 -A -f 7 -s sh
 ";
         assert_eq!(save(&sample()), expect);
+    }
+
+    #[test]
+    fn listing_keeps_ipvsadms_first_line_counters_and_notes() {
+        let services = sample();
+        let mut c = crate::dataplane::Connections::new();
+        c.insert(
+            (services[0].key, services[0].reals[0].addr),
+            crate::dataplane::RealConnections {
+                active: 12,
+                inactive: 3,
+                persistent: 0,
+            },
+        );
+        let text = listing(
+            &version_line(IPVS_VERSION, 4096),
+            &services,
+            &c,
+            &["scheduler wlc approximated as wrr under nftables".into()],
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "IP Virtual Server version 1.2.1 (size=4096)");
+        // ldirectord's parser skips three lines, then reads services.
+        assert!(lines[3].starts_with("TCP  192.0.2.10:80 wrr"), "{text}");
+        assert_eq!(
+            lines[4],
+            "  -> 198.51.100.1:80              Masq    2      12         3         "
+        );
+        assert_eq!(
+            *lines.last().unwrap(),
+            "# scheduler wlc approximated as wrr under nftables"
+        );
+    }
+
+    /// Against the layout ipvsadm 1.31 prints for `-Ln --persistent-conn` (the VM tier diffs
+    /// the whole output against the real ipvsadm).
+    #[test]
+    fn persistent_listing_has_ipvsadms_columns() {
+        let services = sample();
+        let mut c = crate::dataplane::Connections::new();
+        c.insert(
+            (services[0].key, services[0].reals[0].addr),
+            crate::dataplane::RealConnections {
+                active: 1,
+                inactive: 4,
+                persistent: 2,
+            },
+        );
+        let text = listing_persistent(&version_line(IPVS_VERSION, 4096), &services, &c);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            "Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn "
+        );
+        assert_eq!(lines[2], "  -> RemoteAddress:Port");
+        assert!(lines[3].starts_with("TCP  192.0.2.10:80 wrr"), "{text}");
+        assert_eq!(
+            lines[4],
+            "  -> 198.51.100.1:80              2         2           1          4         "
+        );
+    }
+
+    #[test]
+    fn services_and_reals_sort_as_ipvsadm_sorts() {
+        let mut s = sample();
+        s.reverse();
+        s[2].reals.reverse();
+        let mut udp_low = VirtualService::new(
+            ServiceKey::Udp("192.0.2.9:53".parse().unwrap()),
+            Scheduler::Rr,
+        );
+        udp_low.reals = vec![];
+        s.push(udp_low);
+        sort_like_ipvsadm(&mut s);
+        let keys: Vec<String> = s.iter().map(|v| v.key.to_string()).collect();
+        // address services first (IPv4 before IPv6, TCP before UDP), then marks
+        assert_eq!(
+            keys,
+            [
+                "TCP  192.0.2.10:80",
+                "UDP  192.0.2.9:53",
+                "UDP  [2001:db8::53]:53",
+                "FWM  7"
+            ]
+        );
+        assert_eq!(
+            s[0].reals[0].addr,
+            "198.51.100.1:80".parse::<std::net::SocketAddr>().unwrap()
+        );
     }
 
     #[test]

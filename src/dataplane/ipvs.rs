@@ -13,6 +13,7 @@
 //! requests, each acknowledged; the first refusal is reported.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::diff::{Change, ServiceParams};
@@ -23,7 +24,7 @@ use super::netlink::{
     Attr, DecodeError, MsgWriter, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ERROR, NetlinkError,
     RequestSocket, find, parse_attrs,
 };
-use super::{Dataplane, DataplaneError};
+use super::reconcile::{Dataplane, DataplaneError};
 
 /// `GENL_ID_CTRL` (genetlink.h).
 const GENL_ID_CTRL: u16 = 0x10;
@@ -36,7 +37,7 @@ const CTRL_ATTR_FAMILY_NAME: u16 = 2;
 /// `IPVS_GENL_NAME`.
 pub const IPVS_GENL_NAME: &str = "IPVS";
 /// `IPVS_GENL_VERSION`.
-const IPVS_GENL_VERSION: u8 = 1;
+pub(crate) const IPVS_GENL_VERSION: u8 = 1;
 
 /// `IPVS_CMD_*` commands used by hbd (ip_vs.h enum order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +59,8 @@ pub enum Cmd {
     DelDest = 7,
     /// `IPVS_CMD_GET_DEST`.
     GetDest = 8,
+    /// `IPVS_CMD_GET_INFO`.
+    GetInfo = 15,
 }
 
 const CMD_ATTR_SERVICE: u16 = 1;
@@ -80,6 +83,14 @@ const DEST_ATTR_WEIGHT: u16 = 4;
 const DEST_ATTR_U_THRESH: u16 = 5;
 const DEST_ATTR_L_THRESH: u16 = 6;
 const DEST_ATTR_ADDR_FAMILY: u16 = 11;
+/// `IPVS_DEST_ATTR_ACTIVE_CONNS`, `IPVS_DEST_ATTR_INACT_CONNS`.
+const DEST_ATTR_ACTIVE_CONNS: u16 = 7;
+const DEST_ATTR_INACT_CONNS: u16 = 8;
+/// `IPVS_DEST_ATTR_PERSIST_CONNS`.
+const DEST_ATTR_PERSIST_CONNS: u16 = 9;
+/// `IPVS_INFO_ATTR_VERSION`, `IPVS_INFO_ATTR_CONN_TAB_SIZE`.
+const INFO_ATTR_VERSION: u16 = 1;
+const INFO_ATTR_CONN_TAB_SIZE: u16 = 2;
 
 /// `IP_VS_SVC_F_PERSISTENT`.
 const IP_VS_SVC_F_PERSISTENT: u32 = 0x0001;
@@ -399,6 +410,35 @@ pub fn decode_dest(genl_payload: &[u8], service_family: Family) -> Result<RealSe
     })
 }
 
+/// A destination's connection counters (`ActiveConn`, `InActConn`, `PersistConn`) from a
+/// `GET_DEST` answer.
+pub fn decode_dest_connections(
+    genl_payload: &[u8],
+    service_family: Family,
+) -> Result<(SocketAddr, super::model::RealConnections), DecodeError> {
+    let real = decode_dest(genl_payload, service_family)?;
+    let attrs = parse_attrs(genl_payload.get(4..).unwrap_or(&[]))?;
+    let d = need(&attrs, CMD_ATTR_DEST, "destination")?.nested()?;
+    let counter = |k| find(&d, k).map_or(Ok(0), |a| a.u32());
+    Ok((
+        real.addr,
+        super::model::RealConnections {
+            active: counter(DEST_ATTR_ACTIVE_CONNS)?,
+            inactive: counter(DEST_ATTR_INACT_CONNS)?,
+            persistent: counter(DEST_ATTR_PERSIST_CONNS)?,
+        },
+    ))
+}
+
+/// IPVS's version and connection table size from a `GET_INFO` answer.
+pub fn decode_info(genl_payload: &[u8]) -> Result<(u32, u32), DecodeError> {
+    let attrs = parse_attrs(genl_payload.get(4..).unwrap_or(&[]))?;
+    Ok((
+        need(&attrs, INFO_ATTR_VERSION, "IPVS version")?.u32()?,
+        need(&attrs, INFO_ATTR_CONN_TAB_SIZE, "connection table size")?.u32()?,
+    ))
+}
+
 /// Encode the generic netlink family lookup for "IPVS".
 pub fn encode_get_family(w: &mut MsgWriter, seq: u32) {
     w.begin_msg(GENL_ID_CTRL, NLM_F_REQUEST | NLM_F_ACK, seq);
@@ -408,8 +448,23 @@ pub fn encode_get_family(w: &mut MsgWriter, seq: u32) {
 }
 
 /// The IPVS dataplane: a generic netlink socket and the resolved family id.
+///
+/// The socket blocks. The async [`Dataplane`] methods (every reconcile of the director)
+/// carry out their exchanges on tokio's blocking pool ([`run_blocking`]), so a slow kernel
+/// dump (10,000 reals, or a kernel under emulation) never stalls the runtime that runs the
+/// health checks and the control socket; the synchronous methods are for callers that may
+/// block (`hactl`, or code already on the blocking pool).
 #[derive(Debug)]
 pub struct Ipvs {
+    link: Arc<Mutex<IpvsLink>>,
+}
+
+/// The socket and its sequence numbers: one exchange at a time, on whichever thread runs
+/// it. A reconcile whose future is dropped mid-way still finishes its exchange on the
+/// blocking pool, and the next one waits for it (the lock), so no answer is read by the
+/// wrong request.
+#[derive(Debug)]
+struct IpvsLink {
     sock: RequestSocket,
     family: u16,
     seq: u32,
@@ -419,6 +474,27 @@ fn nl(source: NetlinkError) -> DataplaneError {
     DataplaneError::Netlink {
         backend: "ipvs",
         source,
+    }
+}
+
+/// Locks `link`; a panic during an earlier exchange leaves the socket usable (each
+/// exchange matches its answers by sequence number), so a poisoned lock is taken as is.
+fn lock<T>(link: &Mutex<T>) -> MutexGuard<'_, T> {
+    link.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs the blocking exchange `f` on `link` on tokio's blocking pool and waits for it
+/// without holding up the runtime. A panic in `f` is raised again here, as it would have
+/// been had `f` run inline.
+async fn run_blocking<L: Send + 'static, T: Send + 'static>(
+    link: &Arc<Mutex<L>>,
+    f: impl FnOnce(&mut L) -> Result<T, DataplaneError> + Send + 'static,
+) -> Result<T, DataplaneError> {
+    let link = Arc::clone(link);
+    match tokio::task::spawn_blocking(move || f(&mut lock(&link))).await {
+        Ok(answer) => answer,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(DataplaneError::Abandoned { backend: "ipvs" }),
     }
 }
 
@@ -449,12 +525,104 @@ impl Ipvs {
         }
         match family {
             Some(family) => Ok(Ipvs {
-                sock,
-                family,
-                seq: 1,
+                link: Arc::new(Mutex::new(IpvsLink {
+                    sock,
+                    family,
+                    seq: 1,
+                })),
             }),
             None => Err(DataplaneError::NoIpvs),
         }
+    }
+
+    /// IPVS's version and connection table size (`ipvsadm`'s first line).
+    pub fn info(&mut self) -> Result<(u32, u32), DataplaneError> {
+        lock(&self.link).info()
+    }
+
+    /// The kernel's connection counters of every real of `services`.
+    pub fn connections(
+        &mut self,
+        services: &[VirtualService],
+    ) -> Result<super::model::Connections, DataplaneError> {
+        lock(&self.link).connections(services)
+    }
+
+    /// Sends one request built by `build` (given the family id and a sequence number) and
+    /// waits for its acknowledgement; a refusal names `what`.
+    pub(crate) fn request(
+        &mut self,
+        what: &str,
+        build: impl FnOnce(&mut MsgWriter, u16, u32),
+    ) -> Result<(), DataplaneError> {
+        lock(&self.link).request(what, build)
+    }
+
+    /// Sends a dump request built by `build` and decodes every answer.
+    pub(crate) fn dump_with<T>(
+        &mut self,
+        build: impl FnOnce(&mut MsgWriter, u16, u32),
+        decode: impl FnMut(&[u8]) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DataplaneError> {
+        lock(&self.link).dump_with(build, decode)
+    }
+}
+
+impl IpvsLink {
+    fn info(&mut self) -> Result<(u32, u32), DataplaneError> {
+        let seq = self.next_seq();
+        let mut w = MsgWriter::new();
+        begin(
+            &mut w,
+            self.family,
+            Cmd::GetInfo,
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+        );
+        w.end_msg();
+        self.dump(w, seq, decode_info)?
+            .into_iter()
+            .next()
+            .ok_or(DataplaneError::NoIpvs)
+    }
+
+    fn connections(
+        &mut self,
+        services: &[VirtualService],
+    ) -> Result<super::model::Connections, DataplaneError> {
+        let mut out = super::model::Connections::new();
+        for vs in services {
+            let seq = self.next_seq();
+            let mut w = MsgWriter::new();
+            encode_get_dests(&mut w, self.family, seq, &vs.key);
+            let fam = vs.key.family();
+            for (addr, c) in self.dump(w, seq, |b| decode_dest_connections(b, fam))? {
+                out.insert((vs.key, addr), c);
+            }
+        }
+        Ok(out)
+    }
+
+    fn request(
+        &mut self,
+        what: &str,
+        build: impl FnOnce(&mut MsgWriter, u16, u32),
+    ) -> Result<(), DataplaneError> {
+        let seq = self.next_seq();
+        let mut w = MsgWriter::new();
+        build(&mut w, self.family, seq);
+        self.sock.dump(&w.buf, seq, what, |_| Ok(())).map_err(nl)
+    }
+
+    fn dump_with<T>(
+        &mut self,
+        build: impl FnOnce(&mut MsgWriter, u16, u32),
+        decode: impl FnMut(&[u8]) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DataplaneError> {
+        let seq = self.next_seq();
+        let mut w = MsgWriter::new();
+        build(&mut w, self.family, seq);
+        self.dump(w, seq, decode)
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -482,10 +650,9 @@ impl Ipvs {
             .map_err(nl)?;
         Ok(out)
     }
-}
 
-impl Dataplane for Ipvs {
-    async fn list(&mut self) -> Result<Vec<VirtualService>, DataplaneError> {
+    /// Every service with its reals: one service dump, then one destination dump each.
+    fn list(&mut self) -> Result<Vec<VirtualService>, DataplaneError> {
         let seq = self.next_seq();
         let mut w = MsgWriter::new();
         encode_get_services(&mut w, self.family, seq);
@@ -507,7 +674,9 @@ impl Dataplane for Ipvs {
         Ok(out)
     }
 
-    async fn apply(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {
+    /// Sends `changes` as one datagram and reads every acknowledgement; the first refusal
+    /// is reported.
+    fn apply(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {
         if changes.is_empty() {
             return Ok(());
         }
@@ -518,7 +687,7 @@ impl Dataplane for Ipvs {
             encode_change(&mut w, self.family, seq, c);
         }
         let last = self.seq;
-        self.sock.send(&w.buf).map_err(nl)?;
+        self.sock.send(w.checked().map_err(nl)?).map_err(nl)?;
         let mut refusal = None;
         self.sock
             .recv_until(|m| {
@@ -545,6 +714,20 @@ impl Dataplane for Ipvs {
     }
 }
 
+impl Dataplane for Ipvs {
+    async fn list(&mut self) -> Result<Vec<VirtualService>, DataplaneError> {
+        run_blocking(&self.link, IpvsLink::list).await
+    }
+
+    async fn apply(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let changes = changes.to_vec();
+        run_blocking(&self.link, move |link| link.apply(&changes)).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,7 +745,7 @@ mod tests {
     }
     fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
-        v.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+        v.extend_from_slice(&u16::try_from(4 + value.len()).unwrap().to_ne_bytes());
         v.extend_from_slice(&kind.to_ne_bytes());
         v.extend_from_slice(value);
         while v.len() % 4 != 0 {
@@ -575,7 +758,11 @@ mod tests {
     }
     fn msg(cmd: u8, flags: u16, seq: u32, attrs: &[Vec<u8>]) -> Vec<u8> {
         let body = [vec![cmd, 1, 0, 0], attrs.concat()].concat();
-        [hdr(16 + body.len() as u32, FAM, flags, seq), body].concat()
+        [
+            hdr(u32::try_from(16 + body.len()).unwrap(), FAM, flags, seq),
+            body,
+        ]
+        .concat()
     }
     fn tcp_key() -> ServiceKey {
         ServiceKey::Tcp("192.0.2.10:80".parse().unwrap())
@@ -587,6 +774,68 @@ mod tests {
             nla(3, &[192, 0, 2, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
             nla(4, &[0, 80]), // port, network order
         ]
+    }
+
+    /// The exchange blocks until a task on the same (current-thread) runtime has run: done
+    /// inline it would wait out its 10 s bound, on the blocking pool it returns at once.
+    #[tokio::test]
+    async fn a_blocking_exchange_leaves_the_runtime_free() {
+        let (tx, rx) = std::sync::mpsc::channel::<u32>();
+        let link = Arc::new(Mutex::new(rx));
+        let runtime_task = tokio::spawn(async move { tx.send(7).is_ok() });
+        let got = run_blocking(&link, |rx| {
+            rx.recv_timeout(Duration::from_secs(10))
+                .map_err(|_| DataplaneError::Abandoned { backend: "test" })
+        })
+        .await;
+        assert_eq!(got.ok(), Some(7));
+        assert!(runtime_task.await.unwrap());
+    }
+
+    #[test]
+    fn dest_counters_and_info_decode() {
+        // A GET_DEST answer as ip_vs_genl_fill_dest writes it (uapi ip_vs.h attribute order).
+        let dest = nest(
+            2,
+            &[
+                nla(1, &[198, 51, 100, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+                nla(2, &[0, 80]),
+                nla(3, &0u32.to_ne_bytes()), // masq
+                nla(4, &3u32.to_ne_bytes()),
+                nla(5, &0u32.to_ne_bytes()),
+                nla(6, &0u32.to_ne_bytes()),
+                nla(7, &12u32.to_ne_bytes()),
+                nla(8, &38u32.to_ne_bytes()),
+                nla(9, &4u32.to_ne_bytes()),
+            ],
+        );
+        let genl = [vec![Cmd::NewDest as u8, 1, 0, 0], dest].concat();
+        let (addr, c) = decode_dest_connections(&genl, Family::V4).unwrap();
+        assert_eq!(addr, "198.51.100.1:80".parse().unwrap());
+        assert_eq!(
+            c,
+            crate::dataplane::RealConnections {
+                active: 12,
+                inactive: 38,
+                persistent: 4,
+            }
+        );
+        // GET_INFO: version 1.2.1, 4096 buckets.
+        let info = [
+            vec![Cmd::GetInfo as u8, 1, 0, 0],
+            nla(1, &0x010201u32.to_ne_bytes()),
+            nla(2, &4096u32.to_ne_bytes()),
+        ]
+        .concat();
+        assert_eq!(decode_info(&info).unwrap(), (0x010201, 4096));
+        assert_eq!(
+            crate::dataplane::format::version_line(0x010201, 4096),
+            "IP Virtual Server version 1.2.1 (size=4096)"
+        );
+        let mut w = MsgWriter::new();
+        begin(&mut w, FAM, Cmd::GetInfo, NLM_F_REQUEST | NLM_F_ACK, 4);
+        w.end_msg();
+        assert_eq!(w.buf, msg(15, 0x5, 4, &[]));
     }
 
     #[test]
@@ -695,7 +944,11 @@ mod tests {
         let body = [vec![3, 1, 0, 0], nla(2, b"IPVS\0")].concat();
         assert_eq!(
             w.buf,
-            [hdr(16 + body.len() as u32, 0x10, 0x5, 1), body].concat()
+            [
+                hdr(u32::try_from(16 + body.len()).unwrap(), 0x10, 0x5, 1),
+                body
+            ]
+            .concat()
         );
     }
 
@@ -785,7 +1038,7 @@ mod tests {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    x as u8
+                    x.to_le_bytes()[0]
                 })
                 .collect();
             let _ = decode_dest(&buf, Family::V6);

@@ -6,134 +6,35 @@
 //! * [`ipvs`]: IPVS over generic netlink (the classic LVS dataplane).
 //! * [`nft`]: nftables DNAT load balancing over native netlink, for kernels without IPVS.
 //! * [`format`]: `ipvsadm -Ln` and `ipvsadm-save` text for `hactl`.
+//! * [`Dataplane`] (`reconcile.rs`): what every backend does, and list → diff → apply;
+//!   [`MemoryDataplane`] (`memory.rs`) records every change for the simulation.
+//! * [`conntrack`]: connection counts per real for the nftables dataplane (ctnetlink).
+//! * [`support`]: what each backend can do with a service (refused or approximated), pure.
 //!
 //! A backend is chosen at start-up ([`DataplaneBackend`]); every reconcile lists what the
 //! kernel actually has, diffs it with the desired state and applies only the difference
 //! (features §4 item 7), so reloads are hitless and hand-made drift is repaired.
 
+pub mod conntrack;
 pub mod diff;
 pub mod format;
 pub mod ipvs;
+pub mod ipvs_sync;
+mod memory;
 pub mod model;
 pub mod netlink;
 pub mod nft;
-
-use std::collections::HashSet;
-use std::future::Future;
+mod reconcile;
+pub mod support;
 
 pub use diff::{ApplyError, Change, ServiceParams, apply_changes, diff};
+pub use memory::MemoryDataplane;
 pub use model::{
-    Family, Forwarding, Netmask, Persistence, RealServer, Scheduler, ServiceKey, VirtualService,
+    Connections, Family, Forwarding, Netmask, Persistence, RealConnections, RealServer, Scheduler,
+    ServiceKey, VirtualService,
 };
-
-/// Why a dataplane operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DataplaneError {
-    /// The generic netlink family "IPVS" does not resolve.
-    #[error(
-        "the kernel has no IPVS (CONFIG_IP_VS / module ip_vs not loaded); use the nftables dataplane (dataplane: nftables)"
-    )]
-    NoIpvs,
-    /// A netlink exchange failed.
-    #[error("{backend}: {source}")]
-    Netlink {
-        /// Which backend was talking.
-        backend: &'static str,
-        /// The underlying failure.
-        source: netlink::NetlinkError,
-    },
-    /// The backend cannot express part of a service.
-    #[error("{backend} cannot program {service}: {why}")]
-    Unsupported {
-        /// Which backend refused.
-        backend: &'static str,
-        /// The service concerned.
-        service: ServiceKey,
-        /// What it cannot do and what to use instead.
-        why: String,
-    },
-    /// A change does not fit the current state (e.g. deleting a real that is not there).
-    #[error("{0}")]
-    Apply(#[from] ApplyError),
-}
-
-/// What a reconcile did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReconcileReport {
-    /// The changes applied, in order (empty when the kernel already matched).
-    pub changes: Vec<Change>,
-}
-
-/// A place virtual services live: the kernel through IPVS or nftables, or memory.
-pub trait Dataplane {
-    /// What is programmed now (only what this dataplane can see as services).
-    fn list(&mut self) -> impl Future<Output = Result<Vec<VirtualService>, DataplaneError>> + Send;
-
-    /// Apply changes in order (atomically where the backend can: nftables does).
-    fn apply(
-        &mut self,
-        changes: &[Change],
-    ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
-
-    /// List, diff against `desired`, apply the difference. Services not desired are only
-    /// removed when their key is in `owned`.
-    fn reconcile(
-        &mut self,
-        desired: &[VirtualService],
-        owned: &HashSet<ServiceKey>,
-    ) -> impl Future<Output = Result<ReconcileReport, DataplaneError>> + Send
-    where
-        Self: Send,
-    {
-        async move {
-            let actual = self.list().await?;
-            self.reconcile_with(&actual, desired, owned).await
-        }
-    }
-
-    /// [`Dataplane::reconcile`] against services the caller has just listed (saves listing
-    /// the kernel twice when it already needed the list).
-    fn reconcile_with(
-        &mut self,
-        actual: &[VirtualService],
-        desired: &[VirtualService],
-        owned: &HashSet<ServiceKey>,
-    ) -> impl Future<Output = Result<ReconcileReport, DataplaneError>> + Send
-    where
-        Self: Send,
-    {
-        let changes = diff(desired, actual, owned);
-        async move {
-            if !changes.is_empty() {
-                self.apply(&changes).await?;
-            }
-            Ok(ReconcileReport { changes })
-        }
-    }
-}
-
-/// An in-memory dataplane that records every change: for simulation and tests.
-#[derive(Debug, Clone, Default)]
-pub struct MemoryDataplane {
-    /// The current services.
-    pub services: Vec<VirtualService>,
-    /// Every change ever applied, in order.
-    pub log: Vec<Change>,
-}
-
-impl Dataplane for MemoryDataplane {
-    async fn list(&mut self) -> Result<Vec<VirtualService>, DataplaneError> {
-        Ok(self.services.clone())
-    }
-
-    async fn apply(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {
-        let mut next = self.services.clone();
-        apply_changes(&mut next, changes)?;
-        self.services = next;
-        self.log.extend_from_slice(changes);
-        Ok(())
-    }
-}
+pub use reconcile::{Dataplane, DataplaneError, ReconcileReport};
+pub use support::{BackendKind, Limitation};
 
 /// The configured dataplane (an enum so callers need no trait objects).
 #[derive(Debug)]
@@ -146,6 +47,54 @@ pub enum DataplaneBackend {
     Memory(MemoryDataplane),
 }
 
+impl DataplaneBackend {
+    /// The first line of `hactl ipvs`, as ipvsadm prints it: IPVS's own version and
+    /// connection table size; for nftables the IPVS version hbd's view follows, and which
+    /// table it shows (parsers that skip three header lines, as ldirectord's, then work).
+    pub fn header(&mut self) -> String {
+        match self {
+            DataplaneBackend::Ipvs(d) => match d.info() {
+                Ok((version, size)) => format::version_line(version, size),
+                Err(_) => format::version_line(format::IPVS_VERSION, 0),
+            },
+            DataplaneBackend::Nft(d) => format!(
+                "{} via nftables (table ip {})",
+                format::version_line(format::IPVS_VERSION, 0),
+                d.table()
+            ),
+            DataplaneBackend::Memory(_) => format::version_line(format::IPVS_VERSION, 0),
+        }
+    }
+
+    /// ActiveConn/InActConn (and PersistConn) per real of `services`: IPVS's own counters,
+    /// or conntrack's flows (and the persistence maps' entries) for nftables.
+    pub fn connections(
+        &mut self,
+        services: &[VirtualService],
+    ) -> Result<Connections, DataplaneError> {
+        match self {
+            DataplaneBackend::Ipvs(d) => d.connections(services),
+            DataplaneBackend::Nft(d) => {
+                let mut counts = conntrack::count(services, &conntrack::dump()?);
+                for (real, n) in d.persistent_counts(services)? {
+                    counts.entry(real).or_default().persistent = n;
+                }
+                Ok(counts)
+            }
+            DataplaneBackend::Memory(_) => Ok(Connections::new()),
+        }
+    }
+
+    /// Which kind of dataplane this is (what [`support::limitations`] is asked about).
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            DataplaneBackend::Ipvs(_) => BackendKind::Ipvs,
+            DataplaneBackend::Nft(_) => BackendKind::Nftables,
+            DataplaneBackend::Memory(_) => BackendKind::Memory,
+        }
+    }
+}
+
 impl Dataplane for DataplaneBackend {
     async fn list(&mut self) -> Result<Vec<VirtualService>, DataplaneError> {
         match self {
@@ -155,17 +104,26 @@ impl Dataplane for DataplaneBackend {
         }
     }
 
+    /// Applies and counts how long the kernel took (the `hbd_dataplane_apply_seconds`
+    /// metric), whoever asked: the director's start, a reload or a check's change.
     async fn apply(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {
-        match self {
+        let started = crate::clock::now();
+        let applied = match self {
             DataplaneBackend::Ipvs(d) => d.apply(changes).await,
             DataplaneBackend::Nft(d) => d.apply(changes).await,
             DataplaneBackend::Memory(d) => d.apply(changes).await,
+        };
+        if applied.is_ok() && !changes.is_empty() {
+            crate::telemetry::global().observe_dataplane_apply(crate::clock::since(started));
         }
+        applied
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     #[tokio::test]

@@ -86,11 +86,17 @@ pub enum Scheduler {
     Nq,
     /// Maglev hashing.
     Mh,
+    /// Weighted failover (`ip_vs_fo`): every new connection to the live real of highest
+    /// weight.
+    Fo,
+    /// Weighted overflow (`ip_vs_ovf`): the live real of highest weight until its active
+    /// connections exceed its weight, then the next.
+    Ovf,
 }
 
 impl Scheduler {
     /// Every scheduler, for parsing and tests.
-    pub const ALL: [Scheduler; 11] = [
+    pub const ALL: [Scheduler; 13] = [
         Scheduler::Rr,
         Scheduler::Wrr,
         Scheduler::Lc,
@@ -102,6 +108,8 @@ impl Scheduler {
         Scheduler::Sed,
         Scheduler::Nq,
         Scheduler::Mh,
+        Scheduler::Fo,
+        Scheduler::Ovf,
     ];
 
     /// The kernel's name (`IPVS_SVC_ATTR_SCHED_NAME`, `ipvsadm -s`).
@@ -118,6 +126,8 @@ impl Scheduler {
             Scheduler::Sed => "sed",
             Scheduler::Nq => "nq",
             Scheduler::Mh => "mh",
+            Scheduler::Fo => "fo",
+            Scheduler::Ovf => "ovf",
         }
     }
 }
@@ -130,7 +140,7 @@ impl fmt::Display for Scheduler {
 
 /// A scheduler name hbd does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown scheduler {0:?} (known: rr wrr lc wlc lblc lblcr dh sh sed nq mh)")]
+#[error("unknown scheduler {0:?} (known: rr wrr lc wlc lblc lblcr dh sh sed nq mh fo ovf)")]
 pub struct UnknownScheduler(pub String);
 
 impl FromStr for Scheduler {
@@ -180,10 +190,9 @@ impl Netmask {
     /// The prefix length of a contiguous IPv4 mask; `None` for a non-contiguous one.
     pub fn from_v4(mask: std::net::Ipv4Addr) -> Option<Netmask> {
         let bits = u32::from(mask);
-        let prefix = bits.leading_ones();
-        (bits.checked_shl(prefix).unwrap_or(0) == 0).then_some(Netmask {
-            prefix: prefix as u8,
-        })
+        let ones = bits.leading_ones();
+        let prefix = u8::try_from(ones).ok()?;
+        (bits.checked_shl(ones).unwrap_or(0) == 0).then_some(Netmask { prefix })
     }
 }
 
@@ -302,8 +311,8 @@ mod tests {
             assert_eq!(s.to_string(), s.name());
         }
         assert_eq!(
-            "fo".parse::<Scheduler>(),
-            Err(UnknownScheduler("fo".into()))
+            "sip".parse::<Scheduler>(),
+            Err(UnknownScheduler("sip".into()))
         );
     }
 
@@ -333,3 +342,18 @@ mod tests {
         assert_eq!(ServiceKey::Fwmark(7, Family::V4).to_string(), "FWM  7");
     }
 }
+
+/// Connections of one real server, as `ipvsadm -Ln` counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RealConnections {
+    /// TCP connections in ESTABLISHED (`ActiveConn`).
+    pub active: u32,
+    /// Every other connection (`InActConn`).
+    pub inactive: u32,
+    /// Persistence templates pointing at this real (`PersistConn` of `ipvsadm -Ln
+    /// --persistent-conn`; for nftables the persistence map's live entries).
+    pub persistent: u32,
+}
+
+/// Connection counts by (service, real).
+pub type Connections = std::collections::HashMap<(ServiceKey, SocketAddr), RealConnections>;

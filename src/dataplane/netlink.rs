@@ -66,6 +66,9 @@ pub struct MsgWriter {
     pub buf: Vec<u8>,
     nests: Vec<usize>,
     msg_start: usize,
+    /// The first length that did not fit its header field (an attribute or nest over
+    /// 64 KiB, a message over 4 GiB): the buffer is then unusable, [`MsgWriter::checked`] says so.
+    oversized: Option<usize>,
 }
 
 impl MsgWriter {
@@ -86,7 +89,7 @@ impl MsgWriter {
 
     /// Finish the current message: patch its length.
     pub fn end_msg(&mut self) {
-        let len = (self.buf.len() - self.msg_start) as u32;
+        let len: u32 = self.fit(self.buf.len() - self.msg_start);
         self.buf[self.msg_start..self.msg_start + 4].copy_from_slice(&len.to_ne_bytes());
     }
 
@@ -97,7 +100,7 @@ impl MsgWriter {
 
     /// One attribute with its value, padded to 4 bytes.
     pub fn attr(&mut self, kind: u16, value: &[u8]) {
-        let len = (4 + value.len()) as u16;
+        let len: u16 = self.fit(4 + value.len());
         self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&kind.to_ne_bytes());
         self.buf.extend_from_slice(value);
@@ -138,9 +141,26 @@ impl MsgWriter {
     /// Close the innermost nested attribute.
     pub fn end_nest(&mut self) {
         if let Some(start) = self.nests.pop() {
-            let len = (self.buf.len() - start) as u16;
+            let len: u16 = self.fit(self.buf.len() - start);
             self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
         }
+    }
+
+    /// The bytes written, or why they cannot be sent: a length that did not fit its field.
+    pub fn checked(&self) -> Result<&[u8], NetlinkError> {
+        match self.oversized {
+            None => Ok(&self.buf),
+            Some(len) => Err(NetlinkError::Oversized { len }),
+        }
+    }
+
+    /// `len` in a header field of type `T`; a length that does not fit is remembered (the
+    /// message is refused by [`MsgWriter::checked`]) rather than silently wrapped.
+    fn fit<T: TryFrom<usize> + Default>(&mut self, len: usize) -> T {
+        T::try_from(len).unwrap_or_else(|_| {
+            self.oversized.get_or_insert(len);
+            T::default()
+        })
     }
 
     fn pad(&mut self) {
@@ -300,6 +320,14 @@ pub enum NetlinkError {
     /// The answer could not be decoded.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// A request did not fit netlink's length fields (an attribute is at most 64 KiB).
+    #[error(
+        "a netlink attribute or message of {len} bytes does not fit its length field; split the service (fewer real servers per virtual service)"
+    )]
+    Oversized {
+        /// The length that did not fit.
+        len: usize,
+    },
 }
 
 /// A blocking netlink socket for request/answer exchanges with the kernel.
@@ -416,6 +444,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_attribute_over_64_kib_is_refused_not_wrapped() {
+        let mut w = MsgWriter::new();
+        w.begin_msg(16, NLM_F_REQUEST, 7);
+        w.attr(1, &[0; 100]);
+        w.end_msg();
+        assert!(w.checked().is_ok());
+        w.begin_msg(16, NLM_F_REQUEST, 8);
+        w.begin_nest(2);
+        w.attr(1, &vec![0; 40_000]);
+        w.attr(1, &vec![0; 40_000]);
+        w.end_nest();
+        w.end_msg();
+        let err = w.checked().unwrap_err();
+        assert!(
+            matches!(err, NetlinkError::Oversized { len } if len > 80_000),
+            "{err}"
+        );
+        let mut w = MsgWriter::new();
+        w.attr(1, &vec![0; 70_000]);
+        assert!(matches!(
+            w.checked(),
+            Err(NetlinkError::Oversized { len: 70_004 })
+        ));
+    }
+
+    #[test]
     fn nested_attrs_round_trip() {
         let mut w = MsgWriter::new();
         w.begin_msg(16, NLM_F_REQUEST, 7);
@@ -443,7 +497,7 @@ mod tests {
                     x ^= x << 13;
                     x ^= x >> 17;
                     x ^= x << 5;
-                    x as u8
+                    x.to_le_bytes()[0]
                 })
                 .collect();
             let _ = parse_attrs(&buf);

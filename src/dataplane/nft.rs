@@ -14,32 +14,67 @@
 //!   map services { type ipv4_addr . inet_proto . inet_service : verdict; elements = {
 //!       192.0.2.10 . tcp . 80 : jump svc-tcp-192.0.2.10-80 } }
 //!   map fwmarks  { type mark : verdict }
+//!   map admit-vips  { type ipv4_addr : verdict; elements = { 192.0.2.10 : jump admit-192.0.2.10 } }
+//!   map admit-marks { type mark : verdict }
 //!   set reals { type ipv4_addr . inet_proto . inet_service . ipv4_addr . inet_service;
-//!       elements = { 192.0.2.10 . tcp . 80 . 198.51.100.1 . 80 comment "masq 2 0 0", ... } }
-//!   map lb-tcp-192.0.2.10-80 { type integer : ipv4_addr . inet_service;
-//!       elements = { 0 : 198.51.100.1 . 80, 1 : 198.51.100.2 . 80, ... } }
+//!       elements = { 192.0.2.10 . tcp . 80 . 198.51.100.1 . 80 comment "masq 2 50 0", ... } }
+//!   map persist-tcp-192.0.2.10-80 { type ipv4_addr : ipv4_addr . inet_service; flags timeout;
+//!       elements = { 203.0.113.0 timeout 5m expires 4m58s : 198.51.100.1 . 80 } }
 //!   chain prerouting { type nat hook prerouting priority dstnat; policy accept;
-//!       ip daddr . meta l4proto . th dport vmap @services
+//!       ip daddr . meta l4proto . th dport vmap @services comment "hbd-layout 3"
 //!       meta mark vmap @fwmarks }
 //!   chain svc-tcp-192.0.2.10-80 {
-//!       comment "hbd-svc tcp 192.0.2.10:80 wrr"                # service parameters
-//!       dnat ip to numgen inc mod 4 map @lb-tcp-192.0.2.10-80 } # the balancing rule
+//!       continue comment "hbd-svc tcp 192.0.2.10:80 wrr persist 300 24"   # parameters
+//!       meta l4proto tcp dnat ip to ip saddr & 255.255.255.0 map @persist-tcp-192.0.2.10-80
+//!       meta l4proto tcp dnat ip to numgen inc mod 4 map {     # the balancing rule
+//!           0 : 198.51.100.1 . 80, 1 : 198.51.100.2 . 80, ... } }
+//!   chain admit { type filter hook prerouting priority dstnat + 10; policy accept;
+//!       ct direction original ct original ip daddr vmap @admit-vips
+//!       ct direction original meta mark vmap @admit-marks }
+//!   chain admit-192.0.2.10 {
+//!       jump cap-tcp-192.0.2.10-80-198.51.100.1-80
+//!       ip daddr . tcp dport { 198.51.100.1 . 80, ... } ct original proto-dst 80
+//!           update @persist-tcp-192.0.2.10-80 { ip saddr & 255.255.255.0 timeout 5m : ip daddr . tcp dport } }
+//!   chain cap-tcp-192.0.2.10-80-198.51.100.1-80 {
+//!       ip daddr 198.51.100.1 tcp dport 80 ct original proto-dst 80 ct state new ct count over 50 drop }
 //! }
 //! ```
 //!
-//! * **Weights** become slots in the `lb-` map (divided by their gcd, scaled to at most
-//!   [`MAX_SLOTS`] when larger); `numgen inc mod total` walks the slots, so `wrr` (and the
-//!   connection-count schedulers lc/wlc/sed/nq/lblc/lblcr, which nftables cannot see)
-//!   are weighted round robin; `rr` gives every live real one slot.
-//! * **sh/mh/dh and persistence** hash the source (destination for dh) with a fixed seed:
-//!   `jhash ip saddr & mask mod total`. The same client keeps its real across rebuilds
-//!   while the real set is unchanged; the persistence timeout is recorded, not enforced.
+//! * **Saved rulesets load back**: `nft list ruleset > f; nft -f f` restores the table
+//!   (tested with the real `nft`). That is why each balancing map is the rule's own
+//!   anonymous map (a named map keyed by `numgen`/`jhash` needs nft's `typeof` metadata,
+//!   whose encoding is private to nft), why the rule matches `meta l4proto` before a
+//!   DNAT that sets a port (nft refuses a port mapping without a protocol match), and why
+//!   the admission rules match the real before the original port (nft 1.0.6 cannot type
+//!   `ct original proto-dst` otherwise, nor inside a concatenation).
+//!
+//! * **Weights** become slots in the balancing map (divided by their gcd, scaled to at most
+//!   [`MAX_SLOTS`] when larger); `numgen inc mod total` walks the slots: `wrr` (and wlc,
+//!   sed, nq, which nftables runs as wrr: it cannot see connection counts); `rr` and `lc`
+//!   give every live real one slot; `fo` and `ovf` give the one slot to the live real of
+//!   highest weight. [`super::support`] names every approximation.
+//! * **sh/mh/dh/lblc/lblcr** hash the source (destination for dh, lblc, lblcr) with a fixed
+//!   seed: `jhash ip saddr mod total`. The same client keeps its real across rebuilds while
+//!   the real set is unchanged.
+//! * **Persistence** (`persistent`, `netmask`) is a timed map per service, `client & mask →
+//!   real`. The service chain looks the client up before balancing (a hit DNATs to its
+//!   real, a miss falls through to the balancing rule). After DNAT, the `admit` chain sends
+//!   each client packet of a persistent service to its VIP's (or mark's) chain, which
+//!   records or refreshes the entry (`update … timeout`) if the packet goes to a live real:
+//!   an entry lives `persistent` seconds after the client's last packet. A real that is
+//!   quiesced or removed has its clients' entries purged right after the batch
+//!   (`purge_persistence`); since no rule can record that real any more, none come back.
+//! * **Upper thresholds** (`<u:N>`) are a cap after DNAT: the real's own chain counts the
+//!   service's live connections to it (`ct count`, conntrack's, closed ones excluded) and
+//!   drops a new one beyond N. The chain is kept across refills of the group chain that
+//!   jumps to it, so the count survives reloads and weight changes.
 //! * **Quiescent** (weight 0): the real gets no slot, so no new connections; established
 //!   connections keep flowing because conntrack keeps their NAT binding.
 //! * **Atomicity**: one reconcile = one nfnetlink batch (BEGIN … END). Each affected
-//!   service's chain and map are flushed and refilled inside it; the kernel commits all or
-//!   nothing. A packet crossing the commit can still meet the old rule and the new map, so
-//!   the map keeps keys up to the old rule's modulus ([`map_entries`]).
+//!   service's chain (and its admission group's chain) is flushed and refilled inside it;
+//!   the kernel commits all or nothing. A packet crossing the commit runs either the old
+//!   rule with its own map or the new rule with its own map: the map goes with the rule
+//!   that uses it. Persistence maps and cap chains outlive the refills.
 //! * **Adoption**: the table itself is the shadow of what was programmed: each service
 //!   chain's first rule carries the service parameters in its comment, and the `reals` set
 //!   holds one element per real (quiescent ones included) whose comment is
@@ -55,13 +90,14 @@ use std::time::Duration;
 
 use super::diff::{Change, apply_changes};
 use super::model::{
-    Family, Forwarding, Netmask, Persistence, RealServer, Scheduler, ServiceKey, VirtualService,
+    Family, Netmask, Persistence, RealServer, Scheduler, ServiceKey, VirtualService,
 };
 use super::netlink::{
     MsgWriter, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ERROR,
     NetlinkError, RequestSocket, find, parse_attrs,
 };
-use super::{Dataplane, DataplaneError};
+use super::reconcile::{Dataplane, DataplaneError};
+use super::support::BackendKind;
 
 /// Most slots one service's balancing map gets (more reals than this get one slot each).
 pub const MAX_SLOTS: u32 = 4096;
@@ -121,21 +157,56 @@ const NFTA_VERDICT_CHAIN: u16 = 2;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 
-/// `NFT_SET_MAP`.
+/// `NFT_SET_ANONYMOUS`, `NFT_SET_CONSTANT`, `NFT_SET_MAP`, `NFT_SET_TIMEOUT`.
+const NFT_SET_ANONYMOUS: u32 = 0x1;
+const NFT_SET_CONSTANT: u32 = 0x2;
 const NFT_SET_MAP: u32 = 0x8;
+const NFT_SET_TIMEOUT: u32 = 0x10;
+/// The name of a rule's anonymous map: the kernel replaces `%d` with a free number.
+const ANON_MAP_NAME: &str = "__map%d";
+/// The name of a rule's anonymous set.
+const ANON_SET_NAME: &str = "__set%d";
+/// `NFTA_LOOKUP_SET_ID`, `NFTA_SET_ELEM_LIST_SET_ID`: a set created in the same batch.
+const NFTA_LOOKUP_SET_ID: u16 = 4;
+const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
+/// `NFT_CMP_EQ`.
+const NFT_CMP_EQ: u32 = 0;
+/// The comment of the dispatch rule: which table layout this hbd writes. A table without
+/// it (an older hbd's named `lb-` maps) is rebuilt at the first change.
+const LAYOUT_TAG: &str = "hbd-layout 3";
 /// `NFT_DATA_VERDICT`.
 const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
-/// `NFT_JUMP`.
+/// `NFT_JUMP`, `NFT_CONTINUE`.
 const NFT_JUMP: i32 = -3;
+const NFT_CONTINUE: i32 = -1;
 /// `NFT_REG_VERDICT`.
 const REG_VERDICT: u32 = 0;
 /// `NFT_REG32_00`..`02`.
 const REG32_00: u32 = 8;
 const REG32_01: u32 = 9;
 const REG32_02: u32 = 10;
+/// `REG32_04`, `REG32_05`: the persistence map's data (address, port).
+const REG32_04: u32 = 12;
+const REG32_05: u32 = 13;
 /// `NF_INET_PRE_ROUTING`, `NF_IP_PRI_NAT_DST`, `NF_ACCEPT`.
 const NF_INET_PRE_ROUTING: u32 = 0;
 const NF_IP_PRI_NAT_DST: i32 = -100;
+/// The admission chain runs after DNAT (`dstnat + 10`), when the packet names its real.
+const PRI_ADMIT: i32 = NF_IP_PRI_NAT_DST + 10;
+/// `NFT_CT_STATE`, `NFT_CT_DIRECTION`, `NFT_CT_PROTO_DST`, `NFT_CT_DST_IP`;
+/// `IP_CT_DIR_ORIGINAL`; `NF_CT_STATE_BIT(IP_CT_NEW)` (`ct state new`).
+const NFT_CT_STATE: u32 = 0;
+const NFT_CT_DIRECTION: u32 = 1;
+const CT_STATE_NEW: u32 = 8;
+/// `NFT_CMP_NEQ`; `NFT_CONNLIMIT_F_INV` (`ct count over N`); `NF_DROP`.
+const NFT_CMP_NEQ: u32 = 1;
+const NFT_CONNLIMIT_F_INV: u32 = 1;
+const NF_DROP: u32 = 0;
+const NFT_CT_PROTO_DST: u32 = 12;
+const NFT_CT_DST_IP: u32 = 20;
+const IP_CT_DIR_ORIGINAL: u8 = 0;
+/// `NFT_DYNSET_OP_UPDATE`: add the element, or refresh its timeout (and data) if present.
+const NFT_DYNSET_OP_UPDATE: u32 = 1;
 const NF_ACCEPT: u32 = 1;
 /// `NFT_META_MARK`, `NFT_META_L4PROTO`.
 const NFT_META_MARK: u32 = 3;
@@ -162,6 +233,9 @@ const CHAIN_PREROUTING: &str = "prerouting";
 const MAP_SERVICES: &str = "services";
 const MAP_FWMARKS: &str = "fwmarks";
 const SET_REALS: &str = "reals";
+const CHAIN_ADMIT: &str = "admit";
+const MAP_ADMIT_VIPS: &str = "admit-vips";
+const MAP_ADMIT_MARKS: &str = "admit-marks";
 const SVC_TAG: &str = "hbd-svc";
 
 fn concat_type(types: &[u32]) -> u32 {
@@ -181,8 +255,111 @@ fn chain_name(key: &ServiceKey) -> String {
     format!("svc-{}", object_suffix(key))
 }
 
-fn map_name(key: &ServiceKey) -> String {
-    format!("lb-{}", object_suffix(key))
+/// The timed map of a persistent service: masked client address → its real.
+fn persist_map_name(key: &ServiceKey) -> String {
+    format!("persist-{}", object_suffix(key))
+}
+
+/// Where a service's connections are admitted after DNAT (a real's upper threshold) and
+/// its persistent clients recorded: one chain per VIP (its TCP and UDP services, told
+/// apart by protocol and original port) or per firewall mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum AdmitGroup {
+    Vip([u8; 4]),
+    Mark(u32),
+}
+
+impl AdmitGroup {
+    fn of(key: &ServiceKey) -> AdmitGroup {
+        match key {
+            ServiceKey::Tcp(a) | ServiceKey::Udp(a) => AdmitGroup::Vip(v4(a.ip())),
+            ServiceKey::Fwmark(m, _) => AdmitGroup::Mark(*m),
+        }
+    }
+
+    fn chain(self) -> String {
+        match self {
+            AdmitGroup::Vip(a) => format!("admit-{}", std::net::Ipv4Addr::from(a)),
+            AdmitGroup::Mark(m) => format!("admit-fwm-{m}"),
+        }
+    }
+
+    /// The dispatch map and key: `ct original ip daddr` or `meta mark`.
+    fn dispatch(self) -> (&'static str, Vec<u8>) {
+        match self {
+            AdmitGroup::Vip(a) => (MAP_ADMIT_VIPS, a.to_vec()),
+            AdmitGroup::Mark(m) => (MAP_ADMIT_MARKS, m.to_ne_bytes().to_vec()),
+        }
+    }
+}
+
+/// Whether a service needs admission rules: persistence, or a live real with an upper
+/// connection threshold.
+fn admits(vs: &VirtualService) -> bool {
+    vs.persistence.is_some() || !capped_reals(vs).is_empty()
+}
+
+/// The reals with an upper threshold (`<u:N>`), whose new connections are capped
+/// (quiesced ones too: their count must survive a quiesce and a return).
+fn capped_reals(vs: &VirtualService) -> Vec<&RealServer> {
+    let mut out: Vec<&RealServer> = vs.reals.iter().filter(|r| r.upper_threshold > 0).collect();
+    out.sort_by_key(|r| r.addr);
+    out
+}
+
+/// The chain holding one real's cap: its own chain, so that the rule (and the connection
+/// list its `ct count` keeps) outlives every refill of the group chain that jumps to it.
+fn cap_chain_name(key: &ServiceKey, real: &SocketAddr) -> String {
+    format!("cap-{}-{}-{}", object_suffix(key), real.ip(), real.port())
+}
+
+/// (real, upper threshold) of every capped real of `key` in `services`.
+fn caps_of(services: &[VirtualService], key: &ServiceKey) -> Vec<(SocketAddr, u32)> {
+    services
+        .iter()
+        .find(|v| v.key == *key)
+        .map(|v| {
+            capped_reals(v)
+                .iter()
+                .map(|r| (r.addr, r.upper_threshold))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The services of `group` in `services` that need admission rules, in key order.
+fn admitted_in(services: &[VirtualService], group: AdmitGroup) -> Vec<&VirtualService> {
+    let mut out: Vec<&VirtualService> = services
+        .iter()
+        .filter(|v| admits(v) && AdmitGroup::of(&v.key) == group)
+        .collect();
+    out.sort_by_key(|v| v.key);
+    out
+}
+
+/// The reals a persistent client may be sent to: every real with a weight. The
+/// persistence chain records only these, and a real leaving the set has its clients'
+/// entries purged.
+fn live_reals(vs: &VirtualService) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = vs
+        .reals
+        .iter()
+        .filter(|r| !r.is_quiescent())
+        .map(|r| r.addr)
+        .collect();
+    out.sort();
+    out
+}
+
+/// The data of a persistence entry (or of a balancing slot): `addr . port` for a service
+/// by address, the address alone for a firewall mark (DNAT keeps the port).
+fn target_bytes(fwmark: bool, a: &SocketAddr) -> Vec<u8> {
+    let mut v = v4(a.ip()).to_vec();
+    if !fwmark {
+        v.extend_from_slice(&a.port().to_be_bytes());
+        v.extend_from_slice(&[0, 0]);
+    }
+    v
 }
 
 /// The service comment: `hbd-svc tcp 192.0.2.10:80 wrr [persist <secs> <prefix>]`.
@@ -269,29 +446,39 @@ fn gcd(a: u32, b: u32) -> u32 {
 
 /// The balancing slots of a service: real addresses in slot order.
 ///
-/// Weight 0 (quiescent) reals get none; `rr` ignores weights; weights are divided by
+/// Weight 0 (quiescent) reals get none; `rr` (and `lc`, which runs as `rr`) ignores weights;
+/// `fo` (and `ovf`, which runs as `fo`) gives the one slot to the live real of highest
+/// weight (the lowest address among equals); otherwise weights are divided by
 /// their gcd and, if their sum exceeds `max(MAX_SLOTS, live reals)`, scaled down (each live
 /// real keeps at least one slot). Slots are interleaved (one per real per pass) so
 /// `numgen inc` spreads consecutive connections.
 pub fn slots(vs: &VirtualService) -> Vec<SocketAddr> {
-    let live: Vec<(SocketAddr, u64)> = vs
+    let live: Vec<(SocketAddr, u32)> = vs
         .reals
         .iter()
         .filter(|r| !r.is_quiescent())
         .map(|r| {
-            let w = if vs.scheduler == Scheduler::Rr {
+            let w = if matches!(vs.scheduler, Scheduler::Rr | Scheduler::Lc) {
                 1
             } else {
                 r.weight
             };
-            (r.addr, u64::from(w))
+            (r.addr, w)
         })
         .collect();
     if live.is_empty() {
         return vec![];
     }
-    let g = live.iter().fold(0u32, |g, (_, w)| gcd(*w as u32, g));
-    let mut counts: Vec<u64> = live.iter().map(|(_, w)| w / u64::from(g.max(1))).collect();
+    if matches!(vs.scheduler, Scheduler::Fo | Scheduler::Ovf) {
+        // The highest weight takes everything; among equals the lowest address.
+        let top = live
+            .iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+            .map(|(a, _)| *a);
+        return top.into_iter().collect();
+    }
+    let g = live.iter().fold(0u32, |g, (_, w)| gcd(*w, g));
+    let mut counts: Vec<u64> = live.iter().map(|(_, w)| u64::from(w / g.max(1))).collect();
     let cap = u64::from(MAX_SLOTS).max(live.len() as u64);
     let sum: u64 = counts.iter().sum();
     if sum > cap {
@@ -299,10 +486,11 @@ pub fn slots(vs: &VirtualService) -> Vec<SocketAddr> {
             *c = (*c * cap / sum).max(1);
         }
     }
-    let total: u64 = counts.iter().sum();
-    let mut out = Vec::with_capacity(total as usize);
+    // At most `cap` (plus one per live real, from the `max(1)` above): far below usize.
+    let total = usize::try_from(counts.iter().sum::<u64>()).unwrap_or(usize::MAX);
+    let mut out = Vec::with_capacity(total.min(1 << 16));
     let mut left = counts;
-    while out.len() < total as usize {
+    while out.len() < total {
         for (i, (addr, _)) in live.iter().enumerate() {
             if left[i] > 0 {
                 left[i] -= 1;
@@ -313,37 +501,31 @@ pub fn slots(vs: &VirtualService) -> Vec<SocketAddr> {
     out
 }
 
+/// Schedulers balanced by a hash (of the source; of the destination for [`hashes_destination`])
+/// rather than `numgen`. Persistence no longer hashes: its timed map pins a client whatever
+/// the scheduler chose.
 fn uses_hash(vs: &VirtualService) -> bool {
-    matches!(vs.scheduler, Scheduler::Sh | Scheduler::Mh | Scheduler::Dh)
-        || vs.persistence.is_some()
+    matches!(vs.scheduler, Scheduler::Sh | Scheduler::Mh) || hashes_destination(vs)
 }
 
-/// Check that this backend can program a service.
+/// `dh`, and `lblc`/`lblcr`, which run as `dh` (destination locality).
+fn hashes_destination(vs: &VirtualService) -> bool {
+    matches!(
+        vs.scheduler,
+        Scheduler::Dh | Scheduler::Lblc | Scheduler::Lblcr
+    )
+}
+
+/// Check that this backend can program a service ([`super::support`] decides, so the
+/// director's check before a start or reload and this backend always agree).
 pub fn check_supported(vs: &VirtualService) -> Result<(), DataplaneError> {
-    let unsupported = |why: String| DataplaneError::Unsupported {
-        backend: "nftables",
-        service: vs.key,
-        why,
-    };
-    if vs.key.family() != Family::V4 {
-        return Err(unsupported(
-            "IPv6 services are not implemented in the nftables dataplane (table ip); use IPVS"
-                .into(),
-        ));
-    }
-    for r in &vs.reals {
-        if r.forwarding != Forwarding::Masq {
-            return Err(unsupported(format!(
-                "real {} uses {}; the nftables dataplane forwards by DNAT only (masq), gate/ipip need IPVS",
-                r.addr,
-                r.forwarding.name()
-            )));
+    super::support::supports(BackendKind::Nftables, std::slice::from_ref(vs)).map_err(|l| {
+        DataplaneError::Unsupported {
+            backend: "nftables",
+            service: l.service,
+            why: l.text,
         }
-        if !r.addr.is_ipv4() {
-            return Err(unsupported(format!("real {} is not IPv4", r.addr)));
-        }
-    }
-    Ok(())
+    })
 }
 
 /// Builds one nfnetlink batch for hbd's table.
@@ -379,7 +561,7 @@ impl<'t> Batch<'t> {
         self.w.raw(&[NFPROTO_IPV4, 0, 0, 0]);
     }
 
-    fn finish(mut self) -> (Vec<u8>, u32, u32) {
+    fn finish(mut self) -> Result<(Vec<u8>, u32, u32), NetlinkError> {
         let last = self.seq;
         self.seq = self.seq.wrapping_add(1);
         self.w
@@ -387,7 +569,8 @@ impl<'t> Batch<'t> {
         self.w.raw(&[0, 0]);
         self.w.raw(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
         self.w.end_msg();
-        (self.w.buf, self.first, last)
+        self.w.checked()?;
+        Ok((self.w.buf, self.first, last))
     }
 
     fn new_table(&mut self) {
@@ -402,17 +585,18 @@ impl<'t> Batch<'t> {
         self.w.end_msg();
     }
 
-    fn new_chain(&mut self, name: &str, nat_prerouting: bool) {
+    /// A chain; with `hook` (type, priority) a base chain on prerouting, policy accept.
+    fn new_chain(&mut self, name: &str, hook: Option<(&str, i32)>) {
         self.msg(NFT_MSG_NEWCHAIN, NLM_F_CREATE);
         self.w.str(NFTA_CHAIN_TABLE, self.table);
         self.w.str(NFTA_CHAIN_NAME, name);
-        if nat_prerouting {
+        if let Some((ty, priority)) = hook {
             self.w.begin_nest(NFTA_CHAIN_HOOK);
             self.w.be32(NFTA_HOOK_HOOKNUM, NF_INET_PRE_ROUTING);
-            self.w.be32(NFTA_HOOK_PRIORITY, NF_IP_PRI_NAT_DST as u32);
+            self.w.be32(NFTA_HOOK_PRIORITY, priority.cast_unsigned());
             self.w.end_nest();
             self.w.be32(NFTA_CHAIN_POLICY, NF_ACCEPT);
-            self.w.str(NFTA_CHAIN_TYPE, "nat");
+            self.w.str(NFTA_CHAIN_TYPE, ty);
         }
         self.w.end_msg();
     }
@@ -454,6 +638,29 @@ impl<'t> Batch<'t> {
         self.w.end_msg();
     }
 
+    /// A rule's anonymous constant map `integer → data`; returns its batch id, by which
+    /// its elements and the rule's lookup name it (its final name is the kernel's).
+    fn new_anon_map(&mut self, data_type: u32, data_len: u32) -> u32 {
+        self.msg(NFT_MSG_NEWSET, NLM_F_CREATE);
+        let id = self.seq;
+        self.w.str(NFTA_SET_TABLE, self.table);
+        self.w.str(NFTA_SET_NAME, ANON_MAP_NAME);
+        self.w.be32(
+            NFTA_SET_FLAGS,
+            NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_MAP,
+        );
+        self.w.be32(NFTA_SET_KEY_TYPE, TYPE_INTEGER);
+        self.w.be32(NFTA_SET_KEY_LEN, 4);
+        self.w.be32(NFTA_SET_DATA_TYPE, data_type);
+        self.w.be32(NFTA_SET_DATA_LEN, data_len);
+        self.w.be32(NFTA_SET_ID, id);
+        let mut ud = vec![UDATA_SET_KEYBYTEORDER, 4];
+        ud.extend_from_slice(&BYTEORDER_HOST_ENDIAN.to_ne_bytes());
+        self.w.attr(NFTA_SET_USERDATA, &ud);
+        self.w.end_msg();
+        id
+    }
+
     /// A plain set (no data) whose elements carry comments.
     fn new_set(&mut self, name: &str, key_type: u32, key_len: u32) {
         self.msg(NFT_MSG_NEWSET, NLM_F_CREATE);
@@ -466,22 +673,65 @@ impl<'t> Batch<'t> {
         self.w.end_msg();
     }
 
-    fn del_map(&mut self, name: &str) {
+    /// A persistence map `ipv4_addr : data` whose elements time out (the timeout is the
+    /// updating rule's, so the map itself does not depend on the service's settings).
+    fn new_timeout_map(&mut self, name: &str, data_type: u32, data_len: u32) {
+        self.msg(NFT_MSG_NEWSET, NLM_F_CREATE);
+        self.w.str(NFTA_SET_TABLE, self.table);
+        self.w.str(NFTA_SET_NAME, name);
+        self.w.be32(NFTA_SET_FLAGS, NFT_SET_MAP | NFT_SET_TIMEOUT);
+        self.w.be32(NFTA_SET_KEY_TYPE, TYPE_IPADDR);
+        self.w.be32(NFTA_SET_KEY_LEN, 4);
+        self.w.be32(NFTA_SET_DATA_TYPE, data_type);
+        self.w.be32(NFTA_SET_DATA_LEN, data_len);
+        self.w.be32(NFTA_SET_ID, self.seq);
+        self.w.end_msg();
+    }
+
+    /// A rule's anonymous constant set (keys in network order); returns its batch id.
+    fn new_anon_set(&mut self, key_type: u32, key_len: u32) -> u32 {
+        self.msg(NFT_MSG_NEWSET, NLM_F_CREATE);
+        let id = self.seq;
+        self.w.str(NFTA_SET_TABLE, self.table);
+        self.w.str(NFTA_SET_NAME, ANON_SET_NAME);
+        self.w
+            .be32(NFTA_SET_FLAGS, NFT_SET_ANONYMOUS | NFT_SET_CONSTANT);
+        self.w.be32(NFTA_SET_KEY_TYPE, key_type);
+        self.w.be32(NFTA_SET_KEY_LEN, key_len);
+        self.w.be32(NFTA_SET_ID, id);
+        self.w.end_msg();
+        id
+    }
+
+    fn del_set(&mut self, name: &str) {
         self.msg(NFT_MSG_DELSET, 0);
         self.w.str(NFTA_SET_TABLE, self.table);
         self.w.str(NFTA_SET_NAME, name);
         self.w.end_msg();
     }
 
-    fn flush_map(&mut self, name: &str) {
+    /// Every element of set `name` removed (`DELSETELEM` without a list): never refused for
+    /// an element that timed out meanwhile, unlike a delete by key.
+    fn flush_set(&mut self, name: &str) {
         self.msg(NFT_MSG_DELSETELEM, 0);
         self.w.str(NFTA_SET_ELEM_LIST_TABLE, self.table);
         self.w.str(NFTA_SET_ELEM_LIST_SET, name);
         self.w.end_msg();
     }
 
-    /// Elements `key → value` (value bytes) or `key → jump chain`.
+    /// Elements `key → value` (value bytes) or `key → jump chain`, of set `map` (or of the
+    /// anonymous map with batch id `set_id`).
     fn elements(&mut self, ty: u16, map: &str, elems: &[(Vec<u8>, Option<ElemData>)]) {
+        self.set_elements(ty, map, None, elems);
+    }
+
+    fn set_elements(
+        &mut self,
+        ty: u16,
+        map: &str,
+        set_id: Option<u32>,
+        elems: &[(Vec<u8>, Option<ElemData>)],
+    ) {
         for chunk in elems.chunks(ELEMS_PER_MSG) {
             self.msg(
                 ty,
@@ -493,6 +743,9 @@ impl<'t> Batch<'t> {
             );
             self.w.str(NFTA_SET_ELEM_LIST_TABLE, self.table);
             self.w.str(NFTA_SET_ELEM_LIST_SET, map);
+            if let Some(id) = set_id {
+                self.w.be32(NFTA_SET_ELEM_LIST_SET_ID, id);
+            }
             self.w.begin_nest(NFTA_SET_ELEM_LIST_ELEMENTS);
             for (key, data) in chunk {
                 self.w.begin_nest(NFTA_LIST_ELEM);
@@ -508,7 +761,7 @@ impl<'t> Batch<'t> {
                     Some(ElemData::Jump(chain)) => {
                         self.w.begin_nest(NFTA_SET_ELEM_DATA);
                         self.w.begin_nest(NFTA_DATA_VERDICT);
-                        self.w.be32(NFTA_VERDICT_CODE, NFT_JUMP as u32);
+                        self.w.be32(NFTA_VERDICT_CODE, NFT_JUMP.cast_unsigned());
                         self.w.str(NFTA_VERDICT_CHAIN, chain);
                         self.w.end_nest();
                         self.w.end_nest();
@@ -559,7 +812,8 @@ fn comment_udata(c: &str) -> Vec<u8> {
     while !c.is_char_boundary(end) {
         end -= 1;
     }
-    let mut ud = vec![UDATA_RULE_COMMENT, (end + 1) as u8];
+    // end ≤ 127, so the length (with its NUL) fits a byte.
+    let mut ud = vec![UDATA_RULE_COMMENT, u8::try_from(end + 1).unwrap_or(u8::MAX)];
     ud.extend_from_slice(&c.as_bytes()[..end]);
     ud.push(0);
     ud
@@ -582,8 +836,28 @@ enum Expr {
     },
     /// `NFTA_META_{DREG,KEY}`.
     Meta { dreg: u32, key: u32 },
-    /// `NFTA_LOOKUP_{SET,SREG,DREG}`.
-    Lookup { set: String, sreg: u32, dreg: u32 },
+    /// `NFTA_LOOKUP_{SET,SREG,DREG,SET_ID}`.
+    Lookup {
+        set: String,
+        sreg: u32,
+        dreg: u32,
+        set_id: Option<u32>,
+    },
+    /// `NFTA_IMMEDIATE_{DREG,DATA}`: the verdict `continue` (`NFT_CONTINUE`), which does
+    /// nothing; it carries the service comment, because `nft` prints a rule without
+    /// statements as the chain's own comment and a saved ruleset would lose the rule.
+    Continue,
+    /// `NFTA_CMP_{SREG,OP,DATA}` with `NFT_CMP_EQ`.
+    Equals { reg: u32, value: Vec<u8> },
+    /// The same with `NFT_CMP_NEQ`.
+    NotEquals { reg: u32, value: Vec<u8> },
+    /// `NFTA_CONNLIMIT_{COUNT,FLAGS}` with `NFT_CONNLIMIT_F_INV`: `ct count over N`, true
+    /// when the rule's list of live connections (this one added) holds more than N.
+    ConnlimitOver(u32),
+    /// `NFTA_IMMEDIATE_{DREG,DATA}`: the verdict `drop`.
+    Drop,
+    /// `NFTA_IMMEDIATE_{DREG,DATA}`: the verdict `jump chain`.
+    Jump(String),
     /// `NFTA_NG_{DREG,MODULUS,TYPE,OFFSET}` (type 0 = incremental).
     Numgen { dreg: u32, modulus: u32 },
     /// `NFTA_BITWISE_{SREG,DREG,LEN,MASK,XOR}`.
@@ -592,6 +866,19 @@ enum Expr {
     Jhash { reg: u32, len: u32, modulus: u32 },
     /// `NFTA_NAT_{TYPE,FAMILY,REG_ADDR_MIN,REG_PROTO_MIN}` (type 1 = dnat).
     Dnat { addr: u32, proto: Option<u32> },
+    /// `NFTA_CT_{DREG,KEY,DIRECTION}`: a conntrack field, of the original direction's tuple
+    /// when `original`.
+    Ct { dreg: u32, key: u32, original: bool },
+    /// `NFTA_LOOKUP_{SET,SREG,SET_ID}` without a destination: set membership.
+    Member { set: String, sreg: u32, set_id: u32 },
+    /// `NFTA_DYNSET_{SET_NAME,OP,SREG_KEY,SREG_DATA,TIMEOUT}` with `NFT_DYNSET_OP_UPDATE`:
+    /// `update @set { key timeout T : data }` from the packet path.
+    Update {
+        set: String,
+        key: u32,
+        data: u32,
+        timeout_ms: u64,
+    },
 }
 
 impl Expr {
@@ -600,10 +887,17 @@ impl Expr {
             Expr::Payload { .. } => "payload",
             Expr::Meta { .. } => "meta",
             Expr::Lookup { .. } => "lookup",
+            Expr::Equals { .. } | Expr::NotEquals { .. } => "cmp",
+            Expr::ConnlimitOver(_) => "connlimit",
+            Expr::Drop | Expr::Jump(_) => "immediate",
+            Expr::Continue => "immediate",
             Expr::Numgen { .. } => "numgen",
             Expr::Mask { .. } => "bitwise",
             Expr::Jhash { .. } => "hash",
             Expr::Dnat { .. } => "nat",
+            Expr::Ct { .. } => "ct",
+            Expr::Member { .. } => "lookup",
+            Expr::Update { .. } => "dynset",
         };
         w.str(NFTA_EXPR_NAME, name);
         w.begin_nest(NFTA_EXPR_DATA);
@@ -623,10 +917,59 @@ impl Expr {
                 w.be32(1, *dreg);
                 w.be32(2, *key);
             }
-            Expr::Lookup { set, sreg, dreg } => {
+            Expr::Lookup {
+                set,
+                sreg,
+                dreg,
+                set_id,
+            } => {
                 w.str(1, set);
                 w.be32(2, *sreg);
                 w.be32(3, *dreg);
+                if let Some(id) = set_id {
+                    w.be32(NFTA_LOOKUP_SET_ID, *id);
+                }
+            }
+            Expr::Continue => {
+                w.be32(1, REG_VERDICT);
+                w.begin_nest(2);
+                w.begin_nest(NFTA_DATA_VERDICT);
+                w.be32(NFTA_VERDICT_CODE, NFT_CONTINUE.cast_unsigned());
+                w.end_nest();
+                w.end_nest();
+            }
+            Expr::Equals { reg, value } | Expr::NotEquals { reg, value } => {
+                w.be32(1, *reg);
+                let op = if matches!(self, Expr::Equals { .. }) {
+                    NFT_CMP_EQ
+                } else {
+                    NFT_CMP_NEQ
+                };
+                w.be32(2, op);
+                w.begin_nest(3);
+                w.attr(NFTA_DATA_VALUE, value);
+                w.end_nest();
+            }
+            Expr::ConnlimitOver(n) => {
+                w.be32(1, *n);
+                w.be32(2, NFT_CONNLIMIT_F_INV);
+            }
+            Expr::Drop => {
+                w.be32(1, REG_VERDICT);
+                w.begin_nest(2);
+                w.begin_nest(NFTA_DATA_VERDICT);
+                w.be32(NFTA_VERDICT_CODE, NF_DROP);
+                w.end_nest();
+                w.end_nest();
+            }
+            Expr::Jump(chain) => {
+                w.be32(1, REG_VERDICT);
+                w.begin_nest(2);
+                w.begin_nest(NFTA_DATA_VERDICT);
+                w.be32(NFTA_VERDICT_CODE, NFT_JUMP.cast_unsigned());
+                w.str(NFTA_VERDICT_CHAIN, chain);
+                w.end_nest();
+                w.end_nest();
             }
             Expr::Numgen { dreg, modulus } => {
                 w.be32(1, *dreg);
@@ -661,6 +1004,34 @@ impl Expr {
                 if let Some(p) = proto {
                     w.be32(5, *p);
                 }
+            }
+            Expr::Ct {
+                dreg,
+                key,
+                original,
+            } => {
+                w.be32(1, *dreg);
+                w.be32(2, *key);
+                if *original {
+                    w.attr(3, &[IP_CT_DIR_ORIGINAL]);
+                }
+            }
+            Expr::Member { set, sreg, set_id } => {
+                w.str(1, set);
+                w.be32(2, *sreg);
+                w.be32(NFTA_LOOKUP_SET_ID, *set_id);
+            }
+            Expr::Update {
+                set,
+                key,
+                data,
+                timeout_ms,
+            } => {
+                w.str(1, set);
+                w.be32(3, NFT_DYNSET_OP_UPDATE);
+                w.be32(4, *key);
+                w.be32(5, *data);
+                w.attr(6, &timeout_ms.to_be_bytes());
             }
         }
         w.end_nest();
@@ -760,7 +1131,9 @@ fn emit_skeleton(b: &mut Batch<'_>) {
         ]),
         20,
     );
-    b.new_chain(CHAIN_PREROUTING, true);
+    b.new_map(MAP_ADMIT_VIPS, TYPE_IPADDR, 4, NFT_DATA_VERDICT, 0, false);
+    b.new_map(MAP_ADMIT_MARKS, TYPE_MARK, 4, NFT_DATA_VERDICT, 0, true);
+    b.new_chain(CHAIN_PREROUTING, Some(("nat", NF_IP_PRI_NAT_DST)));
     b.rule(
         CHAIN_PREROUTING,
         &[
@@ -784,9 +1157,10 @@ fn emit_skeleton(b: &mut Batch<'_>) {
                 set: MAP_SERVICES.into(),
                 sreg: REG32_00,
                 dreg: REG_VERDICT,
+                set_id: None,
             },
         ],
-        None,
+        Some(LAYOUT_TAG),
     );
     b.rule(
         CHAIN_PREROUTING,
@@ -799,123 +1173,315 @@ fn emit_skeleton(b: &mut Batch<'_>) {
                 set: MAP_FWMARKS.into(),
                 sreg: REG32_00,
                 dreg: REG_VERDICT,
+                set_id: None,
             },
         ],
         None,
     );
+    // Persistence, after DNAT: client packets (`ct direction original`) of a persistent
+    // service, found by their original destination or their mark.
+    b.new_chain(CHAIN_ADMIT, Some(("filter", PRI_ADMIT)));
+    let original = || {
+        [
+            Expr::Ct {
+                dreg: REG32_00,
+                key: NFT_CT_DIRECTION,
+                original: false,
+            },
+            Expr::Equals {
+                reg: REG32_00,
+                value: vec![IP_CT_DIR_ORIGINAL],
+            },
+        ]
+    };
+    let mut by_vip = Vec::from(original());
+    by_vip.extend([
+        Expr::Ct {
+            dreg: REG32_00,
+            key: NFT_CT_DST_IP,
+            original: true,
+        },
+        Expr::Lookup {
+            set: MAP_ADMIT_VIPS.into(),
+            sreg: REG32_00,
+            dreg: REG_VERDICT,
+            set_id: None,
+        },
+    ]);
+    b.rule(CHAIN_ADMIT, &by_vip, None);
+    let mut by_mark = Vec::from(original());
+    by_mark.extend([
+        Expr::Meta {
+            dreg: REG32_00,
+            key: NFT_META_MARK,
+        },
+        Expr::Lookup {
+            set: MAP_ADMIT_MARKS.into(),
+            sreg: REG32_00,
+            dreg: REG_VERDICT,
+            set_id: None,
+        },
+    ]);
+    b.rule(CHAIN_ADMIT, &by_mark, None);
 }
 
-/// Create a service's chain, balancing map and dispatch entry.
+/// Create a service's chain and dispatch entry.
 fn emit_create_service(b: &mut Batch<'_>, key: &ServiceKey) {
     let chain = chain_name(key);
-    b.new_chain(&chain, false);
-    let (data_type, data_len) = if is_fwmark(key) {
-        (TYPE_IPADDR, 4)
-    } else {
-        (concat_type(&[TYPE_IPADDR, TYPE_INET_SERVICE]), 8)
-    };
-    b.new_map(&map_name(key), TYPE_INTEGER, 4, data_type, data_len, true);
+    b.new_chain(&chain, None);
     let (map, k) = dispatch_key(key);
     b.elements(NFT_MSG_NEWSETELEM, map, &[(k, Some(ElemData::Jump(chain)))]);
 }
 
-/// The balancing map's entries: `slots` (the new rule's modulus is their count), padded
-/// with the same reals repeated up to the modulus of the rule being replaced.
-///
-/// Why the padding: the kernel picks a packet's rule generation when the packet enters the
-/// chain but reads the map's generation at the lookup, so a packet crossing a commit can
-/// run the old rule (`mod previous`) against the new map. Without keys up to `previous`
-/// that lookup misses, the packet is not translated and the client gets a reset. The
-/// padding is flushed with the map at the next change, so it never accumulates.
-pub fn map_entries(slots: &[SocketAddr], previous_modulus: usize) -> Vec<SocketAddr> {
-    if slots.is_empty() {
-        return vec![];
-    }
-    (0..slots.len().max(previous_modulus))
-        .map(|i| slots[i % slots.len()])
-        .collect()
-}
-
-/// Fill a service's (empty) chain and map; `previous_modulus` is the slot count of the
-/// balancing rule this replaces (0 for a new service).
-fn emit_fill_service(b: &mut Batch<'_>, vs: &VirtualService, previous_modulus: usize) {
+/// Fill a service's (empty) chain: the comment rule, then the balancing rule with its own
+/// anonymous map `slot → real` (none while no real has a slot).
+fn emit_fill_service(b: &mut Batch<'_>, vs: &VirtualService) {
     let chain = chain_name(&vs.key);
-    let map = map_name(&vs.key);
-    b.rule(&chain, &[], Some(&service_comment(vs)));
+    b.rule(&chain, &[Expr::Continue], Some(&service_comment(vs)));
+    if let Some(p) = &vs.persistence {
+        emit_persist_hit(b, vs, p);
+    }
     let slots = slots(vs);
-    if !slots.is_empty() {
-        let fw = is_fwmark(&vs.key);
-        let elems: Vec<(Vec<u8>, Option<ElemData>)> = map_entries(&slots, previous_modulus)
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let mut v = v4(a.ip()).to_vec();
-                if !fw {
-                    v.extend_from_slice(&a.port().to_be_bytes());
-                    v.extend_from_slice(&[0, 0]);
-                }
-                ((i as u32).to_ne_bytes().to_vec(), Some(ElemData::Value(v)))
-            })
-            .collect();
-        b.elements(NFT_MSG_NEWSETELEM, &map, &elems);
-        let modulus = slots.len() as u32;
-        let mut exprs = Vec::new();
-        if uses_hash(vs) {
-            let offset = if vs.scheduler == Scheduler::Dh {
-                16
-            } else {
-                12
-            };
-            exprs.push(Expr::Payload {
-                dreg: REG32_00,
-                base: PAYLOAD_NETWORK,
-                offset,
-                len: 4,
-            });
-            if let Some(p) = &vs.persistence
-                && p.netmask.prefix < 32
-            {
-                exprs.push(Expr::Mask {
-                    reg: REG32_00,
-                    mask: p.netmask.to_v4().octets(),
-                });
-            }
-            exprs.push(Expr::Jhash {
-                reg: REG32_00,
-                len: 4,
-                modulus,
-            });
-        } else {
-            exprs.push(Expr::Numgen {
-                dreg: REG32_00,
-                modulus,
-            });
-        }
-        exprs.push(Expr::Lookup {
-            set: map,
-            sreg: REG32_00,
+    if slots.is_empty() {
+        return;
+    }
+    let fw = is_fwmark(&vs.key);
+    let (data_type, data_len) = target_type(fw);
+    let map = b.new_anon_map(data_type, data_len);
+    let elems: Vec<(Vec<u8>, Option<ElemData>)> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            (
+                u32::try_from(i).unwrap_or(u32::MAX).to_ne_bytes().to_vec(),
+                Some(ElemData::Value(target_bytes(fw, a))),
+            )
+        })
+        .collect();
+    b.set_elements(NFT_MSG_NEWSETELEM, ANON_MAP_NAME, Some(map), &elems);
+    let modulus = u32::try_from(slots.len()).unwrap_or(u32::MAX);
+    let mut exprs = Vec::new();
+    // nft only loads a DNAT that sets a port after a protocol match (the kernel needs none).
+    let proto = match vs.key {
+        ServiceKey::Tcp(_) => Some(6u8),
+        ServiceKey::Udp(_) => Some(17),
+        ServiceKey::Fwmark(..) => None,
+    };
+    if let Some(p) = proto {
+        exprs.push(Expr::Meta {
             dreg: REG32_00,
+            key: NFT_META_L4PROTO,
         });
-        exprs.push(Expr::Dnat {
-            addr: REG32_00,
-            proto: (!fw).then_some(REG32_01),
+        exprs.push(Expr::Equals {
+            reg: REG32_00,
+            value: vec![p],
         });
-        b.rule(&chain, &exprs, None);
+    }
+    if uses_hash(vs) {
+        let offset = if hashes_destination(vs) { 16 } else { 12 };
+        exprs.push(Expr::Payload {
+            dreg: REG32_00,
+            base: PAYLOAD_NETWORK,
+            offset,
+            len: 4,
+        });
+        exprs.push(Expr::Jhash {
+            reg: REG32_00,
+            len: 4,
+            modulus,
+        });
+    } else {
+        exprs.push(Expr::Numgen {
+            dreg: REG32_00,
+            modulus,
+        });
+    }
+    exprs.push(Expr::Lookup {
+        set: ANON_MAP_NAME.into(),
+        sreg: REG32_00,
+        dreg: REG32_00,
+        set_id: Some(map),
+    });
+    exprs.push(Expr::Dnat {
+        addr: REG32_00,
+        proto: (!fw).then_some(REG32_01),
+    });
+    b.rule(&chain, &exprs, None);
+}
+
+/// nft's type and length of a DNAT target (see [`target_bytes`]).
+fn target_type(fwmark: bool) -> (u32, u32) {
+    if fwmark {
+        (TYPE_IPADDR, 4)
+    } else {
+        (concat_type(&[TYPE_IPADDR, TYPE_INET_SERVICE]), 8)
     }
 }
 
-/// Remove a service's rules, map and dispatch entry.
+/// The protocol match of a service by address (`meta l4proto tcp`): nft needs it before a
+/// DNAT that sets a port or a `tcp dport`; a firewall mark has none.
+fn proto_match(key: &ServiceKey) -> Vec<Expr> {
+    let proto = match key {
+        ServiceKey::Tcp(_) => 6u8,
+        ServiceKey::Udp(_) => 17,
+        ServiceKey::Fwmark(..) => return vec![],
+    };
+    vec![
+        Expr::Meta {
+            dreg: REG32_00,
+            key: NFT_META_L4PROTO,
+        },
+        Expr::Equals {
+            reg: REG32_00,
+            value: vec![proto],
+        },
+    ]
+}
+
+/// `ip saddr & mask` into `REG32_00`: the client as persistence sees it.
+fn masked_source(p: &Persistence) -> Vec<Expr> {
+    let mut out = vec![Expr::Payload {
+        dreg: REG32_00,
+        base: PAYLOAD_NETWORK,
+        offset: 12,
+        len: 4,
+    }];
+    if p.netmask.prefix < 32 {
+        out.push(Expr::Mask {
+            reg: REG32_00,
+            mask: p.netmask.to_v4().octets(),
+        });
+    }
+    out
+}
+
+/// The persistence hit, before the balancing rule: a client with an entry goes to its real
+/// (`dnat ip to ip saddr & mask map @persist-…`); without one the lookup fails and the
+/// balancing rule picks.
+fn emit_persist_hit(b: &mut Batch<'_>, vs: &VirtualService, p: &Persistence) {
+    let fw = is_fwmark(&vs.key);
+    let mut exprs = proto_match(&vs.key);
+    exprs.extend(masked_source(p));
+    exprs.push(Expr::Lookup {
+        set: persist_map_name(&vs.key),
+        sreg: REG32_00,
+        dreg: REG32_00,
+        set_id: None,
+    });
+    exprs.push(Expr::Dnat {
+        addr: REG32_00,
+        proto: (!fw).then_some(REG32_01),
+    });
+    b.rule(&chain_name(&vs.key), &exprs, None);
+}
+
+/// A persistent service's map.
+fn emit_new_persist_map(b: &mut Batch<'_>, key: &ServiceKey) {
+    let (data_type, data_len) = target_type(is_fwmark(key));
+    b.new_timeout_map(&persist_map_name(key), data_type, data_len);
+}
+
+/// The recording rule of one persistent service, in its group's chain, after DNAT: a
+/// client packet of this service to one of its live reals sets (or refreshes) the client's
+/// entry, `update @persist-… { ip saddr & mask timeout T : ip daddr . tcp dport }`. Its
+/// match order is the one `nft` prints back loadably (the protocol, then the real, then the
+/// original port). Nothing while no real is live.
+fn emit_persist_record(b: &mut Batch<'_>, vs: &VirtualService, p: &Persistence) {
+    let live = live_reals(vs);
+    if live.is_empty() {
+        return;
+    }
+    let fw = is_fwmark(&vs.key);
+    let key_type = if fw {
+        TYPE_IPADDR
+    } else {
+        concat_type(&[TYPE_IPADDR, TYPE_INET_SERVICE])
+    };
+    let key_len = if fw { 4 } else { 8 };
+    let set = b.new_anon_set(key_type, key_len);
+    let elems: Vec<(Vec<u8>, Option<ElemData>)> =
+        live.iter().map(|a| (target_bytes(fw, a), None)).collect();
+    b.set_elements(NFT_MSG_NEWSETELEM, ANON_SET_NAME, Some(set), &elems);
+    let daddr = |dreg| Expr::Payload {
+        dreg,
+        base: PAYLOAD_NETWORK,
+        offset: 16,
+        len: 4,
+    };
+    let dport = |dreg| Expr::Payload {
+        dreg,
+        base: PAYLOAD_TRANSPORT,
+        offset: 2,
+        len: 2,
+    };
+    let mut exprs = proto_match(&vs.key);
+    exprs.push(daddr(REG32_00));
+    if !fw {
+        exprs.push(dport(REG32_01));
+    }
+    exprs.push(Expr::Member {
+        set: ANON_SET_NAME.into(),
+        sreg: REG32_00,
+        set_id: set,
+    });
+    if let ServiceKey::Tcp(a) | ServiceKey::Udp(a) = vs.key {
+        exprs.push(Expr::Ct {
+            dreg: REG32_00,
+            key: NFT_CT_PROTO_DST,
+            original: true,
+        });
+        exprs.push(Expr::Equals {
+            reg: REG32_00,
+            value: a.port().to_be_bytes().to_vec(),
+        });
+    }
+    exprs.extend(masked_source(p));
+    exprs.push(daddr(REG32_04));
+    if !fw {
+        exprs.push(dport(REG32_05));
+    }
+    exprs.push(Expr::Update {
+        set: persist_map_name(&vs.key),
+        key: REG32_00,
+        data: REG32_04,
+        timeout_ms: u64::try_from(p.timeout.as_millis()).unwrap_or(u64::MAX),
+    });
+    b.rule(&AdmitGroup::of(&vs.key).chain(), &exprs, None);
+}
+
+/// A group's chain and dispatch entry.
+fn emit_create_group(b: &mut Batch<'_>, group: AdmitGroup) {
+    let chain = group.chain();
+    b.new_chain(&chain, None);
+    let (map, k) = group.dispatch();
+    b.elements(NFT_MSG_NEWSETELEM, map, &[(k, Some(ElemData::Jump(chain)))]);
+}
+
+/// Remove a group's dispatch entry, rules and chain.
+fn emit_delete_group(b: &mut Batch<'_>, group: AdmitGroup) {
+    let chain = group.chain();
+    let (map, k) = group.dispatch();
+    b.elements(NFT_MSG_DELSETELEM, map, &[(k, None)]);
+    b.flush_chain(&chain);
+    b.del_chain(&chain);
+}
+
+/// Remove a service's rules (their maps go with them), chain and dispatch entry.
 fn emit_delete_service(b: &mut Batch<'_>, key: &ServiceKey) {
     let chain = chain_name(key);
     let (map, k) = dispatch_key(key);
     b.elements(NFT_MSG_DELSETELEM, map, &[(k, None)]);
     b.flush_chain(&chain);
-    b.del_map(&map_name(key));
     b.del_chain(&chain);
 }
 
 /// The batch that turns `before` into `after` for the `affected` services; with
 /// `rebuild`, the table is recreated from scratch first (first use or unknown contents).
+///
+/// Order inside the batch: rules that go are flushed before the maps they use are deleted,
+/// and maps are created before the rules that use them. A persistence map that stays keeps
+/// its entries (flushed only when the netmask changes); entries of reals that stop being
+/// live are purged after the batch ([`stale_persistence`]).
 fn build_batch(
     table: &str,
     seq: u32,
@@ -923,7 +1489,7 @@ fn build_batch(
     after: &[VirtualService],
     affected: &HashSet<ServiceKey>,
     rebuild: bool,
-) -> (Vec<u8>, u32, u32) {
+) -> Result<(Vec<u8>, u32, u32), NetlinkError> {
     let mut b = Batch::new(table, seq);
     if rebuild {
         b.new_table();
@@ -931,32 +1497,107 @@ fn build_batch(
         b.new_table();
         emit_skeleton(&mut b);
         let mut shadow = Vec::new();
+        for vs in after.iter().filter(|v| v.persistence.is_some()) {
+            emit_new_persist_map(&mut b, &vs.key);
+        }
         for vs in after {
             emit_create_service(&mut b, &vs.key);
-            emit_fill_service(&mut b, vs, 0);
+            emit_fill_service(&mut b, vs);
             shadow.extend(vs.reals.iter().map(|r| real_elem(&vs.key, r)));
+        }
+        let groups: std::collections::BTreeSet<AdmitGroup> = after
+            .iter()
+            .filter(|v| admits(v))
+            .map(|v| AdmitGroup::of(&v.key))
+            .collect();
+        for vs in after {
+            for r in capped_reals(vs) {
+                emit_cap(&mut b, vs, r);
+            }
+        }
+        for g in groups {
+            emit_create_group(&mut b, g);
+            emit_fill_group(&mut b, after, g);
         }
         b.elements(NFT_MSG_NEWSETELEM, SET_REALS, &shadow);
         return b.finish();
     }
     for old in before.iter().filter(|v| affected.contains(&v.key)) {
         match after.iter().find(|n| n.key == old.key) {
-            Some(_) => {
-                b.flush_chain(&chain_name(&old.key));
-                b.flush_map(&map_name(&old.key));
-            }
+            Some(_) => b.flush_chain(&chain_name(&old.key)),
             None => emit_delete_service(&mut b, &old.key),
+        }
+    }
+    // Persistence groups touched by the change: emptied (or removed) before maps go.
+    let groups: std::collections::BTreeSet<AdmitGroup> =
+        affected.iter().map(AdmitGroup::of).collect();
+    let mut refill = Vec::new();
+    for &g in &groups {
+        let had = !admitted_in(before, g).is_empty();
+        let has = !admitted_in(after, g).is_empty();
+        match (had, has) {
+            (true, true) => {
+                b.flush_chain(&g.chain());
+                refill.push(g);
+            }
+            (true, false) => emit_delete_group(&mut b, g),
+            (false, true) => {
+                emit_create_group(&mut b, g);
+                refill.push(g);
+            }
+            (false, false) => {}
+        }
+    }
+    let mut keys: Vec<&ServiceKey> = affected.iter().collect();
+    keys.sort();
+    // Caps: one that goes or changes is removed (the group chain no longer jumps to it);
+    // an unchanged one stays, with the connections it counts.
+    for key in &keys {
+        let new = caps_of(after, key);
+        for (addr, u) in caps_of(before, key) {
+            if !new.contains(&(addr, u)) {
+                let chain = cap_chain_name(key, &addr);
+                b.flush_chain(&chain);
+                b.del_chain(&chain);
+            }
+        }
+    }
+    for key in &keys {
+        let old = caps_of(before, key);
+        if let Some(vs) = after.iter().find(|v| v.key == **key) {
+            for r in capped_reals(vs) {
+                if !old.contains(&(r.addr, r.upper_threshold)) {
+                    emit_cap(&mut b, vs, r);
+                }
+            }
+        }
+    }
+    for key in keys {
+        let old = before
+            .iter()
+            .find(|v| v.key == *key)
+            .and_then(|v| v.persistence);
+        let new = after
+            .iter()
+            .find(|v| v.key == *key)
+            .and_then(|v| v.persistence);
+        match (old, new) {
+            (Some(_), None) => b.del_set(&persist_map_name(key)),
+            (None, Some(_)) => emit_new_persist_map(&mut b, key),
+            (Some(o), Some(n)) if o.netmask != n.netmask => {
+                b.flush_set(&persist_map_name(key));
+            }
+            _ => {}
         }
     }
     for new in after.iter().filter(|v| affected.contains(&v.key)) {
         if !before.iter().any(|o| o.key == new.key) {
             emit_create_service(&mut b, &new.key);
         }
-        let previous = before
-            .iter()
-            .find(|o| o.key == new.key)
-            .map_or(0, |o| slots(o).len());
-        emit_fill_service(&mut b, new, previous);
+        emit_fill_service(&mut b, new);
+    }
+    for g in refill {
+        emit_fill_group(&mut b, after, g);
     }
     // the shadow: net effect per affected service (edits = delete + add of the same key)
     let (mut del, mut add) = (Vec::new(), Vec::new());
@@ -977,6 +1618,115 @@ fn build_batch(
     b.elements(NFT_MSG_DELSETELEM, SET_REALS, &del);
     b.elements(NFT_MSG_NEWSETELEM, SET_REALS, &add);
     b.finish()
+}
+
+/// The admission rules of `group`: every cap first (a dropped connection must not be
+/// recorded for persistence), then the recording rules.
+fn emit_fill_group(b: &mut Batch<'_>, services: &[VirtualService], group: AdmitGroup) {
+    let admitted = admitted_in(services, group);
+    for vs in &admitted {
+        for r in capped_reals(vs) {
+            b.rule(
+                &group.chain(),
+                &[Expr::Jump(cap_chain_name(&vs.key, &r.addr))],
+                None,
+            );
+        }
+    }
+    for vs in &admitted {
+        if let Some(p) = &vs.persistence {
+            emit_persist_record(b, vs, p);
+        }
+    }
+}
+
+/// A real's upper threshold as a hard cap, after DNAT: a new connection of this service to
+/// this real while it already holds `u` live ones (conntrack's, counted by the rule's own
+/// `ct count` list) is dropped: `ip daddr 198.51.100.18 tcp dport 80 ct original proto-dst
+/// 80 ct state new ct count over 50 drop`. The client's SYN retransmission is balanced
+/// afresh. (IPVS instead passes such a connection to another real at once; nftables cannot
+/// undo a DNAT, and its balancing map cannot skip a real.)
+fn emit_cap(b: &mut Batch<'_>, vs: &VirtualService, r: &RealServer) {
+    let chain = cap_chain_name(&vs.key, &r.addr);
+    b.new_chain(&chain, None);
+    let mut exprs = proto_match(&vs.key);
+    exprs.push(Expr::Payload {
+        dreg: REG32_00,
+        base: PAYLOAD_NETWORK,
+        offset: 16,
+        len: 4,
+    });
+    exprs.push(Expr::Equals {
+        reg: REG32_00,
+        value: v4(r.addr.ip()).to_vec(),
+    });
+    if let ServiceKey::Tcp(a) | ServiceKey::Udp(a) = vs.key {
+        exprs.push(Expr::Payload {
+            dreg: REG32_00,
+            base: PAYLOAD_TRANSPORT,
+            offset: 2,
+            len: 2,
+        });
+        exprs.push(Expr::Equals {
+            reg: REG32_00,
+            value: r.addr.port().to_be_bytes().to_vec(),
+        });
+        exprs.push(Expr::Ct {
+            dreg: REG32_00,
+            key: NFT_CT_PROTO_DST,
+            original: true,
+        });
+        exprs.push(Expr::Equals {
+            reg: REG32_00,
+            value: a.port().to_be_bytes().to_vec(),
+        });
+    }
+    exprs.push(Expr::Ct {
+        dreg: REG32_00,
+        key: NFT_CT_STATE,
+        original: false,
+    });
+    exprs.push(Expr::Mask {
+        reg: REG32_00,
+        mask: CT_STATE_NEW.to_ne_bytes(),
+    });
+    exprs.push(Expr::NotEquals {
+        reg: REG32_00,
+        value: vec![0; 4],
+    });
+    exprs.push(Expr::ConnlimitOver(r.upper_threshold));
+    exprs.push(Expr::Drop);
+    b.rule(&chain, &exprs, None);
+}
+
+/// The persistent services (kept persistent, same netmask) among `affected` whose entries
+/// may now point at a real that is no longer live (removed or quiesced), with the targets
+/// still allowed: those entries must go, so that no new connection reaches that real.
+fn stale_persistence(
+    before: &[VirtualService],
+    after: &[VirtualService],
+    affected: &HashSet<ServiceKey>,
+) -> Vec<(ServiceKey, Vec<Vec<u8>>)> {
+    let mut out = Vec::new();
+    for new in after.iter().filter(|v| affected.contains(&v.key)) {
+        let Some(old) = before.iter().find(|o| o.key == new.key) else {
+            continue;
+        };
+        let (Some(po), Some(pn)) = (old.persistence, new.persistence) else {
+            continue;
+        };
+        if po.netmask != pn.netmask {
+            continue; // flushed in the batch
+        }
+        let live = live_reals(new);
+        if live_reals(old).iter().all(|a| live.contains(a)) {
+            continue;
+        }
+        let fw = is_fwmark(&new.key);
+        out.push((new.key, live.iter().map(|a| target_bytes(fw, a)).collect()));
+    }
+    out.sort_by_key(|(k, _)| *k);
+    out
 }
 
 /// The nftables dataplane: a netfilter netlink socket, hbd's table name, and the state
@@ -1017,6 +1767,11 @@ impl Nft {
         })
     }
 
+    /// The table's name (`ip <table>`).
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     fn read(&mut self) -> Result<Vec<VirtualService>, DataplaneError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
@@ -1031,12 +1786,19 @@ impl Nft {
         w.end_msg();
         let mut services: BTreeMap<ServiceKey, VirtualService> = BTreeMap::new();
         let mut dispatch_rules = 0;
+        let mut persist_rules = 0;
+        let mut current_layout = false;
         let answer = self
             .sock
             .dump(&w.buf, seq, "nftables rule dump", |payload| {
                 let (chain, comment) = decode_rule(payload)?;
                 if chain == CHAIN_PREROUTING {
                     dispatch_rules += 1;
+                    if comment.as_deref() == Some(LAYOUT_TAG) {
+                        current_layout = true;
+                    }
+                } else if chain == CHAIN_ADMIT {
+                    persist_rules += 1;
                 } else if let Some(vs) = comment.as_deref().and_then(parse_service_comment) {
                     services.insert(vs.key, vs);
                 }
@@ -1052,6 +1814,10 @@ impl Nft {
             Err(e) => return Err(nl(e)),
         };
         self.skeleton = dispatch_rules == 2;
+        if self.skeleton && (!current_layout || persist_rules != 2) {
+            // An older hbd's layout (named balancing maps): adopt it, rewrite it whole.
+            self.rebuild = true;
+        }
         if missing_table || !self.skeleton {
             return Ok(services.into_values().collect());
         }
@@ -1094,6 +1860,93 @@ impl Nft {
             })
             .map_err(nl)?;
         Ok(out)
+    }
+
+    /// Every element of map `name`: (key, data) as the kernel holds them.
+    fn dump_map(&mut self, name: &str) -> Result<Vec<MapEntry>, DataplaneError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let mut w = MsgWriter::new();
+        w.begin_msg(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+        );
+        w.raw(&[NFPROTO_IPV4, 0, 0, 0]);
+        w.str(NFTA_SET_ELEM_LIST_TABLE, &self.table);
+        w.str(NFTA_SET_ELEM_LIST_SET, name);
+        w.end_msg();
+        let mut out = Vec::new();
+        self.sock
+            .dump(&w.buf, seq, "nftables persistence map dump", |payload| {
+                out.extend(decode_map_elements(payload.get(4..).unwrap_or(&[]))?);
+                Ok(())
+            })
+            .map_err(nl)?;
+        Ok(out)
+    }
+
+    /// Live persistence entries per (service, real): `PersistConn` of `ipvsadm -Ln
+    /// --persistent-conn`, as IPVS counts its templates. One map dump per persistent service
+    /// (the kernel leaves timed-out entries out of a dump).
+    pub fn persistent_counts(
+        &mut self,
+        services: &[VirtualService],
+    ) -> Result<std::collections::HashMap<(ServiceKey, SocketAddr), u32>, DataplaneError> {
+        let mut out = std::collections::HashMap::new();
+        for vs in services.iter().filter(|v| v.persistence.is_some()) {
+            let fw = is_fwmark(&vs.key);
+            let targets: Vec<(Vec<u8>, SocketAddr)> = vs
+                .reals
+                .iter()
+                .map(|r| (target_bytes(fw, &r.addr), r.addr))
+                .collect();
+            for (_, data) in self.dump_map(&persist_map_name(&vs.key))? {
+                if let Some((_, addr)) = targets.iter().find(|(t, _)| *t == data) {
+                    *out.entry((vs.key, *addr)).or_insert(0) += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One batch of `fill`'s messages, sent and acknowledged.
+    fn send(&mut self, fill: impl FnOnce(&mut Batch<'_>)) -> Result<(), DataplaneError> {
+        let mut b = Batch::new(&self.table, self.seq.wrapping_add(1));
+        fill(&mut b);
+        let (buf, first, last) = b.finish().map_err(nl)?;
+        self.seq = last.wrapping_add(1);
+        self.send_batch(&buf, first, last)
+    }
+
+    /// Remove the entries of `key`'s persistence map whose real is not in `keep` (target
+    /// bytes). Deleting an entry that timed out since the dump refuses the whole batch, so
+    /// it is dumped and tried again; after three refusals the map is flushed (every client
+    /// of the service is balanced afresh, none reaches a real that left).
+    fn purge_persistence(
+        &mut self,
+        key: &ServiceKey,
+        keep: &[Vec<u8>],
+    ) -> Result<(), DataplaneError> {
+        let name = persist_map_name(key);
+        for _ in 0..3 {
+            let stale: Vec<(Vec<u8>, Option<ElemData>)> = self
+                .dump_map(&name)?
+                .into_iter()
+                .filter(|(_, data)| !keep.contains(data))
+                .map(|(k, _)| (k, None))
+                .collect();
+            if stale.is_empty() {
+                return Ok(());
+            }
+            if self
+                .send(|b| b.elements(NFT_MSG_DELSETELEM, &name, &stale))
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        self.send(|b| b.flush_set(&name))
     }
 
     fn send_batch(&mut self, buf: &[u8], first: u32, last: u32) -> Result<(), DataplaneError> {
@@ -1162,6 +2015,31 @@ fn decode_shadow_elements(
     Ok(out)
 }
 
+/// One element of a map as the kernel holds it: (key, data) bytes.
+type MapEntry = (Vec<u8>, Vec<u8>);
+
+/// The (key, data) values of one `NEWSETELEM` dump message of a map.
+fn decode_map_elements(payload: &[u8]) -> Result<Vec<MapEntry>, NetlinkError> {
+    let attrs = parse_attrs(payload)?;
+    let mut out = Vec::new();
+    let Some(list) = find(&attrs, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+        return Ok(out);
+    };
+    for elem in list.nested()? {
+        let e = elem.nested()?;
+        let value = |ty| -> Result<Option<Vec<u8>>, NetlinkError> {
+            Ok(match find(&e, ty) {
+                Some(a) => find(&a.nested()?, NFTA_DATA_VALUE).map(|v| v.value.to_vec()),
+                None => None,
+            })
+        };
+        if let (Some(k), Some(d)) = (value(NFTA_SET_ELEM_KEY)?, value(NFTA_SET_ELEM_DATA)?) {
+            out.push((k, d));
+        }
+    }
+    Ok(out)
+}
+
 /// The comment in a libnftnl user-data TLV run (`u8 type, u8 len, value`).
 pub fn udata_comment(mut ud: &[u8]) -> Option<String> {
     while ud.len() >= 2 {
@@ -1204,7 +2082,7 @@ impl Dataplane for Nft {
             }
         }
         let rebuild = !self.skeleton || self.rebuild;
-        let (buf, first, last) = build_batch(
+        let batch = build_batch(
             &self.table,
             self.seq.wrapping_add(1),
             &before,
@@ -1212,6 +2090,13 @@ impl Dataplane for Nft {
             &affected,
             rebuild,
         );
+        let (buf, first, last) = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                self.state = Some(before);
+                return Err(nl(e));
+            }
+        };
         self.seq = last.wrapping_add(1);
         if let Err(e) = self.send_batch(&buf, first, last) {
             self.rebuild = true;
@@ -1219,7 +2104,20 @@ impl Dataplane for Nft {
         }
         self.skeleton = true;
         self.rebuild = false;
+        let stale = if rebuild {
+            Vec::new() // the maps are new and empty
+        } else {
+            stale_persistence(&before, &after, &affected)
+        };
         self.state = Some(after);
+        for (key, keep) in stale {
+            if let Err(e) = self.purge_persistence(&key, &keep) {
+                // The rules are committed but stale entries may remain: the next change
+                // rebuilds the table, whose maps start empty.
+                self.rebuild = true;
+                return Err(e);
+            }
+        }
         Ok(())
     }
 }
@@ -1227,6 +2125,7 @@ impl Dataplane for Nft {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::Forwarding;
     use crate::dataplane::netlink::parse_messages;
 
     fn vs(sched: Scheduler, weights: &[u32]) -> VirtualService {
@@ -1268,23 +2167,13 @@ mod tests {
     }
 
     #[test]
-    fn map_entries_cover_the_replaced_rules_modulus() {
-        let s = slots(&vs(Scheduler::Wrr, &[1]));
-        // shrinking from 3 slots to 1: keys 0..3 all present, all the remaining real
-        let m = map_entries(&s, 3);
-        assert_eq!(m.len(), 3);
-        assert!(m.iter().all(|a| *a == s[0]));
-        // growing: exactly the new slots, in order
-        let s = slots(&vs(Scheduler::Wrr, &[2, 1, 1]));
-        assert_eq!(map_entries(&s, 1), s);
-        // nothing live: no entries (the rule goes too)
-        assert!(map_entries(&[], 3).is_empty());
-    }
-
-    #[test]
     fn huge_weights_are_scaled() {
         let s = slots(&vs(Scheduler::Wlc, &[65535, 1, 30000]));
-        assert!(s.len() as u32 <= MAX_SLOTS + 3, "{}", s.len());
+        assert!(
+            u32::try_from(s.len()).unwrap() <= MAX_SLOTS + 3,
+            "{}",
+            s.len()
+        );
         assert!(count(&s, 2) >= 1);
         let ratio = count(&s, 1) as f64 / count(&s, 3) as f64;
         assert!((ratio - 65535.0 / 30000.0).abs() < 0.01, "{ratio}");
@@ -1360,7 +2249,7 @@ mod tests {
     fn batch_is_framed_and_touches_only_our_table() {
         let after = vec![vs(Scheduler::Wrr, &[2, 1, 1])];
         let affected = HashSet::from([after[0].key]);
-        let (buf, first, last) = build_batch("hbd", 10, &[], &after, &affected, true);
+        let (buf, first, last) = build_batch("hbd", 10, &[], &after, &affected, true).unwrap();
         let msgs = parse_messages(&buf).unwrap();
         assert_eq!(msgs.first().unwrap().ty, NFNL_MSG_BATCH_BEGIN);
         assert_eq!(msgs.last().unwrap().ty, NFNL_MSG_BATCH_END);
@@ -1374,15 +2263,28 @@ mod tests {
         // an edit of a known service: flush + refill, no table rebuild
         let mut edited = after.clone();
         edited[0].reals[0].weight = 0;
-        let (buf, _, _) = build_batch("hbd", 1, &after, &edited, &affected, false);
+        let (buf, _, _) = build_batch("hbd", 1, &after, &edited, &affected, false).unwrap();
         let types: Vec<u16> = parse_messages(&buf)
             .unwrap()
             .iter()
             .map(|m| m.ty & 0xff)
             .collect();
         assert!(!types.contains(&NFT_MSG_DELTABLE) && !types.contains(&NFT_MSG_NEWCHAIN));
+        assert!(
+            !types.contains(&NFT_MSG_DELSET),
+            "the old map goes with its rule"
+        );
         assert_eq!(types[1], NFT_MSG_DELRULE);
-        assert_eq!(types[2], NFT_MSG_DELSETELEM);
+        // the comment rule, then the balancing rule's own map, its slots, the rule
+        assert_eq!(
+            &types[2..6],
+            &[
+                NFT_MSG_NEWRULE,
+                NFT_MSG_NEWSET,
+                NFT_MSG_NEWSETELEM,
+                NFT_MSG_NEWRULE
+            ]
+        );
     }
 
     #[test]
@@ -1398,7 +2300,7 @@ mod tests {
             .collect();
         let after = vec![v];
         let affected = HashSet::from([after[0].key]);
-        let (buf, _, _) = build_batch("hbd", 1, &[], &after, &affected, true);
+        let (buf, _, _) = build_batch("hbd", 1, &[], &after, &affected, true).unwrap();
         let n = parse_messages(&buf)
             .unwrap()
             .iter()
@@ -1406,5 +2308,158 @@ mod tests {
             .count();
         // 2500 slots in 3 messages, the dispatch element, 2500 shadow elements in 3
         assert_eq!(n, 7);
+    }
+
+    /// (message type, object name) of every table object message in a batch, in order:
+    /// chains by `NFTA_CHAIN_NAME`, sets by `NFTA_SET_NAME`, rules and elements by their
+    /// chain or set.
+    fn objects(buf: &[u8]) -> Vec<(u16, String)> {
+        parse_messages(buf)
+            .unwrap()
+            .iter()
+            .filter(|m| m.ty >> 8 == NFNL_SUBSYS_NFTABLES)
+            .map(|m| {
+                let ty = m.ty & 0xff;
+                let attr = match ty {
+                    NFT_MSG_NEWCHAIN | NFT_MSG_DELCHAIN => NFTA_CHAIN_NAME,
+                    _ => 2, // NFTA_SET_NAME, NFTA_RULE_CHAIN, NFTA_SET_ELEM_LIST_SET
+                };
+                let attrs = parse_attrs(&m.payload[4..]).unwrap();
+                let name = find(&attrs, attr)
+                    .map(|a| a.str().unwrap().to_string())
+                    .unwrap_or_default();
+                (ty, name)
+            })
+            .collect()
+    }
+
+    fn persistent_capped() -> VirtualService {
+        let mut v = vs(Scheduler::Wrr, &[1, 1, 1]);
+        v.persistence = Some(Persistence {
+            timeout: Duration::from_secs(300),
+            netmask: Netmask { prefix: 24 },
+        });
+        v.reals[0].upper_threshold = 50;
+        v
+    }
+
+    #[test]
+    fn fo_ovf_and_lc_slots() {
+        let s = slots(&vs(Scheduler::Fo, &[1, 5, 5, 0]));
+        assert_eq!(
+            s,
+            vec!["198.51.100.2:80".parse().unwrap()],
+            "highest weight, lowest address"
+        );
+        assert_eq!(slots(&vs(Scheduler::Ovf, &[7, 5])).len(), 1);
+        assert!(slots(&vs(Scheduler::Fo, &[0, 0])).is_empty());
+        let s = slots(&vs(Scheduler::Lc, &[5, 1, 0]));
+        assert_eq!(s.len(), 2, "lc ignores weights as IPVS does");
+    }
+
+    #[test]
+    fn persistence_and_caps_get_their_objects_in_a_rebuild() {
+        let after = vec![persistent_capped()];
+        let affected = HashSet::from([after[0].key]);
+        let (buf, _, _) = build_batch("hbd", 1, &[], &after, &affected, true).unwrap();
+        let o = objects(&buf);
+        let pos = |ty: u16, name: &str| {
+            o.iter()
+                .position(|x| *x == (ty, name.to_string()))
+                .unwrap_or_else(|| panic!("no {ty} {name} in {o:?}"))
+        };
+        let map = pos(NFT_MSG_NEWSET, "persist-tcp-192.0.2.10-80");
+        let cap = pos(NFT_MSG_NEWCHAIN, "cap-tcp-192.0.2.10-80-198.51.100.1-80");
+        let group = pos(NFT_MSG_NEWCHAIN, "admit-192.0.2.10");
+        pos(NFT_MSG_NEWCHAIN, CHAIN_ADMIT);
+        pos(NFT_MSG_NEWSETELEM, MAP_ADMIT_VIPS);
+        // maps and cap chains exist before the rules that name them
+        assert!(map < pos(NFT_MSG_NEWRULE, "svc-tcp-192.0.2.10-80"));
+        assert!(cap < group && group < pos(NFT_MSG_NEWRULE, "admit-192.0.2.10"));
+        assert_eq!(
+            pos(NFT_MSG_NEWRULE, "cap-tcp-192.0.2.10-80-198.51.100.1-80"),
+            cap + 1
+        );
+    }
+
+    #[test]
+    fn an_edit_keeps_the_map_entries_and_the_caps_count_and_purges_a_quiesced_real() {
+        let before = vec![persistent_capped()];
+        let mut after = before.clone();
+        after[0].reals[1].weight = 0;
+        let affected = HashSet::from([after[0].key]);
+        let (buf, _, _) = build_batch("hbd", 1, &before, &after, &affected, false).unwrap();
+        let o = objects(&buf);
+        assert!(!o.contains(&(NFT_MSG_DELSET, "persist-tcp-192.0.2.10-80".into())));
+        assert!(!o.contains(&(NFT_MSG_NEWSET, "persist-tcp-192.0.2.10-80".into())));
+        assert!(
+            !o.iter().any(|(_, n)| n.starts_with("cap-")),
+            "the cap is untouched: {o:?}"
+        );
+        // the group chain is refilled: flushed, then its jump and recording rules
+        assert!(o.contains(&(NFT_MSG_DELRULE, "admit-192.0.2.10".into())));
+        assert!(o.contains(&(NFT_MSG_NEWRULE, "admit-192.0.2.10".into())));
+        // the quiesced real's clients are purged after the batch; the others are kept
+        let stale = stale_persistence(&before, &after, &affected);
+        assert_eq!(stale.len(), 1);
+        let keep = &stale[0].1;
+        assert_eq!(keep.len(), 2);
+        assert!(!keep.contains(&target_bytes(false, &after[0].reals[1].addr)));
+        // a weight change among live reals purges nothing
+        let mut heavier = before.clone();
+        heavier[0].reals[2].weight = 4;
+        assert!(stale_persistence(&before, &heavier, &affected).is_empty());
+    }
+
+    #[test]
+    fn persistence_and_a_cap_removed_take_their_objects_after_the_rules() {
+        let before = vec![persistent_capped()];
+        let mut after = before.clone();
+        after[0].persistence = None;
+        after[0].reals[0].upper_threshold = 0;
+        let affected = HashSet::from([after[0].key]);
+        let (buf, _, _) = build_batch("hbd", 1, &before, &after, &affected, false).unwrap();
+        let o = objects(&buf);
+        let pos = |ty: u16, name: &str| {
+            o.iter()
+                .position(|x| *x == (ty, name.to_string()))
+                .unwrap_or_else(|| panic!("no {ty} {name} in {o:?}"))
+        };
+        let del_map = pos(NFT_MSG_DELSET, "persist-tcp-192.0.2.10-80");
+        assert!(pos(NFT_MSG_DELRULE, "svc-tcp-192.0.2.10-80") < del_map);
+        assert!(pos(NFT_MSG_DELRULE, "admit-192.0.2.10") < del_map);
+        let del_group = pos(NFT_MSG_DELCHAIN, "admit-192.0.2.10");
+        let del_cap = pos(NFT_MSG_DELCHAIN, "cap-tcp-192.0.2.10-80-198.51.100.1-80");
+        assert!(
+            del_group < del_cap,
+            "the jump goes before the chain it names"
+        );
+        assert!(pos(NFT_MSG_DELSETELEM, MAP_ADMIT_VIPS) < del_group);
+    }
+
+    #[test]
+    fn map_elements_decode_what_a_batch_encodes() {
+        let mut b = Batch::new("hbd", 1);
+        let a: SocketAddr = "198.51.100.18:80".parse().unwrap();
+        let elems = vec![
+            (
+                vec![203, 0, 113, 0],
+                Some(ElemData::Value(target_bytes(false, &a))),
+            ),
+            (vec![203, 0, 113, 1], None), // no data: skipped
+        ];
+        b.set_elements(NFT_MSG_NEWSETELEM, "persist-x", None, &elems);
+        let (buf, _, _) = b.finish().unwrap();
+        let msgs = parse_messages(&buf).unwrap();
+        let decoded = decode_map_elements(&msgs[1].payload[4..]).unwrap();
+        assert_eq!(
+            decoded,
+            vec![(vec![203, 0, 113, 0], vec![198, 51, 100, 18, 0, 80, 0, 0])]
+        );
+        assert_eq!(target_bytes(true, &a), vec![198, 51, 100, 18]);
+        assert!(
+            decode_map_elements(&[1, 2, 3]).is_err()
+                || decode_map_elements(&[1, 2, 3]).unwrap().is_empty()
+        );
     }
 }

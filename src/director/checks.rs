@@ -1,5 +1,7 @@
 //! Real-server health checks in the manner of ldirectord (features §3.3): TCP connect,
-//! HTTP/HTTPS negotiate, external command, ICMP ping, and the constant `on` / `off`.
+//! HTTP/HTTPS negotiate, the negotiate checks of other services ([`super::services`]),
+//! `checktype = N` (negotiate every N+1th check, connect in between), external command, ICMP
+//! ping, and the constant `on` / `off`.
 //!
 //! Every check has one **total deadline** (`CheckSpec::timeout`) covering connect, TLS,
 //! headers and body: a server that drips one byte at a time fails at the deadline, not later
@@ -40,10 +42,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-use super::http;
-
-/// Most body bytes read for the `receive` match; the rest is not downloaded.
-pub const MAX_BODY: usize = 1 << 20;
+use super::http::{self, HttpCheck};
+use super::services::{self, ServiceCheck};
+use crate::clock;
+use crate::config::director::HttpMethod;
 
 /// The virtual side of a check target, as passed to external check commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,108 +74,6 @@ impl CheckTarget {
     }
 }
 
-/// HTTP method of an HTTP check (ldirectord `httpmethod`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum HttpMethod {
-    /// `GET` (ldirectord default): status and body are checked.
-    #[default]
-    Get,
-    /// `HEAD`: no body; `receive` is matched against the response header lines.
-    Head,
-}
-
-impl HttpMethod {
-    /// ldirectord's word.
-    pub fn name(self) -> &'static str {
-        match self {
-            HttpMethod::Get => "GET",
-            HttpMethod::Head => "HEAD",
-        }
-    }
-}
-
-/// Which HTTP status counts as success.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum HttpStatus {
-    /// Any 2xx (ldirectord: the only choice there).
-    #[default]
-    Any2xx,
-    /// Exactly this code.
-    Code(u16),
-}
-
-/// An HTTP or HTTPS negotiate check. Equal checks (a `receive` compares by its pattern) are
-/// shared by the scheduler.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HttpCheck {
-    /// `https` instead of `http` (service = https).
-    pub https: bool,
-    /// GET or HEAD.
-    pub method: HttpMethod,
-    /// ldirectord `request`: a path (`/index.html`, leading `/` optional), or an absolute
-    /// `http://…`/`https://…` URL that replaces scheme, host and port.
-    pub request: String,
-    /// ldirectord `receive`: the body (header lines for HEAD) must match this regex. Compiled
-    /// once when the configuration is read; a clone shares the compiled program.
-    pub receive: Option<Receive>,
-    /// ldirectord `virtualhost`: `Host` header and TLS SNI name.
-    pub virtual_host: Option<String>,
-    /// Which status is success.
-    pub status: HttpStatus,
-}
-
-/// Largest compiled `receive` regex, so a hostile pattern cannot exhaust memory.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
-
-/// A `receive` pattern, compiled once; it displays, compares and hashes as written.
-/// Matched anywhere in the answer, like ldirectord's `=~ /$receive/`.
-#[derive(Debug, Clone)]
-pub struct Receive {
-    regex: regex::Regex,
-}
-
-impl Receive {
-    /// Compiles `pattern`; the error says why (Perl look-around and back-references are not
-    /// supported by the `regex` crate).
-    pub fn new(pattern: &str) -> Result<Receive, String> {
-        regex::RegexBuilder::new(pattern)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-            .map(|regex| Receive { regex })
-            .map_err(|e| {
-                let e = e.to_string();
-                let first = e.lines().last().unwrap_or("").trim();
-                format!(
-                    "{pattern:?} is not a regular expression hbd can use ({first}); Perl-only syntax (look-around, back-references) is not supported"
-                )
-            })
-    }
-
-    /// The pattern as written.
-    pub fn as_str(&self) -> &str {
-        self.regex.as_str()
-    }
-
-    /// Does the answer contain a match?
-    pub fn is_match(&self, answer: &str) -> bool {
-        self.regex.is_match(answer)
-    }
-}
-
-impl PartialEq for Receive {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Receive {}
-
-impl std::hash::Hash for Receive {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.as_str().hash(h);
-    }
-}
-
 /// The kind of check (ldirectord `checktype`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CheckKind {
@@ -192,6 +92,24 @@ pub enum CheckKind {
     Ping {
         /// Echo attempts.
         count: u32,
+    },
+    /// `negotiate` with a service beyond HTTP ([`super::services`]).
+    Service(ServiceCheck),
+    /// ldirectord `checktype = N`: `negotiate`, then `connects` connect checks (each with
+    /// `connect_timeout`) while they pass; a failed connect makes the next check negotiate,
+    /// and so does the first. Counted per scheduled check in its [`CheckSession`]; without a
+    /// session every check negotiates.
+    Combined {
+        /// Connect checks between two negotiates (N).
+        connects: u32,
+        /// The connect step: `Connect`, or `Ping` for a UDP service (as `checktype =
+        /// connect` pings there).
+        connect: Box<CheckKind>,
+        /// Timeout of one connect step (`checktimeout`); the spec's timeout is the
+        /// negotiate timeout.
+        connect_timeout: Duration,
+        /// The negotiate step: `Http`, `Service` or `Connect` (service none).
+        negotiate: Box<CheckKind>,
     },
     /// `on`: never checked, always up.
     On,
@@ -231,7 +149,7 @@ impl CheckResult {
         CheckResult {
             ok,
             reason: reason.into(),
-            took: started.elapsed(),
+            took: clock::since(started),
         }
     }
 }
@@ -359,9 +277,21 @@ pub fn raise_fd_limit() -> Result<u64, nix::Error> {
 /// What one scheduled check keeps between its runs: for a plain-HTTP check with keep-alive,
 /// its request bytes and its idle connection. The scheduler owns one per check and drops it
 /// (closing the connection) when the check is removed. Empty until the first HTTP check.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CheckSession {
     http: Option<HttpSession>,
+    /// `checktype = N`: connect checks passed since the last negotiate (ldirectord
+    /// `num_connects`); starts past any N so the first check negotiates.
+    connects: u32,
+}
+
+impl Default for CheckSession {
+    fn default() -> Self {
+        CheckSession {
+            http: None,
+            connects: u32::MAX,
+        }
+    }
 }
 
 impl CheckSession {
@@ -409,20 +339,34 @@ struct IdleConn {
     _slot: IdleSlot,
 }
 
-/// The server has not closed (or written to) an idle connection. Does not wait: WouldBlock
-/// means open and quiet; end of stream, an error or unexpected bytes mean discard it.
+/// The server has not closed (or written to) an idle connection. Does not wait, and costs no
+/// system call in the usual case: tokio's readiness says whether anything (bytes, FIN, RST)
+/// arrived since the last read emptied the socket, so no readiness means open and quiet.
+/// With readiness set, one read decides: WouldBlock means open and quiet; end of stream, an
+/// error or unexpected bytes mean discard it. A close that arrives after this look is the
+/// race [`http::Exchange::closed_before_response`] retries.
 fn still_open(s: &tokio::net::TcpStream) -> bool {
+    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+    if s.poll_read_ready(&mut cx).is_pending() {
+        return true;
+    }
     let mut b = [0u8; 1];
     matches!(s.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
-/// Opens a check connection: no Nagle delay, closed with RST when dropped.
+/// Opens a check connection: no Nagle delay for TLS, closed with RST when dropped.
 async fn open(rt: &HttpRequestTarget) -> std::io::Result<tokio::net::TcpStream> {
     let stream = match &rt.connect {
         HttpConnect::Addr(a) => tokio::net::TcpStream::connect(*a).await?,
         HttpConnect::Name(n, p) => tokio::net::TcpStream::connect((n.as_str(), *p)).await?,
     };
-    let _ = stream.set_nodelay(true);
+    // Nagle can only hold a write back while earlier data is unacknowledged: a plain-HTTP
+    // request is one write after the previous response (which acknowledged the previous
+    // request), so only the TLS handshake's several writes need TCP_NODELAY. One system
+    // call less per connection.
+    if rt.https {
+        let _ = stream.set_nodelay(true);
+    }
     // Close with RST when dropped (SO_LINGER 0): no TIME_WAIT left per check on the director.
     let _ = stream.set_zero_linger();
     Ok(stream)
@@ -547,12 +491,6 @@ impl Checker {
         self
     }
 
-    /// At most `max` idle connections at once (instead of the descriptor-derived default).
-    pub fn with_idle_budget(mut self, max: usize) -> Checker {
-        self.budget = Arc::new(IdleBudget::new(max));
-        self
-    }
-
     /// Idle connections kept now, over all sessions.
     pub fn idle_connections(&self) -> usize {
         self.budget.in_use()
@@ -580,7 +518,7 @@ impl Checker {
         target: &CheckTarget,
         session: Option<&mut CheckSession>,
     ) -> CheckResult {
-        let started = Instant::now();
+        let started = clock::now();
         // With the outcome known, the rest of a body is read for at most 90 % of the deadline.
         let drain_until = started + spec.timeout.saturating_sub(spec.timeout / 10);
         let fut = async {
@@ -589,18 +527,79 @@ impl Checker {
                 CheckKind::Off => (false, "checktype off".to_string()),
                 CheckKind::Connect => connect(target.check_addr()).await,
                 CheckKind::Http(h) => self.http_check(h, target, session, drain_until).await,
+                CheckKind::Service(c) => service(c, target).await,
                 CheckKind::External { command } => {
                     external(command, target, spec.timeout, started).await
                 }
                 CheckKind::Ping { count } => {
                     ping(ping_addr(target), *count, started, spec.timeout).await
                 }
+                CheckKind::Combined {
+                    connects,
+                    connect: step,
+                    connect_timeout,
+                    negotiate,
+                } => {
+                    let step = Step {
+                        connects: *connects,
+                        connect: step,
+                        connect_timeout: *connect_timeout,
+                        negotiate,
+                    };
+                    self.combined(step, target, session, drain_until).await
+                }
             }
         };
-        match tokio::time::timeout(spec.timeout, fut).await {
+        // An external check keeps its own deadline, then kills and reaps its process group:
+        // the outer one waits a little longer so that work is not cut off on a busy host.
+        let limit = match spec.kind {
+            CheckKind::External { .. } => spec.timeout + EXTERNAL_REAP_GRACE,
+            _ => spec.timeout,
+        };
+        match tokio::time::timeout(limit, fut).await {
             Ok((ok, reason)) => CheckResult::new(ok, reason, started),
             Err(_) => CheckResult::new(false, timeout_reason(spec.timeout), started),
         }
+    }
+
+    /// One step of `checktype = N` (ldirectord `_check_real`, `combined`): negotiate when N
+    /// connects have passed since the last passed negotiate (or a connect failed), else
+    /// connect. A passed negotiate resets the count; a failed one leaves it, so the next
+    /// check negotiates again.
+    async fn combined(
+        &self,
+        step: Step<'_>,
+        target: &CheckTarget,
+        mut session: Option<&mut CheckSession>,
+        drain_until: Instant,
+    ) -> (bool, String) {
+        let done = session.as_ref().map_or(u32::MAX, |s| s.connects);
+        if done >= step.connects {
+            let (ok, reason) = match step.negotiate {
+                CheckKind::Http(h) => {
+                    self.http_check(h, target, session.as_deref_mut(), drain_until)
+                        .await
+                }
+                CheckKind::Service(c) => service(c, target).await,
+                _ => connect(target.check_addr()).await,
+            };
+            if ok && let Some(s) = session {
+                s.connects = 0;
+            }
+            return (ok, format!("negotiate: {reason}"));
+        }
+        let t = step.connect_timeout;
+        let (ok, reason) = match step.connect {
+            CheckKind::Ping { count } => ping(ping_addr(target), *count, clock::now(), t).await,
+            _ => match tokio::time::timeout(t, connect(target.check_addr())).await {
+                Ok(r) => r,
+                Err(_) => (false, timeout_reason(t)),
+            },
+        };
+        if let Some(s) = session {
+            s.connects = if ok { done.saturating_add(1) } else { u32::MAX };
+        }
+        (ok, reason)
     }
 
     async fn http_check(
@@ -755,6 +754,22 @@ impl Probe for Checker {
     }
 }
 
+/// The parts of [`CheckKind::Combined`] one step needs.
+struct Step<'a> {
+    connects: u32,
+    connect: &'a CheckKind,
+    connect_timeout: Duration,
+    negotiate: &'a CheckKind,
+}
+
+/// A negotiate check of a service beyond HTTP ([`super::services`]).
+async fn service(c: &ServiceCheck, target: &CheckTarget) -> (bool, String) {
+    match services::negotiate(c, target.check_addr()).await {
+        Ok(p) => (true, p.0),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
 fn describe_io(what: &str, e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::ConnectionRefused => format!("{what} refused"),
@@ -820,20 +835,24 @@ async fn external(
     timeout: Duration,
     started: Instant,
 ) -> (bool, String) {
-    let mut child = match tokio::process::Command::new(command)
-        .args(external_args(target))
+    let mut cmd = tokio::process::Command::new(command);
+    cmd.args(external_args(target))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-    {
+        .kill_on_drop(true);
+    let mut child = match crate::spawn::spawn_past_busy_text(&mut cmd).await {
         Ok(c) => c,
         Err(e) => return (false, format!("cannot run {}: {e}", command.display())),
     };
-    // Leave a little slack before the outer deadline so the group is killed and reaped here.
-    let deadline = started + timeout.saturating_sub(Duration::from_millis(5));
+    // Should this future be dropped before the group is reaped (the outer deadline), the
+    // guard kills the whole group: kill_on_drop alone would reach only its leader.
+    let group = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .map(GroupKiller);
+    let deadline = started + timeout;
     match tokio::time::timeout_at(deadline, child.wait()).await {
         Ok(Ok(status)) => match (status.code(), status.success()) {
             (_, true) => (true, "exit 0".into()),
@@ -848,16 +867,27 @@ async fn external(
         },
         Ok(Err(e)) => (false, format!("wait for {}: {e}", command.display())),
         Err(_) => {
-            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-                // The child leads its own group (process_group(0)); ESRCH means it is gone.
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+            // The child leads its own group (process_group(0)): kill it all, then reap.
+            drop(group);
             let _ = child.wait().await;
             (false, format!("{} (killed)", timeout_reason(timeout)))
         }
+    }
+}
+
+/// How much longer than its deadline an external check may take to kill and reap its
+/// process group before the outer deadline drops it (its [`GroupKiller`] then kills).
+const EXTERNAL_REAP_GRACE: Duration = Duration::from_millis(150);
+
+/// Kills the process group it names when dropped (SIGKILL; ESRCH when already gone).
+struct GroupKiller(i32);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
@@ -940,6 +970,8 @@ mod tls {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::director::Receive;
+    use crate::director::http::HttpStatus;
 
     fn target() -> CheckTarget {
         CheckTarget {

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 
 use tokio::time::Instant;
 
+use crate::config::director::VirtualConfig;
 use crate::dataplane::model::{RealServer, ServiceKey, VirtualService};
 use crate::director::checks::CheckResult;
 
@@ -148,6 +149,16 @@ pub struct ServicePolicy {
     pub fallback: Option<RealServer>,
 }
 
+impl ServicePolicy {
+    /// The policy a configured virtual service asks for (`quiescent`, `fallback` at weight 1).
+    pub fn of(v: &VirtualConfig) -> ServicePolicy {
+        ServicePolicy {
+            quiescent: v.quiescent,
+            fallback: v.fallback.as_ref().map(|f| f.to_real_server(1)),
+        }
+    }
+}
+
 /// The desired service: `configured` holds the reals with their configured weights; `health`
 /// says which are up (reals it does not know are down). A fallback whose address is also a
 /// configured real is not added (the real's own entry wins).
@@ -249,6 +260,7 @@ impl FallbackState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock;
     use crate::dataplane::model::{Forwarding, Scheduler};
     use std::collections::HashMap;
     use std::time::Duration;
@@ -263,7 +275,7 @@ mod tests {
 
     #[test]
     fn fall_needs_consecutive_failures() {
-        let t0 = Instant::now();
+        let t0 = clock::now();
         let mut h = RealHealth::new(Health::Up, 2, 3, t0);
         assert_eq!(h.observe(&res(false, "HTTP 503"), t0), None);
         assert_eq!(h.observe(&res(false, "HTTP 503"), t0), None);
@@ -292,7 +304,7 @@ mod tests {
 
     #[test]
     fn rise_needs_consecutive_successes() {
-        let t0 = Instant::now();
+        let t0 = clock::now();
         let mut h = RealHealth::new(Health::Down, 2, 1, t0);
         assert_eq!(h.observe(&res(true, "ok"), t0), None);
         assert_eq!(h.observe(&res(false, "no"), t0), None);
@@ -309,7 +321,7 @@ mod tests {
 
     #[test]
     fn the_last_result_is_kept_with_its_time() {
-        let t0 = Instant::now();
+        let t0 = clock::now();
         let mut h = RealHealth::new(Health::Up, 1, 2, t0);
         assert_eq!((h.last_reason(), h.last_check()), (None, None));
         let t1 = t0 + Duration::from_secs(1);
@@ -321,7 +333,7 @@ mod tests {
 
     #[test]
     fn zero_thresholds_behave_as_one() {
-        let t0 = Instant::now();
+        let t0 = clock::now();
         let mut h = RealHealth::new(Health::Down, 0, 0, t0);
         assert!(h.observe(&res(true, "ok"), t0).is_some());
         assert!(h.observe(&res(false, "no"), t0).is_some());
@@ -514,7 +526,7 @@ mod tests {
             quiescent: true,
             fallback: Some(fallback()),
         };
-        let t0 = Instant::now();
+        let t0 = clock::now();
         let mut h = RealHealth::new(initial_health(None), 2, 2, t0);
         let mut fb = FallbackState::default();
         let mut edges = Vec::new();

@@ -36,7 +36,8 @@ pub fn checksum(data: &[u8]) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    !(sum as u16)
+    // The loop above leaves at most 16 bits.
+    !u16::try_from(sum).unwrap_or(u16::MAX)
 }
 
 /// Builds an echo request: type, code 0, checksum (IPv4; the kernel fills it for IPv6),
@@ -54,20 +55,42 @@ pub fn echo_request(v6: bool, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
     p
 }
 
+/// An echo reply read from the wire (RFC 792 / RFC 4443 §4.2): identifier, sequence number
+/// and the payload it echoes. Shared with the reachability prober.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EchoReply<'a> {
+    /// Identifier (rewritten by the kernel on ping sockets).
+    pub id: u16,
+    /// Sequence number.
+    pub seq: u16,
+    /// Everything after the 8-byte header.
+    pub payload: &'a [u8],
+}
+
+/// Reads `pkt` (an ICMP message, IPv4 header already stripped) as an echo reply; `None` for
+/// anything else (a request, an error, a short packet). Never panics.
+pub fn parse_echo_reply(v6: bool, pkt: &[u8]) -> Option<EchoReply<'_>> {
+    let reply = if v6 { ECHO_V6.1 } else { ECHO_V4.1 };
+    match pkt {
+        [kind, 0, _, _, i0, i1, s0, s1, payload @ ..] if *kind == reply => Some(EchoReply {
+            id: u16::from_be_bytes([*i0, *i1]),
+            seq: u16::from_be_bytes([*s0, *s1]),
+            payload,
+        }),
+        _ => None,
+    }
+}
+
 /// True when `pkt` (an ICMP message, IPv4 header already stripped) is the reply to our
 /// request. `id` is `None` on ping sockets, whose identifier the kernel rewrites.
 pub fn is_reply(v6: bool, pkt: &[u8], id: Option<u16>, seq: u16, payload: &[u8]) -> bool {
-    let reply = if v6 { ECHO_V6.1 } else { ECHO_V4.1 };
-    pkt.len() >= 8 + payload.len()
-        && pkt[0] == reply
-        && pkt[1] == 0
-        && id.is_none_or(|i| pkt[4..6] == i.to_be_bytes())
-        && pkt[6..8] == seq.to_be_bytes()
-        && &pkt[8..8 + payload.len()] == payload
+    parse_echo_reply(v6, pkt).is_some_and(|r| {
+        id.is_none_or(|i| r.id == i) && r.seq == seq && r.payload.starts_with(payload)
+    })
 }
 
 /// Strips the IPv4 header a raw IPv4 socket delivers in front of the ICMP message.
-fn strip_ipv4_header(buf: &[u8]) -> &[u8] {
+pub(crate) fn strip_ipv4_header(buf: &[u8]) -> &[u8] {
     match buf.first() {
         Some(b) if b >> 4 == 4 => {
             let ihl = usize::from(b & 0x0f) * 4;
@@ -79,7 +102,7 @@ fn strip_ipv4_header(buf: &[u8]) -> &[u8] {
 
 /// The kind of ICMP socket this process can open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum IcmpSocket {
+pub(crate) enum IcmpSocket {
     /// Unprivileged ping socket (`SOCK_DGRAM`).
     Ping,
     /// Raw socket (root or `CAP_NET_RAW`).
@@ -108,7 +131,7 @@ fn open_as(kind: IcmpSocket, v6: bool) -> std::io::Result<Socket> {
 
 /// Opens the cached kind of socket, or on the first ping of a family a ping socket and else a
 /// raw one, caching whichever opened.
-fn open(v6: bool) -> Result<(Socket, IcmpSocket), String> {
+pub(crate) fn open(v6: bool) -> Result<(Socket, IcmpSocket), String> {
     let fail = |e: std::io::Error| format!("ping: cannot open ICMP socket: {e}");
     let known = &KIND[usize::from(v6)];
     if let Some(&kind) = known.get() {
@@ -205,6 +228,32 @@ mod tests {
         let mut r6 = echo_request(true, 7, 9, payload);
         r6[0] = 129;
         assert!(is_reply(true, &r6, Some(7), 9, payload));
+    }
+
+    #[test]
+    fn echo_replies_are_parsed_and_odd_packets_refused() {
+        let mut reply = echo_request(false, 0x0102, 0x0304, b"xy");
+        reply[0] = 0;
+        assert_eq!(
+            parse_echo_reply(false, &reply),
+            Some(EchoReply {
+                id: 0x0102,
+                seq: 0x0304,
+                payload: b"xy"
+            })
+        );
+        assert_eq!(
+            parse_echo_reply(true, &reply),
+            None,
+            "family decides the type"
+        );
+        assert_eq!(parse_echo_reply(false, &reply[..7]), None);
+        assert_eq!(parse_echo_reply(false, &[]), None);
+        let mut code = reply.clone();
+        code[1] = 1;
+        assert_eq!(parse_echo_reply(false, &code), None);
+        // Destination unreachable (type 3) is not a reply.
+        assert_eq!(parse_echo_reply(false, &[3, 1, 0, 0, 0, 0, 0, 0]), None);
     }
 
     #[test]

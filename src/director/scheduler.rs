@@ -28,6 +28,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use crate::clock;
 use crate::director::checks::{
     CheckKind, CheckResult, CheckSession, CheckSpec, CheckTarget, CheckVip, Probe,
 };
@@ -155,7 +156,7 @@ impl<P: Probe> CheckScheduler<P> {
             return false;
         }
         let subscribers: Subscribers = Arc::new(Mutex::new(Arc::from([id])));
-        let first = Instant::now() + key.jitter();
+        let first = clock::now() + key.jitter();
         let task = tokio::spawn(run(
             self.probe.clone(),
             self.limit.clone(),
@@ -241,26 +242,37 @@ async fn run<P: Probe>(
     let mut next = first;
     // What this check keeps between runs (a kept-alive connection); dropped with the task.
     let mut session = CheckSession::default();
+    // One timer for the task's life, moved on after each run rather than made anew.
+    let timer = tokio::time::sleep_until(next);
+    tokio::pin!(timer);
     loop {
-        tokio::time::sleep_until(next).await;
+        timer.as_mut().reset(next);
+        timer.as_mut().await;
         let Ok(permit) = limit.acquire().await else {
             return;
         };
-        let began = Instant::now();
+        let began = clock::now();
         let late = u64::try_from((began - next).as_nanos()).unwrap_or(u64::MAX);
         counters.max_lateness_ns.fetch_max(late, Ordering::Relaxed);
         let result = probe.probe_in(&spec, &target, &mut session).await;
         drop(permit);
-        let done = Instant::now();
+        let done = clock::now();
         counters.checks.fetch_add(1, Ordering::Relaxed);
         let subs = Arc::clone(&subscribers.lock().unwrap_or_else(|e| e.into_inner()));
-        for &id in subs.iter() {
-            if tx.send((id, result.clone(), done)).await.is_err() {
+        // A copy of the result for each subscriber but the last, which takes it (usually the
+        // only one: no copy at all).
+        if let Some((&last, others)) = subs.split_last() {
+            for &id in others {
+                if tx.send((id, result.clone(), done)).await.is_err() {
+                    return;
+                }
+            }
+            if tx.send((last, result, done)).await.is_err() {
                 return;
             }
         }
         next += interval;
-        let now = Instant::now();
+        let now = clock::now();
         while next + interval <= now {
             next += interval;
             counters.skipped.fetch_add(1, Ordering::Relaxed);
@@ -271,7 +283,8 @@ async fn run<P: Probe>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::director::checks::{HttpCheck, HttpMethod, HttpStatus};
+    use crate::config::director::HttpMethod;
+    use crate::director::http::{HttpCheck, HttpStatus};
     use futures::future::BoxFuture;
     use std::collections::BTreeMap;
     use std::net::SocketAddr;
@@ -298,7 +311,7 @@ mod tests {
                     .unwrap()
                     .entry(target.check_addr())
                     .or_default()
-                    .push(Instant::now());
+                    .push(clock::now());
                 let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                 self.max_in_flight.fetch_max(n, Ordering::SeqCst);
                 tokio::time::sleep(self.took).await;
@@ -348,7 +361,7 @@ mod tests {
         });
         let (tx, rx) = mpsc::channel(1000);
         let mut s = CheckScheduler::new(probe.clone(), 100, tx);
-        let t0 = Instant::now();
+        let t0 = clock::now();
         for i in 0..20 {
             assert!(s.add(TargetId(u64::from(i)), target(i), spec(1000)));
         }

@@ -18,8 +18,10 @@
 //!   request adds the message that asks for it (one round trip).
 //! * If both nodes hold a group (a partition healed), the policy picks the keeper at once on
 //!   both sides: with `auto_failback on|legacy` the preferred node, with `off` the target of
-//!   the newer placement (ties: preferred). The keeper re-announces the VIP (gratuitous ARP),
-//!   the other releases, so the overlap lasts one heartbeat exchange.
+//!   the newer placement (ties: preferred). The keeper re-announces the VIP (gratuitous ARP)
+//!   at once and again when the other's report says it let go; the other releases, so the
+//!   overlap lasts one heartbeat exchange. Each side reports it once ([`Action::SplitBrain`],
+//!   with both placements) for the log.
 //! * auto_failback: when the preferred node (re)joins, the node holding its groups hands them
 //!   back (`on`, `legacy`) or keeps them (`off`). It is an event at join, so a `standby` sticks
 //!   until the next membership change or command, as with heartbeat.
@@ -34,6 +36,10 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AutoFailback, GroupSpec};
+pub use crate::membership::reports::{
+    GroupReport, MAX_EPOCH, Placement, ReportError, decode_reports, encode_reports,
+};
+use crate::membership::reports::{next_epoch, validate_reports};
 
 /// Lifecycle of a group on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +71,14 @@ impl GroupPhase {
         )
     }
 
+    /// Whether the group failed here: a start that failed (nothing runs), or a stop that
+    /// failed (something may still run: then it is also held). Reports carry it, so the
+    /// peer neither moves a failed group back here nor keeps a second copy beside a stuck
+    /// one.
+    pub fn failed(self) -> bool {
+        matches!(self, GroupPhase::Failed | GroupPhase::StopFailed)
+    }
+
     /// Whether an operation is under way.
     pub fn in_transition(self) -> bool {
         matches!(self, GroupPhase::Starting | GroupPhase::Stopping)
@@ -93,28 +107,6 @@ pub enum StartOutcome {
     /// A member failed and the rollback got stuck: something may still run here, so the
     /// group is held as after a failed stop and the peer must never start it.
     Stuck,
-}
-
-/// Where a group should run, and how recent that decision is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Placement {
-    /// Node that should hold the group.
-    pub target: String,
-    /// Decision counter; higher wins.
-    pub epoch: u64,
-}
-
-/// What one node says about one group in its heartbeats.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupReport {
-    /// Group key.
-    pub group: String,
-    /// Whether resources of the group may be active on the sender.
-    pub holds: bool,
-    /// Whether the last start failed on the sender.
-    pub failed: bool,
-    /// The sender's placement.
-    pub placement: Placement,
 }
 
 /// Which groups a command is about, relative to the node it runs on (heartbeat's
@@ -151,6 +143,24 @@ pub enum Action {
     Announce(usize),
     /// Send our heartbeat (with our group reports) now rather than at the next keepalive.
     SendReport,
+    /// Both nodes hold a group (a partition healed): log it as a split brain, with both
+    /// sides' views and the keeper the rule chose. Once per resolution.
+    SplitBrain(SplitBrain),
+}
+
+/// A split brain found on a heal: both nodes held a group under different placements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitBrain {
+    /// Index into the configuration's groups.
+    pub group: usize,
+    /// Our placement when it was found.
+    pub ours: Placement,
+    /// The peer's placement, from its report.
+    pub theirs: Placement,
+    /// The node that keeps the group ([`Manager`] doc, "split brain").
+    pub keeper: String,
+    /// The placement both sides converge on.
+    pub resolved: Placement,
 }
 
 /// How a command was taken.
@@ -173,6 +183,26 @@ pub enum CommandError {
     /// This node is not ready yet (initdead running, peer not heard).
     #[error("this node is still starting (waiting for its peer or initdead)")]
     NotReady,
+    /// The peer does not hear this node ([`Manager::on_unheard`]).
+    #[error(
+        "this node holds no group: the peer does not hear it (it holds this node dead: one-way loss); fix the path from this node to the peer"
+    )]
+    Unheard,
+    /// The peer drops our frames for an old generation ([`Manager::on_barred`]).
+    #[error(
+        "this node holds no group: the peer drops its frames as replays (its generation is older than the one the peer knows); restart hbd here"
+    )]
+    Barred,
+    /// A group's placement epoch reached [`MAX_EPOCH`]: a new decision could not outrank it.
+    #[error(
+        "group {group} cannot move: its placement epoch {epoch} is at the limit; stop hbd on both nodes and start them again to reset it"
+    )]
+    EpochExhausted {
+        /// Group key.
+        group: String,
+        /// Its epoch.
+        epoch: u64,
+    },
 }
 
 /// One group's state here.
@@ -215,10 +245,29 @@ pub struct Manager {
     /// What [`Manager::reports_text`] last encoded.
     encoded: EncodedReports,
     adopted: Vec<bool>,
+    /// Groups handed to the peer because it reaches more ping nodes/groups (ipfail): they
+    /// come back under auto_failback once reachability is even again.
+    reach_moved: Vec<bool>,
     /// Placement epoch for which a split brain was last re-announced, per group: the keeper
     /// announces once per resolution, not once per stale report.
     announced: Vec<Option<u64>>,
+    /// Placement epoch for which a split brain was last reported, per group: logged once
+    /// per resolution on each side.
+    split_reported: Vec<Option<u64>>,
+    /// Per group: we kept it through a split brain and the other side has not yet said it
+    /// let go (then we announce once more).
+    split_keeper: Vec<bool>,
     shutting_down: bool,
+    /// The peer drops our frames (our generation is older than the one it knows): we hold
+    /// nothing until restarted, since the peer cannot hear that we would.
+    barred: bool,
+    /// The peer names us dead in its heartbeats ([`Manager::on_unheard`]): we hold nothing
+    /// while it does, since it has taken our groups and cannot hear that we hold them.
+    unheard: bool,
+    /// Per group: the peer's last report before we held it dead said it held the group, and
+    /// we took it over. If the peer comes back having heard us all along (one-way loss), it
+    /// held the group while we did: a split brain it ended on its side.
+    taken_held: Vec<bool>,
 }
 
 impl Manager {
@@ -249,8 +298,14 @@ impl Manager {
             last_sent: Vec::new(),
             encoded: EncodedReports::default(),
             adopted: vec![false; groups.len()],
+            reach_moved: vec![false; groups.len()],
             announced: vec![None; groups.len()],
+            split_reported: vec![None; groups.len()],
+            split_keeper: vec![false; groups.len()],
             shutting_down: false,
+            barred: false,
+            unheard: false,
+            taken_held: vec![false; groups.len()],
         }
     }
 
@@ -283,7 +338,7 @@ impl Manager {
             .map(|g| GroupReport {
                 group: g.name.clone(),
                 holds: g.phase.holds(),
-                failed: g.phase == GroupPhase::Failed,
+                failed: g.phase.failed(),
                 placement: g.placement.clone(),
             })
             .collect()
@@ -318,9 +373,18 @@ impl Manager {
         self.decide()
     }
 
-    /// The peer's heartbeats arrive (again). `rejoined` is true when it was dead or never
-    /// heard before: that is when auto_failback hands its groups back.
-    pub fn on_peer_alive(&mut self) -> Vec<Action> {
+    /// The other node of the pair, the one groups move to and from.
+    pub fn peer(&self) -> Option<&str> {
+        self.peer.as_deref()
+    }
+
+    /// `node`'s heartbeats arrive (again). When it is the peer and was dead or never heard
+    /// before, auto_failback hands its groups back. Another node (a cluster without groups
+    /// may have more than two) decides nothing here.
+    pub fn on_peer_alive(&mut self, node: &str) -> Vec<Action> {
+        if self.peer.as_deref() != Some(node) {
+            return Vec::new();
+        }
         let was_alive = self.peer_alive;
         self.peer_alive = true;
         if !was_alive
@@ -330,59 +394,118 @@ impl Manager {
         {
             for g in &mut self.groups {
                 if g.preferred == peer && g.placement.target == self.me {
-                    g.placement = Placement {
-                        target: peer.clone(),
-                        epoch: g.placement.epoch + 1,
-                    };
+                    g.placement.move_to(&peer);
                 }
             }
         }
         self.decide()
     }
 
-    /// The peer was declared dead: every group it was to hold is ours now.
-    pub fn on_peer_dead(&mut self) -> Vec<Action> {
-        self.peer_alive = false;
+    /// `node` was declared dead: when it is the peer, every group it was to hold is ours
+    /// now. Another node decides nothing here.
+    pub fn on_peer_dead(&mut self, node: &str) -> Vec<Action> {
+        if self.peer.as_deref() != Some(node) {
+            return Vec::new();
+        }
+        if let Some(reports) = &self.peer_reports {
+            for (i, g) in self.groups.iter().enumerate() {
+                self.taken_held[i] = report_for(reports, &g.name).is_some_and(|r| r.holds);
+            }
+        }
+        self.peer_gone(node);
         self.peer_reports = None;
-        self.peer_text = None;
-        if let Some(peer) = self.peer.clone() {
-            for g in &mut self.groups {
-                if g.placement.target == peer {
-                    g.placement = Placement {
-                        target: self.me.clone(),
-                        epoch: g.placement.epoch + 1,
-                    };
-                }
-            }
-        }
         self.decide()
     }
 
-    /// The peer's latest group reports arrived (with each of its heartbeats).
+    /// The peer released every group and stops (heartbeat's `shutdone`): every group it was
+    /// to hold is ours at once, as at its death, without waiting a deadtime. It counts as
+    /// gone, so when it starts again ([`Manager::on_peer_alive`]) auto_failback applies as
+    /// after a death.
+    pub fn on_peer_shutdown(&mut self, node: &str) -> Vec<Action> {
+        if self.peer.as_deref() != Some(node) {
+            return Vec::new();
+        }
+        self.peer_gone(node);
+        self.peer_reports = Some(
+            self.groups
+                .iter()
+                .map(|g| GroupReport {
+                    group: g.name.clone(),
+                    holds: false,
+                    failed: false,
+                    placement: g.placement.clone(),
+                })
+                .collect(),
+        );
+        self.decide()
+    }
+
+    /// The peer `peer` is gone, dead or shut down: every group it was to hold is ours. A
+    /// node held out for a stale generation holds out only against a peer that could hold
+    /// the groups unheard: with the peer gone it takes over as any survivor does (and is
+    /// held out again if the peer returns still naming our generation stale).
+    fn peer_gone(&mut self, peer: &str) {
+        self.peer_alive = false;
+        self.barred = false;
+        self.unheard = false;
+        self.reach_moved.fill(false);
+        self.peer_text = None;
+        for g in &mut self.groups {
+            if g.placement.target == peer {
+                g.placement.move_to(&self.me);
+            }
+        }
+    }
+
+    /// The peer's latest group reports arrived (with each of its heartbeats); reports that
+    /// fail [`validate_reports`] are ignored as a whole.
     pub fn on_peer_reports(&mut self, reports: &[GroupReport]) -> Vec<Action> {
+        if self.validate(reports).is_err() {
+            return Vec::new();
+        }
         self.peer_text = None;
         self.apply_peer_reports(reports.to_vec())
+    }
+
+    /// Checks the peer's reports against the cluster (targets are our two nodes, epochs
+    /// cannot wrap), so a forged or broken report cannot place a group where nobody runs it.
+    fn validate(&self, reports: &[GroupReport]) -> Result<(), ReportError> {
+        let nodes: Vec<&str> = std::iter::once(self.me.as_str())
+            .chain(self.peer.as_deref())
+            .collect();
+        validate_reports(reports, &nodes)
     }
 
     /// The peer's `hbd_groups` field arrived with a heartbeat ([`encode_reports`] text):
     /// decoded only when it differs from the last one. `None` when it is malformed (then
     /// nothing is applied, never half of it).
     pub fn on_peer_reports_text(&mut self, text: &str) -> Option<Vec<Action>> {
+        self.on_peer_reports_checked(text).ok()
+    }
+
+    /// [`Manager::on_peer_reports_text`] saying why a field was refused: it does not parse,
+    /// or a report fails [`validate_reports`].
+    pub fn on_peer_reports_checked(&mut self, text: &str) -> Result<Vec<Action>, ReportError> {
         let known = self.peer_text.as_deref() == Some(text);
         let reports = match self.peer_reports.take() {
             Some(reports) if known => reports,
-            previous => match decode_reports(text) {
-                Some(reports) => {
-                    self.peer_text = Some(text.to_string());
-                    reports
+            previous => {
+                let checked = decode_reports(text)
+                    .ok_or(ReportError::Malformed)
+                    .and_then(|r| self.validate(&r).map(|()| r));
+                match checked {
+                    Ok(reports) => {
+                        self.peer_text = Some(text.to_string());
+                        reports
+                    }
+                    Err(e) => {
+                        self.peer_reports = previous;
+                        return Err(e);
+                    }
                 }
-                None => {
-                    self.peer_reports = previous;
-                    return None;
-                }
-            },
+            }
         };
-        Some(self.apply_peer_reports(reports))
+        Ok(self.apply_peer_reports(reports))
     }
 
     fn apply_peer_reports(&mut self, reports: Vec<GroupReport>) -> Vec<Action> {
@@ -392,15 +515,28 @@ impl Manager {
                 continue;
             };
             let g = &mut self.groups[i];
-            if g.phase.holds()
-                && theirs.holds
-                && g.phase != GroupPhase::StopFailed
-                && theirs.placement != g.placement
-            {
+            let both_hold = g.phase.holds() && theirs.holds && g.phase != GroupPhase::StopFailed;
+            if both_hold && theirs.failed {
+                // Both hold it and the peer's copy will not stop (a failed stop or a stuck
+                // rollback, reported `holds` and `failed`): it stays there, as it would have
+                // without the split brain, and ours goes, so one copy is left.
+                let ours = g.placement.clone();
+                let peer = self.peer.clone().unwrap_or_default();
+                if g.placement.target != peer || g.placement.epoch < theirs.placement.epoch {
+                    g.placement = Placement {
+                        target: peer.clone(),
+                        epoch: next_epoch(g.placement.epoch.max(theirs.placement.epoch)),
+                    };
+                }
+                self.note_split_brain(i, ours, theirs.placement.clone(), peer, &mut actions);
+                continue;
+            }
+            if both_hold && theirs.placement != g.placement {
                 // Both hold it and disagree on who should: a partition healed, or the peer
                 // restarted while we had taken over. Both sides pick the same keeper from the
-                // same two placements. (When they agree, the other one is releasing.)
+                // same two placements.
                 let keeper = self.split_brain_keeper(i, &theirs.placement);
+                let ours = self.groups[i].placement.clone();
                 let g = &mut self.groups[i];
                 if theirs.placement.target == keeper && theirs.placement.epoch >= g.placement.epoch
                 {
@@ -412,16 +548,31 @@ impl Manager {
                 } else {
                     g.placement = Placement {
                         target: keeper.clone(),
-                        epoch: g.placement.epoch.max(theirs.placement.epoch) + 1,
+                        epoch: next_epoch(g.placement.epoch.max(theirs.placement.epoch)),
                     };
                 }
-                if keeper == self.me && self.announced[i] != Some(g.placement.epoch) {
-                    // Clients that talked to the other node during the split still have its
-                    // MAC: tell them once where the VIP is.
-                    self.announced[i] = Some(g.placement.epoch);
-                    actions.push(Action::Announce(i));
-                }
+                self.note_split_brain(i, ours, theirs.placement.clone(), keeper, &mut actions);
                 continue;
+            }
+            if both_hold {
+                // Both hold it and agree on who should (the peer decided on its return
+                // already): the one the placement does not name is releasing. It is still
+                // a split brain, and said so, once.
+                let ours = g.placement.clone();
+                let keeper = ours.target.clone();
+                self.note_split_brain(i, ours, theirs.placement.clone(), keeper, &mut actions);
+                continue;
+            }
+            let g = &mut self.groups[i];
+            if !theirs.holds
+                && self.split_keeper[i]
+                && g.phase.holds()
+                && g.placement.target == self.me
+            {
+                // The other side let go after a split brain: clients that used its MAC since
+                // our first announce learn ours again.
+                self.split_keeper[i] = false;
+                actions.push(Action::Announce(i));
             }
             let mine = &g.placement;
             let adopt = theirs.placement.epoch > mine.epoch
@@ -435,6 +586,39 @@ impl Manager {
         self.peer_reports = Some(reports);
         actions.extend(self.decide());
         actions
+    }
+
+    /// A split brain on group `i`, resolved to `self.groups[i].placement` with `keeper`:
+    /// reported once per resolution; the keeper re-announces the addresses now, and again
+    /// when the other side's report says it let go.
+    fn note_split_brain(
+        &mut self,
+        i: usize,
+        ours: Placement,
+        theirs: Placement,
+        keeper: String,
+        actions: &mut Vec<Action>,
+    ) {
+        let resolved = self.groups[i].placement.clone();
+        if self.split_reported[i] != Some(resolved.epoch) {
+            self.split_reported[i] = Some(resolved.epoch);
+            actions.push(Action::SplitBrain(SplitBrain {
+                group: i,
+                ours,
+                theirs,
+                keeper: keeper.clone(),
+                resolved: resolved.clone(),
+            }));
+        }
+        if keeper == self.me {
+            self.split_keeper[i] = true;
+            if self.announced[i] != Some(resolved.epoch) {
+                // Clients that talked to the other node during the split still have its
+                // MAC: tell them where the VIP is.
+                self.announced[i] = Some(resolved.epoch);
+                actions.push(Action::Announce(i));
+            }
+        }
     }
 
     fn split_brain_keeper(&self, index: usize, theirs: &Placement) -> String {
@@ -463,10 +647,7 @@ impl Manager {
         {
             for g in &mut self.groups {
                 if g.placement.target != peer {
-                    g.placement = Placement {
-                        target: peer.clone(),
-                        epoch: g.placement.epoch + 1,
-                    };
+                    g.placement.move_to(&peer);
                 }
             }
         }
@@ -482,11 +663,110 @@ impl Manager {
         actions
     }
 
+    /// The peer drops every frame of ours as a replay (our generation went backwards: a
+    /// state directory restored from a backup). It cannot hear what we hold, so holding
+    /// anything is a split brain: release everything and acquire nothing until restarted.
+    pub fn on_barred(&mut self) -> Vec<Action> {
+        self.barred = true;
+        self.decide()
+    }
+
+    /// One-way loss seen from the side that still hears: the peer has named us dead in its
+    /// heartbeats for longer than our answer needs (`unheard: true`), so it has taken our
+    /// groups over and cannot learn that we hold them; only we can end the split brain, so
+    /// we release everything and acquire nothing until it hears us again (`false`). The
+    /// placements stay: the heal settles them by the usual rules.
+    pub fn on_unheard(&mut self, unheard: bool) -> Vec<Action> {
+        if self.unheard == unheard {
+            return Vec::new();
+        }
+        self.unheard = unheard;
+        self.decide()
+    }
+
+    /// The peer we held dead is back and says it heard us all along (one-way loss the other
+    /// way): each group it held when we took it over ran on both meanwhile, until the peer
+    /// released it ([`Manager::on_unheard`] on its side). Reported as a split brain here
+    /// too, once, with the placement now in force; nothing else changes.
+    pub fn on_peer_heard_us_while_dead(&mut self) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for i in 0..self.groups.len() {
+            if !std::mem::take(&mut self.taken_held[i]) {
+                continue;
+            }
+            let ours = self.groups[i].placement.clone();
+            let theirs = self
+                .peer_reports
+                .as_ref()
+                .and_then(|r| report_for(r, &self.groups[i].name))
+                .map_or_else(|| ours.clone(), |r| r.placement.clone());
+            let keeper = ours.target.clone();
+            self.note_split_brain(i, ours, theirs, keeper, &mut actions);
+        }
+        actions
+    }
+
+    /// Whether [`Manager::on_unheard`] holds this node out.
+    pub fn is_unheard(&self) -> bool {
+        self.unheard
+    }
+
+    /// Whether [`Manager::on_barred`] holds this node out.
+    pub fn is_barred(&self) -> bool {
+        self.barred
+    }
+
     /// Whether any group may still run here (starting, running, stopping).
     pub fn holds_any(&self) -> bool {
         self.groups
             .iter()
             .any(|g| g.phase.holds() && g.phase != GroupPhase::StopFailed)
+    }
+
+    /// Whether the peer's latest report says it holds any group.
+    pub fn peer_holds_any(&self) -> bool {
+        self.peer_alive
+            && self
+                .peer_reports
+                .as_ref()
+                .is_some_and(|r| r.iter().any(|r| r.holds))
+    }
+
+    /// Reachability (ipfail): the peer has reached more ping nodes/groups than we have for
+    /// the hysteresis. Every group placed here goes to the peer (`peer@epoch+1`), and is
+    /// remembered as moved for reachability. Calling it again changes nothing.
+    pub fn on_reach_move_to_peer(&mut self) -> Vec<Action> {
+        let Some(peer) = self.peer.clone().filter(|_| self.peer_alive) else {
+            return Vec::new();
+        };
+        for (i, g) in self.groups.iter_mut().enumerate() {
+            if g.placement.target == self.me && g.phase != GroupPhase::StopFailed {
+                g.placement.move_to(&peer);
+                self.reach_moved[i] = true;
+            }
+        }
+        self.decide()
+    }
+
+    /// Reachability is even again and our take-back hold is served: under auto_failback
+    /// `on`/`legacy` the groups that went to the peer for reachability come back
+    /// (`me@epoch+1`; the peer releases first, as for any move). Under `off` they stay.
+    pub fn on_reach_restored(&mut self) -> Vec<Action> {
+        if !matches!(self.policy, AutoFailback::On | AutoFailback::Legacy) || !self.peer_alive {
+            return Vec::new();
+        }
+        let Some(peer) = self.peer.clone() else {
+            return Vec::new();
+        };
+        let mut moved = false;
+        for (i, g) in self.groups.iter_mut().enumerate() {
+            if self.reach_moved[i] && g.placement.target == peer {
+                g.placement.move_to(&self.me);
+                self.reach_moved[i] = false;
+                moved = true;
+            }
+        }
+        if moved { self.decide() } else { Vec::new() }
     }
 
     /// A start finished. A start whose rollback got stuck holds the group here, failed, as a
@@ -505,10 +785,7 @@ impl Manager {
                     .and_then(|r| report_for(r, &g.name))
                     .is_some_and(|r| r.failed);
                 if let (Some(peer), true, false) = (&self.peer, self.peer_alive, peer_failed) {
-                    g.placement = Placement {
-                        target: peer.clone(),
-                        epoch: g.placement.epoch + 1,
-                    };
+                    g.placement.move_to(peer);
                 }
             }
         }
@@ -539,6 +816,15 @@ impl Manager {
         {
             return Err(CommandError::PeerNotAlive);
         }
+        if self.barred {
+            return Err(CommandError::Barred);
+        }
+        if self.unheard {
+            return Err(CommandError::Unheard);
+        }
+        self.check_epochs(command)?;
+        // The operator decides from now on: nothing comes back for reachability.
+        self.reach_moved.fill(false);
         if !self.is_stable() {
             self.queue.push_back(command);
             let why = self.instability();
@@ -546,6 +832,28 @@ impl Manager {
         }
         let outcome = self.apply_command(command);
         Ok((outcome, self.decide()))
+    }
+
+    /// Refuses a command that would move a group whose epoch cannot grow any more: it
+    /// would print "moving" and move nothing.
+    fn check_epochs(&self, command: Command) -> Result<(), CommandError> {
+        let class = match command {
+            Command::Takeover(c) | Command::Standby(c) => c,
+        };
+        match self.groups.iter().find(|g| {
+            let in_class = match class {
+                GroupClass::All => true,
+                GroupClass::Local => g.preferred == self.me,
+                GroupClass::Foreign => g.preferred != self.me,
+            };
+            in_class && g.placement.epoch >= MAX_EPOCH
+        }) {
+            Some(g) => Err(CommandError::EpochExhausted {
+                group: g.name.clone(),
+                epoch: g.placement.epoch,
+            }),
+            None => Ok(()),
+        }
     }
 
     fn apply_command(&mut self, command: Command) -> CommandOutcome {
@@ -571,10 +879,7 @@ impl Manager {
                 g.phase = GroupPhase::Stopped;
             }
             if g.placement.target != new_target {
-                g.placement = Placement {
-                    target: new_target.clone(),
-                    epoch: g.placement.epoch + 1,
-                };
+                g.placement.move_to(&new_target);
                 moved.push(g.name.clone());
             }
         }
@@ -626,7 +931,7 @@ impl Manager {
         if !self.ready {
             return actions;
         }
-        if self.shutting_down {
+        if self.shutting_down || self.barred || self.unheard {
             // Only releases from now on: a start that finishes is undone.
             for i in 0..self.groups.len() {
                 if self.groups[i].phase == GroupPhase::Running {
@@ -691,7 +996,7 @@ impl Manager {
             && self.groups.iter().zip(reports).all(|(g, r)| {
                 r.group == g.name
                     && r.holds == g.phase.holds()
-                    && r.failed == (g.phase == GroupPhase::Failed)
+                    && r.failed == g.phase.failed()
                     && r.placement == g.placement
             })
     }
@@ -710,84 +1015,6 @@ impl Manager {
 
 fn report_for<'a>(reports: &'a [GroupReport], group: &str) -> Option<&'a GroupReport> {
     reports.iter().find(|r| r.group == group)
-}
-
-/// Encodes reports for the `hbd_groups` heartbeat field: `group|holds|failed|target|epoch`
-/// per group, `;`-separated, with `%`, `|` and `;` percent-escaped in names.
-pub fn encode_reports(reports: &[GroupReport]) -> String {
-    reports
-        .iter()
-        .map(|r| {
-            format!(
-                "{}|{}|{}|{}|{}",
-                escape(&r.group),
-                u8::from(r.holds),
-                u8::from(r.failed),
-                escape(&r.placement.target),
-                r.placement.epoch
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(";")
-}
-
-/// Decodes an `hbd_groups` field; `None` if any part is malformed (the whole field is then
-/// ignored, never half-applied).
-pub fn decode_reports(text: &str) -> Option<Vec<GroupReport>> {
-    if text.is_empty() {
-        return Some(Vec::new());
-    }
-    text.split(';')
-        .map(|item| {
-            let parts: Vec<&str> = item.split('|').collect();
-            let [group, holds, failed, target, epoch] = parts.as_slice() else {
-                return None;
-            };
-            Some(GroupReport {
-                group: unescape(group)?,
-                holds: parse_flag(holds)?,
-                failed: parse_flag(failed)?,
-                placement: Placement {
-                    target: unescape(target)?,
-                    epoch: epoch.parse().ok()?,
-                },
-            })
-        })
-        .collect()
-}
-
-fn parse_flag(s: &str) -> Option<bool> {
-    match s {
-        "0" => Some(false),
-        "1" => Some(true),
-        _ => None,
-    }
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '|' => out.push_str("%7C"),
-            ';' => out.push_str("%3B"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn unescape(s: &str) -> Option<String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(pos) = rest.find('%') {
-        out.push_str(&rest[..pos]);
-        let code = rest.get(pos + 1..pos + 3)?;
-        out.push(char::from(u8::from_str_radix(code, 16).ok()?));
-        rest = &rest[pos + 3..];
-    }
-    out.push_str(rest);
-    Some(out)
 }
 
 #[cfg(test)]

@@ -15,6 +15,11 @@ fn group(preferred: &str, name: &str) -> GroupSpec {
     }
 }
 
+/// The peer of node `i` of a [`Pair`] ("p" is node 0, "b" node 1).
+fn peer_of(i: usize) -> &'static str {
+    if i == 0 { "b" } else { "p" }
+}
+
 /// Start results to inject: `fail_start[node][group]`.
 struct Pair {
     m: [Manager; 2],
@@ -24,6 +29,8 @@ struct Pair {
     /// Starts that fail with a stuck rollback: `stuck_start[node][group]`.
     stuck_start: [Vec<bool>; 2],
     announced: Vec<(usize, usize)>,
+    /// Split brains each node reported: `(node, what it said)`.
+    split_brains: Vec<(usize, SplitBrain)>,
     pending: Vec<(usize, Action)>,
     /// Set while a healed partition is being resolved: both may hold until the loser stops.
     healing: bool,
@@ -43,6 +50,7 @@ impl Pair {
             fail_stop: [vec![false; n], vec![false; n]],
             stuck_start: [vec![false; n], vec![false; n]],
             announced: Vec::new(),
+            split_brains: Vec::new(),
             pending: Vec::new(),
             healing: false,
         }
@@ -96,6 +104,10 @@ impl Pair {
                     self.announced.push((node, g));
                     Vec::new()
                 }
+                Action::SplitBrain(found) => {
+                    self.split_brains.push((node, found));
+                    Vec::new()
+                }
                 Action::SendReport => {
                     if self.connected {
                         let reports = self.m[node].reports();
@@ -114,7 +126,7 @@ impl Pair {
     /// Both nodes start, hear each other and exchange one report each.
     fn boot(&mut self) {
         for i in 0..2 {
-            let a = self.m[i].on_peer_alive();
+            let a = self.m[i].on_peer_alive(peer_of(i));
             self.push(i, a);
             let a = self.m[i].on_ready();
             self.push(i, a);
@@ -141,7 +153,7 @@ impl Pair {
     fn partition(&mut self) {
         self.connected = false;
         for i in 0..2 {
-            let a = self.m[i].on_peer_dead();
+            let a = self.m[i].on_peer_dead(peer_of(i));
             self.push(i, a);
         }
         self.settle();
@@ -151,7 +163,7 @@ impl Pair {
         self.connected = true;
         self.healing = true;
         for i in 0..2 {
-            let a = self.m[i].on_peer_alive();
+            let a = self.m[i].on_peer_alive(peer_of(i));
             self.push(i, a);
         }
         // First heartbeats of each side cross.
@@ -207,7 +219,7 @@ fn peer_death_moves_groups_and_failback_follows_policy() {
         p.boot();
         // p dies: b takes over.
         p.connected = false;
-        let a = p.m[1].on_peer_dead();
+        let a = p.m[1].on_peer_dead("p");
         p.push(1, a);
         p.settle();
         assert_eq!(p.phase(1, 0), GroupPhase::Running);
@@ -215,9 +227,9 @@ fn peer_death_moves_groups_and_failback_follows_policy() {
         let groups = [group("p", "vip1")];
         p.m[0] = Manager::new("p", &["p".into(), "b".into()], &groups, policy);
         p.connected = true;
-        let a = p.m[0].on_peer_alive();
+        let a = p.m[0].on_peer_alive("b");
         p.push(0, a);
-        let a = p.m[1].on_peer_alive();
+        let a = p.m[1].on_peer_alive("p");
         p.push(1, a);
         let r = p.m[1].reports();
         let a = p.m[0].on_peer_reports(&r);
@@ -253,6 +265,106 @@ fn healed_partition_keeps_one_holder_and_reannounces() {
             "placements agree"
         );
     }
+}
+
+#[test]
+fn after_a_heal_the_keeper_yields_to_a_peer_whose_copy_will_not_stop() {
+    // The loser of a healed split brain cannot stop its copy (stop_failed): the keeper's
+    // copy goes instead, so one copy is left, where it is stuck (found by the property
+    // `after_a_heal_one_node_keeps_each_group`).
+    for policy in [AutoFailback::On, AutoFailback::Off] {
+        let mut p = Pair::new(policy, &[group("p", "vip1")]);
+        p.boot();
+        p.partition();
+        let loser = if policy == AutoFailback::On { 1 } else { 0 };
+        p.fail_stop[loser][0] = true;
+        p.heal();
+        p.settle();
+        assert_eq!(p.phase(loser, 0), GroupPhase::StopFailed, "{policy:?}");
+        assert_eq!(p.phase(1 - loser, 0), GroupPhase::Stopped, "{policy:?}");
+        assert!(p.m[loser].reports()[0].holds && p.m[loser].reports()[0].failed);
+        assert_eq!(
+            p.m[0].groups()[0].placement,
+            p.m[1].groups()[0].placement,
+            "placements agree"
+        );
+    }
+}
+
+#[test]
+fn a_healed_split_brain_is_reported_once_on_each_side_with_both_views() {
+    for (policy, keeper) in [(AutoFailback::On, "p"), (AutoFailback::Off, "b")] {
+        let mut p = Pair::new(policy, &[group("p", "vip1")]);
+        p.boot();
+        p.partition();
+        p.heal();
+        p.settle();
+        let resolved = p.m[0].groups()[0].placement.clone();
+        assert_eq!(resolved.target, keeper, "{policy:?}");
+        let said = |node: usize| -> Vec<&SplitBrain> {
+            p.split_brains
+                .iter()
+                .filter(|(n, _)| *n == node)
+                .map(|(_, s)| s)
+                .collect()
+        };
+        let (sp, sb) = (said(0), said(1));
+        assert_eq!((sp.len(), sb.len()), (1, 1), "{policy:?}: {sp:?} {sb:?}");
+        // each side's view is the other's report of it
+        assert_eq!(sp[0].ours, sb[0].theirs, "{policy:?}");
+        assert_eq!(sp[0].theirs, sb[0].ours, "{policy:?}");
+        assert_ne!(sp[0].ours, sp[0].theirs, "{policy:?}");
+        for s in [sp[0], sb[0]] {
+            assert_eq!(s.keeper, keeper, "{policy:?}");
+            assert_eq!(s.resolved, resolved, "{policy:?}");
+        }
+    }
+}
+
+#[test]
+fn a_report_naming_a_stranger_or_a_huge_epoch_is_refused_and_commands_still_move() {
+    // Issue #15, defect 1: one such report left the group on neither node and made every
+    // takeover print "moving" while nothing moved.
+    let mut p = Pair::new(AutoFailback::On, &[group("p", "vip1")]);
+    p.boot();
+    let before = p.m[1].groups()[0].clone();
+    for (target, epoch) in [("x", 1), ("b", u64::MAX), ("p", MAX_EPOCH + 1)] {
+        let text = format!("vip1|0|0|{target}|{epoch}");
+        let refused = p.m[1].on_peer_reports_checked(&text);
+        assert!(
+            matches!(
+                refused,
+                Err(ReportError::UnknownTarget { .. } | ReportError::EpochTooHigh { .. })
+            ),
+            "{text}: {refused:?}"
+        );
+        assert_eq!(p.m[1].groups()[0], before, "{text}");
+    }
+    assert_eq!(
+        p.command(1, Command::Takeover(GroupClass::All)),
+        CommandOutcome::Applied(vec!["vip1".into()])
+    );
+    assert_eq!(p.phase(1, 0), GroupPhase::Running);
+    assert_eq!(p.phase(0, 0), GroupPhase::Stopped);
+}
+
+#[test]
+fn a_command_that_cannot_outrank_the_placement_says_why() {
+    let nodes = ["p".to_string(), "b".to_string()];
+    let mut m = Manager::new("p", &nodes, &[group("b", "vip1")], AutoFailback::On);
+    m.on_ready();
+    m.groups[0].placement.epoch = MAX_EPOCH;
+    let refused = m.on_command(Command::Takeover(GroupClass::All));
+    assert!(
+        matches!(&refused, Err(CommandError::EpochExhausted { group, .. }) if group == "vip1"),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .unwrap_err()
+            .to_string()
+            .contains("stop hbd on both nodes")
+    );
 }
 
 #[test]
@@ -418,7 +530,7 @@ fn reports_text_follows_every_change_of_the_reports() {
     assert_eq!(m.reports_text().0, expected);
     assert_ne!(expected, before);
     m.on_started(0, StartOutcome::Running);
-    m.on_peer_dead();
+    m.on_peer_dead("b");
     let expected = encode_reports(&m.reports());
     assert_eq!(m.reports_text().0, expected);
 }
@@ -429,13 +541,13 @@ fn peer_reports_as_text_apply_like_decoded_ones_and_a_malformed_text_changes_not
     let groups = [group("p", "192.0.2.10")];
     let mut p = Manager::new("p", &nodes, &groups, AutoFailback::On);
     let mut b = Manager::new("b", &nodes, &groups, AutoFailback::On);
-    p.on_peer_alive();
-    b.on_peer_alive();
+    p.on_peer_alive("b");
+    b.on_peer_alive("p");
     p.on_ready();
     p.on_started(0, StartOutcome::Running);
     let text = p.reports_text().0.to_string();
     let mut by_value = Manager::new("b", &nodes, &groups, AutoFailback::On);
-    by_value.on_peer_alive();
+    by_value.on_peer_alive("p");
     let decoded = decode_reports(&text).expect("valid text");
     assert_eq!(
         b.on_peer_reports_text(&text),
@@ -453,5 +565,35 @@ fn peer_reports_as_text_apply_like_decoded_ones_and_a_malformed_text_changes_not
     assert_eq!(
         b.on_peer_reports_text(&text),
         Some(by_value.on_peer_reports(&decoded))
+    );
+}
+
+#[test]
+fn only_the_peer_moves_groups() {
+    // Liveness events of a node that is not the pair's peer decide nothing.
+    let nodes = ["p".to_string(), "b".to_string()];
+    let groups = [group("b", "192.0.2.10")];
+    let mut p = Manager::new("p", &nodes, &groups, AutoFailback::On);
+    p.on_peer_alive("b");
+    p.on_ready();
+    assert!(p.on_peer_dead("stranger").is_empty());
+    assert_eq!(p.groups()[0].placement.target, "b");
+    assert_eq!(p.peer(), Some("b"));
+    assert_eq!(
+        p.on_peer_dead("b"),
+        vec![Action::Start(0), Action::SendReport]
+    );
+}
+
+#[test]
+fn a_barred_node_releases_everything_and_refuses_commands() {
+    let mut p = Pair::new(AutoFailback::On, &[group("p", "vip1")]);
+    p.boot();
+    assert_eq!(p.phase(0, 0), GroupPhase::Running);
+    let actions = p.m[0].on_barred();
+    assert!(actions.contains(&Action::Stop(0)), "{actions:?}");
+    assert_eq!(
+        p.m[0].on_command(Command::Takeover(GroupClass::All)),
+        Err(CommandError::Barred)
     );
 }

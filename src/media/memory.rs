@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 
-use super::{Inbound, Transmit};
+use super::{FrameForm, Inbound, Transmit};
 
 /// A tap: the link it records and where recorded (sender, frame) pairs go.
 type Tap = (String, mpsc::UnboundedSender<(String, Vec<u8>)>);
@@ -65,6 +65,7 @@ impl MemoryNet {
             net: self.clone(),
             node: node.to_string(),
             link_name: link_name.to_string(),
+            form: FrameForm::Datagram,
         }
     }
 
@@ -129,12 +130,26 @@ pub struct MemoryTx {
     net: MemoryNet,
     node: String,
     link_name: String,
+    form: FrameForm,
+}
+
+impl MemoryTx {
+    /// This link carries heartbeat's classic text, as a serial line does: the node hands it
+    /// classic frames, and its peers read them as they read a serial line's.
+    pub fn carrying_classic_text(mut self) -> MemoryTx {
+        self.form = FrameForm::ClassicText;
+        self
+    }
 }
 
 impl Transmit for MemoryTx {
     fn send(&self, frame: &[u8]) -> std::io::Result<()> {
         self.net.deliver(&self.node, &self.link_name, frame);
         Ok(())
+    }
+
+    fn form(&self) -> FrameForm {
+        self.form
     }
 }
 

@@ -11,6 +11,8 @@
 //! * [`memory`]: an in-memory network for deterministic simulation, with cuts and taps.
 
 pub mod memory;
+pub mod serial;
+pub mod serial_status;
 pub mod udp;
 
 use std::net::SocketAddr;
@@ -65,6 +67,34 @@ pub trait Transmit: Send + Sync {
     fn describe(&self) -> String {
         String::new()
     }
+
+    /// The form of frame this medium carries: what UDP media carry (the node's frame as
+    /// built), or heartbeat's classic text (a serial line).
+    fn form(&self) -> FrameForm {
+        FrameForm::Datagram
+    }
+
+    /// Whether a frame given now would go out soon: a slow line that is still busy with the
+    /// previous frame (or down) says no, and the node skips it this time instead of encoding
+    /// a frame that would only be superseded.
+    fn ready(&self) -> bool {
+        true
+    }
+
+    /// A serial line's device state and counters, for `hactl status`; `None` for media
+    /// without a device of their own (UDP).
+    fn serial_status(&self) -> Option<serial_status::SerialLinkStatus> {
+        None
+    }
+}
+
+/// The form of frame a medium carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameForm {
+    /// The node's frame as built (netstring or classic, per `msgfmt`): UDP media.
+    Datagram,
+    /// heartbeat's classic text with the inner auth, no NUL (HEARTBEAT-WIRE.md §8): serial.
+    ClassicText,
 }
 
 /// An open medium: its link name and its transmit half (the receive half is separate: one

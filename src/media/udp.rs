@@ -1,3 +1,8 @@
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
 //! UDP media: `ucast`, `mcast` and `bcast`, as heartbeat's plugins (HEARTBEAT-WIRE.md §1).
 //!
 //! * Every socket is bound to its interface (`SO_BINDTODEVICE`), so a heartbeat path is
@@ -107,7 +112,8 @@ pub struct OpenedMedia {
 }
 
 /// Opens every UDP medium of `specs`, skipping `ucast` lines whose peer is in `local_addrs`
-/// and serial lines (reported in `skipped`).
+/// (reported in `skipped`). Serial lines are left out here: the daemon opens them after the
+/// UDP media (media::serial).
 pub fn open_all(specs: &[MediumSpec], local_addrs: &[IpAddr]) -> Result<OpenedMedia, MediaError> {
     let mut media = Vec::new();
     let mut receivers = Vec::new();
@@ -197,9 +203,8 @@ pub fn open_all(specs: &[MediumSpec], local_addrs: &[IpAddr]) -> Result<OpenedMe
                     },
                 });
             }
-            MediumSpec::Serial { .. } => {
-                skipped.push((name, "serial media are not supported yet".to_string()));
-            }
+            // Not UDP: the daemon opens serial lines itself (`media::serial`).
+            MediumSpec::Serial { .. } => {}
         }
     }
 

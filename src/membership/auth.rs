@@ -1,3 +1,8 @@
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
 //! Frame digests: heartbeat's `crc`, `md5` and `sha1` auth plugins, plus `sha256`.
 //!
 //! Implements HEARTBEAT-WIRE.md §4.2: `crc` is CRC-32/POSIX without the length suffix printed

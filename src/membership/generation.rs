@@ -26,7 +26,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
@@ -122,6 +122,34 @@ fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<(), Generatio
         .map_err(write_err(dir))
 }
 
+/// Removes temporary files [`write_atomic`] left in `state_dir` when an earlier run died
+/// between writing and renaming one (a crash or SIGKILL): the target kept its old content,
+/// and the orphan would otherwise stay for good. Returns how many were removed. Run at
+/// start, before this run writes any.
+pub fn remove_leftover_temporaries(state_dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(state_dir) else {
+        return 0;
+    };
+    let ours = [GENERATION_FILE, UUID_FILE, PEER_GENERATIONS_FILE];
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let leftover = ours.iter().any(|f| {
+            name.strip_prefix('.')
+                .and_then(|n| n.strip_prefix(f))
+                .and_then(|n| n.strip_prefix(".tmp."))
+                .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if leftover && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Reads `dir/name`, `None` when it does not exist.
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, GenerationError> {
     match fs::read(path) {
@@ -151,7 +179,10 @@ fn parse_generation(bytes: &[u8]) -> Result<u64, String> {
         return Err("it holds no number".to_string());
     }
     if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{:?} is not a decimal number", text.escape_debug()));
+        return Err(format!(
+            "\"{}\" is not a decimal number",
+            text.escape_debug()
+        ));
     }
     digits.parse().map_err(|_| format!("{digits} is too large"))
 }
@@ -191,10 +222,25 @@ pub fn next_generation_at(state_dir: &Path, now_secs: u64) -> Result<u64, Genera
 
 /// [`next_generation_at`] with the wall clock (seconds since the epoch, as `time(NULL)`).
 pub fn next_generation(state_dir: &Path) -> Result<u64, GenerationError> {
-    let now = SystemTime::now()
+    let now = crate::clock::wall()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     next_generation_at(state_dir, now)
+}
+
+/// How long a generation taken from the wall clock (`hb_generation` missing: `now + 1`)
+/// must wait before the node uses it: until the clock reads `generation` seconds, so the
+/// second it was derived in is over. A run killed after that and started again without
+/// `hb_generation` (state directory lost) then reads a later second and gets a higher
+/// generation, which its peer takes as a restart; within the same second it would get the
+/// same one, and the peer would drop its first frames as old ones of the run it knew.
+/// Zero when the clock is already there (or `generation` came from the file, usually far
+/// from the clock); never more than a second plus what the clock is behind.
+pub fn wait_for_clock_generation(generation: u64, wall: SystemTime) -> Duration {
+    let now = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Duration::from_secs(generation)
+        .saturating_sub(now)
+        .min(Duration::from_secs(1))
 }
 
 /// This node's uuid from `hb_uuid`; a new random (RFC 4122 version 4) one is created and
@@ -245,6 +291,19 @@ pub fn load_peer_generations(state_dir: &Path) -> Result<BTreeMap<String, u64>, 
     Ok(peers)
 }
 
+/// Raises the stored `hb_generation` to `generation` (never lowers it): a peer said it knows
+/// a higher one for us, so the file had gone backwards (restored from a backup).
+pub fn store_generation_at_least(state_dir: &Path, generation: u64) -> Result<(), GenerationError> {
+    if read_generation(state_dir)?.is_some_and(|g| g >= generation) {
+        return Ok(());
+    }
+    write_atomic(
+        state_dir,
+        GENERATION_FILE,
+        format_generation(generation).as_bytes(),
+    )
+}
+
 /// Records `generation` for `peer` (keeping the higher of the stored and given values) and
 /// rewrites `peer_generations` atomically.
 pub fn store_peer_generation(
@@ -272,6 +331,10 @@ pub struct PeerGenerationWriter {
     thread: JoinHandle<()>,
 }
 
+/// The name [`PeerGenerationWriter`] queues our own generation under: not a valid node name
+/// (it holds whitespace), so it can never be a peer's.
+const OWN: &str = " own";
+
 impl PeerGenerationWriter {
     /// Starts the writer thread for `state_dir`.
     pub fn spawn(state_dir: PathBuf) -> io::Result<PeerGenerationWriter> {
@@ -287,6 +350,12 @@ impl PeerGenerationWriter {
                         *g = (*g).max(generation);
                     }
                     for (peer, generation) in batch {
+                        if peer == OWN {
+                            if let Err(e) = store_generation_at_least(&state_dir, generation) {
+                                tracing::error!(error = %e, "cannot persist our new generation");
+                            }
+                            continue;
+                        }
                         if let Err(e) = store_peer_generation(&state_dir, &peer, generation) {
                             tracing::warn!(node = %peer, error = %e, "cannot persist peer generation");
                         }
@@ -300,6 +369,13 @@ impl PeerGenerationWriter {
     pub fn store(&self, peer: &str, generation: u64) {
         if self.tx.send((peer.to_string(), generation)).is_err() {
             tracing::warn!(node = %peer, "cannot persist peer generation: the writer thread is gone");
+        }
+    }
+
+    /// Queues our own new generation (see [`store_generation_at_least`]); returns at once.
+    pub fn store_own(&self, generation: u64) {
+        if self.tx.send((OWN.to_string(), generation)).is_err() {
+            tracing::error!("cannot persist our new generation: the writer thread is gone");
         }
     }
 
@@ -386,6 +462,34 @@ mod tests {
     }
 
     #[test]
+    fn a_generation_from_the_clock_waits_for_its_second_so_a_quick_restart_gets_a_higher_one() {
+        let at =
+            |secs: u64, ms: u64| UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(ms);
+        let dir = tempfile::tempdir().unwrap();
+        // Derived at 1000.3 s: generation 1001, usable from 1001.0 s.
+        let first = next_generation_at(dir.path(), 1000).unwrap();
+        assert_eq!(first, 1001);
+        assert_eq!(
+            wait_for_clock_generation(first, at(1000, 300)),
+            Duration::from_millis(700)
+        );
+        // Used from 1001.0 s on, killed, the state directory lost: the restart reads 1001 or
+        // later and gets a higher generation than the run its peer knew.
+        assert_eq!(
+            wait_for_clock_generation(first, at(1001, 0)),
+            Duration::ZERO
+        );
+        let again = tempfile::tempdir().unwrap();
+        assert!(next_generation_at(again.path(), 1001).unwrap() > first);
+        // A stored generation far from the clock never waits more than a second.
+        assert_eq!(
+            wait_for_clock_generation(u64::MAX / 2, at(1000, 0)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(wait_for_clock_generation(10, at(1000, 0)), Duration::ZERO);
+    }
+
+    #[test]
     fn tolerant_of_what_sscanf_reads() {
         assert_eq!(parse_generation(b"5\n"), Ok(5));
         assert_eq!(parse_generation(b"   42"), Ok(42));
@@ -412,6 +516,10 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains(&path.display().to_string()), "{text}");
             assert!(text.contains("right-aligned"), "{text}");
+            // A plain message: no Rust debug dump (issue #15, defect 7).
+            for dump in ["EscapeDebug", "Chain", "{", "Some("] {
+                assert!(!text.contains(dump), "{text}");
+            }
             // Never silently reset.
             assert_eq!(fs::read(&path).unwrap(), bad);
         }
@@ -425,6 +533,45 @@ mod tests {
             next_generation(dir.path()),
             Err(GenerationError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_generation_found_stale_is_raised_never_lowered() {
+        let dir = tempfile::tempdir().unwrap();
+        store_generation_at_least(dir.path(), 9).unwrap();
+        assert_eq!(read_generation(dir.path()).unwrap(), Some(9));
+        store_generation_at_least(dir.path(), 4).unwrap();
+        assert_eq!(read_generation(dir.path()).unwrap(), Some(9));
+        assert_eq!(next_generation(dir.path()).unwrap(), 10);
+    }
+
+    #[test]
+    fn temporaries_left_by_a_crash_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        next_generation_at(d, 100).unwrap();
+        for name in [".hb_generation.tmp.4242", ".peer_generations.tmp.7"] {
+            fs::write(d.join(name), "partial").unwrap();
+        }
+        for keep in [".hb_generation.tmp.", ".other.tmp.1", "notes"] {
+            fs::write(d.join(keep), "x").unwrap();
+        }
+        assert_eq!(remove_leftover_temporaries(d), 2);
+        let mut left: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".hb_generation.tmp.",
+                ".other.tmp.1",
+                "hb_generation",
+                "notes"
+            ]
+        );
+        assert_eq!(read_generation(d).unwrap(), Some(101));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::Timing;
+use crate::membership::seqtrack::SeqTrack;
 
 /// What a peer is, as seen from here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -162,6 +163,9 @@ pub struct Peer {
     pub late_heartbeats: u64,
     /// Longest gap between two heartbeats while it was alive.
     pub longest_gap: Duration,
+    /// Generation and sequence tracking of its frames (replays and stale frames are
+    /// dropped before they reach the fields above).
+    pub sequence: SeqTrack,
 }
 
 /// The liveness state machine for one node.
@@ -180,12 +184,18 @@ const MIN_ADVERTISED_DEADTIME: Duration = Duration::from_millis(1);
 const MAX_ADVERTISED_DEADTIME: Duration = Duration::from_secs(3600);
 
 impl Liveness {
-    /// A fresh state at `now` for `peers` (the other nodes) over `link_names` (one per medium).
-    pub fn new(timing: Timing, peers: &[String], link_names: &[String], now: Instant) -> Liveness {
+    /// A fresh state at `now` for `peers` (the other nodes, each with its sequence tracking,
+    /// seeded from a persisted generation or new) over `link_names` (one per medium).
+    pub fn new(
+        timing: Timing,
+        peers: Vec<(String, SeqTrack)>,
+        link_names: &[String],
+        now: Instant,
+    ) -> Liveness {
         let peers = peers
-            .iter()
-            .map(|name| Peer {
-                name: name.clone(),
+            .into_iter()
+            .map(|(name, sequence)| Peer {
+                name,
                 state: PeerState::Init,
                 last_status: None,
                 deadtime: timing.deadtime,
@@ -199,6 +209,7 @@ impl Liveness {
                     .collect(),
                 late_heartbeats: 0,
                 longest_gap: Duration::ZERO,
+                sequence,
             })
             .collect();
         let mut liveness = Liveness {
@@ -250,6 +261,11 @@ impl Liveness {
         self.peers.iter().find(|p| p.name == name)
     }
 
+    /// The peer at `index`, to classify a frame against its sequence tracking.
+    pub fn peer_mut(&mut self, index: usize) -> &mut Peer {
+        &mut self.peers[index]
+    }
+
     /// An authenticated, non-replayed packet with sequence `seq` arrived from `peer` on
     /// `link`. Refreshes the link, unless this link already delivered that sequence number
     /// (a packet replayed on the same link).
@@ -261,9 +277,9 @@ impl Liveness {
         seq: Option<u64>,
     ) -> Vec<LivenessEvent> {
         let mut events = Vec::new();
-        let deadtime = self.peers[peer].deadtime;
-        let name = self.peers[peer].name.clone();
-        let Some(rec) = self.peers[peer].links.get_mut(link) else {
+        let p = &mut self.peers[peer];
+        let deadtime = p.deadtime;
+        let Some(rec) = p.links.get_mut(link) else {
             return events;
         };
         if let (Some(seq), Some(last)) = (seq, rec.last_seq)
@@ -285,7 +301,7 @@ impl Liveness {
                 _ => "first packet".to_string(),
             };
             events.push(LivenessEvent::LinkState {
-                node: name,
+                node: p.name.clone(),
                 link: self.link_names[link].clone(),
                 to: LinkState::Up,
                 reason,
@@ -444,6 +460,9 @@ impl Liveness {
                     reason,
                 });
                 self.peers[i].state = PeerState::Dead;
+                // From now on a status not newer than the last one is stale, a newer one is
+                // the peer returning after a partition.
+                self.peers[i].sequence.mark_dead();
             }
         }
         self.check_local_active(now, &mut events);
@@ -499,16 +518,16 @@ mod tests {
     fn two_links() -> Liveness {
         Liveness::new(
             timing(),
-            &["b".to_string()],
+            vec![("b".to_string(), SeqTrack::new())],
             &["ucast".to_string(), "mcast".to_string()],
-            Instant::now(),
+            crate::clock::now(),
         )
     }
 
     #[test]
     fn first_status_brings_peer_up_and_local_active() {
         let mut l = two_links();
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let ev = l.on_status(t0, 0, 0, Some(1), "up", None);
         assert!(ev.iter().any(|e| matches!(
             e,
@@ -535,7 +554,7 @@ mod tests {
     #[test]
     fn peer_declared_dead_exactly_at_deadtime() {
         let mut l = two_links();
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         l.on_status(t0, 0, 0, Some(1), "active", None);
         assert_eq!(l.next_deadline(), Some(t0 + ms(30)));
         assert!(l.on_tick(t0 + ms(29)).is_empty());
@@ -549,8 +568,13 @@ mod tests {
 
     #[test]
     fn never_heard_peer_dies_at_initdead_and_we_go_active() {
-        let t0 = Instant::now();
-        let mut l = Liveness::new(timing(), &["b".into()], &["u".into()], t0);
+        let t0 = crate::clock::now();
+        let mut l = Liveness::new(
+            timing(),
+            vec![("b".into(), SeqTrack::new())],
+            &["u".into()],
+            t0,
+        );
         assert_eq!(l.next_deadline(), Some(t0 + ms(100)));
         let ev = l.on_tick(t0 + ms(100));
         assert!(
@@ -571,7 +595,7 @@ mod tests {
     #[test]
     fn late_heartbeat_reports_interval() {
         let mut l = two_links();
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         l.on_status(t0, 0, 0, Some(1), "active", None);
         let ev = l.on_status(t0 + ms(25), 0, 0, Some(2), "active", None);
         assert_eq!(
@@ -588,7 +612,7 @@ mod tests {
     #[test]
     fn one_link_lost_keeps_peer_alive() {
         let mut l = two_links();
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         l.on_status(t0, 0, 0, Some(1), "active", None);
         l.on_packet(t0, 0, 1, Some(1));
         // Only the first medium keeps delivering.
@@ -611,7 +635,7 @@ mod tests {
     #[test]
     fn replayed_sequence_on_same_link_does_not_refresh_it() {
         let mut l = two_links();
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         l.on_status(t0, 0, 1, Some(5), "active", None);
         // Duplicate of seq 5 on the same link later: no refresh.
         l.on_packet(t0 + ms(20), 0, 1, Some(5));
@@ -624,7 +648,7 @@ mod tests {
     #[test]
     fn advertised_deadtime_is_used_and_clamped() {
         let mut l = two_links();
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         l.on_status(t0, 0, 0, Some(1), "active", Some(ms(50)));
         assert_eq!(l.peers()[0].deadtime, ms(50));
         l.on_status(
@@ -641,7 +665,7 @@ mod tests {
     #[test]
     fn dead_peer_returns() {
         let mut l = two_links();
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         l.on_status(t0, 0, 0, Some(1), "active", None);
         l.on_tick(t0 + ms(40));
         let ev = l.on_status(t0 + ms(50), 0, 0, Some(2), "active", None);

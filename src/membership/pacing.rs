@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn timer_alone_sends_every_keepalive_without_bursts() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let mut p = HeartbeatPacer::new(t0, K);
         assert!(p.on_timer(t0, None));
         assert_eq!(p.due(), t0 + K);
@@ -215,7 +215,7 @@ mod tests {
 
     #[test]
     fn follower_locks_onto_the_pace_setter_and_its_timer_stops_firing() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let mut p = HeartbeatPacer::new(t0, K);
         assert!(p.on_timer(t0, None));
         // the pace setter's phase is 4 ms after ours; arrivals every 10 ms
@@ -246,7 +246,7 @@ mod tests {
 
     #[test]
     fn an_arrival_just_after_our_timer_send_moves_the_timer_instead_of_sending_twice() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let mut p = HeartbeatPacer::new(t0, K);
         assert!(p.on_timer(t0, None));
         // arrival 0.5 ms after our send: no second send, timer moves past the next arrival
@@ -259,7 +259,7 @@ mod tests {
 
     #[test]
     fn silent_pace_setter_falls_back_to_the_timer() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let mut p = HeartbeatPacer::new(t0, K);
         assert!(p.on_timer(t0, None));
         assert!(p.on_pace_setter_heartbeat(t0 + ms(4)));
@@ -271,7 +271,7 @@ mod tests {
 
     #[test]
     fn extra_send_restarts_the_interval_and_reload_shortens_it() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let mut p = HeartbeatPacer::new(t0, K);
         assert!(p.on_timer(t0, None));
         p.on_extra_send(t0 + ms(3));
@@ -290,7 +290,7 @@ mod tests {
         delay: Duration,
         until: Duration,
     ) -> [Vec<(Instant, bool)>; 2] {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let mut pacers = offsets.map(|o| HeartbeatPacer::new(t0 + o, K));
         let mut sends: [Vec<(Instant, bool)>; 2] = [Vec::new(), Vec::new()];
         // frames in flight: (arrival, receiver)
@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn a_silent_partner_leaves_our_timer_within_a_quarter_keepalive_late() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let mut p = HeartbeatPacer::new(t0, K);
         assert!(p.on_timer(t0, Some(false)));
         // the partner's turn is next: our timer is only its fallback

@@ -56,7 +56,7 @@ pub enum SeqVerdict {
     /// last one from a dead peer: drop.
     Stale,
     /// Ahead of the next expected seq by `missing` frames, which are now recorded: process it
-    /// and request each of [`SeqTrack::missing`] ("N lost packet(s)").
+    /// (recorded as missing, so each can still arrive late) ("N lost packet(s)").
     Gap {
         /// How many seqs were skipped.
         missing: u64,
@@ -76,11 +76,6 @@ impl SeqVerdict {
             self,
             SeqVerdict::Duplicate | SeqVerdict::Replay { .. } | SeqVerdict::Stale
         )
-    }
-
-    /// Whether the frame proves the link it arrived on works (KEEPIT or DUPLICATE, §7.5).
-    pub fn refreshes_link(self) -> bool {
-        self.is_accepted() || self == SeqVerdict::Duplicate
     }
 }
 
@@ -122,15 +117,14 @@ impl SeqTrack {
         self.last_seq
     }
 
-    /// Seqs still missing, oldest first: each deserves an `NS_rexmit` request.
+    /// Seqs still missing, oldest first (what an `NS_rexmit` asks for).
     pub fn missing(&self) -> impl Iterator<Item = u64> + '_ {
         self.missing.iter().copied()
     }
 
-    /// Stops waiting for `seq` (`NS_nak_rexmit`: irretrievably lost). Returns whether it was
-    /// missing.
-    pub fn give_up(&mut self, seq: u64) -> bool {
-        self.missing.remove(&seq)
+    /// How many seqs are still missing (heartbeat acknowledges only when none is).
+    pub fn missing_count(&self) -> usize {
+        self.missing.len()
     }
 
     /// Forgets the sequence position but keeps the generation and the last status seq, as
@@ -245,7 +239,7 @@ mod tests {
         in_order(&mut t, 1..=3);
         let v = t.check(HG, 3, true, false);
         assert_eq!(v, SeqVerdict::Duplicate);
-        assert!(!v.is_accepted() && v.refreshes_link());
+        assert!(!v.is_accepted());
     }
 
     #[test]
@@ -260,7 +254,7 @@ mod tests {
         assert_eq!(t.missing().collect::<Vec<_>>(), [0xe, 0xf]);
         assert_eq!(t.check(HG, 0xe, false, false), SeqVerdict::Late);
         assert_eq!(t.check(HG, 0xe, false, false), SeqVerdict::Stale);
-        assert!(t.give_up(0xf));
+        assert_eq!(t.check(HG, 0xf, false, false), SeqVerdict::Late);
         assert_eq!(t.missing().count(), 0);
         assert_eq!(t.check(HG, 0xf, false, false), SeqVerdict::Stale);
         assert_eq!(t.check(HG, 0x5, false, false), SeqVerdict::Stale);
@@ -398,10 +392,10 @@ mod tests {
             Gap { missing: 1 },
             Resync { lost: 300 },
         ] {
-            assert!(v.is_accepted() && v.refreshes_link(), "{v:?}");
+            assert!(v.is_accepted(), "{v:?}");
         }
         for v in [Replay { known: 1 }, Stale] {
-            assert!(!v.is_accepted() && !v.refreshes_link(), "{v:?}");
+            assert!(!v.is_accepted(), "{v:?}");
         }
     }
 }

@@ -1,3 +1,8 @@
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
 //! heartbeat 3.0.6 frames: the netstring form every UDP/ICMP medium carries and the classic
 //! text form of the serial medium, with their authentication and the envelope fields.
 //!
@@ -25,7 +30,7 @@ use thiserror::Error;
 
 use super::auth;
 use super::message::{Field, FieldType, Message};
-use crate::config::model::{AuthKeys, MsgFormat};
+use crate::config::model::{AuthKeys, AuthMethod, MsgFormat};
 
 /// Largest frame accepted or worth sending: heartbeat `MAXMSG` (256 KiB, §1).
 pub const MAX_FRAME_LEN: usize = 256 * 1024;
@@ -100,6 +105,15 @@ pub enum WireError {
     UnknownKeyIndex {
         /// Index received.
         index: u32,
+    },
+    /// Signed with a crc key while the active key authenticates (a leftover line of
+    /// authkeys): refused, since anyone can compute a crc.
+    #[error(
+        "frame signed with crc key index {index}, refused: the active key authenticates and a crc can be forged by anyone"
+    )]
+    WeakKeyRefused {
+        /// Index the frame claimed.
+        index: u8,
     },
     /// The digest does not match: wrong key, or the frame was altered.
     #[error("authentication failed for key index {index}: digest mismatch")]
@@ -359,23 +373,50 @@ pub struct FrameKeys {
     id: u64,
     /// Index that signs outbound frames.
     active: u8,
-    /// Every configured key by index.
+    /// Every configured key by index that frames are accepted with.
     keys: Vec<(u8, auth::PreparedKey)>,
+    /// Indexes of crc keys left in authkeys beside an active key that authenticates: frames
+    /// signed with them are refused, since anyone can compute a crc (issue #15, defect 6).
+    refused: Vec<u8>,
+    /// Whether the active key's method is an HMAC ([`FrameKeys::authenticates`]).
+    authenticates: bool,
 }
 
 impl FrameKeys {
     /// Prepares every key of `keys`.
     pub fn new(keys: &AuthKeys) -> FrameKeys {
         static PREPARED: AtomicU64 = AtomicU64::new(0);
+        let authenticating = keys
+            .keys
+            .get(&keys.active)
+            .is_some_and(|k| k.method != AuthMethod::Crc);
+        let weak = |i: &u8, method: AuthMethod| {
+            authenticating && method == AuthMethod::Crc && *i != keys.active
+        };
         FrameKeys {
             id: PREPARED.fetch_add(1, Ordering::Relaxed),
             active: keys.active,
             keys: keys
                 .keys
                 .iter()
+                .filter(|(i, k)| !weak(i, k.method))
                 .map(|(&i, k)| (i, auth::PreparedKey::new(k.method, &k.secret)))
                 .collect(),
+            refused: keys
+                .keys
+                .iter()
+                .filter(|(i, k)| weak(i, k.method))
+                .map(|(&i, _)| i)
+                .collect(),
+            authenticates: authenticating,
         }
+    }
+
+    /// Whether accepted frames are authenticated: the active method is an HMAC, so only a
+    /// holder of a secret can sign (crc frames can be forged by anyone on the path, and what
+    /// they carry must never be persisted).
+    pub fn authenticates(&self) -> bool {
+        self.authenticates
     }
 
     /// The key configured for `index`.
@@ -833,6 +874,9 @@ fn verify_with_index(
     digest: &[u8],
 ) -> Result<(), WireError> {
     let idx = u8::try_from(index).map_err(|_| WireError::UnknownKeyIndex { index })?;
+    if keys.refused.contains(&idx) {
+        return Err(WireError::WeakKeyRefused { index: idx });
+    }
     let key = keys.get(idx).ok_or(WireError::UnknownKeyIndex { index })?;
     let mut h = StagedHasher::new(key.hasher());
     write(&mut h);

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use futures::TryStreamExt;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
-use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::link::{LinkAttribute, LinkFlags};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteType};
 use rtnetlink::{Handle, RouteMessageBuilder};
 
@@ -100,6 +100,9 @@ pub struct LinkInfo {
     pub index: u32,
     /// Ethernet address, when the link has a 6-byte hardware address.
     pub mac: Option<[u8; 6]>,
+    /// Whether the link is up and has carrier (`IFF_UP` and `IFF_RUNNING`), as keepalived's
+    /// `track_interface` sees it.
+    pub running: bool,
 }
 
 /// A handle on the rtnetlink socket of the current network namespace.
@@ -174,6 +177,66 @@ pub fn prefix_contains(net: IpAddr, prefix_len: u8, ip: IpAddr) -> bool {
     }
 }
 
+/// A link's state as the kernel announced it (an `RTM_NEWLINK` or `RTM_DELLINK`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkChange {
+    /// Interface name.
+    pub ifname: String,
+    /// Up with carrier (`IFF_UP` and `IFF_RUNNING`); a deleted link is not.
+    pub running: bool,
+}
+
+/// The kernel's link announcements (rtnetlink multicast group `RTNLGRP_LINK`), as keepalived
+/// follows tracked interfaces: a link going down is known when the kernel says so, not at
+/// the next poll. Subscribe before reading the initial state, so no change falls between.
+pub struct LinkEvents {
+    messages: futures::channel::mpsc::UnboundedReceiver<(
+        rtnetlink::packet_core::NetlinkMessage<rtnetlink::packet_route::RouteNetlinkMessage>,
+        rtnetlink::sys::SocketAddr,
+    )>,
+}
+
+impl LinkEvents {
+    /// Joins `RTNLGRP_LINK` on a socket of the calling thread's network namespace and spawns
+    /// its connection task on the current tokio runtime (dropping the value ends the task).
+    pub fn subscribe() -> Result<LinkEvents, NetError> {
+        let (conn, _handle, messages) =
+            rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
+                .map_err(NetError::Connect)?;
+        tokio::spawn(conn);
+        Ok(LinkEvents { messages })
+    }
+
+    /// The next link change; `None` once the socket has closed.
+    pub async fn next(&mut self) -> Option<LinkChange> {
+        use futures::StreamExt;
+        use rtnetlink::packet_core::NetlinkPayload;
+        use rtnetlink::packet_route::RouteNetlinkMessage;
+        // Bounded by the socket: each turn consumes one message.
+        while let Some((msg, _)) = self.messages.next().await {
+            let (link, deleted) = match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => (l, false),
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => (l, true),
+                _ => continue,
+            };
+            let Some(ifname) = link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let flags = link.header.flags;
+            return Some(LinkChange {
+                ifname,
+                running: !deleted
+                    && flags.contains(LinkFlags::Up)
+                    && flags.contains(LinkFlags::Running),
+            });
+        }
+        None
+    }
+}
+
 impl Netlink {
     /// Opens an rtnetlink socket in the calling thread's network namespace and spawns its
     /// connection task on the current tokio runtime (dropping every handle ends the task).
@@ -204,15 +267,39 @@ impl Netlink {
             LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
             _ => None,
         });
+        let flags = msg.header.flags;
         Ok(LinkInfo {
             index: msg.header.index,
             mac,
+            running: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::Running),
         })
     }
 
     /// The index of an interface.
     pub async fn link_index(&self, ifname: &str) -> Result<u32, NetError> {
         Ok(self.link(ifname).await?.index)
+    }
+
+    /// Makes sure `tunl0`, the IPIP fallback device LVS-TUN real servers receive on, exists.
+    /// Asking for an `ipip` link makes the kernel load the `ipip` module (its alias
+    /// `rtnl-link-ipip`), and loading it creates `tunl0` in every namespace; the request
+    /// itself then meets EEXIST, which only says it is there. A kernel without ipip refuses
+    /// the request (EOPNOTSUPP), as `modprobe ipip` would fail in the shipped script.
+    pub async fn ensure_tunl0(&self) -> Result<(), NetError> {
+        const TUNL0: &str = "tunl0";
+        if self.link_index(TUNL0).await.is_ok() {
+            return Ok(());
+        }
+        let mut msg = rtnetlink::LinkUnspec::new_with_name(TUNL0).build();
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            netlink_packet_route::link::LinkInfo::Kind(netlink_packet_route::link::InfoKind::IpIp),
+        ]));
+        match self.handle.link().add(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno_of(&e) == Some(nix::libc::EEXIST) => Ok(()),
+            Err(e) => Err(kernel_error("create link (kind ipip)", TUNL0, e)),
+        }?;
+        self.link_index(TUNL0).await.map(|_| ())
     }
 
     /// Sets an interface up (idempotent).

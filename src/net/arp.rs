@@ -171,6 +171,7 @@ impl Announcer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock;
 
     #[test]
     fn frame_is_byte_exact() {
@@ -228,10 +229,10 @@ mod tests {
         assert!(target.starts_with("socket:["), "{target}");
         drop(announcer);
         // The closing thread needs one RCU grace period; give it up to 5 s.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let deadline = clock::now() + std::time::Duration::from_secs(5);
         while open_fd_targets().contains(&target) {
             assert!(
-                std::time::Instant::now() < deadline,
+                clock::now() < deadline,
                 "{target} still open 5 s after the drop"
             );
             std::thread::sleep(std::time::Duration::from_millis(5));

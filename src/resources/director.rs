@@ -7,11 +7,11 @@
 //! the rules follow the VIP. `ipvsadm` is accepted and does nothing, since the director
 //! programs the rules itself.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 
+use crate::config::ConfigError;
+use crate::config::director::{self, DirectorConfig};
 use crate::director::runtime::{self, BackendChoice, DirectorHandle, RealReport};
-use crate::director::{self, DirectorConfig};
 
 /// Where the director's configuration comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,10 +27,43 @@ pub enum DirectorSource {
 pub enum DirectorResourceError {
     /// The configuration does not load.
     #[error("director configuration refused:\n{0}")]
-    Config(String),
+    Config(#[source] ConfigError),
+    /// A reload read a configuration that does not load: the running rules stay.
+    #[error("director keeps its current rules: {0}")]
+    KeptRules(#[source] ConfigError),
     /// The director could not start.
     #[error(transparent)]
     Start(#[from] runtime::DirectorError),
+    /// A reload the running director refused (the dataplane cannot run it, or programming
+    /// it failed): the running director goes on as it was.
+    #[error("director keeps its current rules: {0}")]
+    Refused(#[source] runtime::DirectorError),
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reloaded {
+    /// The director does not run on this node: nothing to reload.
+    NotRunning,
+    /// The director runs these virtual services now, after this many dataplane changes.
+    Services {
+        /// Virtual services.
+        virtuals: usize,
+        /// Dataplane changes the reload made.
+        changes: usize,
+    },
+}
+
+impl std::fmt::Display for Reloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reloaded::NotRunning => f.write_str("director not running here: nothing to reload"),
+            Reloaded::Services { virtuals, changes } => write!(
+                f,
+                "director reloaded: {virtuals} virtual service(s), {changes} dataplane change(s)"
+            ),
+        }
+    }
 }
 
 /// The director as a resource of a group.
@@ -81,7 +114,7 @@ impl DirectorResource {
     }
 
     /// Reads the configuration now; every problem is listed as `file:line: …`.
-    pub fn load(&self) -> Result<DirectorConfig, String> {
+    pub fn load(&self) -> Result<DirectorConfig, ConfigError> {
         self.inner.load()
     }
 
@@ -150,9 +183,14 @@ impl DirectorResource {
 
     /// Re-reads the configuration and, if it loads, replaces the running director without
     /// tearing its services down (reals already up stay up). A configuration that does not
-    /// load is refused and the running rules stay as they are.
+    /// load is refused and the running rules stay as they are. The answer is text because
+    /// the daemon's reload report (`daemon::runner::ReloadFuture`) collects text.
     pub async fn reload(&self) -> Result<String, String> {
-        self.inner.reload().await
+        self.inner
+            .reload()
+            .await
+            .map(|r| r.to_string())
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -164,7 +202,7 @@ impl Inner {
             .clone()
     }
 
-    fn load(&self) -> Result<DirectorConfig, String> {
+    fn load(&self) -> Result<DirectorConfig, ConfigError> {
         match &self.source() {
             DirectorSource::Inline(c) => Ok(c.clone()),
             DirectorSource::File(path) => match director::parse_ldirectord(path) {
@@ -174,7 +212,7 @@ impl Inner {
                     }
                     Ok(config)
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e),
             },
         }
     }
@@ -188,15 +226,7 @@ impl Inner {
         }
         let config = self.load().map_err(DirectorResourceError::Config)?;
         let backend = runtime::open_backend(self.backend).map_err(runtime::DirectorError::from)?;
-        *handle = Some(
-            runtime::start(
-                &config,
-                backend,
-                self.max_concurrent_checks,
-                &HashSet::new(),
-            )
-            .await?,
-        );
+        *handle = Some(runtime::start(&config, backend, self.max_concurrent_checks).await?);
         Ok(config.autoreload)
     }
 
@@ -207,27 +237,22 @@ impl Inner {
         Ok(())
     }
 
-    async fn reload(&self) -> Result<String, String> {
-        let mut handle = self.handle.lock().await;
-        let Some(old) = handle.take() else {
-            return Ok("director not running here: nothing to reload".into());
+    /// Reloads in place (see [`DirectorHandle::reload`]): a configuration that does not
+    /// load, that the dataplane cannot run, or whose programming fails is refused, and the
+    /// running director goes on exactly as it was (checks, rules, reports, stop).
+    async fn reload(&self) -> Result<Reloaded, DirectorResourceError> {
+        let handle = self.handle.lock().await;
+        let Some(running) = handle.as_ref() else {
+            return Ok(Reloaded::NotRunning);
         };
-        let config = match self.load() {
-            Ok(c) => c,
-            Err(e) => {
-                *handle = Some(old);
-                return Err(format!("director keeps its current rules: {e}"));
-            }
-        };
-        let previous = old.stop_keep().await;
-        let backend = runtime::open_backend(self.backend).map_err(|e| e.to_string())?;
-        let new = runtime::start(&config, backend, self.max_concurrent_checks, &previous)
+        let config = self.load().map_err(DirectorResourceError::KeptRules)?;
+        let changes = running
+            .reload(config.clone())
             .await
-            .map_err(|e| e.to_string())?;
-        *handle = Some(new);
-        Ok(format!(
-            "director reloaded: {} virtual service(s)",
-            config.virtuals.len()
-        ))
+            .map_err(DirectorResourceError::Refused)?;
+        Ok(Reloaded::Services {
+            virtuals: config.virtuals.len(),
+            changes,
+        })
     }
 }

@@ -15,7 +15,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::{Resource, ResourceStatus};
+use super::Resource;
+use super::status::ResourceStatus;
 
 /// Boxed error of a member operation.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -217,6 +218,7 @@ pub async fn status_group<R: GroupMember>(members: &[R]) -> Vec<(String, Resourc
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock;
     use std::sync::{Arc, Mutex};
     use tokio::time::Instant;
 
@@ -250,7 +252,7 @@ mod tests {
             self.log
                 .lock()
                 .unwrap()
-                .push((format!("{what} {}", self.name), self.t0.elapsed()));
+                .push((format!("{what} {}", self.name), clock::since(self.t0)));
         }
     }
 
@@ -302,7 +304,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn start_left_to_right_stop_right_to_left() {
         let log = Log::default();
-        let t0 = Instant::now();
+        let t0 = clock::now();
         let g = [
             Fake::new("a", &log, t0),
             Fake::new("b", &log, t0),
@@ -323,7 +325,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn running_members_are_not_started_again() {
         let log = Log::default();
-        let t0 = Instant::now();
+        let t0 = clock::now();
         let g = [Fake::new("a", &log, t0), Fake::new("b", &log, t0)];
         *g[0].running.lock().unwrap() = true;
         start_group(&g, policy()).await.unwrap();
@@ -333,7 +335,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn failed_start_rolls_back_in_reverse_and_names_the_member() {
         let log = Log::default();
-        let t0 = Instant::now();
+        let t0 = clock::now();
         let mut c = Fake::new("c", &log, t0);
         c.start_fails = true;
         let g = [
@@ -356,7 +358,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stop_is_retried_at_the_configured_interval() {
         let log = Log::default();
-        let t0 = Instant::now();
+        let t0 = clock::now();
         let g = [Fake::new("a", &log, t0), Fake::new("b", &log, t0)];
         start_group(&g, policy()).await.unwrap();
         *g[1].stop_failures.lock().unwrap() = 2;
@@ -373,7 +375,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stuck_member_is_stop_failed_and_left_members_untouched() {
         let log = Log::default();
-        let t0 = Instant::now();
+        let t0 = clock::now();
         let g = [
             Fake::new("a", &log, t0),
             Fake::new("b", &log, t0),
@@ -397,14 +399,14 @@ mod tests {
             other => panic!("{other}"),
         }
         assert_eq!(names(&log)[3..], ["stop c", "stop b", "stop b", "stop b"]);
-        assert_eq!(t0.elapsed(), Duration::from_secs(2));
+        assert_eq!(clock::since(t0), Duration::from_secs(2));
         assert!(*g[0].running.lock().unwrap());
     }
 
     #[tokio::test(start_paused = true)]
     async fn failed_stop_with_stopped_status_counts_as_stopped() {
         let log = Log::default();
-        let t0 = Instant::now();
+        let t0 = clock::now();
         let mut b = Fake::new("b", &log, t0);
         b.stop_leaves_running = false;
         *b.stop_failures.lock().unwrap() = 99;
@@ -417,7 +419,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stuck_rollback_holds_the_group_failed() {
         let log = Log::default();
-        let t0 = Instant::now();
+        let t0 = clock::now();
         let a = Fake::new("a", &log, t0);
         *a.stop_failures.lock().unwrap() = 99;
         let mut b = Fake::new("b", &log, t0);

@@ -482,6 +482,7 @@ async fn follow_up<E: std::fmt::Display>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock;
 
     fn v(s: &str) -> VipSpec {
         parse_vip(s).unwrap()
@@ -547,11 +548,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn follow_up_sleeps_first_and_ends_on_time_even_after_a_failed_send() {
-        let t0 = tokio::time::Instant::now();
+        let t0 = clock::now();
         let sent = Mutex::new(Vec::new());
         let send = || {
             let mut s = sent.lock().unwrap();
-            s.push(t0.elapsed());
+            s.push(clock::since(t0));
             if s.len() == 2 {
                 Err("queue full")
             } else {
@@ -562,6 +563,6 @@ mod tests {
         let ms: Vec<u128> = sent.lock().unwrap().iter().map(|d| d.as_millis()).collect();
         // With the first frame sent at t0 by the caller: five frames, 200 ms apart.
         assert_eq!(ms, [200, 400, 600, 800]);
-        assert_eq!(t0.elapsed(), Duration::from_millis(800));
+        assert_eq!(clock::since(t0), Duration::from_millis(800));
     }
 }

@@ -12,7 +12,10 @@
 //!
 //! `tunl` is the seed's other script, the real server's init script: the same switch turned
 //! around (start = real server with the VIP on the device, stop = VIP off; status = running
-//! while the VIP is on the device).
+//! while the VIP is on the device). On `tunl0` it does what the shipped script does first:
+//! `tunl0` is created when missing (the kernel loads the `ipip` module for it; a kernel
+//! without ipip is a clear error), and reverse-path filtering is relaxed (`rp_filter = 0` on
+//! `tunl0` and `all`), which IPIP needs because the inner packet's source is the client.
 //!
 //! Arguments: `lvs::VIP[::DEV]` / `tunl::VIP[::DEV]`; without a VIP, the VIPs of the group's
 //! IPaddr resources (the seed writes a bare `lvs`, its script had the VIP inside). The
@@ -37,6 +40,15 @@ pub enum LvsRoleError {
         #[source]
         source: NetError,
     },
+    /// `tunl0` could not be created (no ipip in this kernel).
+    #[error(
+        "tunl0 cannot be created: {source}; the kernel needs the ipip module (CONFIG_NET_IPIP) for LVS-TUN real servers, or use LVS-DR with the VIP on lo (tunl::VIP::lo)"
+    )]
+    NoTunnel {
+        /// Cause.
+        #[source]
+        source: NetError,
+    },
     /// A sysctl could not be written.
     #[error("lvs role on {dev}: {source}")]
     Sysctl {
@@ -47,6 +59,9 @@ pub enum LvsRoleError {
         source: SysctlError,
     },
 }
+
+/// The IPIP fallback device of LVS-TUN real servers.
+const TUNL0: &str = "tunl0";
 
 /// The role switch for a set of VIPs on one device.
 pub struct LvsRole {
@@ -159,6 +174,11 @@ impl LvsRole {
     /// Prepares the node as real server.
     pub async fn become_real_server(&self) -> Result<(), LvsRoleError> {
         let nl = self.nl().await?;
+        if self.dev == TUNL0 {
+            nl.ensure_tunl0()
+                .await
+                .map_err(|source| LvsRoleError::NoTunnel { source })?;
+        }
         let index = nl.link_index(&self.dev).await.map_err(self.net())?;
         for vip in &self.vips {
             let prefix = if vip.is_ipv4() { 32 } else { 128 };
@@ -169,6 +189,11 @@ impl LvsRole {
         nl.set_link_up(&self.dev).await.map_err(self.net())?;
         self.set(Sysctl::IpForward, "1")?;
         self.arp("1", "2")?;
+        if self.dev == TUNL0 {
+            for i in [TUNL0, "all"] {
+                self.set(Sysctl::RpFilter(i.to_string()), "0")?;
+            }
+        }
         tracing::info!(dev = %self.dev, vips = ?self.vips, "lvs: prepared as real server");
         Ok(())
     }

@@ -11,25 +11,19 @@ use std::time::Duration;
 
 use crate::config::model::ResourceSpec;
 
+pub mod conntrackd;
 pub mod director;
 pub mod group;
 pub mod ipaddr;
+pub mod ipvssync;
 pub mod lvsrole;
 pub mod script;
+mod status;
+
+pub use status::ResourceStatus;
 
 use ipaddr::{AnnounceConfig, Vip, VipError, VipSpecError};
 use script::{OcfResource, ScriptDirs, ScriptError, ScriptResource};
-
-/// What a resource's status check says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResourceStatus {
-    /// Active on this node.
-    Running,
-    /// Not active on this node.
-    Stopped,
-    /// The check gave an answer outside its contract; treated as possibly running.
-    Unknown(String),
-}
 
 /// A failed resource operation.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +40,12 @@ pub enum ResourceError {
     /// The LVS role switch failed.
     #[error(transparent)]
     LvsRole(#[from] lvsrole::LvsRoleError),
+    /// The IPVS sync daemon switch failed.
+    #[error(transparent)]
+    IpvsSync(#[from] ipvssync::IpvsSyncError),
+    /// conntrackd could not be run or switched.
+    #[error(transparent)]
+    Conntrackd(#[from] conntrackd::ConntrackdError),
 }
 
 /// One resource of a group, ready to run.
@@ -59,6 +59,12 @@ pub enum Resource {
     Noop(String),
     /// Built-in LVS role switch (`lvs`, `tunl`): director on start, real server on stop.
     LvsRole(lvsrole::LvsRole),
+    /// Built-in IPVS connection sync (`ipvssync::IFACE[::SYNCID]`): master on start,
+    /// backup on stop.
+    IpvsSync(ipvssync::IpvsSync),
+    /// Built-in connection sync for the nftables dataplane (`conntrackd::IFACE[::…]`):
+    /// conntrackd primary on start, backup on stop.
+    Conntrackd(conntrackd::Conntrackd),
     /// heartbeat-class or LSB script.
     Script(ScriptResource),
     /// OCF resource agent.
@@ -83,6 +89,8 @@ pub struct ResolveContext {
     pub dataplane: crate::director::runtime::BackendChoice,
     /// The VIPs of the group being resolved (a bare `lvs` switches those).
     pub group_vips: Vec<std::net::IpAddr>,
+    /// hbd's state directory, where `conntrackd` keeps its files.
+    pub state_dir: PathBuf,
 }
 
 impl Default for ResolveContext {
@@ -95,6 +103,8 @@ impl Default for ResolveContext {
             director: None,
             dataplane: crate::director::runtime::BackendChoice::Auto,
             group_vips: Vec::new(),
+            // daemon::DEFAULT_STATE_DIR (the daemon sets its own).
+            state_dir: PathBuf::from("/var/lib/hbd"),
         }
     }
 }
@@ -128,6 +138,24 @@ pub enum ResolveError {
         #[source]
         source: ScriptError,
     },
+    /// `ipvssync` with unusable arguments.
+    #[error("resource {spec:?}: {source}")]
+    IpvsSyncArgs {
+        /// The entry as written.
+        spec: String,
+        /// What is wrong.
+        #[source]
+        source: ipvssync::IpvsSyncArgsError,
+    },
+    /// `conntrackd` with unusable arguments.
+    #[error("resource {spec:?}: {source}")]
+    ConntrackdArgs {
+        /// The entry as written.
+        spec: String,
+        /// What is wrong.
+        #[source]
+        source: crate::config::conntrackd::ConntrackdArgsError,
+    },
     /// `OCF` without exactly a type and an instance.
     #[error("resource {spec:?}: OCF resources are written OCF::type::instance")]
     OcfArgs {
@@ -145,10 +173,12 @@ pub fn resolve(spec: &ResourceSpec, ctx: &ResolveContext) -> Result<Resource, Re
         "ldirectord" => {
             let source = match (spec.args.first(), &ctx.director) {
                 (None, Some(source)) => source.clone(),
-                (arg, _) => director::DirectorSource::File(crate::director::locate_ldirectord_cf(
-                    arg.map(String::as_str),
-                    &ctx.ha_dir,
-                )),
+                (arg, _) => {
+                    director::DirectorSource::File(crate::config::director::locate_ldirectord_cf(
+                        arg.map(String::as_str),
+                        &ctx.ha_dir,
+                    ))
+                }
             };
             return Ok(Resource::Director(director::DirectorResource::new(
                 source,
@@ -156,6 +186,29 @@ pub fn resolve(spec: &ResourceSpec, ctx: &ResolveContext) -> Result<Resource, Re
             )));
         }
         "ipvsadm" => return Ok(Resource::Noop(spec.spec.clone())),
+        "ipvssync" => {
+            return ipvssync::IpvsSync::from_args(&spec.args)
+                .map(Resource::IpvsSync)
+                .map_err(|source| ResolveError::IpvsSyncArgs {
+                    spec: spec.spec.clone(),
+                    source,
+                });
+        }
+        "conntrackd" => {
+            return crate::config::conntrackd::ConntrackdSpec::from_args(&spec.args)
+                .map(|c| {
+                    Resource::Conntrackd(conntrackd::Conntrackd::new(
+                        c,
+                        &ctx.state_dir,
+                        ctx.group_vips.clone(),
+                        ctx.script_timeout,
+                    ))
+                })
+                .map_err(|source| ResolveError::ConntrackdArgs {
+                    spec: spec.spec.clone(),
+                    source,
+                });
+        }
         "lvs" | "tunl" => {
             let default_dev = if spec.kind == "tunl" { "tunl0" } else { "lo" };
             let vips = match spec.args.first() {
@@ -222,6 +275,8 @@ impl Resource {
             Resource::Vip(v) => v.spec().ip.to_string(),
             Resource::Director(_) => "ldirectord".to_string(),
             Resource::LvsRole(r) => format!("lvs on {}", r.target().1),
+            Resource::IpvsSync(s) => format!("ipvssync on {}", s.interface()),
+            Resource::Conntrackd(c) => c.name(),
             Resource::Noop(name) => name.clone(),
             Resource::Script(s) => std::iter::once(s.name.as_str())
                 .chain(s.args.iter().map(String::as_str))
@@ -238,6 +293,8 @@ impl Resource {
             Resource::Director(d) => d.start().await.map_err(Into::into),
             Resource::Noop(_) => Ok(()),
             Resource::LvsRole(r) => r.start().await.map_err(Into::into),
+            Resource::IpvsSync(s) => s.start().await.map_err(Into::into),
+            Resource::Conntrackd(c) => c.start().await.map_err(Into::into),
             Resource::Script(s) => s.start().await.map_err(Into::into),
             Resource::Ocf(o) => o.start().await.map_err(Into::into),
         }
@@ -250,6 +307,8 @@ impl Resource {
             Resource::Director(d) => d.stop().await.map_err(Into::into),
             Resource::Noop(_) => Ok(()),
             Resource::LvsRole(r) => r.stop().await.map_err(Into::into),
+            Resource::IpvsSync(s) => s.stop().await.map_err(Into::into),
+            Resource::Conntrackd(c) => c.stop().await.map_err(Into::into),
             Resource::Script(s) => s.stop().await.map_err(Into::into),
             Resource::Ocf(o) => o.stop().await.map_err(Into::into),
         }
@@ -270,6 +329,16 @@ impl Resource {
             }),
             Resource::Noop(_) => Ok(ResourceStatus::Stopped),
             Resource::LvsRole(r) => Ok(if r.is_running().await? {
+                ResourceStatus::Running
+            } else {
+                ResourceStatus::Stopped
+            }),
+            Resource::IpvsSync(s) => Ok(if s.is_running().await? {
+                ResourceStatus::Running
+            } else {
+                ResourceStatus::Stopped
+            }),
+            Resource::Conntrackd(c) => Ok(if c.is_running().await? {
                 ResourceStatus::Running
             } else {
                 ResourceStatus::Stopped

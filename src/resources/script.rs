@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::task::JoinHandle;
 
-use super::ResourceStatus;
+use super::status::ResourceStatus;
 
 /// Default time a script operation may take (heartbeat had none; pacemaker's default op
 /// timeout is 20 s).
@@ -236,11 +236,13 @@ pub async fn run_with_timeout(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| ScriptError::Spawn {
-        script: program.to_path_buf(),
-        op: op.to_string(),
-        source,
-    })?;
+    let mut child = crate::spawn::spawn_past_busy_text(&mut cmd)
+        .await
+        .map_err(|source| ScriptError::Spawn {
+            script: program.to_path_buf(),
+            op: op.to_string(),
+            source,
+        })?;
     let pgid = child.id().and_then(|p| i32::try_from(p).ok());
     let (out, mut out_task) = capture(child.stdout.take());
     let (err, mut err_task) = capture(child.stderr.take());

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hbd::director::Receive;
+use hbd::config::director::{HttpMethod, Receive};
 use hbd::director::checks::{
-    CheckKind, CheckResult, CheckSession, CheckSpec, CheckTarget, CheckVip, Checker, HttpCheck,
-    HttpMethod, HttpStatus,
+    CheckKind, CheckResult, CheckSession, CheckSpec, CheckTarget, CheckVip, Checker,
 };
+use hbd::director::http::{HttpCheck, HttpStatus};
 use hbd::director::scheduler::{CheckScheduler, TargetId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -576,7 +576,9 @@ async fn external_check_contract_and_deadline_kill() {
     assert!(!r.ok && r.reason.starts_with("cannot run"), "{r:?}");
 
     let t = Duration::from_millis(800);
-    let r = c.run_check(&spec(ext(hang), t), &target(real)).await;
+    let r = c
+        .run_check(&spec(ext(hang.clone()), t), &target(real))
+        .await;
     assert_eq!(
         (r.ok, r.reason.as_str()),
         (false, "timeout after 800ms (killed)")
@@ -590,6 +592,38 @@ async fn external_check_contract_and_deadline_kill() {
     wait_until(
         Duration::from_secs(5),
         &format!("group {ids:?} gone after the deadline"),
+        || ids.iter().all(|p| gone(*p)),
+    );
+
+    // A check dropped before its own deadline (a director stopping, an outer timeout)
+    // takes the script's whole group with it, background child included.
+    std::fs::remove_file(&pids).unwrap();
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(300),
+        c.run_check(&spec(ext(hang), Duration::from_secs(5)), &target(real)),
+    )
+    .await;
+    assert!(
+        dropped.is_err(),
+        "the check outlived its caller: {dropped:?}"
+    );
+    let both_ids = || -> Option<Vec<i32>> {
+        let ids: Vec<i32> = std::fs::read_to_string(&pids)
+            .ok()?
+            .split_whitespace()
+            .map(|p| p.parse().ok())
+            .collect::<Option<_>>()?;
+        (ids.len() == 2).then_some(ids)
+    };
+    wait_until(
+        Duration::from_secs(5),
+        &format!("{} written", pids.display()),
+        || both_ids().is_some(),
+    );
+    let ids = both_ids().unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        &format!("group {ids:?} gone after the check was dropped"),
         || ids.iter().all(|p| gone(*p)),
     );
 }
@@ -675,7 +709,7 @@ async fn scheduler_with_the_real_checker_shares_and_reports() {
             .expect("results within 5 s")
             .unwrap();
         assert!(r.ok, "{r:?}");
-        seen[id.0 as usize] += 1;
+        seen[usize::try_from(id.0).unwrap()] += 1;
     }
 }
 
@@ -693,13 +727,20 @@ fn bench_http_server() {
         return;
     };
     let n: u16 = n.parse().unwrap();
+    // This process serves ports BENCH_BASE_PORT + first .. + first + n.
+    let first: u16 = std::env::var("HBD_BENCH_SERVER_FIRST").map_or(0, |v| v.parse().unwrap());
+    // HBD_BENCH_CLOSE=1: answer with `Connection: close` and close, as servers that do not
+    // keep connections (and ldirectord's checks) make it: a new connection per check.
+    let close = std::env::var("HBD_BENCH_CLOSE").is_ok_and(|v| v == "1");
+    // Several such processes serve one benchmark (a descriptor limit per process; the
+    // servers must not be the bottleneck, and their CPU is reported).
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        for i in 0..n {
+        for i in first..first + n {
             let l = TcpListener::bind(("127.0.0.1", BENCH_BASE_PORT + i))
                 .await
                 .unwrap_or_else(|e| panic!("bind port {}: {e}", BENCH_BASE_PORT + i));
@@ -708,6 +749,14 @@ fn bench_http_server() {
                     // HTTP/1.1 keep-alive: serve requests on the connection until it closes.
                     tokio::spawn(async move {
                         while read_head(&mut s).await.is_some() {
+                            if close {
+                                let _ = s
+                                    .write_all(
+                                        b"HTTP/1.1 200 X\r\nContent-Length: 3\r\nConnection: close\r\n\r\nOK\n",
+                                    )
+                                    .await;
+                                return;
+                            }
                             if s.write_all(&response(200, "OK\n")).await.is_err() {
                                 return;
                             }
@@ -723,7 +772,12 @@ fn bench_http_server() {
 
 /// (utime, stime) clock ticks of this process.
 fn cpu_ticks() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    cpu_ticks_of("self")
+}
+
+/// (utime, stime) clock ticks of process `pid` ("self" for this one).
+fn cpu_ticks_of(pid: &str) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let rest = stat.rsplit_once(") ").unwrap().1;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // Fields 14 (utime) and 15 (stime), counted from 1; `rest` starts at field 3.
@@ -742,7 +796,7 @@ fn rss_kb() -> u64 {
 }
 
 /// 5,000 (or `HBD_BENCH_REALS`) HTTP reals checked every second for `HBD_BENCH_SECS` (20)
-/// seconds on a one-worker runtime; prints CPU % of one core, RSS, checks/s and lateness.
+/// seconds on a current-thread runtime; prints CPU % of one core, RSS, checks/s and lateness.
 #[test]
 #[ignore]
 fn bench_http_checks() {
@@ -751,19 +805,8 @@ fn bench_http_checks() {
     let concurrency: usize =
         std::env::var("HBD_BENCH_CONCURRENCY").map_or(256, |v| v.parse().unwrap());
     let keepalive = std::env::var("HBD_BENCH_KEEPALIVE").map_or(true, |v| v != "0");
+    let close = std::env::var("HBD_BENCH_CLOSE").is_ok_and(|v| v == "1");
     let exe = std::env::current_exe().unwrap();
-    let mut server = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "checks::bench_http_server",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(BENCH_ENV, reals.to_string())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -771,44 +814,127 @@ fn bench_http_checks() {
             let _ = self.0.wait();
         }
     }
-    let mut out = server.stdout.take().unwrap();
-    let server = Kill(server);
-    let mut seen = String::new();
-    let mut b = [0u8; 256];
-    while !seen.contains("READY") {
-        let n = out.read(&mut b).unwrap();
-        assert!(n > 0, "benchmark server exited: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&b[..n]));
+    // One server process per 5,000 reals: each holds a listener and a connection per real,
+    // under the per-process descriptor limit.
+    let per: u16 = 5000;
+    let mut servers = Vec::new();
+    let mut pids = Vec::new();
+    for first in (0..reals).step_by(usize::from(per)) {
+        let n = per.min(reals - first);
+        let mut server = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "checks::bench_http_server",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(BENCH_ENV, n.to_string())
+            .env("HBD_BENCH_SERVER_FIRST", first.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = server.stdout.take().unwrap();
+        pids.push(server.id().to_string());
+        servers.push(Kill(server));
+        let mut seen = String::new();
+        let mut b = [0u8; 256];
+        while !seen.contains("READY") {
+            let n = out.read(&mut b).unwrap();
+            assert!(n > 0, "benchmark server exited: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&b[..n]));
+        }
     }
+    let servers_cpu = || {
+        pids.iter()
+            .map(|p| cpu_ticks_of(p))
+            .fold((0, 0), |a, t| (a.0 + t.0, a.1 + t.1))
+    };
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // One thread, as the daemon runs its director (src/bin/hbd.rs: a current-thread
+    // runtime): the checks and the loop that receives their results share it.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let checker = Arc::new(Checker::new().unwrap().with_keepalive(keepalive));
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as f64;
+    let srv0 = servers_cpu();
+    let t0 = std::time::Instant::now();
     let r = rt.block_on(bench_run(checker.clone(), reals, secs, concurrency));
-    drop(server);
+    let srv1 = servers_cpu();
+    let server_pct =
+        ((srv1.0 + srv1.1) - (srv0.0 + srv0.1)) as f64 / ticks / t0.elapsed().as_secs_f64() * 100.0;
+    // The floor, in the same run against the same server: a bare blocking connect, request,
+    // response, close (RST, as the checker closes), as fast as one thread goes.
+    let floor_us = floor_per_connection(reals, Duration::from_secs(secs.min(10)), ticks);
+    drop(servers);
     let cpu = r.cpu_user_sys.0 + r.cpu_user_sys.1;
+    let per_check = cpu * 10_000.0 / r.checks_per_s;
+    println!(
+        "servers: {} processes, close every connection={close}, CPU {server_pct:.1}% of one core over the run\n\
+         floor: bare connect/request/close loop {floor_us:.1} us CPU per connection; \
+         hbd/floor = {:.2}",
+        pids.len(),
+        per_check / floor_us
+    );
     println!(
         "reals={reals} interval=1s secs={secs} concurrency={concurrency} keepalive={keepalive} \
          kept connections at the end={}\n\
          checks/s={:.0} per-real checks in window: min={} max={}\n\
-         failed={} skipped={} max_lateness={:?}\n\
+         failed={} skipped={} max_lateness={:?} (warm-up: skipped={} max_lateness={:?})\n\
          cpu={cpu:.1}% of one core (user {:.1}%, sys {:.1}%) = {:.0} us/check  rss={} MB",
         r.kept,
         r.checks_per_s,
         r.per_real.0,
         r.per_real.1,
         r.failed,
-        r.stats.skipped,
+        r.stats.skipped - r.warmup.skipped,
         r.stats.max_lateness,
+        r.warmup.skipped,
+        r.warmup.max_lateness,
         r.cpu_user_sys.0,
         r.cpu_user_sys.1,
         cpu * 10_000.0 / r.checks_per_s,
         r.rss_kb / 1024
     );
+    // One line for scripts/bench-checks.sh's min/median/max.
+    println!(
+        "summary: cpu_pct={cpu:.1} us_per_check={per_check:.1} rss_mb={} floor_us={floor_us:.1} ratio={:.2} checks_per_s={:.0} servers_pct={server_pct:.1} late_ms={}",
+        r.rss_kb / 1024,
+        per_check / floor_us,
+        r.checks_per_s,
+        r.stats.max_lateness.as_millis()
+    );
     drop(checker);
+}
+
+/// CPU µs of this process per bare blocking HTTP exchange on a new connection (connect,
+/// write the check's request, read the answer, close with RST), over the benchmark's ports
+/// in turn for `window`.
+fn floor_per_connection(reals: u16, window: Duration, ticks: f64) -> f64 {
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: floor\r\nConnection: close\r\n\r\n";
+    let mut buf = [0u8; 512];
+    let c0 = cpu_ticks();
+    let t0 = std::time::Instant::now();
+    let mut n = 0u64;
+    // Bounded: at most `window`, and at most 10 million exchanges.
+    while t0.elapsed() < window && n < 10_000_000 {
+        let port = BENCH_BASE_PORT + u16::try_from(n % u64::from(reals)).unwrap();
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            continue;
+        };
+        let _ = s.set_nodelay(true);
+        let _ = s.write_all(req);
+        let _ = s.read(&mut buf);
+        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+        n += 1;
+    }
+    let c1 = cpu_ticks();
+    let cpu_s = ((c1.0 + c1.1) - (c0.0 + c0.1)) as f64 / ticks;
+    cpu_s * 1e6 / n.max(1) as f64
 }
 
 /// Figures of one benchmark run.
@@ -817,6 +943,8 @@ struct BenchResult {
     per_real: (usize, usize),
     failed: u64,
     stats: hbd::director::scheduler::SchedulerStats,
+    /// The counters at the end of the warm-up.
+    warmup: hbd::director::scheduler::SchedulerStats,
     cpu_user_sys: (f64, f64),
     rss_kb: u64,
     kept: usize,
@@ -836,8 +964,11 @@ async fn bench_run(probe: Arc<Checker>, reals: u16, secs: u64, concurrency: usiz
         }
         let counts: Vec<AtomicUsize> = (0..reals).map(|_| AtomicUsize::new(0)).collect();
         let mut failed = 0u64;
-        // Warm-up: the first interval spreads the jittered starts.
-        let warm = Instant::now() + Duration::from_secs(2);
+        // Warm-up: the first interval spreads the jittered starts and opens every connection
+        // (20,000 connects in one interval run late); the window measures the steady state
+        // after it, and the warm-up's own lateness is reported apart.
+        let warm_secs: u64 = std::env::var("HBD_BENCH_WARM").map_or(6, |v| v.parse().unwrap());
+        let warm = Instant::now() + Duration::from_secs(warm_secs);
         while let Ok(Some(_)) = tokio::time::timeout_at(warm, rx.recv()).await {}
         let base = s.stats();
         s.reset_max_lateness();
@@ -849,7 +980,7 @@ async fn bench_run(probe: Arc<Checker>, reals: u16, secs: u64, concurrency: usiz
         loop {
             match tokio::time::timeout_at(end, rx.recv()).await {
                 Ok(Some((id, r, _))) => {
-                    counts[id.0 as usize].fetch_add(1, Ordering::Relaxed);
+                    counts[usize::try_from(id.0).unwrap()].fetch_add(1, Ordering::Relaxed);
                     if !r.ok {
                         failed += 1;
                         if failed < 5 {
@@ -877,6 +1008,7 @@ async fn bench_run(probe: Arc<Checker>, reals: u16, secs: u64, concurrency: usiz
             per_real: (*n.iter().min().unwrap(), *n.iter().max().unwrap()),
             failed,
             stats,
+            warmup: base,
             cpu_user_sys: (pct(cpu0.0, cpu1.0), pct(cpu0.1, cpu1.1)),
             rss_kb: rss_max,
             kept: probe.idle_connections(),

@@ -1,5 +1,5 @@
-//! Test support: start `hbd` (or the lab web server) in a namespace, and send it one control
-//! request.
+//! Test support: start `hbd` (or the lab web server, `examples/labweb`) in a namespace, and
+//! send it one control request.
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use hbd::control::client;
 use hbd::control::protocol::{Request, Response, StatusReport};
 
-use crate::netns::{NetNs, poll_every};
+use crate::netns::{Lan, NetNs, poll_every};
 
 /// Sends `request` to the daemon at `socket`; `None` if it does not answer within `timeout`.
 pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Option<Response> {
@@ -91,18 +91,57 @@ fn stat_policy_counts_fields_after_the_last_parenthesis() {
     assert!(stat_policy(&own).is_some(), "{own}");
 }
 
-/// Starts `hbd-labweb --listen LISTEN --name NAME` (a web server answering its own name)
-/// inside `ns`; the namespace guard kills it, and its PID is returned for tests that kill it
-/// earlier.
+/// Starts `examples/labweb --listen LISTEN --name NAME` (a web server answering its own
+/// name) inside `ns`; the namespace guard kills it, and its PID is returned for tests that
+/// kill it earlier.
 pub fn spawn_labweb(ns: &NetNs, listen: &str, name: &str) -> u32 {
+    let labweb = example_bin("labweb");
     let cmd = [
-        env!("CARGO_BIN_EXE_hbd-labweb"),
+        labweb.to_str().expect("a UTF-8 target path"),
         "--listen",
         listen,
         "--name",
         name,
     ];
     ns.spawn(&cmd, Stdio::null())
+}
+
+/// The director lab's LAN: `dir1` (192.0.2.11) and `dir2` (192.0.2.12), each running
+/// examples/labweb on :80 answering its own name, and a client (192.0.2.100), on one bridge.
+pub fn director_lan(prefix: &str) -> Lan {
+    let lan = Lan::new(prefix, 3);
+    for (i, addr) in ["192.0.2.11/24", "192.0.2.12/24", "192.0.2.100/24"]
+        .iter()
+        .enumerate()
+    {
+        lan.hosts[i].ip(&["addr", "add", addr, "dev", "eth0"]);
+    }
+    for (i, name) in ["dir1", "dir2"].iter().enumerate() {
+        spawn_labweb(&lan.hosts[i], "0.0.0.0:80", name);
+    }
+    lan
+}
+
+/// The path of the lab helper `examples/NAME.rs`, built beside this test binary
+/// (`target/PROFILE/examples/NAME`). Lab helpers are examples, not product binaries, so cargo
+/// gives tests no `CARGO_BIN_EXE_` for them, and `cargo test --all-targets` builds examples only
+/// as test harnesses: `cargo build --examples` first (scripts/test.sh does); a missing one
+/// fails loudly.
+pub fn example_bin(name: &str) -> PathBuf {
+    // The test binary is target/PROFILE/deps/e2e-HASH.
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/PROFILE/deps");
+    let bin = profile.join("examples").join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the lab helpers with `cargo build --examples` \
+         (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
 }
 
 /// Runs `hactl --socket SOCK ARGS…` (outside any namespace) and returns what it did.
@@ -134,6 +173,12 @@ pub fn log_in(state: &Path) -> String {
     std::fs::read_to_string(state.join("log")).unwrap_or_default()
 }
 
+/// The logs of the pair n1 and n2 started by [`spawn_hbd`] with state directories `states`,
+/// for a failed assertion's message.
+pub fn pair_logs(states: [&Path; 2]) -> String {
+    format!("n1:\n{}\nn2:\n{}", log_in(states[0]), log_in(states[1]))
+}
+
 /// The control socket of a daemon started by [`spawn_hbd`] with state directory `state`.
 pub fn socket_in(state: &Path) -> PathBuf {
     state.join("hbd.sock")
@@ -144,17 +189,25 @@ pub fn status(socket: &Path) -> Option<StatusReport> {
     call(socket, &Request::Status, Duration::from_secs(3))?.status
 }
 
-fn peer_status(report: &StatusReport, peer: &str) -> String {
+/// Whether `report` shows `peer` as `wanted`: a status (`init`, `up`, `dead`) or `active`,
+/// heartbeat's finer state of an `up` node that said it is active (`cl_status nodestatus`
+/// prints it; the report's `status` field folds it into `up`).
+fn peer_is(report: &StatusReport, peer: &str, wanted: &str) -> bool {
     report
         .nodes
         .iter()
         .find(|n| n.name == peer)
-        .map(|n| n.status.clone())
-        .unwrap_or_default()
+        .is_some_and(|n| {
+            if wanted == "active" {
+                n.state == wanted
+            } else {
+                n.status == wanted
+            }
+        })
 }
 
-/// Polls `socket` (every millisecond, as tests time it, at most `limit`) until `peer` has
-/// `wanted` status, and returns that report. Panics with the last status and `logs()`
+/// Polls `socket` (every millisecond, as tests time it, at most `limit`) until `peer` is
+/// `wanted` (a status, or `active`: see [`peer_is`]), and returns that report. Panics with the last status and `logs()`
 /// otherwise.
 pub fn wait_peer(
     socket: &Path,
@@ -168,7 +221,7 @@ pub fn wait_peer(
         let Some(r) = status(socket) else {
             return false;
         };
-        let done = peer_status(&r, peer) == wanted;
+        let done = peer_is(&r, peer, wanted);
         last = Some(r);
         done
     });

@@ -173,7 +173,7 @@ impl NatLab {
     fn kill_web(&self, name: &str) {
         let pid = self.web_pids[name];
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
+            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
             nix::sys::signal::Signal::SIGKILL,
         );
     }
@@ -202,10 +202,16 @@ fn director_pair_over_nftables() {
         );
     }
 
-    // hactl checks shows the reals.
+    // hactl checks shows the reals, and the fallback (idle while a real is up).
     let checks = lab.call(0, Request::Checks).unwrap().checks.unwrap();
-    assert_eq!(checks.len(), 3, "{checks:?}");
-    assert!(checks.iter().all(|r| r.state == "up"), "{checks:?}");
+    let (fallback, reals): (Vec<_>, Vec<_>) = checks.iter().partition(|r| r.fallback);
+    assert_eq!(reals.len(), 3, "{checks:?}");
+    assert!(reals.iter().all(|r| r.state == "up"), "{checks:?}");
+    assert_eq!(fallback.len(), 1, "{checks:?}");
+    assert_eq!(
+        (fallback[0].real.as_str(), fallback[0].state.as_str()),
+        ("203.0.113.1:8080", "idle")
+    );
 
     // rs2 stops: new connections avoid it within checkinterval × failurecount + checktimeout.
     lab.kill_web("rs2");
@@ -266,6 +272,12 @@ fn director_pair_over_nftables() {
         lab.kill_web(name);
     }
     lab.until("fallback", |c| c.get("sorry-dir1") == Some(&20));
+    let checks = lab.call(0, Request::Checks).unwrap().checks.unwrap();
+    let fallback = checks.iter().find(|r| r.fallback).expect("fallback listed");
+    assert_eq!(
+        (fallback.state.as_str(), fallback.weight),
+        ("serving", Some(1))
+    );
     let pid = spawn_labweb(&lab.reals[0], "0.0.0.0:80", "rs1");
     lab.web_pids.insert("rs1".into(), pid);
     lab.until("fallback out", |c| c.get("rs1") == Some(&20));
@@ -292,7 +304,11 @@ fn director_pair_over_nftables() {
     lab.wait_running(1, "dir2");
     lab.until("served through dir2", |c| c.get("rs1") == Some(&20));
     let checks = lab.call(1, Request::Checks).unwrap().checks.unwrap();
-    assert_eq!(checks.len(), 3);
+    assert_eq!(
+        checks.iter().filter(|r| !r.fallback).count(),
+        3,
+        "{checks:?}"
+    );
 
     // hactl ipvs shows the live table on the director that holds it.
     let table = lab.dirs[1].exec(&[env!("CARGO_BIN_EXE_hactl"), "ipvs"]);
@@ -333,12 +349,10 @@ fn bench_director_start_with_10000_reals() {
         use hbd::dataplane::Dataplane;
         use hbd::director::runtime;
         let t0 = Instant::now();
-        let (config, _) = hbd::director::parse_ldirectord(&path).expect("parses");
+        let (config, _) = hbd::config::director::parse_ldirectord(&path).expect("parses");
         let parsed = t0.elapsed();
         let backend = runtime::open_backend(runtime::BackendChoice::Nftables).unwrap();
-        let handle = runtime::start(&config, backend, 256, &Default::default())
-            .await
-            .unwrap();
+        let handle = runtime::start(&config, backend, 256).await.unwrap();
         let started = t0.elapsed();
         let mut check = runtime::open_backend(runtime::BackendChoice::Nftables).unwrap();
         let listed = check.list().await.unwrap();
@@ -401,4 +415,254 @@ fn yaml_director_section_is_reloaded() {
     let r = crate::control::call(&socket, &Request::Reload, Duration::from_secs(3)).unwrap();
     assert!(r.ok, "{r:?}");
     wait_for("-r 203.0.113.21:80 -m -w 7");
+}
+
+/// Issue 16 defect 1: a reload the dataplane refuses (a real switched from masq to ipip on
+/// nftables) leaves the running director exactly as it was: checks running, rules as they
+/// were, `hactl checks` listing it; fixing the file then reloads, a real whose check did not
+/// change keeps its "changed" time, and stopping removes the rules.
+#[test]
+fn a_refused_reload_leaves_the_running_director_as_it_was() {
+    use hbd::dataplane::Dataplane;
+    use hbd::director::runtime::BackendChoice;
+    use hbd::resources::director::{DirectorResource, DirectorSource};
+
+    let ns = NetNs::new("drl");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ldirectord.cf");
+    let cf = |second: &str| {
+        format!(
+            "checkinterval=1\n\
+             virtual=192.0.2.10:80\n    real=198.51.100.1:80 masq 2\n    real=198.51.100.2:80 {second}\n\
+             \x20   checktype=external\n    checkcommand=/bin/true\n"
+        )
+    };
+    std::fs::write(&path, cf("masq 1")).unwrap();
+    ns.run(|| async move {
+        let d = DirectorResource::new(DirectorSource::File(path.clone()), BackendChoice::Nftables);
+        let table = || async {
+            let mut nft = hbd::director::runtime::open_backend(BackendChoice::Nftables).unwrap();
+            nft.list().await.unwrap()
+        };
+        let wait_up = || async {
+            for _ in 0..100 {
+                let r = d.report().await.unwrap_or_default();
+                if r.len() == 2 && r.iter().all(|r| r.state == "up" && r.weight > Some(0)) {
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("reals never up: {:?}", d.report().await);
+        };
+        d.start().await.expect("director starts");
+        wait_up().await;
+        let before = table().await;
+        assert_eq!(before.len(), 1);
+        assert_eq!(before[0].reals.len(), 2);
+
+        // The refused reload: named at its line, the director still runs as it was.
+        std::fs::write(&path, cf("ipip 1")).unwrap();
+        let e = d.reload().await.expect_err("nftables cannot forward ipip");
+        assert!(e.contains("ldirectord.cf:4:") && e.contains("ipip"), "{e}");
+        assert!(d.is_running().await, "the director stopped");
+        assert_eq!(table().await, before, "the rules changed");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let r = d
+            .report()
+            .await
+            .expect("hactl checks still lists the director");
+        assert_eq!(r.len(), 2, "{r:?}");
+        for real in &r {
+            let last = real.last_check_s.expect("checked");
+            assert!(last < 1.5, "checks stopped: {real:?}");
+        }
+        let changed_before = r[1].since_change_s;
+
+        // Fixing the file helps: the reload goes through in place.
+        std::fs::write(&path, cf("masq 5")).unwrap();
+        let m = d.reload().await.expect("the fixed file reloads");
+        assert!(m.contains("director reloaded"), "{m}");
+        let after = table().await;
+        assert_eq!(
+            after[0]
+                .real(&"198.51.100.2:80".parse().unwrap())
+                .unwrap()
+                .weight,
+            5
+        );
+        let r = d.report().await.unwrap();
+        assert!(
+            r[1].since_change_s >= changed_before,
+            "an unchanged check keeps its history: {r:?}"
+        );
+
+        // Refused once more, then stopped (as SIGTERM stops the group): the rules go.
+        std::fs::write(&path, cf("gate 1")).unwrap();
+        d.reload().await.expect_err("nftables cannot forward gate");
+        assert_eq!(table().await, after);
+        d.stop().await.unwrap();
+        assert!(!d.is_running().await);
+        assert!(
+            table().await.is_empty(),
+            "a stale service survived the stop"
+        );
+    });
+}
+
+/// Issue 16 defects 2 and 5: `hbd --check-config` says when the dataplane cannot forward a
+/// real's way (ipip/gate on nftables), naming ldirectord.cf:line and the fix: an error with
+/// `--dataplane nftables`, nothing with `ipvs`, a warning with `auto` on a kernel without
+/// IPVS (this one); and HEAD with receive is a warning. No namespace: nothing is programmed.
+#[test]
+fn check_config_names_what_the_dataplane_cannot_do() {
+    let work = tempfile::tempdir().unwrap();
+    let ha = crate::control::write_ha_dir(
+        work.path(),
+        "keepalive 1\ndeadtime 10\nucast eth0 198.51.100.12\nnode dir1\nnode dir2\n",
+        &format!("dir1 IPaddr::{VIP}/24/eth0 ldirectord::ldirectord.cf\n"),
+        "auth 1\n1 sha256 check-config\n",
+    );
+    std::fs::write(
+        ha.join("ldirectord.cf"),
+        "virtual=198.51.100.10:80\n    real=203.0.113.21:80 masq\n    real=203.0.113.22:80 ipip\n    \
+         service=http\n    httpmethod=HEAD\n    receive=\"rs\"\n    scheduler=wlc\n",
+    )
+    .unwrap();
+    let check = |dataplane: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hbd"))
+            .args([
+                "--check-config",
+                "--node-name",
+                "dir1",
+                "--dataplane",
+                dataplane,
+            ])
+            .arg("--ha-dir")
+            .arg(&ha)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let cf = ha.join("ldirectord.cf").display().to_string();
+    let (code, text) = check("nftables");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{cf}:3: virtual service 198.51.100.10:80 (tcp) on the nftables dataplane: real 203.0.113.22:80 uses ipip"))
+            && text.contains("--dataplane ipvs"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{cf}:1: warning: virtual service 198.51.100.10:80 (tcp) on the nftables dataplane: scheduler wlc approximated as wrr")),
+        "{text}"
+    );
+    assert!(text.contains("HEAD with receive can never pass"), "{text}");
+    let (code, text) = check("ipvs");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        !text.contains("ipip") && !text.contains("approximated"),
+        "{text}"
+    );
+    assert!(text.contains("HEAD with receive can never pass"), "{text}");
+    // auto: what this kernel has decides; without IPVS the refusal is a warning.
+    let (code, text) = check("auto");
+    assert_eq!(code, Some(0), "{text}");
+    let kind = hbd::director::runtime::backend_kind(hbd::director::runtime::BackendChoice::Auto);
+    if kind == hbd::dataplane::BackendKind::Nftables {
+        assert!(
+            text.contains(&format!("{cf}:3: warning:")) && text.contains("this kernel has no IPVS"),
+            "{text}"
+        );
+    } else {
+        assert!(!text.contains("ipip"), "{text}");
+    }
+}
+
+/// Issue 16 scope 4: the built-in `tunl` resource creates tunl0 (the kernel loads ipip for
+/// it) and relaxes rp_filter as the shipped script does; on a kernel without ipip (this
+/// one) it fails with an error saying so. LVS-DR on lo works everywhere.
+#[test]
+fn builtin_tunl_creates_tunl0_or_says_why_not() {
+    use hbd::resources::lvsrole::LvsRole;
+    let ns = NetNs::new("dtu");
+    let vip: std::net::IpAddr = "192.0.2.10".parse().unwrap();
+    let has_ipip = std::path::Path::new("/sys/module/ipip").exists()
+        || ns.exec(&["ip", "link", "show", "tunl0"]).status.success();
+    let tunl =
+        ns.run(|| async move { LvsRole::new(vec![vip], "tunl0".into(), true).start().await });
+    let sysctl = |key: &str| {
+        let out = ns.exec(&["cat", &format!("/proc/sys/net/ipv4/conf/{key}")]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    match tunl {
+        Ok(()) => {
+            assert!(has_ipip || ns.exec(&["ip", "link", "show", "tunl0"]).status.success());
+            let addrs = ns.ip(&["-o", "addr", "show", "dev", "tunl0"]);
+            assert!(addrs.contains("192.0.2.10/32"), "{addrs}");
+            assert_eq!(sysctl("tunl0/rp_filter"), "0");
+            assert_eq!(sysctl("all/rp_filter"), "0");
+        }
+        Err(e) => {
+            assert!(!has_ipip, "tunl failed with ipip present: {e}");
+            let m = e.to_string();
+            assert!(
+                m.contains("tunl0 cannot be created") && m.contains("ipip"),
+                "{m}"
+            );
+        }
+    }
+    // LVS-DR: the VIP on lo, ARP for it suppressed.
+    ns.run(|| async move { LvsRole::new(vec![vip], "lo".into(), true).start().await })
+        .expect("tunl on lo");
+    let addrs = ns.ip(&["-o", "addr", "show", "dev", "lo"]);
+    assert!(addrs.contains("192.0.2.10/32"), "{addrs}");
+    assert_eq!(sysctl("all/arp_ignore"), "1");
+    assert_eq!(sysctl("all/arp_announce"), "2");
+}
+
+/// Issue 16 scope 4: the shipped resources/tunl script (heartbeat-class, for heartbeat
+/// itself) on lo and on tunl0, in a namespace.
+#[test]
+fn shipped_tunl_script_prepares_a_real_server() {
+    let ns = NetNs::new("dts");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/resources/tunl");
+    let run = |args: &[&str]| {
+        let mut cmd = vec![script];
+        cmd.extend_from_slice(args);
+        let out = ns.exec(&cmd);
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, text) = run(&["192.0.2.10", "lo", "start"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        ns.ip(&["-o", "addr", "show", "dev", "lo"])
+            .contains("192.0.2.10/32")
+    );
+    let (_, text) = run(&["192.0.2.10", "lo", "status"]);
+    assert!(text.contains("is running"), "{text}");
+    let (code, text) = run(&["192.0.2.10", "lo", "stop"]);
+    assert_eq!(code, Some(0), "{text}");
+    let (_, text) = run(&["192.0.2.10", "lo", "status"]);
+    assert!(text.contains("is not running"), "{text}");
+    // tunl0: works where the kernel has ipip, else fails naming the missing module.
+    let (code, text) = run(&["192.0.2.10", "start"]);
+    if code == Some(0) {
+        assert!(
+            ns.ip(&["-o", "addr", "show", "dev", "tunl0"])
+                .contains("192.0.2.10/32")
+        );
+    } else {
+        assert!(text.contains("ipip module missing"), "{text}");
+    }
 }

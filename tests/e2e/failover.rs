@@ -16,7 +16,7 @@ use crate::web::who_answers;
 const VIP: &str = "192.0.2.10";
 
 /// Directors `dir1` (192.0.2.11) and `dir2` (192.0.2.12) and a client (192.0.2.100) on one
-/// bridge; each director runs hbd-labweb on :80 answering its own name.
+/// bridge; each director runs examples/labweb on :80 answering its own name.
 struct DirectorPair {
     lan: Lan,
     dir: tempfile::TempDir,
@@ -26,16 +26,7 @@ struct DirectorPair {
 
 impl DirectorPair {
     fn new(prefix: &str, auto_failback: &str, haresources: &str) -> DirectorPair {
-        let lan = Lan::new(prefix, 3);
-        for (i, addr) in ["192.0.2.11/24", "192.0.2.12/24", "192.0.2.100/24"]
-            .iter()
-            .enumerate()
-        {
-            lan.hosts[i].ip(&["addr", "add", addr, "dev", "eth0"]);
-        }
-        for (i, name) in ["dir1", "dir2"].iter().enumerate() {
-            crate::control::spawn_labweb(&lan.hosts[i], "0.0.0.0:80", name);
-        }
+        let lan = crate::control::director_lan(prefix);
         let dir = tempfile::tempdir().unwrap();
         let ha = crate::control::write_ha_dir(
             dir.path(),
@@ -85,7 +76,7 @@ impl DirectorPair {
         let mut pids = self.pids.lock().unwrap();
         for (_, pid) in pids.iter().filter(|(n, _)| *n == i) {
             let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::unistd::Pid::from_raw(i32::try_from(*pid).unwrap()),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }

@@ -1,4 +1,4 @@
-//! Test support: ask a lab web server (hbd-labweb answers with its own name) who it is.
+//! Test support: ask a lab web server (examples/labweb answers with its own name) who it is.
 
 use std::time::Duration;
 

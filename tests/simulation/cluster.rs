@@ -1,3 +1,8 @@
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
 //! Membership scenarios: join, death at deadtime, warntime, wrong key, replay, restart with
 //! a higher generation, one of two media lost, three nodes.
 
@@ -360,5 +365,59 @@ async fn follower_sends_with_the_pace_setters_heartbeat() {
     let after = sends.sent_by("b", (Excluded(killed), Unbounded));
     assert!(after.len() >= 9, "{after:?}");
     assert_paced(&after, ms(10) + ms(10) / 4);
+    b.kill(&net).await;
+}
+
+/// A serial line beside UDP: its link carries heartbeat's classic text (`>>>` … `<<<`, the
+/// inner auth, no NUL), and while UDP is cut the pair keeps hearing each other over it:
+/// nobody is declared dead. Cutting the serial line too kills the peer at deadtime.
+#[tokio::test(start_paused = true)]
+async fn serial_line_keeps_the_pair_together_while_udp_is_cut() {
+    let net = MemoryNet::new();
+    let mut cfg = config(&["a", "b"], 2, fast_timing(), keys("s3cret"));
+    cfg.media[1] = hbd::config::MediumSpec::Serial {
+        device: "/dev/ttyS0".into(),
+        baud: 115200,
+    };
+    let serial = record(&net, &link_name(1));
+    let (mut a, b) = pair_active(&net, &cfg, 1).await;
+    let frames = serial.frames();
+    assert!(!frames.is_empty(), "nothing on the serial link");
+    for (_, from, frame) in &frames {
+        assert!(
+            frame.starts_with(b">>>\n") && frame.ends_with(b"\n<<<\n"),
+            "{from} sent a frame that is not classic text: {:?}",
+            String::from_utf8_lossy(frame)
+        );
+        assert!(frame.windows(6).any(|w| w == b"\nauth="), "no inner auth");
+    }
+    // UDP is cut: the serial line alone carries the heartbeats.
+    net.cut("b", &link_name(0));
+    let udp_dead = a
+        .wait_for(ms(100), |e| {
+            matches!(e, NodeEvent::Liveness(LivenessEvent::LinkState { node, link, to: LinkState::Dead, .. })
+                if node == "b" && link == "link0")
+        })
+        .await;
+    assert!(udp_dead.is_some(), "the cut UDP link is seen dead");
+    tokio::time::sleep(ms(300)).await;
+    assert!(!a.drain().iter().any(|(_, e)| matches!(
+        e,
+        NodeEvent::Liveness(LivenessEvent::PeerState {
+            to: PeerState::Dead,
+            ..
+        })
+    )));
+    let st = a.status().await;
+    assert_eq!(st.nodes[1].status, "up");
+    assert_eq!(st.nodes[1].links[1].status, "up", "{:?}", st.nodes[1].links);
+    // The serial line is cut too: b is dead at deadtime.
+    let cut = Instant::now();
+    net.cut("b", &link_name(1));
+    let at = a
+        .wait_for(ms(100), peer_became("b", PeerState::Dead))
+        .await
+        .expect("b declared dead once both paths are cut");
+    assert!(at - cut <= ms(30), "dead {:?} after the cut", at - cut);
     b.kill(&net).await;
 }

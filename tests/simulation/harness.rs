@@ -22,6 +22,7 @@ use hbd::daemon::runner::{GroupRunner, OpError, OpFuture};
 use hbd::media::Medium;
 use hbd::media::memory::MemoryNet;
 use hbd::membership::liveness::{LivenessEvent, PeerState};
+use hbd::reachability::{Reach, ReachUpdate};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -73,6 +74,7 @@ pub fn config(nodes: &[&str], links: usize, timing: Timing, auth: AuthKeys) -> C
         auto_failback: AutoFailback::On,
         ping_nodes: vec![],
         ping_groups: vec![],
+        ping_hysteresis: hbd::config::default_ping_hysteresis(timing.deadping),
         groups: vec![],
         logging: Logging::default(),
         respawn: vec![],
@@ -80,6 +82,8 @@ pub fn config(nodes: &[&str], links: usize, timing: Timing, auth: AuthKeys) -> C
         watchdog: None,
         director: None,
         vip_announce: Default::default(),
+        metrics: None,
+        fencing: None,
     }
 }
 
@@ -97,6 +101,7 @@ pub struct SimNode {
     control: mpsc::Sender<ControlCall>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
+    reach: mpsc::UnboundedSender<ReachUpdate>,
 }
 
 impl SimNode {
@@ -138,16 +143,32 @@ impl SimNode {
         state_dir: Option<PathBuf>,
     ) -> SimNode {
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
-        let media = (0..config.media.len())
-            .map(|i| Medium {
-                name: link_name(i),
-                tx: Box::new(net.attach(name, &link_name(i), i, inbound_tx.clone())),
+        // A `serial` medium becomes an in-memory link that carries classic text, as a
+        // serial line does; the others carry the node's frames as UDP does.
+        let media = config
+            .media
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let tx = net.attach(name, &link_name(i), i, inbound_tx.clone());
+                let tx = match spec {
+                    MediumSpec::Serial { .. } => tx.carrying_classic_text(),
+                    _ => tx,
+                };
+                Medium {
+                    name: link_name(i),
+                    tx: Box::new(tx),
+                }
             })
             .collect();
         let (observer, events) = mpsc::unbounded_channel();
         let mut uuid = [0u8; 16];
         uuid[..name.len().min(16)].copy_from_slice(&name.as_bytes()[..name.len().min(16)]);
+        let (reach, reach_updates) = mpsc::unbounded_channel();
         let setup = NodeSetup {
+            reachability: None,
+            reach_updates: Some(reach_updates),
+            watchdog: None,
             config: Arc::new(config.clone()),
             identity: NodeIdentity {
                 name: name.to_string(),
@@ -165,14 +186,24 @@ impl SimNode {
         let node = Node::new(setup, Instant::now());
         let (control, control_rx) = mpsc::channel(8);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let task = tokio::spawn(node.run(inbound_rx, control_rx, shutdown_rx));
+        let task = tokio::spawn(node.run_on_channels(inbound_rx, control_rx, shutdown_rx));
         SimNode {
             name: name.to_string(),
             events,
             control,
             shutdown,
             task,
+            reach,
         }
+    }
+
+    /// The node's prober reports that `reachable` of `total` ping nodes/groups answer (as
+    /// the daemon's prober task does on every change).
+    pub fn set_reach(&self, reachable: u32, total: u32) {
+        let _ = self.reach.send(ReachUpdate {
+            advertised: Some(Reach { reachable, total }),
+            events: Vec::new(),
+        });
     }
 
     /// Stops the node as a crash would: it simply falls silent, releasing nothing.

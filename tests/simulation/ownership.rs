@@ -9,9 +9,10 @@ use std::sync::atomic::Ordering;
 
 use hbd::config::AutoFailback;
 use hbd::control::protocol::{GroupClass, Request};
-use hbd::daemon::node::{GROUPS_FIELD, NodeEvent};
+use hbd::daemon::node::NodeEvent;
 use hbd::media::memory::MemoryNet;
 use hbd::membership::liveness::PeerState;
+use hbd::membership::reports::GROUPS_FIELD;
 use tokio::time::Instant;
 
 use crate::harness::*;
@@ -395,6 +396,73 @@ async fn healed_partition_resolves_within_one_keepalive() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_healed_split_brain_is_logged_on_both_sides_with_both_views() {
+    for (policy, keeper) in [(AutoFailback::On, "p"), (AutoFailback::Off, "b")] {
+        let mut lab = Lab::boot(policy).await;
+        for l in 0..2 {
+            lab.net.cut("p", &link_name(l));
+        }
+        lab.settle().await;
+        lab.p.as_mut().unwrap().drain();
+        lab.b.as_mut().unwrap().drain();
+        let healed = Instant::now();
+        for l in 0..2 {
+            lab.net.restore("p", &link_name(l));
+        }
+        lab.settle().await;
+        let mut views = Vec::new();
+        for node in [lab.p.as_mut().unwrap(), lab.b.as_mut().unwrap()] {
+            let found: Vec<_> = node
+                .drain()
+                .into_iter()
+                .filter_map(|(at, e)| match e {
+                    NodeEvent::SplitBrain {
+                        ours,
+                        theirs,
+                        keeper,
+                        ..
+                    } => Some((at, ours, theirs, keeper)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(found.len(), 1, "{policy:?}: {found:?}");
+            let (at, ours, theirs, k) = found.into_iter().next().unwrap();
+            assert_eq!(k, keeper, "{policy:?}");
+            assert!(
+                at - healed <= ms(10) + ms(1),
+                "{policy:?}: found {:?} after the heal",
+                at - healed
+            );
+            views.push((ours, theirs));
+        }
+        assert_ne!(views[0].0, views[0].1, "{policy:?}: {views:?}");
+        let loser = if keeper == "p" { "b" } else { "p" };
+        assert_eq!(
+            lab.state(if keeper == "p" { lab.p() } else { lab.b() })
+                .await,
+            "running"
+        );
+        assert_eq!(
+            lab.state(if loser == "p" { lab.p() } else { lab.b() })
+                .await,
+            "stopped"
+        );
+        let overlap = lab.trace.overlap("p", "b", 0, (healed, Instant::now()));
+        assert!(
+            overlap <= ms(10) + ms(1),
+            "{policy:?}: both held it {overlap:?} after the heal"
+        );
+        let announced = lab
+            .trace
+            .entries()
+            .iter()
+            .any(|e| e.node == keeper && e.event == "announce" && e.at >= healed);
+        assert!(announced, "{policy:?}: the keeper re-announces");
+        lab.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn killed_daemon_restarted_adopts_or_releases_without_a_gap() {
     let mut lab = Lab::boot(AutoFailback::On).await;
     // The daemon dies but its VIP stays configured in the kernel.
@@ -437,5 +505,72 @@ async fn graceful_stop_hands_the_group_over_at_once() {
     assert!(lab.trace.last("p", 0, "stop_end").unwrap() <= started);
     lab.assert_exclusive_since(lab.t0);
     assert_eq!(lab.state(lab.b()).await, "running");
+    lab.shutdown().await;
+}
+
+/// ipfail built in: the holder that reaches fewer ping nodes than its peer for
+/// `ping_hysteresis` hands its group over; equal reach moves nothing; once reach is even
+/// again and the take-back hold (4 × the hysteresis) is served, auto_failback `on` brings
+/// it back. The group never runs on both nodes.
+#[tokio::test(start_paused = true)]
+async fn a_lost_upstream_moves_the_group_to_the_peer_and_back() {
+    let mut lab = Lab::boot(AutoFailback::On).await;
+    let hysteresis = lab.cfg.ping_hysteresis;
+    lab.p().set_reach(2, 2);
+    lab.b().set_reach(2, 2);
+    lab.settle().await;
+    assert!(
+        lab.trace.last("b", 0, "start_begin").is_none(),
+        "equal reach moves nothing: {:#?}",
+        lab.trace.entries()
+    );
+    let lost = Instant::now();
+    lab.p().set_reach(1, 2);
+    lab.settle().await;
+    let moved = lab
+        .trace
+        .last("b", 0, "start_end")
+        .expect("b took the group");
+    let took = moved - lost;
+    assert!(
+        took >= hysteresis && took <= hysteresis + ms(10),
+        "moved {took:?} after the loss (hysteresis {hysteresis:?})"
+    );
+    assert_eq!(lab.state(lab.p()).await, "stopped");
+    let st = lab.p().status().await;
+    assert!(st.groups[0].epoch > 0);
+    // The upstream returns: the group comes back once the hold is served, not before.
+    let restored = Instant::now();
+    lab.p().set_reach(2, 2);
+    tokio::time::sleep(hysteresis * 4 + ms(100)).await;
+    let back = lab.trace.last("p", 0, "start_end").expect("p took it back");
+    assert!(
+        back - restored >= hysteresis * 4,
+        "back {:?} after the restore, before the hold",
+        back - restored
+    );
+    assert_eq!(lab.state(lab.p()).await, "running");
+    assert_eq!(lab.state(lab.b()).await, "stopped");
+    lab.assert_exclusive_since(lab.t0);
+    lab.shutdown().await;
+}
+
+/// With auto_failback `off` a group moved for reachability stays where it went.
+#[tokio::test(start_paused = true)]
+async fn with_auto_failback_off_a_group_moved_for_reach_stays() {
+    let mut lab = Lab::boot(AutoFailback::Off).await;
+    let hysteresis = lab.cfg.ping_hysteresis;
+    lab.p().set_reach(1, 2);
+    lab.b().set_reach(2, 2);
+    lab.settle().await;
+    assert!(
+        lab.trace.last("b", 0, "start_end").is_some(),
+        "b took the group"
+    );
+    lab.p().set_reach(2, 2);
+    tokio::time::sleep(hysteresis * 20).await;
+    assert_eq!(lab.state(lab.b()).await, "running");
+    assert_eq!(lab.state(lab.p()).await, "stopped");
+    lab.assert_exclusive_since(lab.t0);
     lab.shutdown().await;
 }

@@ -14,22 +14,25 @@
 //!
 //! Everything else reaches the node as [`Mail`] through a channel whose sender rings the
 //! bell (an eventfd): control calls, finished group operations and the shutdown request,
-//! forwarded from the runtime by one small task.
+//! forwarded from the runtime by one small task ([`super::forward_mail`]).
+//!
+//! The loop itself is [`Node::run`], the same the simulation runs; here it is driven by
+//! [`run_ready`], since every wait blocks this thread instead of returning `Pending`.
 
+use std::future::Future;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::time::TimeSpec;
-use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::{Mail, Node, OpDone};
-use crate::control::server::ControlCall;
+use super::inputs::{InputSink, Inputs, Mail, MailSender};
 use crate::media::udp::{RECV_BUFFER, ReceiveSocket};
 
 /// Most answers read from one twin socket at a time (a flood of forged answers cannot keep
@@ -38,7 +41,7 @@ const ANSWERS_PER_READ: usize = 64;
 
 /// The wall clock as the kernel stamps received frames (since the Unix epoch).
 fn wall_clock() -> Duration {
-    SystemTime::now()
+    crate::clock::wall()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
 }
@@ -77,173 +80,138 @@ impl Bell {
     }
 }
 
-/// Forwards the runtime's inputs to the node thread, ringing the bell for each.
-async fn forward_mail(
-    mut control: mpsc::Receiver<ControlCall>,
-    mut op_rx: mpsc::UnboundedReceiver<OpDone>,
-    mut shutdown: watch::Receiver<bool>,
-    mail: std_mpsc::Sender<Mail>,
-    bell: Arc<Bell>,
-) {
-    let mut control_open = true;
-    let mut shutdown_open = true;
+/// Runs a future that never waits (the daemon's node loop over [`ThreadInputs`], whose
+/// waits block the thread in `ppoll` instead) to completion on the calling thread.
+pub fn run_ready<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
     loop {
-        let next = tokio::select! {
-            changed = shutdown.changed(), if shutdown_open => {
-                if changed.is_err() {
-                    shutdown_open = false;
-                    Some(Mail::Shutdown)
-                } else if *shutdown.borrow() {
-                    Some(Mail::Shutdown)
-                } else {
-                    None
-                }
-            }
-            Some(done) = op_rx.recv() => Some(Mail::OpDone(done)),
-            call = control.recv(), if control_open => match call {
-                Some(call) => Some(Mail::Call(call)),
-                None => {
-                    control_open = false;
-                    None
-                }
-            },
-            else => return,
-        };
-        if let Some(m) = next {
-            if mail.send(m).is_err() {
-                return;
-            }
-            bell.ring();
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
         }
+        // Not expected: every wait of ThreadInputs is ready at once. Never spin hot on it.
+        std::thread::yield_now();
     }
 }
 
-impl Node {
-    /// Runs the node on the calling thread until `shutdown` turns true: the daemon starts a
-    /// thread for it (see the module doc). The thread must have entered the runtime
-    /// (`Handle::enter`): group operations and slow control answers are spawned onto it.
-    /// Call [`Node::prepare`] first.
-    pub fn run_on_thread(
-        mut self,
-        receivers: Vec<ReceiveSocket>,
-        control: mpsc::Receiver<ControlCall>,
-        shutdown: watch::Receiver<bool>,
-        bell: Arc<Bell>,
-    ) {
-        let op_rx = self.op_rx.take().expect("run_on_thread is called once");
-        let (mail_tx, mail) = std_mpsc::channel();
-        let forwarder = tokio::spawn(forward_mail(
-            control,
-            op_rx,
-            shutdown,
-            mail_tx,
-            bell.clone(),
-        ));
-        let mut buf = vec![0u8; RECV_BUFFER];
-        let mut fds: Vec<PollFd> = std::iter::once(bell.0.as_fd())
+/// The node thread's mailbox: the sender rings `bell` with each piece of mail, so the thread
+/// wakes for it; the receiver goes to [`ThreadInputs::new`]. Made before the media, so a
+/// medium read by a thread of its own (a serial line) can mail its frames.
+pub fn mailbox(bell: &Arc<Bell>) -> (MailSender, std_mpsc::Receiver<Mail>) {
+    let (tx, mail) = std_mpsc::channel();
+    let ring = bell.clone();
+    let sender: MailSender = Arc::new(move |m: Mail| {
+        if tx.send(m).is_ok() {
+            ring.ring();
+        }
+    });
+    (sender, mail)
+}
+
+/// The daemon's inputs: the UDP receive sockets and the bell, waited on in one `ppoll` on
+/// the node's own thread; mail (control calls, finished operations, frames of media read
+/// by threads of their own, the stop request) arrives through a channel whose sender rings
+/// the bell.
+pub struct ThreadInputs<'a> {
+    receivers: &'a [ReceiveSocket],
+    fds: Vec<PollFd<'a>>,
+    bell: Arc<Bell>,
+    mail: std_mpsc::Receiver<Mail>,
+    buf: Vec<u8>,
+    wait_errors: u64,
+    answers_read_at: Instant,
+}
+
+impl<'a> ThreadInputs<'a> {
+    /// Inputs over `receivers`, `bell` and the mailbox's receiving end (see [`mailbox`]).
+    pub fn new(
+        receivers: &'a [ReceiveSocket],
+        bell: &'a Arc<Bell>,
+        mail: std_mpsc::Receiver<Mail>,
+    ) -> ThreadInputs<'a> {
+        let fds = std::iter::once(bell.0.as_fd())
             .chain(receivers.iter().map(ReceiveSocket::fd))
             .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
             .collect();
-        let mut stop_deadline = None;
-        let mut wait_errors = 0u64;
-        let mut answers_read_at = Instant::now();
-        loop {
-            let mut now = Instant::now();
-            // A liveness deadline is decided on everything received, answers included.
-            if self.liveness.next_deadline().is_some_and(|d| d <= now) {
-                answers_read_at = self.read_answers(&receivers, &mut buf, answers_read_at);
-                now = Instant::now();
-            }
-            let Some(wake) = self.turn(now, stop_deadline) else {
-                break;
-            };
-            // From after the turn (its sends take time), so the wait ends at `wake`.
-            let timeout = TimeSpec::from(wake.saturating_duration_since(Instant::now()));
-            match ppoll(&mut fds, Some(timeout), None) {
-                Ok(0) | Err(Errno::EINTR) => continue,
-                Ok(_) => {}
-                Err(e) => {
-                    // Not expected with valid descriptors; never spin on it.
-                    wait_errors += 1;
-                    if wait_errors.is_power_of_two() {
-                        tracing::error!(error = %e, count = wait_errors, "waiting for heartbeats failed");
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                    continue;
-                }
-            }
-            if fds[1..].iter().any(|fd| fd.any() == Some(true)) {
-                // Answers first: they are older than what woke us.
-                answers_read_at = self.read_answers(&receivers, &mut buf, answers_read_at);
-            }
-            for (i, socket) in receivers.iter().enumerate() {
-                if fds[i + 1].any() == Some(true) {
-                    self.read_frame(socket, &mut buf);
-                }
-            }
-            if fds[0].any() == Some(true) {
-                bell.drain();
-                while let Ok(m) = mail.try_recv() {
-                    self.on_mail(Instant::now(), m, &mut stop_deadline);
-                }
-            }
+        ThreadInputs {
+            receivers,
+            fds,
+            bell: bell.clone(),
+            mail,
+            buf: vec![0u8; RECV_BUFFER],
+            wait_errors: 0,
+            answers_read_at: crate::clock::now(),
         }
-        forwarder.abort();
-        if let Some(writer) = self.generation_writer.take() {
-            writer.close_blocking();
-        }
-        tracing::info!(node = %self.identity.name, "node stopped");
     }
 
     /// Reads and applies every answer queued on the receivers' twins, each at the instant
-    /// the kernel received it (no earlier than `since`, the previous read). Returns when
-    /// this read started, the next one's `since`.
-    fn read_answers(
-        &mut self,
-        receivers: &[ReceiveSocket],
-        buf: &mut [u8],
-        since: Instant,
-    ) -> Instant {
-        let started = Instant::now();
-        for socket in receivers {
+    /// the kernel received it (no earlier than the previous read).
+    fn read_answers<S: InputSink>(&mut self, node: &mut S) {
+        let started = crate::clock::now();
+        let since = self.answers_read_at;
+        for socket in self.receivers {
             for _ in 0..ANSWERS_PER_READ {
-                match socket.try_recv_answer(buf) {
+                match socket.try_recv_answer(&mut self.buf) {
                     Ok(Some((inbound, stamp))) => {
-                        let at = arrival(Instant::now(), wall_clock(), stamp, since);
-                        self.on_frame(at, inbound);
+                        let at = arrival(crate::clock::now(), wall_clock(), stamp, since);
+                        node.on_frame(at, inbound);
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        self.receive_failed(&e);
+                        node.receive_failed(&e);
                         break;
                     }
                 }
             }
         }
-        started
+        self.answers_read_at = started;
+    }
+}
+
+impl Inputs for ThreadInputs<'_> {
+    fn read_waiting<S: InputSink>(&mut self, node: &mut S) {
+        self.read_answers(node);
     }
 
-    /// Reads and applies one frame of `socket`. One per wakeup: the wait that follows
-    /// returns at once while more are queued, and in the usual case of one frame the read
-    /// that would only have said "nothing more" is saved.
-    fn read_frame(&mut self, socket: &ReceiveSocket, buf: &mut [u8]) {
-        match socket.try_recv(buf) {
-            Ok(Some(inbound)) => self.on_frame(Instant::now(), inbound),
-            Ok(None) => {}
-            Err(e) => self.receive_failed(&e),
+    async fn wait<S: InputSink>(&mut self, node: &mut S, wake: Instant) -> bool {
+        // From after the turn (its sends take time), so the wait ends at `wake`.
+        let timeout = TimeSpec::from(wake.saturating_duration_since(crate::clock::now()));
+        match ppoll(&mut self.fds, Some(timeout), None) {
+            Ok(0) | Err(Errno::EINTR) => return true,
+            Ok(_) => {}
+            Err(e) => {
+                // Not expected with valid descriptors; never spin on it.
+                self.wait_errors += 1;
+                if self.wait_errors.is_power_of_two() {
+                    tracing::error!(error = %e, count = self.wait_errors, "waiting for heartbeats failed");
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                return true;
+            }
         }
-    }
-
-    /// A read that returned no frame: nothing queued (quiet), or an error, logged at a
-    /// limited rate (e.g. ECONNREFUSED after an ICMP error: nothing to read, try next time).
-    fn receive_failed(&mut self, e: &std::io::Error) {
-        use std::io::ErrorKind::{Interrupted, WouldBlock};
-        if matches!(e.kind(), WouldBlock | Interrupted) {
-            return;
+        if self.fds[1..].iter().any(|fd| fd.any() == Some(true)) {
+            // Answers first: they are older than what woke us.
+            self.read_answers(node);
         }
-        if let Some(suppressed) = self.drop_log.allow("receive", Instant::now()) {
-            tracing::warn!(error = %e, suppressed, "heartbeat receive failed");
+        for (i, socket) in self.receivers.iter().enumerate() {
+            if self.fds[i + 1].any() == Some(true) {
+                // One frame per wakeup: the next wait returns at once while more are
+                // queued, and in the usual case of one frame the read that would only have
+                // said "nothing more" is saved.
+                match socket.try_recv(&mut self.buf) {
+                    Ok(Some(inbound)) => node.on_frame(crate::clock::now(), inbound),
+                    Ok(None) => {}
+                    Err(e) => node.receive_failed(&e),
+                }
+            }
         }
+        if self.fds[0].any() == Some(true) {
+            self.bell.drain();
+            while let Ok(m) = self.mail.try_recv() {
+                node.on_mail(crate::clock::now(), m);
+            }
+        }
+        true
     }
 }
 
@@ -255,7 +223,7 @@ mod tests {
 
     #[test]
     fn an_answer_is_dated_by_its_kernel_stamp_within_the_read_window() {
-        let since = Instant::now();
+        let since = crate::clock::now();
         let now = since + 10 * MS;
         let wall = Duration::from_secs(1_700_000_000);
         // received 8 ms ago

@@ -11,23 +11,21 @@
 //!
 //! Layout: the validated types, then the two front doors (ldirectord text →
 //! [`Entry`] lists; YAML → the same lists), then one resolver ([`build`]) that applies
-//! ldirectord's defaults and rules to both. [`director_to_yaml`] writes a [`DirectorConfig`]
-//! back as YAML (`hactl convert`).
+//! ldirectord's defaults and rules to both. [`DirectorFileForm`] is the YAML form of a
+//! [`DirectorConfig`] that `hactl convert` writes.
 
-use crate::config::diag::edit_distance;
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write as _;
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_saphyr::Spanned;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::{FlowMap, Spanned};
 
-use crate::config::{
-    ConfigError, Diagnostic, Scalar, finish, format_duration, line_of, parse_duration, quote as q,
-    read_text,
-};
+use super::diag::{ConfigError, Diagnostic, edit_distance, finish};
+use super::source::{Scalar, line_of, parse_bool as parse_bool_word, read_text};
+use super::time::{format_duration, parse_duration};
 use crate::dataplane::model::{
     Family, Forwarding, Netmask, Persistence, RealServer, Scheduler, ServiceKey, VirtualService,
 };
@@ -53,9 +51,30 @@ pub const DEFAULT_CHECK_COMMAND: &str = "/bin/true";
 /// Most reals one `a->b` range may expand to: a typo in a range must not build a huge table.
 pub const MAX_RANGE: u32 = 1024;
 
+/// Where something was written (a file, a line), kept after validation so later checks
+/// (the dataplane's, [`crate::director::support`]) can still name `file:line`. It is not
+/// part of what a configuration says: it compares equal to any other, so a configuration
+/// reloaded from an edited file equals the old one wherever nothing but positions moved.
+#[derive(Debug, Clone, Eq)]
+pub struct Origin<T>(pub Option<T>);
+
+impl<T> Default for Origin<T> {
+    fn default() -> Self {
+        Origin(None)
+    }
+}
+
+impl<T> PartialEq for Origin<T> {
+    fn eq(&self, _: &Origin<T>) -> bool {
+        true
+    }
+}
+
 /// Every virtual service one director manages, with the settings that are not per service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectorConfig {
+    /// The file it was read from (ldirectord.cf, or the YAML file of a `director:` section).
+    pub file: Origin<PathBuf>,
     /// Reload when the configuration file changes on disk (`autoreload`, default no).
     pub autoreload: bool,
     /// Program run with the file name after the file changed (`callback`).
@@ -76,6 +95,7 @@ impl Default for DirectorConfig {
     /// ldirectord's global defaults with no virtual service.
     fn default() -> Self {
         DirectorConfig {
+            file: Origin::default(),
             autoreload: false,
             callback: None,
             maintenance_dir: None,
@@ -113,6 +133,8 @@ impl Protocol {
 pub struct VirtualConfig {
     /// Kernel identity (protocol + VIP:port, or fwmark and family).
     pub key: ServiceKey,
+    /// The line of its `virtual =` (or YAML entry).
+    pub line: Origin<usize>,
     /// Declared protocol (redundant with `key` except that it says `fwm` for marks).
     pub protocol: Protocol,
     /// Scheduler (`scheduler`, default wrr).
@@ -126,7 +148,7 @@ pub struct VirtualConfig {
     /// Program run with `start|stop vip:port proto` when the last real goes down / one returns.
     pub fallback_command: Option<String>,
     /// How reals are checked.
-    pub check: CheckSpec,
+    pub check: CheckConfig,
     /// Failed reals stay at weight 0 instead of being deleted (`quiescent`, default yes).
     pub quiescent: bool,
     /// Remove this service from IPVS when hbd stops (`cleanstop`, default yes).
@@ -151,14 +173,6 @@ impl VirtualConfig {
         vs
     }
 
-    /// How down reals and the fallback are handled (`quiescent`, `fallback` at weight 1).
-    pub fn policy(&self) -> crate::director::health::ServicePolicy {
-        crate::director::health::ServicePolicy {
-            quiescent: self.quiescent,
-            fallback: self.fallback.as_ref().map(|f| f.to_real_server(1)),
-        }
-    }
-
     /// Port the service listens on (0 for a fwmark service).
     pub fn port(&self) -> u16 {
         match self.key {
@@ -173,6 +187,8 @@ impl VirtualConfig {
 pub struct RealConfig {
     /// Address and port (the virtual's port unless masq, like ldirectord).
     pub addr: SocketAddr,
+    /// The line of its `real =` (or `fallback =`).
+    pub line: Origin<usize>,
     /// Forwarding method.
     pub forwarding: Forwarding,
     /// Configured weight (0 = never scheduled, still checked).
@@ -209,10 +225,124 @@ pub enum Service {
     Http,
     /// The same over TLS (certificate not verified, like ldirectord).
     Https,
-    /// An ldirectord service hbd cannot negotiate yet (ftp, dns, mysql, …): refused when a
-    /// negotiate check would run, accepted otherwise.
+    /// A service hbd negotiates with its own client ([`crate::director::services`]).
+    Negotiated(NegotiatedService),
+    /// An ldirectord service hbd cannot negotiate (nntp, oracle, the TLS variants, …):
+    /// refused at check-config when a negotiate check would run, accepted otherwise.
     Unsupported(String),
 }
+
+/// The services beyond HTTP that hbd negotiates as ldirectord does (features §3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NegotiatedService {
+    /// A DNS query for `request`; an A address or PTR name must match `receive`.
+    Dns,
+    /// FTP login, then `RETR request` whose content must match `receive`.
+    Ftp,
+    /// IMAP greeting, and `LOGIN` when `login` is set.
+    Imap,
+    /// LDAP bind, then a base-scope search of `request` whose DN must match `receive`.
+    Ldap,
+    /// MySQL/MariaDB login, then the query `request` must return a row.
+    Mysql,
+    /// PostgreSQL login, then the query `request` must return a row.
+    Pgsql,
+    /// POP3 greeting, and `USER`/`PASS` when `login` is set.
+    Pop,
+    /// RADIUS Access-Request for `login`/`passwd` with `secret`: up on Access-Accept.
+    Radius,
+    /// `request` sent, the connection half-closed, a line of the answer must match `receive`.
+    Simpletcp,
+    /// SIP `OPTIONS` for `login`: up on `SIP/2.0 200`.
+    Sip,
+    /// SMTP greeting and EHLO (HELO if refused).
+    Smtp,
+    /// The SMTP check on the submission port.
+    Submission,
+}
+
+impl NegotiatedService {
+    /// ldirectord's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            NegotiatedService::Dns => "dns",
+            NegotiatedService::Ftp => "ftp",
+            NegotiatedService::Imap => "imap",
+            NegotiatedService::Ldap => "ldap",
+            NegotiatedService::Mysql => "mysql",
+            NegotiatedService::Pgsql => "pgsql",
+            NegotiatedService::Pop => "pop",
+            NegotiatedService::Radius => "radius",
+            NegotiatedService::Simpletcp => "simpletcp",
+            NegotiatedService::Sip => "sip",
+            NegotiatedService::Smtp => "smtp",
+            NegotiatedService::Submission => "submission",
+        }
+    }
+
+    /// Every negotiated service.
+    pub const ALL: [NegotiatedService; 12] = [
+        NegotiatedService::Dns,
+        NegotiatedService::Ftp,
+        NegotiatedService::Imap,
+        NegotiatedService::Ldap,
+        NegotiatedService::Mysql,
+        NegotiatedService::Pgsql,
+        NegotiatedService::Pop,
+        NegotiatedService::Radius,
+        NegotiatedService::Simpletcp,
+        NegotiatedService::Sip,
+        NegotiatedService::Smtp,
+        NegotiatedService::Submission,
+    ];
+
+    /// Which of `login`, `passwd`, `database`, `secret` the check uses (ldirectord's manual).
+    pub fn uses(self, credential: &str) -> bool {
+        use NegotiatedService as N;
+        match credential {
+            "login" | "passwd" => {
+                matches!(
+                    self,
+                    N::Ftp | N::Imap | N::Ldap | N::Mysql | N::Pgsql | N::Pop | N::Radius | N::Sip
+                ) && !(credential == "passwd" && self == N::Sip)
+            }
+            "database" => matches!(self, N::Mysql | N::Pgsql),
+            "secret" => self == N::Radius,
+            _ => false,
+        }
+    }
+}
+
+/// `login`, `passwd`, `database` and `secret` of a virtual service, as written (ldirectord's
+/// per-service defaults are applied when the check is built, [`crate::director::runtime`]).
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Credentials {
+    /// `login`: user name (SIP: the OPTIONS address).
+    pub login: Option<String>,
+    /// `passwd`.
+    pub passwd: Option<String>,
+    /// `database` (MySQL, PostgreSQL).
+    pub database: Option<String>,
+    /// `secret` (RADIUS shared secret).
+    pub secret: Option<String>,
+}
+
+impl fmt::Debug for Credentials {
+    /// Never prints the password or the secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("login", &self.login)
+            .field("passwd", &self.passwd.as_ref().map(|_| "<redacted>"))
+            .field("database", &self.database)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A `service =` name ldirectord does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not an ldirectord service; use one of: {list}", list = LDIRECTORD_SERVICES.join(", "))]
+pub struct UnknownService(pub String);
 
 /// Every `service` ldirectord knows (features §3.3).
 pub const LDIRECTORD_SERVICES: [&str; 21] = [
@@ -246,22 +376,27 @@ impl Service {
             Service::None => "none",
             Service::Http => "http",
             Service::Https => "https",
+            Service::Negotiated(n) => n.name(),
             Service::Unsupported(n) => n,
         }
     }
 
     /// Parses an ldirectord service name (case-insensitive).
-    pub fn parse(name: &str) -> Result<Service, String> {
+    pub fn parse(name: &str) -> Result<Service, UnknownService> {
         let n = name.to_ascii_lowercase();
         match n.as_str() {
             "none" => Ok(Service::None),
             "http" => Ok(Service::Http),
             "https" => Ok(Service::Https),
-            other if LDIRECTORD_SERVICES.contains(&other) => Ok(Service::Unsupported(n)),
-            _ => Err(format!(
-                "'{name}' is not an ldirectord service; use one of: {}",
-                LDIRECTORD_SERVICES.join(", ")
-            )),
+            other => {
+                if let Some(s) = NegotiatedService::ALL.iter().find(|s| s.name() == other) {
+                    Ok(Service::Negotiated(*s))
+                } else if LDIRECTORD_SERVICES.contains(&other) {
+                    Ok(Service::Unsupported(n))
+                } else {
+                    Err(UnknownService(name.to_string()))
+                }
+            }
         }
     }
 
@@ -289,7 +424,7 @@ impl Service {
             5060 => "sip",
             _ => return Service::None,
         };
-        Service::Unsupported(name.to_string())
+        Service::parse(name).unwrap_or(Service::None)
     }
 
     /// Whether hbd can run a negotiate check for it.
@@ -300,13 +435,13 @@ impl Service {
 
 /// How reals are checked (`checktype =`, features §3.3).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum CheckKind {
+pub enum CheckType {
     /// TCP connect (UDP services: ping).
     Connect,
-    /// The protocol conversation of [`CheckSpec::service`].
+    /// The protocol conversation of [`CheckConfig::service`].
     Negotiate,
-    /// `checktype = N`: N connect checks, then one negotiate, repeated (ldirectord). hbd
-    /// does not act on N yet: it negotiates on every check, with a warning.
+    /// `checktype = N`: one negotiate, then N connect checks, repeated (ldirectord
+    /// `combined`); a failed connect makes the next check negotiate.
     Combined(u32),
     /// A program called with `vip vport rip rport`; exit 0 = up (also `external-perl`).
     External {
@@ -321,16 +456,102 @@ pub enum CheckKind {
     Off,
 }
 
-/// HTTP method of http/https checks (`httpmethod`): the checks' own type, one enum for both.
-pub use super::checks::HttpMethod;
-/// A `receive` pattern (`receive =`): the checks' own type, compiled once when read.
-pub use super::checks::Receive;
+/// HTTP method of an HTTP check (ldirectord `httpmethod`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HttpMethod {
+    /// `GET` (ldirectord default): status and body are checked.
+    #[default]
+    Get,
+    /// `HEAD`: no body; `receive` is matched against the response header lines.
+    Head,
+}
+
+impl HttpMethod {
+    /// ldirectord's word.
+    pub fn name(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Head => "HEAD",
+        }
+    }
+}
+
+/// Largest compiled `receive` regex, so a hostile pattern cannot exhaust memory.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// A `receive` pattern, compiled once; it displays, compares and hashes as written.
+/// Matched anywhere in the answer, like ldirectord's `=~ /$receive/`.
+///
+/// Clones share one `Regex` behind an `Arc`: cloning a `regex::Regex` shares the program but
+/// makes a new match-cache pool (kilobytes, more once used), and every real's check spec and
+/// scheduler keys hold such clones: about 100 MB of the checker's RSS at 20,000 reals
+/// (docs/benchmarks.md, "HTTP checks at 20,000 real servers").
+#[derive(Debug, Clone)]
+pub struct Receive {
+    regex: std::sync::Arc<regex::Regex>,
+}
+
+/// A `receive` pattern the `regex` crate cannot compile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{pattern:?} is not a regular expression hbd can use ({why}); Perl-only syntax (look-around, back-references) is not supported"
+)]
+pub struct ReceiveError {
+    /// The pattern as written.
+    pub pattern: String,
+    /// The regex compiler's reason (its last line).
+    pub why: String,
+}
+
+impl Receive {
+    /// Compiles `pattern`; the error says why (Perl look-around and back-references are not
+    /// supported by the `regex` crate).
+    pub fn new(pattern: &str) -> Result<Receive, ReceiveError> {
+        regex::RegexBuilder::new(pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map(|regex| Receive {
+                regex: std::sync::Arc::new(regex),
+            })
+            .map_err(|e| {
+                let e = e.to_string();
+                ReceiveError {
+                    pattern: pattern.to_string(),
+                    why: e.lines().last().unwrap_or("").trim().to_string(),
+                }
+            })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        self.regex.as_str()
+    }
+
+    /// Does the answer contain a match?
+    pub fn is_match(&self, answer: &str) -> bool {
+        self.regex.is_match(answer)
+    }
+}
+
+impl PartialEq for Receive {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Receive {}
+
+impl std::hash::Hash for Receive {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h);
+    }
+}
 
 /// Everything a checker needs to decide whether a real of one virtual is up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckSpec {
+pub struct CheckConfig {
     /// Check type.
-    pub kind: CheckKind,
+    pub kind: CheckType,
     /// Negotiate protocol (explicit, or derived from the port).
     pub service: Service,
     /// Negotiate request (URI for http/https); reals may override.
@@ -357,20 +578,22 @@ pub struct CheckSpec {
     pub rise: u32,
     /// Exact HTTP status required (hbd `statuscode`); `None` = any 2xx, like ldirectord.
     pub status_code: Option<u16>,
+    /// `login`, `passwd`, `database`, `secret` of the negotiated services.
+    pub credentials: Credentials,
 }
 
-impl CheckSpec {
+impl CheckConfig {
     /// The timeout of one check of this kind (negotiate timeout for negotiate steps).
     pub fn timeout(&self) -> Duration {
         match self.kind {
-            CheckKind::Negotiate | CheckKind::Combined(_) => self.negotiate_timeout,
+            CheckType::Negotiate | CheckType::Combined(_) => self.negotiate_timeout,
             _ => self.check_timeout,
         }
     }
 
     /// Whether a negotiate conversation runs for this check.
     pub fn negotiates(&self) -> bool {
-        matches!(self.kind, CheckKind::Negotiate | CheckKind::Combined(_))
+        matches!(self.kind, CheckType::Negotiate | CheckType::Combined(_))
     }
 }
 
@@ -891,6 +1114,8 @@ struct Settings {
     statuscode: Option<u16>,
     servicename: Option<String>,
     comment: Option<String>,
+    /// `login`, `passwd`, `database`, `secret` with the line of each (warned where unused).
+    credentials: Vec<(&'static str, String, Option<usize>)>,
 }
 
 /// Directives that belong to the whole file only.
@@ -961,7 +1186,7 @@ const REPEATABLE: [&str; 3] = ["real", "real6", "execute"];
 
 /// ldirectord's yes/no: heartbeat's booleans, with the message the directive errors use.
 fn parse_bool(v: &str) -> Result<bool, String> {
-    crate::config::parse_bool(v).ok_or_else(|| format!("'{v}' is not yes or no"))
+    parse_bool_word(v).ok_or_else(|| format!("'{v}' is not yes or no"))
 }
 
 fn parse_count(v: &str, what: &str) -> Result<u32, String> {
@@ -977,7 +1202,7 @@ fn parse_secs(v: &str, what: &str) -> Result<Duration, String> {
     match parse_duration(v) {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err(format!("{what} must be more than 0")),
-        Err(e) => Err(e),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -1169,11 +1394,21 @@ fn apply(
                 Err(m) => diags.push(err(format!("{key}: {m}"))),
             }
         }
-        "service" => set(Service::parse(&v).map(|x| s.service = Some(x)), diags),
+        "service" => set(
+            Service::parse(&v)
+                .map(|x| s.service = Some(x))
+                .map_err(|e| e.to_string()),
+            diags,
+        ),
         "request" => s.request = opt(&v),
         "receive" => match v.as_str() {
             "" => s.receive = None,
-            p => set(Receive::new(p).map(|r| s.receive = Some(r)), diags),
+            p => set(
+                Receive::new(p)
+                    .map(|r| s.receive = Some(r))
+                    .map_err(|e| e.to_string()),
+                diags,
+            ),
         },
         "httpmethod" => match v.to_ascii_uppercase().as_str() {
             "GET" => s.httpmethod = Some(HttpMethod::Get),
@@ -1187,13 +1422,7 @@ fn apply(
                     "checktype external-perl is run as external: hbd executes the checkcommand script instead of loading it as Perl; the result is the same".into(),
                 ));
             }
-            let parsed = parse_checktype(&v);
-            if let Ok(CheckWord::Combined(n)) = &parsed {
-                diags.push(warn(format!(
-                    "checktype = {n} is not acted on yet: it is run as negotiate, every check negotiates (no connect-only checks in between)"
-                )));
-            }
-            set(parsed.map(|c| s.checktype = Some(c)), diags)
+            set(parse_checktype(&v).map(|c| s.checktype = Some(c)), diags)
         }
         "checkport" => match v.parse::<u16>() {
             Ok(p) if p > 0 => s.checkport = Some(p),
@@ -1205,8 +1434,14 @@ fn apply(
                 .map(|x| s.scheduler = Some(x))
                 .map_err(|_| {
                     let known: Vec<&str> = Scheduler::ALL.iter().map(|x| x.name()).collect();
+                    // `sip` is often taken for one: it is `ipvsadm --pe sip`, another option.
+                    let what = if v == "sip" {
+                        ": it is IPVS's SIP persistence engine (ipvsadm --pe sip, Call-ID persistence), which hbd does not program"
+                    } else {
+                        ""
+                    };
                     format!(
-                        "'{v}' is not a scheduler hbd supports; use one of: {}",
+                        "'{v}' is not a scheduler hbd supports{what}; use one of: {}",
                         known.join(", ")
                     )
                 }),
@@ -1223,9 +1458,16 @@ fn apply(
             "fwm" => s.protocol = Some(Protocol::Fwm),
             _ => diags.push(err(format!("protocol '{v}' is unknown; use tcp, udp or fwm"))),
         },
-        "login" | "passwd" | "database" | "secret" => diags.push(warn(format!(
-            "{key} is ignored: hbd negotiates only http, https and none, which take no credentials"
-        ))),
+        "login" | "passwd" | "database" | "secret" => {
+            let k = match key {
+                "login" => "login",
+                "passwd" => "passwd",
+                "database" => "database",
+                _ => "secret",
+            };
+            s.credentials.retain(|(c, _, _)| *c != k);
+            s.credentials.push((k, v.clone(), e.line));
+        }
         "monitorfile" => diags.push(warn(
             "monitorfile is ignored: check results go to hbd's log and `hactl status`".into(),
         )),
@@ -1250,7 +1492,7 @@ fn apply(
 }
 
 /// A virtual service in prose: `192.0.2.10:80 (tcp)`, `fwmark 7 (IPv6)`.
-fn describe(key: &ServiceKey) -> String {
+pub(crate) fn describe(key: &ServiceKey) -> String {
     match key {
         ServiceKey::Tcp(a) => format!("{a} (tcp)"),
         ServiceKey::Udp(a) => format!("{a} (udp)"),
@@ -1314,7 +1556,10 @@ pub(crate) fn build(
     names: &ServiceNames,
     diags: &mut Vec<Diagnostic>,
 ) -> DirectorConfig {
-    let mut g = DirectorConfig::default();
+    let mut g = DirectorConfig {
+        file: Origin(Some(file.to_path_buf())),
+        ..DirectorConfig::default()
+    };
     let mut gs = Settings::default();
     let mut seen = BTreeSet::new();
     for e in globals {
@@ -1390,6 +1635,7 @@ fn resolve_real(
     };
     RealConfig {
         addr: SocketAddr::new(addr, port),
+        line: Origin(line),
         forwarding,
         weight: spec.weight.unwrap_or(DEFAULT_WEIGHT),
         request: spec.request.clone().filter(|r| !r.is_empty()),
@@ -1589,12 +1835,12 @@ fn resolve(
         });
     let word = s.checktype.unwrap_or(CheckWord::Negotiate);
     let kind = match word {
-        CheckWord::Connect => CheckKind::Connect,
-        CheckWord::Negotiate => CheckKind::Negotiate,
-        CheckWord::Combined(n) => CheckKind::Combined(n),
-        CheckWord::Ping => CheckKind::Ping,
-        CheckWord::On => CheckKind::On,
-        CheckWord::Off => CheckKind::Off,
+        CheckWord::Connect => CheckType::Connect,
+        CheckWord::Negotiate => CheckType::Negotiate,
+        CheckWord::Combined(n) => CheckType::Combined(n),
+        CheckWord::Ping => CheckType::Ping,
+        CheckWord::On => CheckType::On,
+        CheckWord::Off => CheckType::Off,
         CheckWord::External => {
             let command = match &s.checkcommand {
                 Some((c, _)) if !c.is_empty() => c.clone(),
@@ -1605,7 +1851,7 @@ fn resolve(
                     DEFAULT_CHECK_COMMAND.to_string()
                 }
             };
-            CheckKind::External { command }
+            CheckType::External { command }
         }
     };
     if word != CheckWord::External
@@ -1621,7 +1867,7 @@ fn resolve(
         && check_port.is_none()
         && matches!(
             kind,
-            CheckKind::Connect | CheckKind::Negotiate | CheckKind::Combined(_)
+            CheckType::Connect | CheckType::Negotiate | CheckType::Combined(_)
         )
         && let Some(r) = reals.iter().find(|r| r.addr.port() == 0)
     {
@@ -1633,7 +1879,7 @@ fn resolve(
     }
     let ct = s.checktimeout.or(gs.checktimeout);
     let nt = s.negotiatetimeout.or(gs.negotiatetimeout);
-    let check = CheckSpec {
+    let check = CheckConfig {
         kind,
         service,
         request: s.request.clone(),
@@ -1657,23 +1903,40 @@ fn resolve(
             .unwrap_or(DEFAULT_FAILURE_COUNT),
         rise: s.risecount.or(gs.risecount).unwrap_or(DEFAULT_RISE_COUNT),
         status_code: s.statuscode,
+        credentials: credentials_of(s),
     };
+    // A HEAD answer has no body, so a `receive` string can never match (ldirectord's
+    // check_http has the same trap): say so rather than let every real stay down.
+    if check.negotiates()
+        && matches!(check.service, Service::Http | Service::Https)
+        && check.http_method == HttpMethod::Head
+        && (check.receive.is_some() || reals.iter().any(|r| r.receive.is_some()))
+    {
+        diags.push(warn(format!(
+            "virtual service {}: httpmethod = HEAD with receive can never pass (a HEAD answer has no body to match); use httpmethod = GET, or remove receive",
+            describe(&key)
+        )));
+    }
     if check.negotiates() && !check.service.is_supported() {
         let how = if s.service.is_some() {
             "service"
         } else {
             "port-derived service"
         };
+        let known: Vec<&str> = NegotiatedService::ALL.iter().map(|n| n.name()).collect();
         diags.push(err(format!(
-            "virtual service {}: negotiate checks for {how} '{}' are unsupported by hbd (it negotiates http, https and none); use checktype = connect, or checktype = external with a script",
+            "virtual service {}: negotiate checks for {how} '{}' are not supported by hbd (it negotiates http, https, none, {}); use checktype = connect, or checktype = external with a script",
             describe(&key),
-            check.service.name()
+            check.service.name(),
+            known.join(", ")
         )));
         ok = false;
     }
+    ok &= check_negotiated(&check, s, &reals, &key, file, line, diags);
 
     ok.then(|| VirtualConfig {
         key,
+        line: Origin(line),
         protocol,
         scheduler: s.scheduler.unwrap_or(Scheduler::Wrr),
         persistence,
@@ -1689,6 +1952,109 @@ fn resolve(
         service_name: s.servicename.clone(),
         comment: s.comment.clone(),
     })
+}
+
+/// The credentials written in one virtual block (the last of each directive wins).
+fn credentials_of(s: &Settings) -> Credentials {
+    let get = |k: &str| {
+        s.credentials
+            .iter()
+            .find(|(c, _, _)| *c == k)
+            .map(|(_, v, _)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
+    Credentials {
+        login: get("login"),
+        passwd: get("passwd"),
+        database: get("database"),
+        secret: get("secret"),
+    }
+}
+
+/// What a negotiated service needs that ldirectord would only find out at check time (a
+/// check that can never pass), refused here; credentials a service does not use are warned
+/// at their own line. Returns false when the virtual is refused.
+fn check_negotiated(
+    check: &CheckConfig,
+    s: &Settings,
+    reals: &[RealConfig],
+    key: &ServiceKey,
+    file: &Path,
+    line: Option<usize>,
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    use NegotiatedService as N;
+    let negotiated = match (&check.service, check.negotiates()) {
+        (Service::Negotiated(n), true) => Some(*n),
+        _ => None,
+    };
+    for (k, _, l) in &s.credentials {
+        if !negotiated.is_some_and(|n| n.uses(k)) {
+            let what = match negotiated {
+                Some(n) => format!("service {} does not use it", n.name()),
+                None => format!(
+                    "only negotiate checks of ftp, imap, ldap, mysql, pgsql, pop, radius and sip use it (this one: checktype {}, service {})",
+                    checktype_word(&check.kind),
+                    check.service.name()
+                ),
+            };
+            diags.push(Diagnostic::warning(
+                file,
+                *l,
+                format!("{k} is ignored: {what}"),
+            ));
+        }
+    }
+    let Some(n) = negotiated else {
+        return true;
+    };
+    let c = &check.credentials;
+    let every_real_has = |f: &dyn Fn(&RealConfig) -> bool| !reals.is_empty() && reals.iter().all(f);
+    let has_request = check.request.is_some() || every_real_has(&|r| r.request.is_some());
+    let has_receive = check.receive.is_some() || every_real_has(&|r| r.receive.is_some());
+    let missing: Option<&str> = match n {
+        N::Mysql | N::Pgsql if c.login.is_none() || !has_request => Some(
+            "needs login = \"USER\" and request = \"QUERY\" (a query that returns at least one row when the server may serve), as ldirectord requires",
+        ),
+        N::Radius if c.login.is_none() || c.secret.is_none() => Some(
+            "needs login = \"USER\", passwd = \"PASSWORD\" and secret = \"SECRET\" (the check passes on Access-Accept)",
+        ),
+        N::Dns if !has_request || !has_receive => Some(
+            "needs request = \"NAME\" (the name or address to look up) and receive = \"REGEX\" (matched against the A address or PTR name); without them it can never pass",
+        ),
+        N::Simpletcp if !has_request || !has_receive => Some(
+            "needs request = \"TEXT\" (\\n for a newline) and receive = \"REGEX\" (matched against each answer line)",
+        ),
+        _ => None,
+    };
+    match missing {
+        Some(m) => {
+            diags.push(Diagnostic::error(
+                file,
+                line,
+                format!(
+                    "virtual service {}: service {} {m}",
+                    describe(key),
+                    n.name()
+                ),
+            ));
+            false
+        }
+        None => true,
+    }
+}
+
+/// The `checktype` word of a check type, as ldirectord writes it.
+fn checktype_word(kind: &CheckType) -> String {
+    match kind {
+        CheckType::Connect => "connect".into(),
+        CheckType::Negotiate => "negotiate".into(),
+        CheckType::Combined(n) => n.to_string(),
+        CheckType::External { .. } => "external".into(),
+        CheckType::Ping => "ping".into(),
+        CheckType::On => "on".into(),
+        CheckType::Off => "off".into(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1755,6 +2121,10 @@ struct RawVirtual {
     cleanstop: Option<Spanned<Scalar>>,
     servicename: Option<Spanned<Scalar>>,
     comment: Option<Spanned<Scalar>>,
+    login: Option<Spanned<Scalar>>,
+    passwd: Option<Spanned<Scalar>>,
+    database: Option<Spanned<Scalar>>,
+    secret: Option<Spanned<Scalar>>,
 }
 
 /// A real server (or fallback) in YAML.
@@ -1909,6 +2279,10 @@ pub(crate) fn from_yaml(
             ("cleanstop", &rv.cleanstop),
             ("servicename", &rv.servicename),
             ("comment", &rv.comment),
+            ("login", &rv.login),
+            ("passwd", &rv.passwd),
+            ("database", &rv.database),
+            ("secret", &rv.secret),
         ] {
             text_entry(k, x, &mut entries);
         }
@@ -1942,128 +2316,197 @@ pub(crate) fn from_yaml(
     )))
 }
 
-fn secs(d: Duration) -> String {
-    q(&format_duration(d))
+/// The YAML `director:` section for writing (`hactl convert`): the keys [`RawDirector`]
+/// reads, every value explicit, so loading it back gives an equal [`DirectorConfig`].
+#[derive(Serialize)]
+pub(crate) struct DirectorFileForm<'a> {
+    autoreload: bool,
+    /// Written only when not the default: the directive is parsed but warned about.
+    #[serde(skip_serializing_if = "is_true")]
+    readdquiescent: bool,
+    #[serde(skip_serializing_if = "is_true")]
+    httpkeepalive: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callback: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maintenancedir: Option<&'a Path>,
+    virtual_services: Vec<VirtualFileForm<'a>>,
 }
 
-fn real_yaml(r: &RealConfig, with_weight: bool) -> String {
-    let mut o = format!(
-        "{{ address: {}, forwarding: {}",
-        q(&r.addr.to_string()),
-        r.forwarding.name()
-    );
-    if with_weight {
-        let _ = write!(o, ", weight: {}", r.weight);
-    }
-    if let (Some(req), Some(rec)) = (&r.request, &r.receive) {
-        let _ = write!(o, ", request: {}, receive: {}", q(req), q(rec.as_str()));
-    }
-    if r.lower_threshold > 0 {
-        let _ = write!(o, ", lower_threshold: {}", r.lower_threshold);
-    }
-    if r.upper_threshold > 0 {
-        let _ = write!(o, ", upper_threshold: {}", r.upper_threshold);
-    }
-    o.push_str(" }");
-    o
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
-/// Writes `d` as the YAML `director:` section (every value explicit, at `indent` spaces);
-/// loading it back gives an equal [`DirectorConfig`].
-pub fn director_to_yaml(d: &DirectorConfig, indent: usize) -> String {
-    let p = " ".repeat(indent);
-    let mut o = String::new();
-    let yn = |b: bool| if b { "yes" } else { "no" };
-    let _ = writeln!(o, "{p}autoreload: {}", yn(d.autoreload));
-    // Written only when not the default: the directive is parsed but warned about.
-    if !d.readd_quiescent {
-        let _ = writeln!(o, "{p}readdquiescent: no");
+/// One virtual service; keys are ldirectord's directive names, as [`RawVirtual`] reads them.
+#[derive(Serialize)]
+struct VirtualFileForm<'a> {
+    #[serde(rename = "virtual", skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    virtual6: Option<String>,
+    protocol: &'static str,
+    scheduler: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    persistent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netmask: Option<u8>,
+    reals: Vec<FlowMap<RealFileForm<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fallback: Option<FlowMap<RealFileForm<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fallbackcommand: Option<&'a str>,
+    checktype: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkcommand: Option<&'a str>,
+    service: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receive: Option<&'a str>,
+    httpmethod: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    virtualhost: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkport: Option<u16>,
+    checkinterval: String,
+    checktimeout: String,
+    negotiatetimeout: String,
+    checkcount: u32,
+    failurecount: u32,
+    risecount: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    statuscode: Option<u16>,
+    quiescent: bool,
+    cleanstop: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    servicename: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    login: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    passwd: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<&'a str>,
+}
+
+/// A real server (or fallback), as [`RawReal`] reads it.
+#[derive(Serialize)]
+struct RealFileForm<'a> {
+    address: String,
+    forwarding: &'static str,
+    /// A fallback always runs at weight 1, so it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weight: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receive: Option<&'a str>,
+    #[serde(skip_serializing_if = "is_zero")]
+    lower_threshold: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    upper_threshold: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl<'a> DirectorFileForm<'a> {
+    /// The file form of `d`.
+    pub(crate) fn of(d: &'a DirectorConfig) -> DirectorFileForm<'a> {
+        DirectorFileForm {
+            autoreload: d.autoreload,
+            readdquiescent: d.readd_quiescent,
+            httpkeepalive: d.http_keepalive,
+            callback: d.callback.as_deref(),
+            maintenancedir: d.maintenance_dir.as_deref(),
+            virtual_services: d.virtuals.iter().map(VirtualFileForm::of).collect(),
+        }
     }
-    if !d.http_keepalive {
-        let _ = writeln!(o, "{p}httpkeepalive: no");
-    }
-    if let Some(c) = &d.callback {
-        let _ = writeln!(o, "{p}callback: {}", q(c));
-    }
-    if let Some(m) = &d.maintenance_dir {
-        let _ = writeln!(o, "{p}maintenancedir: {}", q(&m.to_string_lossy()));
-    }
-    let _ = writeln!(o, "{p}virtual_services:");
-    for v in &d.virtuals {
-        let (vkey, virt) = match v.key {
-            ServiceKey::Tcp(a) | ServiceKey::Udp(a) => ("virtual", a.to_string()),
-            ServiceKey::Fwmark(m, Family::V4) => ("virtual", m.to_string()),
-            ServiceKey::Fwmark(m, Family::V6) => ("virtual6", m.to_string()),
+}
+
+impl<'a> VirtualFileForm<'a> {
+    fn of(v: &'a VirtualConfig) -> VirtualFileForm<'a> {
+        let (address, virtual6) = match v.key {
+            ServiceKey::Tcp(a) | ServiceKey::Udp(a) => (Some(a.to_string()), None),
+            ServiceKey::Fwmark(m, Family::V4) => (Some(m.to_string()), None),
+            ServiceKey::Fwmark(m, Family::V6) => (None, Some(m.to_string())),
         };
-        let _ = writeln!(o, "{p}  - {vkey}: {}", q(&virt));
-        let i = format!("{p}    ");
-        let _ = writeln!(o, "{i}protocol: {}", v.protocol.name());
-        let _ = writeln!(o, "{i}scheduler: {}", v.scheduler.name());
-        if let Some(per) = &v.persistence {
-            let _ = writeln!(o, "{i}persistent: {}", secs(per.timeout));
-            let _ = writeln!(o, "{i}netmask: {}", per.netmask.prefix);
-        }
-        let _ = writeln!(o, "{i}reals:");
-        for r in &v.reals {
-            let _ = writeln!(o, "{i}  - {}", real_yaml(r, true));
-        }
-        if let Some(f) = &v.fallback {
-            let _ = writeln!(o, "{i}fallback: {}", real_yaml(f, false));
-        }
-        if let Some(c) = &v.fallback_command {
-            let _ = writeln!(o, "{i}fallbackcommand: {}", q(c));
-        }
         let c = &v.check;
-        let ct = match &c.kind {
-            CheckKind::Connect => "connect".to_string(),
-            CheckKind::Negotiate => "negotiate".to_string(),
-            CheckKind::Combined(n) => n.to_string(),
-            CheckKind::External { command } => {
-                let _ = writeln!(o, "{i}checkcommand: {}", q(command));
-                "external".to_string()
-            }
-            CheckKind::Ping => "ping".to_string(),
-            CheckKind::On => "on".to_string(),
-            CheckKind::Off => "off".to_string(),
+        let checktype = checktype_word(&c.kind);
+        let checkcommand = match &c.kind {
+            CheckType::External { command } => Some(command.as_str()),
+            _ => None,
         };
-        let _ = writeln!(o, "{i}checktype: {}", q(&ct));
-        let _ = writeln!(o, "{i}service: {}", c.service.name());
-        if let Some(r) = &c.request {
-            let _ = writeln!(o, "{i}request: {}", q(r));
-        }
-        if let Some(r) = &c.receive {
-            let _ = writeln!(o, "{i}receive: {}", q(r.as_str()));
-        }
-        let _ = writeln!(o, "{i}httpmethod: {}", c.http_method.name());
-        if let Some(h) = &c.virtual_host {
-            let _ = writeln!(o, "{i}virtualhost: {}", q(h));
-        }
-        if let Some(pt) = c.check_port {
-            let _ = writeln!(o, "{i}checkport: {pt}");
-        }
-        let _ = writeln!(o, "{i}checkinterval: {}", secs(c.interval));
-        let _ = writeln!(o, "{i}checktimeout: {}", secs(c.check_timeout));
-        let _ = writeln!(o, "{i}negotiatetimeout: {}", secs(c.negotiate_timeout));
-        let _ = writeln!(o, "{i}checkcount: {}", c.ping_count);
-        let _ = writeln!(o, "{i}failurecount: {}", c.fall);
-        let _ = writeln!(o, "{i}risecount: {}", c.rise);
-        if let Some(sc) = c.status_code {
-            let _ = writeln!(o, "{i}statuscode: {sc}");
-        }
-        let _ = writeln!(o, "{i}quiescent: {}", yn(v.quiescent));
-        let _ = writeln!(o, "{i}cleanstop: {}", yn(v.cleanstop));
-        if let Some(n) = &v.service_name {
-            let _ = writeln!(o, "{i}servicename: {}", q(n));
-        }
-        if let Some(n) = &v.comment {
-            let _ = writeln!(o, "{i}comment: {}", q(n));
+        VirtualFileForm {
+            address,
+            virtual6,
+            protocol: v.protocol.name(),
+            scheduler: v.scheduler.name(),
+            persistent: v.persistence.map(|p| format_duration(p.timeout)),
+            netmask: v.persistence.map(|p| p.netmask.prefix),
+            reals: v
+                .reals
+                .iter()
+                .map(|r| FlowMap(RealFileForm::of(r, true)))
+                .collect(),
+            fallback: v
+                .fallback
+                .as_ref()
+                .map(|f| FlowMap(RealFileForm::of(f, false))),
+            fallbackcommand: v.fallback_command.as_deref(),
+            checktype,
+            checkcommand,
+            service: c.service.name(),
+            request: c.request.as_deref(),
+            receive: c.receive.as_ref().map(Receive::as_str),
+            httpmethod: c.http_method.name(),
+            virtualhost: c.virtual_host.as_deref(),
+            checkport: c.check_port,
+            checkinterval: format_duration(c.interval),
+            checktimeout: format_duration(c.check_timeout),
+            negotiatetimeout: format_duration(c.negotiate_timeout),
+            checkcount: c.ping_count,
+            failurecount: c.fall,
+            risecount: c.rise,
+            statuscode: c.status_code,
+            quiescent: v.quiescent,
+            cleanstop: v.cleanstop,
+            servicename: v.service_name.as_deref(),
+            comment: v.comment.as_deref(),
+            login: c.credentials.login.as_deref(),
+            passwd: c.credentials.passwd.as_deref(),
+            database: c.credentials.database.as_deref(),
+            secret: c.credentials.secret.as_deref(),
         }
     }
-    o
+}
+
+impl<'a> RealFileForm<'a> {
+    fn of(r: &'a RealConfig, with_weight: bool) -> RealFileForm<'a> {
+        let (request, receive) = match (&r.request, &r.receive) {
+            (Some(req), Some(rec)) => (Some(req.as_str()), Some(rec.as_str())),
+            _ => (None, None),
+        };
+        RealFileForm {
+            address: r.addr.to_string(),
+            forwarding: r.forwarding.name(),
+            weight: with_weight.then_some(r.weight),
+            request,
+            receive,
+            lower_threshold: r.lower_threshold,
+            upper_threshold: r.upper_threshold,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
 
     fn fixture(rel: &str) -> PathBuf {
@@ -2109,6 +2552,7 @@ mod tests {
     fn seed_expected(net: &str) -> DirectorConfig {
         let real = |host: u8| RealConfig {
             addr: sa(&format!("{net}.{host}:80")),
+            line: Origin::default(),
             forwarding: Forwarding::Ipip,
             weight: 1,
             request: None,
@@ -2117,6 +2561,7 @@ mod tests {
             upper_threshold: 0,
         };
         DirectorConfig {
+            file: Origin::default(),
             autoreload: true,
             callback: None,
             maintenance_dir: None,
@@ -2124,6 +2569,7 @@ mod tests {
             http_keepalive: true,
             virtuals: vec![VirtualConfig {
                 key: ServiceKey::Tcp(sa(&format!("{net}.10:80"))),
+                line: Origin::default(),
                 protocol: Protocol::Tcp,
                 scheduler: Scheduler::Rr,
                 persistence: None,
@@ -2134,8 +2580,8 @@ mod tests {
                     ..real(1)
                 }),
                 fallback_command: None,
-                check: CheckSpec {
-                    kind: CheckKind::Negotiate,
+                check: CheckConfig {
+                    kind: CheckType::Negotiate,
                     service: Service::Http,
                     request: Some("test.html".into()),
                     receive: Some(Receive::new("Test Page").unwrap()),
@@ -2149,6 +2595,7 @@ mod tests {
                     fall: 1,
                     rise: 1,
                     status_code: None,
+                    credentials: Credentials::default(),
                 },
                 quiescent: true,
                 cleanstop: true,
@@ -2194,7 +2641,7 @@ mod tests {
         assert_eq!(v.reals[0].addr, sa("192.0.2.11:8080"));
         assert_eq!(v.reals[0].weight, DEFAULT_WEIGHT);
         let k = &v.check;
-        assert_eq!(k.kind, CheckKind::Negotiate);
+        assert_eq!(k.kind, CheckType::Negotiate);
         assert_eq!(k.service, Service::None);
         assert_eq!(k.http_method, HttpMethod::Get);
         assert_eq!(k.interval, DEFAULT_CHECK_INTERVAL);
@@ -2214,7 +2661,7 @@ mod tests {
         assert_eq!(c.virtuals[0].key, ServiceKey::Udp(sa("192.0.2.10:53")));
         assert_eq!(
             c.virtuals[0].check.service,
-            Service::Unsupported("dns".into())
+            Service::Negotiated(NegotiatedService::Dns)
         );
         assert_eq!(c.virtuals[1].check.service, Service::Https);
         assert_eq!(c.virtuals[2].key, ServiceKey::Fwmark(7, Family::V4));
@@ -2312,8 +2759,8 @@ virtual6 = [2001:db8::10]:53
             ":22: warning: supervised is ignored",
             ":23: warning: fork is ignored",
             ":24: warning: logfile is ignored",
+            ":27: warning: virtual service 192.0.2.10:80 (tcp): httpmethod = HEAD with receive can never pass",
             ":30: warning: 192.0.2.21: port 8080 is replaced by the virtual port 80",
-            ":36: warning: checktype = 3 is not acted on yet",
             ":42: warning: login is ignored",
             ":43: warning: passwd is ignored",
             ":44: warning: database is ignored",
@@ -2373,7 +2820,7 @@ virtual6 = [2001:db8::10]:53
         assert_eq!(v.service_name.as_deref(), Some("web"));
         assert_eq!(v.comment.as_deref(), Some("front page"));
         let k = &v.check;
-        assert_eq!(k.kind, CheckKind::Combined(3));
+        assert_eq!(k.kind, CheckType::Combined(3));
         assert_eq!(k.service, Service::Http);
         assert_eq!(k.request.as_deref(), Some("/index.html"));
         assert!(k.receive.as_ref().unwrap().is_match("say Hello"));
@@ -2390,7 +2837,7 @@ virtual6 = [2001:db8::10]:53
         assert_eq!(v6.reals[0].addr, sa("[2001:db8::11]:53"));
         assert_eq!(
             v6.check.kind,
-            CheckKind::External {
+            CheckType::External {
                 command: "/usr/local/bin/check-dns".into()
             }
         );
@@ -2420,12 +2867,12 @@ virtual6 = [2001:db8::10]:53
             ":13: real: 1 quoted string(s) given",
             ":14: real: range 192.0.2.20->192.0.2.19 goes backwards",
             ":15: real 2001:db8::1 is not of the virtual service's address family",
-            ":16: scheduler: 'fo' is not a scheduler hbd supports",
+            ":16: scheduler: 'sip' is not a scheduler hbd supports: it is IPVS's SIP persistence engine",
             ":17: checktype: 'sometimes' is unknown",
             ":18: receive: \"(unclosed\" is not a regular expression hbd can use",
             ":19: autoreload is a global directive",
             ":21: netmask 255.0.255.0 is not contiguous",
-            ":22: virtual service 192.0.2.10:21 (tcp): negotiate checks for port-derived service 'ftp' are unsupported",
+            ":22: virtual service 192.0.2.10:119 (tcp): negotiate checks for port-derived service 'nntp' are not supported",
             ":25: real: unexpected 'weight'",
             ":26: warning: 192.0.2.12: port 8443 is replaced by the virtual port 443",
             ":27: virtual service 192.0.2.10:443 (tcp) is defined twice",
@@ -2442,23 +2889,93 @@ virtual6 = [2001:db8::10]:53
 
     #[test]
     fn unsupported_service_is_refused_only_when_negotiated() {
-        let base = "virtual=192.0.2.10:3306\n real=192.0.2.11 gate\n";
-        let e = parse(base).expect_err("mysql negotiate");
-        assert!(e[0].contains("'mysql' are unsupported"), "{e:?}");
+        let base = "virtual=192.0.2.10:119\n real=192.0.2.11 gate\n";
+        let e = parse(base).expect_err("nntp negotiate");
+        assert!(e[0].contains("'nntp' are not supported by hbd"), "{e:?}");
+        assert!(e[0].contains(":1:"), "names the virtual's line: {e:?}");
         for ct in ["connect", "ping", "on", "off", "external"] {
             let (c, _) = ok(&format!("{base} checktype={ct}\n"));
             assert_eq!(
                 c.virtuals[0].check.service,
-                Service::Unsupported("mysql".into())
+                Service::Unsupported("nntp".into())
             );
         }
-        let e = parse(&format!("{base} service=ftp\n checktype=2\n")).expect_err("combined");
-        assert!(e[0].contains("service 'ftp' are unsupported"), "{e:?}");
+        let e = parse(&format!("{base} service=oracle\n checktype=2\n")).expect_err("combined");
+        assert!(e[0].contains("service 'oracle' are not supported"), "{e:?}");
         let e = parse(&format!("{base} service=gopher\n")).expect_err("unknown");
         assert!(
             e[1].contains("'gopher' is not an ldirectord service"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn negotiated_services_parse_with_their_credentials() {
+        for n in NegotiatedService::ALL {
+            assert_eq!(Service::parse(n.name()), Ok(Service::Negotiated(n)));
+        }
+        assert_eq!(
+            Service::from_port(3306),
+            Service::Negotiated(NegotiatedService::Mysql)
+        );
+        assert_eq!(Service::from_port(119), Service::Unsupported("nntp".into()));
+        let (c, w) = ok(
+            "virtual=192.0.2.10:3306\n real=192.0.2.11 gate\n login = \"hbd\"\n passwd = \"pw\"\n database = \"app\"\n request = \"SELECT 1\"\n checktype = 4\n",
+        );
+        assert!(w.is_empty(), "{w:?}");
+        let k = &c.virtuals[0].check;
+        assert_eq!(k.kind, CheckType::Combined(4));
+        assert_eq!(k.credentials.login.as_deref(), Some("hbd"));
+        assert_eq!(k.credentials.database.as_deref(), Some("app"));
+        assert!(
+            !format!("{:?}", k.credentials).contains("pw"),
+            "passwords are not printed"
+        );
+    }
+
+    #[test]
+    fn negotiated_services_refuse_checks_that_cannot_pass() {
+        let cases = [
+            ("3306", "", "service mysql needs login"),
+            ("5432", " login = \"u\"\n", "service pgsql needs login"),
+            ("1812", " login = \"u\"\n", "service radius needs login"),
+            (
+                "53",
+                " request = \"www.example.org\"\n",
+                "service dns needs request",
+            ),
+            (
+                "7",
+                " service = simpletcp\n receive = \"OK\"\n",
+                "service simpletcp needs request",
+            ),
+        ];
+        for (port, extra, want) in cases {
+            let e = parse(&format!(
+                "virtual=192.0.2.10:{port}\n real=192.0.2.11 gate\n{extra}"
+            ))
+            .expect_err(want);
+            assert!(
+                e.iter().any(|m| m.contains(want) && m.contains(":1:")),
+                "{want}: {e:?}"
+            );
+        }
+        // Enough given: accepted; unused credentials are warned at their own line.
+        let (_, w) = ok("virtual=192.0.2.10:25\n real=192.0.2.11 gate\n secret = \"s\"\n");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains(":3: warning: secret is ignored: service smtp does not use it"),
+            "{w:?}"
+        );
+        let (_, w) = ok(
+            "virtual=192.0.2.10:389\n real=192.0.2.11 gate\n checktype = connect\n login = \"cn=x\"\n",
+        );
+        assert!(
+            w[0].contains(":4: warning: login is ignored: only negotiate checks"),
+            "{w:?}"
+        );
+        // ldap without request searches the root DSE, as ldirectord's default "/" does.
+        ok("virtual=192.0.2.10:389\n real=192.0.2.11 gate\n");
     }
 
     #[test]
@@ -2516,12 +3033,12 @@ virtual6 = [2001:db8::10]:53
 
     #[test]
     fn virtual_service_follows_health_quiescent_and_fallback() {
-        use crate::director::health::{Health, desired_service};
+        use crate::director::health::{Health, ServicePolicy, desired_service};
         let (c, _) = ok(
             "fallback=127.0.0.1:80\nvirtual=192.0.2.10:80\n real=192.0.2.11 gate 5\n real=192.0.2.12 gate\n",
         );
         let v = &c.virtuals[0];
-        let (vs, policy) = (v.configured_service(), v.policy());
+        let (vs, policy) = (v.configured_service(), ServicePolicy::of(v));
         let all_up = desired_service(&vs, |_| Health::Up, &policy);
         assert_eq!(all_up.reals.len(), 2);
         assert_eq!(all_up.reals[0].weight, 5);
@@ -2543,7 +3060,11 @@ virtual6 = [2001:db8::10]:53
         assert_eq!(none.reals[2].weight, 1);
         let mut v2 = v.clone();
         v2.quiescent = false;
-        let none = desired_service(&v2.configured_service(), |_| Health::Down, &v2.policy());
+        let none = desired_service(
+            &v2.configured_service(),
+            |_| Health::Down,
+            &ServicePolicy::of(&v2),
+        );
         assert_eq!(none.reals.len(), 1);
     }
 
@@ -2627,7 +3148,8 @@ director:
         assert!(seed.http_keepalive, "keep-alive is the default");
         assert!(!rich.http_keepalive);
         for c in [seed, rich] {
-            let text = format!("director:\n{}", director_to_yaml(&c, 2));
+            let form = std::collections::BTreeMap::from([("director", DirectorFileForm::of(&c))]);
+            let text = serde_saphyr::to_string(&form).expect("serialises");
             let (r, d) = yaml(&text);
             assert!(d.iter().all(|d| d.contains("warning")), "{d:?}\n{text}");
             assert_eq!(r, Some(YamlDirector::Inline(c)), "{text}");
@@ -2643,7 +3165,7 @@ director:
         assert_eq!(r, None);
         assert!(d[0].contains("both ldirectord_cf and inline"), "{d:?}");
         let (_, d) = yaml(
-            "director:\n  virtual_services:\n    - virtual: 192.0.2.10:80\n      scheduler: fo\n      reals:\n        - { address: web1, forwarding: gate }\n",
+            "director:\n  virtual_services:\n    - virtual: 192.0.2.10:80\n      scheduler: sip\n      reals:\n        - { address: web1, forwarding: gate }\n",
         );
         assert!(
             d.iter().any(|x| x.starts_with("hbd.yaml:4: scheduler")),
@@ -2681,7 +3203,7 @@ director:
         assert_eq!(d.ldirectord_cf, Some(dir.path().join("ldirectord.cf")));
         assert_eq!(d.config, seed_expected("192.0.2"));
         // The converted YAML keeps the reference.
-        let text = crate::config::to_yaml(&loaded.config);
+        let text = crate::config::to_yaml(&loaded.config).expect("serialises");
         assert!(text.contains("director:\n  ldirectord_cf: "), "{text}");
     }
 
@@ -2697,6 +3219,26 @@ director:
         fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
             xs[usize::try_from(self.next() % xs.len() as u64).unwrap_or(0)]
         }
+    }
+
+    #[test]
+    fn head_with_receive_is_a_warning() {
+        let text = "virtual = 192.0.2.10:80\n\treal = 192.0.2.21:80 gate\n\tservice = http\n\thttpmethod = HEAD\n\treceive = \"OK\"\n";
+        let (_, warnings) =
+            parse_ldirectord_str(text, Path::new("ld.cf"), &ServiceNames::builtin()).unwrap();
+        let w: Vec<String> = warnings.iter().map(|d| d.to_string()).collect();
+        assert!(
+            w.iter().any(|m| m.starts_with("ld.cf:1: warning:")
+                && m.contains("HEAD with receive can never pass")),
+            "{w:?}"
+        );
+        let get = text.replace("HEAD", "GET");
+        let (_, warnings) =
+            parse_ldirectord_str(&get, Path::new("ld.cf"), &ServiceNames::builtin()).unwrap();
+        assert!(
+            warnings.iter().all(|d| !d.message.contains("HEAD")),
+            "{warnings:?}"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `hbd-labprobe`: measures service outages through a VIP, for the lab and the failover
+//! `labprobe`: measures service outages through a VIP, for the lab and the failover
 //! benchmark.
 //!
 //! It opens a new TCP connection to the target and sends `GET /` every `--interval-ms`,
@@ -7,8 +7,15 @@
 //! probe was sent), with the server names seen before and after: "outage" as the anchors in
 //! docs/benchmarks.md define it, at the resolution of the interval.
 //!
-//! Usage: `hbd-labprobe --target 192.0.2.10:80 [--interval-ms 2] [--timeout-ms 50]
-//! [--duration-ms 3000]`. Output: one line `max_gap_ms=… from=… to=… ok=… failed=…`.
+//! Usage: `labprobe --target 192.0.2.10:80 [--interval-ms 2] [--timeout-ms 50]
+//! [--duration-ms 3000]`. Output: one line `max_gap_ms=… from=… to=… ok=… failed=…
+//! start_unix_ms=… first_change_ms=…`: the last two say when the probe started (wall clock,
+//! for a script to relate to an event it caused) and when, after that, the first answer
+//! from a server other than the first one answering arrived (`-` if none): the moment a VIP
+//! answered from its new holder, as scripts/bench-ping.sh measures it.
+
+// A measuring tool: the real time between answers is what it measures.
+#![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -47,7 +54,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--interval-ms" => interval = ms(args.next(), "--interval-ms")?,
             "--timeout-ms" => timeout = ms(args.next(), "--timeout-ms")?,
             "--duration-ms" => duration = ms(args.next(), "--duration-ms")?,
-            other => bail!("unknown argument {other:?}; see the doc comment of hbd-labprobe"),
+            other => bail!("unknown argument {other:?}; see the doc comment of labprobe"),
         }
     }
     if interval.is_zero() {
@@ -82,13 +89,17 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         let start = Instant::now();
+        let start_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
         let mut tasks = Vec::new();
         let mut tick = tokio::time::interval(args.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         while start.elapsed() < args.duration {
             let sent = tick.tick().await;
             tasks.push(tokio::spawn(async move {
-                (sent, probe(args.target, args.timeout).await)
+                let answer = probe(args.target, args.timeout).await;
+                (sent, answer, Instant::now())
             }));
         }
         let mut results = Vec::with_capacity(tasks.len());
@@ -97,7 +108,17 @@ fn main() -> anyhow::Result<()> {
                 results.push(r);
             }
         }
-        results.sort_by_key(|(sent, _)| *sent);
+        results.sort_by_key(|(sent, _, _)| *sent);
+        // The first answer from another server than the first one, by when it arrived: an
+        // upper bound on when that server answered, whatever delayed this process.
+        let first = results.iter().find_map(|(_, r, _)| r.clone());
+        let first_change = results
+            .iter()
+            .filter(|(_, r, _)| r.is_some() && *r != first)
+            .map(|(_, _, received)| *received)
+            .min()
+            .map(|at| format!("{:.1}", (at - start).as_secs_f64() * 1000.0));
+        let results: Vec<_> = results.into_iter().map(|(sent, r, _)| (sent, r)).collect();
         let ok = results.iter().filter(|(_, r)| r.is_some()).count();
         let failed = results.len() - ok;
         let mut last: Option<(Instant, &str)> = None;
@@ -113,11 +134,12 @@ fn main() -> anyhow::Result<()> {
             last = Some((*sent, name));
         }
         println!(
-            "max_gap_ms={:.1} at_ms={:.1} from={} to={} ok={ok} failed={failed}",
+            "max_gap_ms={:.1} at_ms={:.1} from={} to={} ok={ok} failed={failed} start_unix_ms={start_unix_ms:.1} first_change_ms={}",
             worst.0.as_secs_f64() * 1000.0,
             worst.3.as_secs_f64() * 1000.0,
             if worst.1.is_empty() { "-" } else { &worst.1 },
             if worst.2.is_empty() { "-" } else { &worst.2 },
+            first_change.as_deref().unwrap_or("-"),
         );
         Ok(())
     })

@@ -1,50 +1,24 @@
-//! `hbd-labweb`: a tiny HTTP server for the namespace lab (scripts/lab.sh).
+//! `labweb`: a tiny HTTP server for the namespace lab (scripts/lab.sh).
 //!
 //! Each lab real server runs one; it answers every `GET`/`HEAD` with its own name, so a
 //! client looping over the VIP sees which real server the director chose. std only, one
 //! thread per connection, bounded request size and read timeout.
 //!
-//! Usage: `hbd-labweb --listen ADDR:PORT --name NAME`
+//! Usage: `labweb --listen ADDR:PORT --name NAME`
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+
+#[path = "lab/server_args.rs"]
+mod server_args;
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 8192;
 /// How long a client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn parse_args() -> anyhow::Result<(SocketAddr, String)> {
-    let mut listen = None;
-    let mut name = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--listen" => {
-                let v = args.next().context("--listen needs ADDR:PORT")?;
-                listen = Some(
-                    v.parse()
-                        .with_context(|| format!("--listen {v:?}: not ADDR:PORT"))?,
-                );
-            }
-            "--name" => name = Some(args.next().context("--name needs a value")?),
-            "-h" | "--help" => {
-                println!("usage: hbd-labweb --listen ADDR:PORT --name NAME");
-                std::process::exit(0);
-            }
-            other => bail!(
-                "unknown argument {other:?}; usage: hbd-labweb --listen ADDR:PORT --name NAME"
-            ),
-        }
-    }
-    Ok((
-        listen.context("--listen ADDR:PORT is required")?,
-        name.context("--name NAME is required")?,
-    ))
-}
 
 fn serve(mut s: TcpStream, name: &str) -> std::io::Result<()> {
     s.set_read_timeout(Some(READ_TIMEOUT))?;
@@ -73,20 +47,20 @@ fn serve(mut s: TcpStream, name: &str) -> std::io::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let (listen, name) = parse_args()?;
+    let (listen, name) = server_args::listen_and_name("labweb")?;
     let listener = TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?;
-    eprintln!("hbd-labweb {name} listening on {listen}");
+    eprintln!("labweb {name} listening on {listen}");
     for conn in listener.incoming() {
         match conn {
             Ok(s) => {
                 let name = name.clone();
                 std::thread::spawn(move || {
                     if let Err(e) = serve(s, &name) {
-                        eprintln!("hbd-labweb: {e}");
+                        eprintln!("labweb: {e}");
                     }
                 });
             }
-            Err(e) => eprintln!("hbd-labweb: accept: {e}"),
+            Err(e) => eprintln!("labweb: accept: {e}"),
         }
     }
     Ok(())
