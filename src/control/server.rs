@@ -101,7 +101,7 @@ pub async fn serve_with(
         std::fs::create_dir_all(dir).map_err(io("creating directory"))?;
     }
     if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
+        if probe(path, IN_USE_PROBE_TIMEOUT).await == Probe::Held {
             return Err(ControlError::InUse(path.to_path_buf()));
         }
         std::fs::remove_file(path).map_err(io("removing stale socket"))?;
@@ -110,6 +110,44 @@ pub async fn serve_with(
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(io("setting mode 0600"))?;
     Ok(tokio::spawn(accept_loop(listener, calls, limits)))
+}
+
+/// How long a socket that accepted the probe's connection has to answer it before it is
+/// taken as held by a live daemon that is slow to answer.
+const IN_USE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What is behind an existing socket file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// Nobody: the connection was refused, or the listener closed it without an answer.
+    Stale,
+    /// A daemon that answered, or that kept the connection open without answering.
+    Held,
+}
+
+/// Asks whatever listens on `path` for its status. A connection alone proves nothing: a
+/// daemon that was just SIGKILLed still holds its listening socket while the kernel tears
+/// the process down, and the kernel accepts connections into its backlog until then; it
+/// resets them when the socket closes. So the probe sends a request and waits for the first
+/// byte of an answer, an end of stream or a reset, and counts silence as held.
+async fn probe(path: &Path, timeout: Duration) -> Probe {
+    let Ok(mut stream) = UnixStream::connect(path).await else {
+        return Probe::Stale;
+    };
+    let Ok(mut line) = serde_json::to_vec(&Request::Status) else {
+        return Probe::Held;
+    };
+    line.push(b'\n');
+    let answer = async {
+        stream.write_all(&line).await?;
+        let mut first = [0u8; 1];
+        stream.read(&mut first).await
+    };
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(Ok(n)) if n > 0 => Probe::Held,
+        Ok(_) => Probe::Stale,
+        Err(_) => Probe::Held,
+    }
 }
 
 /// One open connection: whether it is still waiting for its request, and its task.
@@ -231,6 +269,53 @@ mod tests {
                 let _ = call.reply.send(Response::done("ok"));
             }
         });
+    }
+
+    #[tokio::test]
+    async fn a_live_daemon_keeps_its_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hbd.sock");
+        let (tx, rx) = mpsc::channel(8);
+        answer_all(rx);
+        let first = serve(&path, tx.clone()).await.unwrap();
+        let second = serve(&path, tx).await.unwrap_err();
+        assert!(matches!(second, ControlError::InUse(_)), "{second}");
+        first.abort();
+    }
+
+    #[tokio::test]
+    async fn a_socket_whose_owner_is_dying_is_taken_over() {
+        // A SIGKILLed daemon's listener still accepts into its backlog until the kernel
+        // closes it; the connection then ends unanswered. The CI failure this fixes: a
+        // restarted daemon refused to start, "another hbd is already listening".
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hbd.sock");
+        let dying = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(dying);
+        });
+        let (tx, rx) = mpsc::channel(8);
+        answer_all(rx);
+        let server = serve(&path, tx)
+            .await
+            .expect("the dying owner's socket is taken over");
+        closer.join().unwrap();
+        let answer = client::call(&path, &Request::Status, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert!(answer.ok, "{answer:?}");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_socket_held_open_without_an_answer_counts_as_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hbd.sock");
+        let silent = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert_eq!(probe(&path, Duration::from_millis(200)).await, Probe::Held);
+        drop(silent);
+        assert_eq!(probe(&path, Duration::from_millis(200)).await, Probe::Stale);
     }
 
     #[tokio::test]
