@@ -111,16 +111,20 @@ first=$(spread $VIP 1 2>&1)
 case "$first" in "rs"[123]"=1 ") r=0 ;; *) r=1 ;; esac
 [ $r = 0 ] || { echo "first request: $first"; at d1 ipvsadm -Ln; at d1 ipvsadm -Lnc; tail -n 20 /tmp/d1.log; ip -n cl neigh; }
 check first-request-through-the-vip $r
-# wrr is exact over whole cycles (6 requests for weights 3+2+1).
+# Every real of VIP:80 carries weight in d1's IPVS: each comes up as its own check passes,
+# later than the first in a slow emulated guest.
+all_up() {
+  [ "$(at d1 ipvsadm -Ln -t $1:80 | awk '$1 == "->" && $2 ~ /:80$/ && $4 + 0 > 0' | wc -l)" = 3 ]
+}
+# wrr is exact over whole cycles (6 requests for weights 3+2+1), counted once all three
+# carry weight (seen in CI: rs1=16 rs2=10 rs3=4, the spread began before rs3's first check
+# passed).
+until_true 300 all_up $VIP || { echo "the DR reals are not all up:"; at d1 ipvsadm -Ln -t $VIP:80; }
 got=$(spread $VIP 30); echo "DR spread: $got"
 [ "$got" = "rs1=15 rs2=10 rs3=5 " ]; check dr-weights-3-2-1 $?
-# The tunnel's reals come up as their own checks pass, later than the DR ones in a slow
-# emulated guest (seen: 5 of 30 requests refused, "wrr: no destination available"): wait
-# until all three carry weight before counting.
-tun_ready() {
-  [ "$(at d1 ipvsadm -Ln -t $TVIP:80 | awk '$1 == "->" && $2 ~ /:80$/ && $4 + 0 > 0' | wc -l)" = 3 ]
-}
-until_true 300 tun_ready || { echo "the tunnel's reals are not all up:"; at d1 ipvsadm -Ln -t $TVIP:80; }
+# The same for the tunnel's reals (seen: 5 of 30 requests refused, "wrr: no destination
+# available").
+until_true 300 all_up $TVIP || { echo "the tunnel's reals are not all up:"; at d1 ipvsadm -Ln -t $TVIP:80; }
 got=$(spread $TVIP 30); echo "TUN spread: $got"
 [ "$got" = "rs1=5 rs2=10 rs3=15 " ]; check tun-weights-1-2-3 $?
 
@@ -154,7 +158,10 @@ check rules-leave-d1 $r
 until_true 50 holds_vip d2; check vip-on-d2 $?
 until_true 50 runs_daemon d2 master; check sync-master-follows-to-d2 $?
 until_true 50 runs_daemon d1 backup; check sync-backup-on-d1-after-standby $?
+# A director that takes over starts its reals at weight 0 until their check passes.
+rs12_up() { [ "$(at $1 ipvsadm -Sn | grep -c -- '-r 198.51.100.2[12]:80 -g -w [1-9]')" = 2 ]; }
 until_true 300 rs3_quiesced d2
+until_true 300 rs12_up d2
 got=$(spread $VIP 5); echo "DR spread through d2: $got"
 [ "$got" = "rs1=3 rs2=2 " ]; r=$?
 check new-connections-through-d2 $r
@@ -180,9 +187,7 @@ until_true 100 grep -q ' four$' /tmp/cout; r=$?
 kill -0 $NC 2>/dev/null || r=1
 [ $r = 0 ] || { cat /tmp/cout; at d1 ipvsadm -Lnc; }
 check long-connection-survives-sigkill $r
-# A director that takes over starts its reals at weight 0 until their check passes.
-rs12_up() { [ "$(at d1 ipvsadm -Sn | grep -c -- '-r 198.51.100.2[12]:80 -g -w [1-9]')" = 2 ]; }
-until_true 300 rs12_up
+until_true 300 rs12_up d1
 got=$(spread $VIP 5); echo "DR spread through d1 after SIGKILL: $got"
 [ "$got" = "rs1=3 rs2=2 " ]; check new-connections-after-sigkill $?
 exec 3>&-
