@@ -1014,9 +1014,18 @@ async fn bench_run(probe: Arc<Checker>, reals: u16, secs: u64, concurrency: usiz
         let end = t0 + Duration::from_secs(secs);
         let mut rss_max = 0;
         let mut next_rss = t0;
+        // One timer for the window, not one per result: the daemon's director receives
+        // results without a timer of its own per result either.
+        let window = tokio::time::sleep_until(end);
+        tokio::pin!(window);
         loop {
-            match tokio::time::timeout_at(end, rx.recv()).await {
-                Ok(Some((id, r, _))) => {
+            let next = tokio::select! {
+                biased;
+                () = &mut window => None,
+                r = rx.recv() => r,
+            };
+            match next {
+                Some((id, r, _)) => {
                     counts[usize::try_from(id.0).unwrap()].fetch_add(1, Ordering::Relaxed);
                     if !r.ok {
                         failed += 1;
@@ -1025,7 +1034,7 @@ async fn bench_run(probe: Arc<Checker>, reals: u16, secs: u64, concurrency: usiz
                         }
                     }
                 }
-                _ => break,
+                None => break,
             }
             if Instant::now() >= next_rss {
                 rss_max = rss_max.max(rss_kb());
