@@ -336,7 +336,7 @@ impl HttpSession {
 #[derive(Debug)]
 struct IdleConn {
     stream: tokio::net::TcpStream,
-    _slot: IdleSlot,
+    slot: IdleSlot,
 }
 
 /// The server has not closed (or written to) an idle connection. Does not wait, and costs no
@@ -491,6 +491,13 @@ impl Checker {
         self
     }
 
+    /// Keeps at most `max` connections idle instead of the number the descriptor limit
+    /// allows ([`IdleBudget::from_fd_limit`]).
+    pub fn with_idle_budget(mut self, max: usize) -> Checker {
+        self.budget = Arc::new(IdleBudget::new(max));
+        self
+    }
+
     /// Idle connections kept now, over all sessions.
     pub fn idle_connections(&self) -> usize {
         self.budget.in_use()
@@ -521,18 +528,24 @@ impl Checker {
         let started = clock::now();
         // With the outcome known, the rest of a body is read for at most 90 % of the deadline.
         let drain_until = started + spec.timeout.saturating_sub(spec.timeout / 10);
+        // This future is allocated for every check (`Probe` returns it boxed). The kinds that
+        // cost far more than an allocation (a process, ICMP, a service dialogue, the connect
+        // and negotiate steps of `checktype = N`) are boxed on their own, and so is HTTPS in
+        // `http_check`: what is left for a plain-HTTP or connect check is under 1 KiB (976
+        // bytes in a debug build, from 3.6 KB), an allocation glibc serves from its
+        // per-thread cache.
         let fut = async {
             match &spec.kind {
                 CheckKind::On => (true, "checktype on".to_string()),
                 CheckKind::Off => (false, "checktype off".to_string()),
                 CheckKind::Connect => connect(target.check_addr()).await,
                 CheckKind::Http(h) => self.http_check(h, target, session, drain_until).await,
-                CheckKind::Service(c) => service(c, target).await,
+                CheckKind::Service(c) => Box::pin(service(c, target)).await,
                 CheckKind::External { command } => {
-                    external(command, target, spec.timeout, started).await
+                    Box::pin(external(command, target, spec.timeout, started)).await
                 }
                 CheckKind::Ping { count } => {
-                    ping(ping_addr(target), *count, started, spec.timeout).await
+                    Box::pin(ping(ping_addr(target), *count, started, spec.timeout)).await
                 }
                 CheckKind::Combined {
                     connects,
@@ -546,7 +559,7 @@ impl Checker {
                         connect_timeout: *connect_timeout,
                         negotiate,
                     };
-                    self.combined(step, target, session, drain_until).await
+                    Box::pin(self.combined(step, target, session, drain_until)).await
                 }
             }
         };
@@ -580,7 +593,7 @@ impl Checker {
                     self.http_check(h, target, session.as_deref_mut(), drain_until)
                         .await
                 }
-                CheckKind::Service(c) => service(c, target).await,
+                CheckKind::Service(c) => Box::pin(service(c, target)).await,
                 _ => connect(target.check_addr()).await,
             };
             if ok && let Some(s) = session {
@@ -590,7 +603,9 @@ impl Checker {
         }
         let t = step.connect_timeout;
         let (ok, reason) = match step.connect {
-            CheckKind::Ping { count } => ping(ping_addr(target), *count, clock::now(), t).await,
+            CheckKind::Ping { count } => {
+                Box::pin(ping(ping_addr(target), *count, clock::now(), t)).await
+            }
             _ => match tokio::time::timeout(t, connect(target.check_addr())).await {
                 Ok(r) => r,
                 Err(_) => (false, timeout_reason(t)),
@@ -641,48 +656,57 @@ impl Checker {
                 return self.kept_alive(h, hs, drain_until).await;
             }
         }
-        self.one_shot(h, target, drain_until).await
+        // Boxed: TLS makes this future large, and it is rare beside the kept-alive path.
+        Box::pin(self.one_shot(h, target, drain_until)).await
     }
 
     /// A plain-HTTP check on the session's idle connection if it is still open (retried once
     /// on a fresh one if the server closed it as the request arrived), else on a new one.
+    /// The budget unit of the idle connection stays with the session for the connection it
+    /// keeps next: a check at a full budget keeps its connection, and a reuse costs no
+    /// budget update.
     async fn kept_alive(
         &self,
         h: &HttpCheck,
         hs: &mut HttpSession,
         drain_until: Instant,
     ) -> (bool, String) {
-        if let Some(idle) = hs.idle.take()
-            && still_open(&idle.stream)
+        let mut slot = None;
+        if let Some(IdleConn {
+            mut stream,
+            slot: s,
+        }) = hs.idle.take()
         {
-            let mut stream = idle.stream;
-            let ex = http::exchange(h, &hs.request, &mut stream, drain_until).await;
-            if !ex.closed_before_response {
-                return self.keep(hs, stream, ex);
+            slot = Some(s);
+            if still_open(&stream) {
+                let ex = http::exchange(h, &hs.request, &mut stream, drain_until).await;
+                if !ex.closed_before_response {
+                    return self.keep(hs, stream, slot, ex);
+                }
             }
+            // Closed (or closing) by the server: dropped here, before a new one is opened.
         }
         let mut stream = match open(&hs.rt).await {
             Ok(s) => s,
             Err(e) => return (false, describe_io("connect", &e)),
         };
         let ex = http::exchange(h, &hs.request, &mut stream, drain_until).await;
-        self.keep(hs, stream, ex)
+        self.keep(hs, stream, slot, ex)
     }
 
-    /// Keeps `stream` for the next run when the exchange allows it and the budget has room.
+    /// Keeps `stream` for the next run when the exchange allows it and there is a budget
+    /// unit for it: `slot`, the one the session had, or a new one.
     fn keep(
         &self,
         hs: &mut HttpSession,
         stream: tokio::net::TcpStream,
+        slot: Option<IdleSlot>,
         ex: http::Exchange,
     ) -> (bool, String) {
         if ex.reusable
-            && let Some(slot) = self.budget.take()
+            && let Some(slot) = slot.or_else(|| self.budget.take())
         {
-            hs.idle = Some(IdleConn {
-                stream,
-                _slot: slot,
-            });
+            hs.idle = Some(IdleConn { stream, slot });
         }
         (ex.ok, ex.reason)
     }

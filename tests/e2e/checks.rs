@@ -319,6 +319,43 @@ async fn keepalive_checks_reuse_one_connection_and_close_it_with_the_session() {
 }
 
 #[tokio::test]
+async fn a_full_idle_budget_keeps_the_connections_it_has() {
+    let (addr, count) = http_server_with(ServerMode::default()).await;
+    let c = Checker::new().unwrap().with_idle_budget(1);
+    let sp = spec(
+        CheckKind::Http(http("/ok", Some("OK"))),
+        Duration::from_secs(2),
+    );
+    // The first session takes the only unit and keeps its connection from check to check.
+    let first = checks_in(&c, http("/ok", Some("OK")), addr, 4).await;
+    assert!(first.has_idle_connection());
+    assert_eq!(
+        count.get().0,
+        1,
+        "4 checks at a full budget, one connection"
+    );
+    // A second session finds the budget spent: a new connection per check, none kept.
+    let mut second = CheckSession::new();
+    for i in 0..3 {
+        let r = c.run_check_in(&sp, &target(addr), &mut second).await;
+        assert!(r.ok, "check {i}: {r:?}");
+        assert!(!second.has_idle_connection());
+    }
+    assert_eq!(count.get().0, 4);
+    assert_eq!(c.idle_connections(), 1);
+    // The unit comes back with the first session; the second keeps its next connection.
+    drop(first);
+    assert_eq!(c.idle_connections(), 0);
+    for i in 0..3 {
+        let r = c.run_check_in(&sp, &target(addr), &mut second).await;
+        assert!(r.ok, "check {i}: {r:?}");
+        assert!(second.has_idle_connection());
+    }
+    assert_eq!(count.get().0, 5);
+    assert_eq!(c.idle_connections(), 1);
+}
+
+#[tokio::test]
 async fn connections_not_kept_when_off_closed_by_the_server_or_failing() {
     let (addr, count) = http_server_with(ServerMode::default()).await;
     // Keep-alive off: one connection per check (ldirectord's behaviour).
@@ -977,9 +1014,18 @@ async fn bench_run(probe: Arc<Checker>, reals: u16, secs: u64, concurrency: usiz
         let end = t0 + Duration::from_secs(secs);
         let mut rss_max = 0;
         let mut next_rss = t0;
+        // One timer for the window, not one per result: the daemon's director receives
+        // results without a timer of its own per result either.
+        let window = tokio::time::sleep_until(end);
+        tokio::pin!(window);
         loop {
-            match tokio::time::timeout_at(end, rx.recv()).await {
-                Ok(Some((id, r, _))) => {
+            let next = tokio::select! {
+                biased;
+                () = &mut window => None,
+                r = rx.recv() => r,
+            };
+            match next {
+                Some((id, r, _)) => {
                     counts[usize::try_from(id.0).unwrap()].fetch_add(1, Ordering::Relaxed);
                     if !r.ok {
                         failed += 1;
@@ -988,7 +1034,7 @@ async fn bench_run(probe: Arc<Checker>, reals: u16, secs: u64, concurrency: usiz
                         }
                     }
                 }
-                _ => break,
+                None => break,
             }
             if Instant::now() >= next_rss {
                 rss_max = rss_max.max(rss_kb());
