@@ -213,7 +213,7 @@ impl fmt::Debug for Checker {
 /// daemon's own sockets and files) when the idle budget is derived from `RLIMIT_NOFILE`.
 pub const FD_RESERVE: u64 = 1024;
 
-/// How many check connections may sit idle at once, process-wide for one [`Checker`]: each
+/// How many check connections may sit idle at once, over every [`Checker`] sharing it: each
 /// holds a descriptor, and running out of descriptors would fail every check. A connection
 /// that finds the budget spent is closed instead of kept (the next check opens a new one).
 #[derive(Debug)]
@@ -229,6 +229,17 @@ impl IdleBudget {
             max,
             used: AtomicUsize::new(0),
         }
+    }
+
+    /// The one budget of this process, from the descriptor limit when first asked for
+    /// (after [`raise_fd_limit`] at start): each director resource builds its own
+    /// [`Checker`], and budgets of their own would each count the whole limit, together
+    /// eating into [`FD_RESERVE`].
+    pub fn process_wide() -> Arc<IdleBudget> {
+        static BUDGET: std::sync::OnceLock<Arc<IdleBudget>> = std::sync::OnceLock::new();
+        BUDGET
+            .get_or_init(|| Arc::new(IdleBudget::from_fd_limit()))
+            .clone()
     }
 
     /// The soft `RLIMIT_NOFILE` less [`FD_RESERVE`] (see [`raise_fd_limit`]).
@@ -474,13 +485,14 @@ impl HttpRequestTarget {
 
 impl Checker {
     /// Builds the checker (the TLS configuration on the ring provider), with keep-alive on and
-    /// an idle budget from the descriptor limit ([`IdleBudget::from_fd_limit`]).
+    /// the process-wide idle budget ([`IdleBudget::process_wide`]), which every director of
+    /// the daemon shares.
     pub fn new() -> Result<Checker, CheckerError> {
         let cfg = tls::any_certificate_config().map_err(|e| CheckerError(e.to_string()))?;
         Ok(Checker {
             tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
             keepalive: true,
-            budget: Arc::new(IdleBudget::from_fd_limit()),
+            budget: IdleBudget::process_wide(),
         })
     }
 
@@ -1104,6 +1116,15 @@ mod tests {
             timeout_reason(Duration::from_millis(250)),
             "timeout after 250ms"
         );
+    }
+
+    #[test]
+    fn every_checker_of_the_process_shares_one_idle_budget() {
+        // Two director resources, two checkers: one count against the descriptor limit.
+        let a = Checker::new().unwrap();
+        let b = Checker::new().unwrap();
+        assert!(Arc::ptr_eq(&a.budget, &b.budget));
+        assert!(Arc::ptr_eq(&a.budget, &IdleBudget::process_wide()));
     }
 
     #[tokio::test]
