@@ -294,10 +294,16 @@ async fn checks_in(c: &Checker, h: HttpCheck, addr: SocketAddr, n: usize) -> Che
     session
 }
 
+/// A checker with an idle budget of its own: the process-wide one is shared by every test
+/// of this binary, so a test that counts idle connections cannot use it.
+fn counting_checker() -> Checker {
+    Checker::new().unwrap().with_idle_budget(64)
+}
+
 #[tokio::test]
 async fn keepalive_checks_reuse_one_connection_and_close_it_with_the_session() {
     let (addr, count) = http_server_with(ServerMode::default()).await;
-    let c = Checker::new().unwrap();
+    let c = counting_checker();
     for h in [
         http("/ok", Some("OK")),
         http("/chunked", Some("OK")),
@@ -429,7 +435,7 @@ async fn a_server_closing_idle_connections_fails_no_check() {
 #[tokio::test]
 async fn a_check_cut_by_its_deadline_closes_its_connection() {
     let (addr, count) = http_server_with(ServerMode::default()).await;
-    let c = Checker::new().unwrap();
+    let c = counting_checker();
     let mut session = checks_in(&c, http("/ok", None), addr, 1).await;
     let sp = spec(
         CheckKind::Http(http("/silent", None)),
@@ -449,7 +455,7 @@ async fn a_check_cut_by_its_deadline_closes_its_connection() {
 async fn removing_a_scheduled_check_closes_its_kept_connection() {
     let (addr, count) = http_server_with(ServerMode::default()).await;
     let (tx, mut rx) = tokio::sync::mpsc::channel(100);
-    let checker = Arc::new(Checker::new().unwrap());
+    let checker = Arc::new(counting_checker());
     let mut s = CheckScheduler::new(checker.clone(), 4, tx);
     let mut sp = spec(
         CheckKind::Http(http("/ok", Some("OK"))),
