@@ -1840,30 +1840,26 @@ impl Nft {
 
     /// Dump the `reals` shadow set: (service, real address, comment) per element.
     fn read_shadow(&mut self) -> Result<Vec<(ServiceKey, SocketAddr, String)>, DataplaneError> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let mut w = MsgWriter::new();
-        w.begin_msg(
-            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            seq,
-        );
-        w.raw(&[NFPROTO_IPV4, 0, 0, 0]);
-        w.str(NFTA_SET_ELEM_LIST_TABLE, &self.table);
-        w.str(NFTA_SET_ELEM_LIST_SET, SET_REALS);
-        w.end_msg();
-        let mut out = Vec::new();
-        self.sock
-            .dump(&w.buf, seq, "nftables set element dump", |payload| {
-                out.extend(decode_shadow_elements(payload.get(4..).unwrap_or(&[]))?);
-                Ok(())
-            })
-            .map_err(nl)?;
-        Ok(out)
+        self.dump_elements(
+            SET_REALS,
+            "nftables set element dump",
+            decode_shadow_elements,
+        )
     }
 
     /// Every element of map `name`: (key, data) as the kernel holds them.
     fn dump_map(&mut self, name: &str) -> Result<Vec<MapEntry>, DataplaneError> {
+        self.dump_elements(name, "nftables persistence map dump", decode_map_elements)
+    }
+
+    /// Every element of set or map `name` in hbd's table, each reply decoded by `decode`;
+    /// `what` names the dump in errors.
+    fn dump_elements<T>(
+        &mut self,
+        name: &str,
+        what: &'static str,
+        decode: fn(&[u8]) -> Result<Vec<T>, NetlinkError>,
+    ) -> Result<Vec<T>, DataplaneError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let mut w = MsgWriter::new();
@@ -1878,8 +1874,8 @@ impl Nft {
         w.end_msg();
         let mut out = Vec::new();
         self.sock
-            .dump(&w.buf, seq, "nftables persistence map dump", |payload| {
-                out.extend(decode_map_elements(payload.get(4..).unwrap_or(&[]))?);
+            .dump(&w.buf, seq, what, |payload| {
+                out.extend(decode(payload.get(4..).unwrap_or(&[]))?);
                 Ok(())
             })
             .map_err(nl)?;
