@@ -9,32 +9,18 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hbd::dataplane::ipvs::Ipvs;
-use hbd::dataplane::{Dataplane, Forwarding, RealServer, Scheduler, ServiceKey, VirtualService};
+use hbd::dataplane::{Dataplane, ServiceKey};
+
+#[path = "lab/ten_thousand_reals.rs"]
+mod ten_thousand_reals;
 
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
     let mut ipvs = Ipvs::open()?;
-    let mut desired = Vec::new();
-    for s in 0..100u16 {
-        let mut vs = VirtualService::new(
-            ServiceKey::Tcp(SocketAddr::from(([192, 0, 2, 10], 1000 + s))),
-            Scheduler::Wrr,
-        );
-        for r in 0..100u16 {
-            vs.reals.push(RealServer {
-                weight: 1 + u32::from(r % 3),
-                ..RealServer::new(
-                    SocketAddr::from(([198, 51, 100, (r % 250) as u8 + 1], 2000 + r)),
-                    Forwarding::Masq,
-                )
-            });
-        }
-        desired.push(vs);
-    }
+    let mut desired = ten_thousand_reals::ten_thousand_reals();
     let own: HashSet<ServiceKey> = desired.iter().map(|v| v.key).collect();
     let t = Instant::now();
     let r = rt.block_on(ipvs.reconcile(&desired, &own))?;

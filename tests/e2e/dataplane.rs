@@ -24,6 +24,9 @@ use hbd::dataplane::{
 
 use crate::netns::{NetNs, enter, veth};
 
+#[path = "../../examples/lab/ten_thousand_reals.rs"]
+mod ten_thousand_reals;
+
 const VIP: &str = "192.0.2.10:80";
 
 /// `nft COMMAND` inside namespace `ns` (the oracle); its stdout. Panics when nft fails.
@@ -378,23 +381,7 @@ fn ipvs_absent_is_a_clear_error() {
 fn bench_nft_apply_10000_reals() {
     let d = &NetNs::new("dpd");
     let mut dp = open_nft(d);
-    let mut desired = Vec::new();
-    for s in 0..100u16 {
-        let mut vs = VirtualService::new(
-            ServiceKey::Tcp(SocketAddr::from(([192, 0, 2, 10], 1000 + s))),
-            Scheduler::Wrr,
-        );
-        for r in 0..100u16 {
-            vs.reals.push(RealServer {
-                weight: 1 + u32::from(r % 3),
-                ..RealServer::new(
-                    SocketAddr::from(([198, 51, 100, (r % 250) as u8 + 1], 2000 + r)),
-                    Forwarding::Masq,
-                )
-            });
-        }
-        desired.push(vs);
-    }
+    let mut desired = ten_thousand_reals::ten_thousand_reals();
     let own = owned(&desired);
     let t = Instant::now();
     let r = block(dp.reconcile(&desired, &own)).unwrap();
