@@ -72,11 +72,11 @@ pub async fn call(
 async fn call_inner(path: &Path, request: &Request) -> Result<Response, ClientError> {
     let unreachable = |source| connect_error(path, source);
     let mut stream = UnixStream::connect(path).await.map_err(unreachable)?;
-    let mut line = serde_json::to_vec(request).map_err(|e| ClientError::BadAnswer {
+    let line = request.to_line().map_err(|e| ClientError::BadAnswer {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    line.push(b'\n');
+
     stream.write_all(&line).await.map_err(unreachable)?;
     let mut reader = BufReader::new(stream);
     let mut answer = String::new();

@@ -35,6 +35,15 @@ pub enum Request {
     Auto,
 }
 
+impl Request {
+    /// The request as the socket carries it: one JSON line, newline included.
+    pub fn to_line(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut line = serde_json::to_vec(self)?;
+        line.push(b'\n');
+        Ok(line)
+    }
+}
+
 /// The daemon's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {

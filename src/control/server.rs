@@ -134,10 +134,9 @@ async fn probe(path: &Path, timeout: Duration) -> Probe {
     let Ok(mut stream) = UnixStream::connect(path).await else {
         return Probe::Stale;
     };
-    let Ok(mut line) = serde_json::to_vec(&Request::Status) else {
+    let Ok(line) = Request::Status.to_line() else {
         return Probe::Held;
     };
-    line.push(b'\n');
     let answer = async {
         stream.write_all(&line).await?;
         let mut first = [0u8; 1];
